@@ -1,0 +1,229 @@
+"""Job specs: YAML -> pydantic v2 models discriminated by `kind`, presets, sweeps, JSON Schema.
+
+A spec document is one kind's fields plus `sweep:` (dotted field path -> list of values). Field
+defaults are the `smoke` preset; other presets (`paper`) override them, and the user's fields
+override the preset. Every error names the field path and the YAML line it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from jobs.kinds import kind_names, load_kind
+
+MAX_SWEEP_RUNS = 10_000
+
+
+class SpecError(Exception):
+    """Invalid job input. `problems` holds one line per problem, each naming the field and YAML line."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else problems
+        super().__init__("\n".join(self.problems))
+
+
+class BaseSpec(BaseModel):
+    """Fields every kind has."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}}
+
+    kind: str
+    name: str | None = Field(None, max_length=200, description="experiment name; defaults to the file name")
+    preset: Literal["smoke", "paper"] = Field("smoke", description="size preset; fields you set override it")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                        description="auto: cuda, else mps, else cpu (within the worker's device slot)")
+    sweep: dict[str, list[Any]] = Field(default_factory=dict,
+                                        description="dotted field path -> values; one run per combination")
+
+
+@dataclass
+class Job:
+    """A validated spec document: the experiment and the runs its sweep expands into."""
+
+    name: str
+    kind: str
+    text: str
+    sweep: dict[str, list[Any]]
+    runs: list[tuple[str, BaseSpec]]  # (run name, resolved spec)
+
+
+# --- YAML with line numbers ----------------------------------------------------------------------
+
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path in a composed YAML document to its 1-based line."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[(*path, key)] = k.start_mark.line + 1
+            _line_map(v, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out[(*path, i)] = v.start_mark.line + 1
+            _line_map(v, (*path, i), out)
+    return out
+
+
+def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]]:
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise SpecError(f"{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a job spec must be a YAML mapping with a `kind:` field, got {type(data).__name__}")
+    return data, (_line_map(node) if node is not None else {})
+
+
+def _where(source: str, lines: dict[tuple, int], loc: tuple) -> str:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return f"{source}:{lines[loc[:n]]}"
+    return source
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(document)"
+
+
+# --- presets and sweeps --------------------------------------------------------------------------
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if (m := _model_of(arg)) is not None:
+            return m
+    return None
+
+
+def check_field_path(spec_cls: type[BaseModel], dotted: str) -> None:
+    """Raise KeyError naming the first part of `dotted` that is not a field."""
+    model: type[BaseModel] | None = spec_cls
+    for i, part in enumerate(dotted.split(".")):
+        if model is None or part not in model.model_fields:
+            raise KeyError(".".join(dotted.split(".")[: i + 1]))
+        model = _model_of(model.model_fields[part].annotation)
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        data = data.setdefault(p, {})
+        if not isinstance(data, dict):
+            raise SpecError(f"sweep.{dotted}: {p} is set to a value that is not a mapping")
+    data[last] = value
+
+
+def _format(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def resolve(spec_cls: type[BaseSpec], raw: dict[str, Any]) -> BaseSpec:
+    """Apply the preset the document names under its own fields and validate."""
+    preset = raw.get("preset", "smoke")
+    base = spec_cls.PRESETS.get(preset, {}) if isinstance(preset, str) else {}
+    return spec_cls.model_validate(deep_merge(base, raw))
+
+
+def load_job(text: str, source: str = "<spec>", name: str | None = None) -> Job:
+    """Validate a spec document and expand its sweep. Raises SpecError listing every problem."""
+    raw, lines = parse_yaml(text, source)
+    kind = raw.get("kind")
+    if kind is None:
+        raise SpecError(f"{_where(source, lines, ())}: kind: missing; one of {', '.join(kind_names())}")
+    if not isinstance(kind, str) or kind not in kind_names():
+        raise SpecError(f"{_where(source, lines, ('kind',))}: kind: unknown kind {kind!r}; "
+                        f"one of {', '.join(kind_names())}")
+    spec_cls = load_kind(kind).Spec
+
+    sweep = raw.pop("sweep", None) or {}
+    if not isinstance(sweep, dict):
+        raise SpecError(f"{_where(source, lines, ('sweep',))}: sweep: must map dotted field paths to lists of values")
+    problems = []
+    for path, values in sweep.items():
+        where = _where(source, lines, ("sweep", path))
+        if path in ("kind", "sweep"):
+            problems.append(f"{where}: sweep.{path}: cannot be swept")
+            continue
+        try:
+            check_field_path(spec_cls, str(path))
+        except KeyError as e:
+            problems.append(f"{where}: sweep.{path}: {e.args[0]!r} is not a field of a {kind} spec")
+        if not isinstance(values, list) or not values:
+            problems.append(f"{where}: sweep.{path}: must be a non-empty list of values")
+    if problems:
+        raise SpecError(problems)
+    n_runs = 1
+    for values in sweep.values():
+        n_runs *= len(values)
+    if n_runs > MAX_SWEEP_RUNS:
+        raise SpecError(f"{_where(source, lines, ('sweep',))}: sweep: {n_runs} combinations, more than {MAX_SWEEP_RUNS}")
+
+    exp_name = raw.get("name") or name or Path(source).stem
+    runs: list[tuple[str, BaseSpec]] = []
+    for combo in itertools.product(*sweep.values()) if sweep else [()]:
+        doc = copy.deepcopy(raw)
+        combo_lines = dict(lines)
+        for path, value in zip(sweep, combo, strict=True):
+            _set_path(doc, path, value)
+            combo_lines[tuple(path.split("."))] = lines.get(("sweep", path), 0)
+        label = " ".join(f"{p}={_format(v)}" for p, v in zip(sweep, combo, strict=True))
+        try:
+            spec = resolve(spec_cls, doc)
+        except ValidationError as e:
+            for err in e.errors():
+                loc = tuple(err["loc"])
+                msg = err["msg"] + (f" (got {err['input']!r})" if "input" in err and err["type"] != "missing"
+                                    and not isinstance(err["input"], dict) else "")
+                suffix = f" [sweep {label}]" if label else ""
+                problems.append(f"{_where(source, combo_lines, loc)}: {_dotted(loc)}: {msg}{suffix}")
+            continue
+        spec.name = exp_name
+        runs.append((f"{exp_name} {label}".strip(), spec))
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+    return Job(name=exp_name, kind=kind, text=text, sweep=sweep, runs=runs)
+
+
+def load_job_file(path: str | Path) -> Job:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}") from None
+    return load_job(text, str(path))
+
+
+def spec_from_dict(data: dict[str, Any]) -> BaseSpec:
+    """Rebuild a stored, already resolved spec."""
+    return load_kind(data["kind"]).Spec.model_validate(data)
+
+
+def json_schema() -> dict[str, Any]:
+    specs = tuple(load_kind(k).Spec for k in kind_names())
+    union = Annotated[typing.Union[specs], Field(discriminator="kind")]  # noqa: UP007
+    schema = TypeAdapter(union).json_schema()
+    schema["title"] = "workbench job spec"
+    return schema

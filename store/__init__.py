@@ -1,0 +1,1 @@
+"""What persists: the SQLite store (experiments, runs, metrics, artifacts, tables, events) and its queue."""

@@ -1,0 +1,42 @@
+"""Artifact files live under $WORKBENCH_HOME/runs/<run id>/; no name can point outside it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+
+class UnsafeArtifactName(ValueError):
+    pass
+
+
+def run_dir(home: Path, run_id: int) -> Path:
+    return Path(home) / "runs" / str(int(run_id))
+
+
+def artifact_path(home: Path, run_id: int, name: str) -> Path:
+    """The file for artifact `name` of a run, refusing absolute names, '..', and symlink escapes."""
+    pure = PurePosixPath(name)
+    if not name or "\\" in name or "\x00" in name or pure.is_absolute() or any(p in ("", "..", ".") for p in pure.parts):
+        raise UnsafeArtifactName(f"artifact name {name!r} must be a relative path without '..'")
+    root = run_dir(home, run_id)
+    path = root.joinpath(*pure.parts)
+    # Resolve symlinks in whatever part of the path already exists.
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UnsafeArtifactName(f"artifact name {name!r} escapes the run directory")
+    return path
+
+
+def relative_to_home(home: Path, path: Path) -> str:
+    return Path(os.path.relpath(path, home)).as_posix()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

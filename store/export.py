@@ -1,0 +1,125 @@
+"""Result tables -> CSV, Markdown, LaTeX or JSON.
+
+Exporting several runs stacks each named table across them with `run` and `run_name` columns in
+front; the `summary` table holds one row per run with its headline numbers (nested mappings such
+as guided_accuracy become columns like `guided_accuracy[3.0]`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("csv", "md", "latex", "json")
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}[{k}]" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def collect(records: list[dict[str, Any]], table: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Stack the tables of several `show` records: {table name: rows with run columns first}."""
+    stacked: dict[str, list[dict[str, Any]]] = {}
+    if table in (None, "summary"):
+        stacked["summary"] = [{"run": r["id"], "run_name": r["name"], "kind": r["kind"], "status": r["status"],
+                               **flatten(r["summary"])} for r in records]
+    for r in records:
+        for name, rows in r["tables"].items():
+            if table is None or name == table:
+                stacked.setdefault(name, []).extend(
+                    {"run": r["id"], "run_name": r["name"], **flatten(row)} for row in rows)
+    return stacked
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    if isinstance(v, list | dict):
+        return json.dumps(v)
+    return str(v)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_columns(rows), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    cols = _columns(rows)
+    esc = [[_cell(row.get(c)).replace("|", "\\|") for c in cols] for row in rows]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(rows: list[dict[str, Any]], caption: str) -> str:
+    cols = _columns(rows)
+    align = "".join("r" if all(isinstance(r.get(c), int | float) for r in rows if r.get(c) is not None) else "l"
+                    for c in cols)
+    out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption)}}}",
+           f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+           " & ".join(latex_escape(c) for c in cols) + " \\\\", "\\midrule"]
+    out += [" & ".join(latex_escape(_cell(row.get(c))) for c in cols) + " \\\\" for row in rows]
+    out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def render(tables: dict[str, list[dict[str, Any]]], fmt: str) -> str:
+    """All tables in one document (CSV: one section per table, each headed `# <name>`)."""
+    if fmt == "json":
+        return json.dumps(tables, indent=2) + "\n"
+    parts = []
+    for name, rows in tables.items():
+        if fmt == "csv":
+            parts.append((f"# {name}\n" if len(tables) > 1 else "") + to_csv(rows))
+        elif fmt == "md":
+            parts.append(f"## {name}\n\n" + to_markdown(rows))
+        elif fmt == "latex":
+            parts.append(to_latex(rows, name))
+        else:
+            raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    return "\n".join(parts)
+
+
+def write(tables: dict[str, list[dict[str, Any]]], fmt: str, path: Path) -> list[Path]:
+    """Write to `path`; CSV with several tables writes one file per table (`<stem>-<table>.csv`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv" and len(tables) > 1:
+        written = []
+        for name, rows in tables.items():
+            p = path.with_name(f"{path.stem}-{name}{path.suffix or '.csv'}")
+            p.write_text(to_csv(rows))
+            written.append(p)
+        return written
+    path.write_text(render(tables, fmt))
+    return [path]

@@ -1,0 +1,120 @@
+"""Reads shared by the CLI and the TUI: one path to the data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from store.db import Store
+from store.models import Artifact, Experiment, MetricPoint, ResultTable, Run, RunEvent
+from store.queue import UnknownRun
+
+
+def iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def list_runs(store: Store, status: str | None = None, kind: str | None = None,
+              after_id: int = 0, limit: int | None = None) -> list[Run]:
+    q = select(Run).where(Run.id > after_id).order_by(Run.id)
+    if status:
+        q = q.where(Run.status == status)
+    if kind:
+        q = q.where(Run.kind == kind)
+    if limit:
+        q = q.limit(limit)
+    with store.read() as s:
+        return list(s.scalars(q))
+
+
+def get_run(store: Store, run_id: int) -> Run:
+    with store.read() as s:
+        run = s.get(Run, run_id)
+    if run is None:
+        raise UnknownRun(run_id)
+    return run
+
+
+def run_row(run: Run, experiment_name: str | None = None) -> dict[str, Any]:
+    """The short form of a run, as `workbench runs --json` prints it."""
+    return {
+        "id": run.id, "experiment": experiment_name if experiment_name is not None else run.experiment_id,
+        "experiment_id": run.experiment_id, "name": run.name, "kind": run.kind, "status": run.status,
+        "priority": run.priority, "attempt": run.attempt, "device": run.device,
+        "progress": [run.progress_done, run.progress_total],
+        "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+        "summary": run.summary or {},
+    }
+
+
+def experiment_names(store: Store, ids: set[int]) -> dict[int, str]:
+    with store.read() as s:
+        return dict(s.execute(select(Experiment.id, Experiment.name).where(Experiment.id.in_(ids))).all())
+
+
+def tables(store: Store, run_id: int) -> dict[str, list[dict[str, Any]]]:
+    with store.read() as s:
+        return {t.name: t.rows for t in s.scalars(select(ResultTable).where(ResultTable.run_id == run_id)
+                                                  .order_by(ResultTable.id))}
+
+
+def artifacts(store: Store, run_id: int, kind: str | None = None) -> list[Artifact]:
+    q = select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)
+    if kind:
+        q = q.where(Artifact.kind == kind)
+    with store.read() as s:
+        return list(s.scalars(q))
+
+
+def events(store: Store, run_id: int, after_id: int = 0) -> list[RunEvent]:
+    with store.read() as s:
+        return list(s.scalars(select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
+                              .order_by(RunEvent.id)))
+
+
+def metric_keys(store: Store, run_id: int) -> list[str]:
+    with store.read() as s:
+        return list(s.scalars(select(MetricPoint.key).where(MetricPoint.run_id == run_id).distinct()
+                              .order_by(MetricPoint.key)))
+
+
+def metric_series(store: Store, run_id: int, key: str) -> list[tuple[int, float]]:
+    """(step, value) sorted by step; where a resumed run logged a step twice, the newest value wins."""
+    newest = (select(func.max(MetricPoint.id)).where(MetricPoint.run_id == run_id, MetricPoint.key == key)
+              .group_by(MetricPoint.step))
+    with store.read() as s:
+        rows = s.execute(select(MetricPoint.step, MetricPoint.value).where(MetricPoint.id.in_(newest))
+                         .order_by(MetricPoint.step)).all()
+    return [(int(a), float(b) if b is not None else float("nan")) for a, b in rows]
+
+
+def latest_metrics(store: Store, run_ids: list[int], key: str) -> dict[int, tuple[int, float]]:
+    """The newest (step, value) of `key` for each run: what `submit --wait` shows."""
+    newest = (select(func.max(MetricPoint.id)).where(MetricPoint.run_id.in_(run_ids), MetricPoint.key == key)
+              .group_by(MetricPoint.run_id))
+    with store.read() as s:
+        rows = s.execute(select(MetricPoint.run_id, MetricPoint.step, MetricPoint.value)
+                         .where(MetricPoint.id.in_(newest))).all()
+    return {r: (st, v) for r, st, v in rows}
+
+
+def show(store: Store, run_id: int) -> dict[str, Any]:
+    """The full record of a run, the shape of `workbench show RUN --json`."""
+    with store.read() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise UnknownRun(run_id)
+        exp = s.get(Experiment, run.experiment_id)
+    return {
+        "id": run.id, "experiment": exp.name, "experiment_id": exp.id, "name": run.name, "kind": run.kind,
+        "status": run.status, "spec": run.spec, "priority": run.priority, "attempt": run.attempt,
+        "device": run.device, "worker": run.worker_id,
+        "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+        "progress": [run.progress_done, run.progress_total],
+        "error": run.error, "traceback": run.traceback, "summary": run.summary or {},
+        "tables": tables(store, run_id),
+        "artifacts": [{"name": a.name, "kind": a.kind, "path": a.path, "step": a.step, "meta": a.meta}
+                      for a in artifacts(store, run_id)],
+    }

@@ -1,0 +1,183 @@
+"""The run queue: submit, atomic claim, heartbeat, cancel, finish, reap, retry.
+
+All state changes are single BEGIN IMMEDIATE transactions; a claim is one UPDATE ... RETURNING, so
+no two workers can ever get the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+
+from store.db import Store, StoreError
+from store.models import FINAL_STATES, RETRYABLE_STATES, Experiment, Run, RunEvent, Worker
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+def heartbeat_timeout() -> float:
+    """Seconds without a heartbeat after which a running run counts as interrupted."""
+    return float(os.environ.get("WORKBENCH_HEARTBEAT_TIMEOUT", "15"))
+
+
+@dataclass(frozen=True)
+class NewRun:
+    name: str
+    spec: dict[str, Any]
+
+
+class UnknownRun(StoreError):
+    def __init__(self, run_id: int):
+        super().__init__(f"no run with id {run_id}")
+
+
+def _event(session, run_id: int, message: str, level: str = "info") -> None:
+    session.add(RunEvent(run_id=run_id, time=time.time(), level=level, message=message))
+
+
+def submit(store: Store, *, name: str, kind: str, spec_text: str, sweep: dict[str, Any],
+           runs: list[NewRun], priority: int = 0) -> tuple[int, list[int]]:
+    """Store one experiment and its runs as queued; returns (experiment id, run ids)."""
+    now = time.time()
+    with store.write() as s:
+        exp = Experiment(name=name, kind=kind, spec_text=spec_text, sweep=sweep, created_at=now)
+        s.add(exp)
+        s.flush()
+        objs = [Run(experiment_id=exp.id, name=r.name, kind=kind, spec=r.spec, priority=priority,
+                    created_at=now, status="queued") for r in runs]
+        s.add_all(objs)
+        s.flush()
+        for r in objs:
+            _event(s, r.id, f"queued (priority {priority})")
+        return exp.id, [r.id for r in objs]
+
+
+def claim(store: Store, worker_id: str, device: str) -> Run | None:
+    """Atomically take the highest-priority, oldest queued run and mark it running."""
+    now = time.time()
+    with store.write() as s:
+        next_id = (select(Run.id).where(Run.status == "queued")
+                   .order_by(Run.priority.desc(), Run.id).limit(1).scalar_subquery())
+        run = s.execute(
+            update(Run).where(Run.id == next_id, Run.status == "queued")
+            .values(status="running", worker_id=worker_id, device=device, started_at=now,
+                    heartbeat_at=now, attempt=Run.attempt + 1, finished_at=None)
+            .returning(Run)
+        ).scalar_one_or_none()
+        if run is not None:
+            _event(s, run.id, f"started on {device} by {worker_id} (attempt {run.attempt})")
+        return run
+
+
+def heartbeat_runs(store: Store, worker_id: str, run_ids: list[int]) -> set[int]:
+    """Refresh the heartbeat of a worker and its runs; returns the ids whose cancel was requested."""
+    now = time.time()
+    with store.write() as s:
+        s.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+        if not run_ids:
+            return set()
+        s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running", Run.worker_id == worker_id)
+                  .values(heartbeat_at=now))
+        return set(s.scalars(select(Run.id).where(Run.id.in_(run_ids), Run.cancel_requested)))
+
+
+def request_cancel(store: Store, run_id: int) -> str:
+    """Cancel a queued run at once, or ask a running one to stop. Returns the resulting status."""
+    with store.write() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise UnknownRun(run_id)
+        if run.status == "queued":
+            run.status, run.finished_at = "cancelled", time.time()
+            _event(s, run_id, "cancelled while queued")
+        elif run.status == "running":
+            run.cancel_requested = True
+            _event(s, run_id, "cancel requested")
+        else:
+            raise StoreError(f"run {run_id} is {run.status}; only queued or running runs can be cancelled")
+        return run.status
+
+
+def finish(store: Store, run_id: int, worker_id: str, status: str, error: str | None = None,
+           traceback: str | None = None) -> bool:
+    """Record the end of a run this worker holds; False if it no longer holds it (reaped meanwhile)."""
+    assert status in FINAL_STATES
+    with store.write() as s:
+        done = s.execute(
+            update(Run).where(Run.id == run_id, Run.status == "running", Run.worker_id == worker_id)
+            .values(status=status, finished_at=time.time(), error=error, traceback=traceback,
+                    cancel_requested=False)
+        ).rowcount
+        if done:
+            _event(s, run_id, status + (f": {error}" if error else ""), "error" if status == "failed" else "info")
+        return bool(done)
+
+
+def reap_stale(store: Store, timeout: float | None = None) -> list[int]:
+    """Mark running runs whose heartbeat stopped as interrupted; returns their ids."""
+    cutoff = time.time() - (heartbeat_timeout() if timeout is None else timeout)
+    with store.read() as s:  # cheap check first, so readers do not take the write lock for nothing
+        if not s.scalar(select(func.count()).select_from(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)):
+            return []
+    with store.write() as s:
+        ids = list(s.scalars(
+            update(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)
+            .values(status="interrupted", finished_at=time.time(), error="heartbeat lost (worker or run process died)")
+            .returning(Run.id)))
+        for rid in ids:
+            _event(s, rid, "interrupted: heartbeat lost", "warning")
+        return ids
+
+
+def retry(store: Store, run_id: int) -> None:
+    """Queue a failed, cancelled or interrupted run again; it resumes from its last checkpoint."""
+    with store.write() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise UnknownRun(run_id)
+        if run.status not in RETRYABLE_STATES:
+            raise StoreError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs can be retried")
+        run.status, run.error, run.traceback, run.cancel_requested = "queued", None, None, False
+        run.finished_at = None
+        _event(s, run_id, "queued again (retry)")
+
+
+def set_priority(store: Store, run_id: int, priority: int) -> None:
+    with store.write() as s:
+        if not s.execute(update(Run).where(Run.id == run_id).values(priority=priority)).rowcount:
+            raise UnknownRun(run_id)
+
+
+# --- workers -------------------------------------------------------------------------------------
+
+def register_worker(store: Store, devices: list[str]) -> str:
+    now = time.time()
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{int(now * 1000) % 100000}"
+    with store.write() as s:
+        s.add(Worker(id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), devices=devices,
+                     started_at=now, heartbeat_at=now))
+    return worker_id
+
+
+def stop_worker(store: Store, worker_id: str) -> None:
+    with store.write() as s:
+        s.execute(update(Worker).where(Worker.id == worker_id).values(stopped_at=time.time()))
+
+
+def live_workers(store: Store) -> list[Worker]:
+    cutoff = time.time() - heartbeat_timeout()
+    with store.read() as s:
+        return list(s.scalars(select(Worker).where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff)))
+
+
+def prune_workers(store: Store, keep_seconds: float = 86400.0) -> None:
+    """Forget workers that stopped or went silent a day ago."""
+    cutoff = time.time() - keep_seconds
+    with store.write() as s:
+        s.execute(delete(Worker).where(or_(and_(Worker.stopped_at.is_not(None), Worker.stopped_at < cutoff),
+                                           Worker.heartbeat_at < cutoff)))

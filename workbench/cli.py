@@ -1,0 +1,348 @@
+"""The command line. Bare `workbench` opens the TUI; subcommands work headless.
+
+Exit codes: 0 ok, 1 the work failed, 2 bad input (unreadable or invalid spec, unknown run, ...).
+Bad input is checked before the store is touched, so it never changes what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from store.db import StoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                  help="A terminal lab workbench for diffusion-model research.")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
+                "cancelled": "magenta", "interrupted": "bright_red"}
+
+
+def bad_input(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", markup=True)
+    raise typer.Exit(2)
+
+
+def open_store():
+    from store.db import Store
+
+    try:
+        return Store()
+    except StoreError as e:
+        bad_input(str(e))
+    except Exception as e:  # noqa: BLE001 - e.g. an unreadable database file
+        bad_input(f"cannot open the store: {e}")
+
+
+def load_job(path: Path):
+    from jobs.spec import SpecError, load_job_file
+
+    try:
+        return load_job_file(path)
+    except SpecError as e:
+        bad_input("invalid spec\n  " + "\n  ".join(e.problems))
+
+
+def print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# --- spec commands -------------------------------------------------------------------------------
+
+@app.command()
+def validate(spec: Annotated[Path, typer.Argument(help="job YAML")],
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Check a job spec and show the runs it expands into; stores nothing."""
+    job = load_job(spec)
+    if as_json:
+        print_json({"name": job.name, "kind": job.kind, "runs": [
+            {"name": n, "spec": s.model_dump(mode="json")} for n, s in job.runs]})
+        return
+    out.print(f"ok: {job.kind} experiment {job.name!r}, {len(job.runs)} run(s)")
+    for name, _ in job.runs:
+        out.print(f"  - {name}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of job specs."""
+    from jobs.spec import json_schema
+
+    print_json(json_schema())
+
+
+@app.command()
+def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
+           wait: Annotated[bool, typer.Option("--wait", help="follow the runs; exit 0 only if all succeed")] = False,
+           as_json: Annotated[bool, typer.Option("--json", help="print ids (and with --wait, results) as JSON")] = False,
+           no_worker: Annotated[bool, typer.Option("--no-worker", help="do not start a local worker")] = False,
+           priority: Annotated[int, typer.Option("--priority", min=-1000, max=1000)] = 0) -> None:
+    """Queue a job (a sweep queues one run per combination)."""
+    from jobs.runner import ensure_worker
+    from store import queue
+
+    job = load_job(spec)
+    store = open_store()
+    exp_id, run_ids = queue.submit(
+        store, name=job.name, kind=job.kind, spec_text=job.text, sweep=job.sweep, priority=priority,
+        runs=[queue.NewRun(name, s.model_dump(mode="json")) for name, s in job.runs])
+    started = False if no_worker else ensure_worker(store)
+    if not as_json:
+        out.print(f"experiment {exp_id} {job.name!r}: queued run(s) {', '.join(map(str, run_ids))}"
+                  + (" (started a local worker)" if started else ""))
+    if not wait:
+        if as_json:
+            print_json({"experiment_id": exp_id, "run_ids": run_ids})
+        return
+    statuses = follow(store, run_ids, quiet=as_json)
+    if as_json:
+        from store.queries import show as show_run
+
+        print_json({"experiment_id": exp_id, "run_ids": run_ids,
+                    "runs": [{k: v for k, v in show_run(store, r).items() if k not in ("spec", "traceback")}
+                             for r in run_ids]})
+    raise typer.Exit(0 if all(s == "succeeded" for s in statuses.values()) else 1)
+
+
+def follow(store, run_ids: list[int], quiet: bool = False) -> dict[int, str]:
+    """Show a progress bar per run with its latest loss until every run has ended."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from store import queue
+    from store.models import FINAL_STATES
+    from store.queries import get_run, latest_metrics
+
+    statuses: dict[int, str] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=err, disable=quiet) as bar:
+        tasks = {r: bar.add_task(f"run {r}", total=None, info="queued") for r in run_ids}
+        while True:
+            queue.reap_stale(store)
+            losses = latest_metrics(store, run_ids, "loss")
+            for r in run_ids:
+                run = get_run(store, r)
+                statuses[r] = run.status
+                info = f"[{STATUS_STYLE.get(run.status, 'white')}]{run.status}[/]"
+                if r in losses and losses[r][1] is not None:
+                    info += f"  loss {losses[r][1]:.4g} @ {losses[r][0]}"
+                if run.error:
+                    info += f"  [red]{run.error}[/]"
+                bar.update(tasks[r], description=f"run {r} {run.name}", info=info,
+                           completed=run.progress_done, total=run.progress_total or None)
+            if all(s in FINAL_STATES for s in statuses.values()):
+                return statuses
+            time.sleep(0.5)
+
+
+# --- queue commands ------------------------------------------------------------------------------
+
+@app.command()
+def worker(devices: Annotated[str, typer.Option(help="cpu, cpu:N, GPU indices like 0,1, or auto")] = "auto",
+           once: Annotated[bool, typer.Option("--once", help="exit when the queue is empty")] = False,
+           max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="exit after N runs")] = None,
+           idle_exit: Annotated[float | None, typer.Option("--idle-exit", min=0, help="exit after S idle seconds")] = None,
+           exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False) -> None:
+    """Run queued runs, one per device slot."""
+    from jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers, parse_devices
+
+    try:
+        slots = parse_devices(devices)
+    except ValueError as e:
+        bad_input(str(e))
+    store = open_store()
+    lock = None
+    if exclusive and (lock := hold_exclusive_lock(store.home)) is None:
+        out.print("another auto-started worker is running; exiting")
+        return
+    w = Worker(store, slots, once=once, max_jobs=max_jobs, idle_exit=idle_exit,
+               log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
+    install_signal_handlers(w)
+    code = w.run()
+    del lock
+    raise typer.Exit(code)
+
+
+def _run_ids_exist(store, run_ids: list[int]) -> None:
+    from store.queries import get_run
+    from store.queue import UnknownRun
+
+    for r in run_ids:
+        try:
+            get_run(store, r)
+        except UnknownRun as e:
+            bad_input(str(e))
+
+
+@app.command()
+def cancel(run_ids: Annotated[list[int], typer.Argument(help="run ids")]) -> None:
+    """Cancel queued runs at once; ask running runs to stop (they checkpoint first)."""
+    from store import queue
+
+    store = open_store()
+    _run_ids_exist(store, run_ids)
+    for r in run_ids:
+        try:
+            status = queue.request_cancel(store, r)
+        except StoreError as e:
+            bad_input(str(e))
+        out.print(f"run {r}: {'cancelled' if status == 'cancelled' else 'cancel requested'}")
+
+
+@app.command()
+def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
+          no_worker: Annotated[bool, typer.Option("--no-worker")] = False) -> None:
+    """Queue failed, cancelled or interrupted runs again; they resume from their last checkpoint."""
+    from jobs.runner import ensure_worker
+    from store import queue
+
+    store = open_store()
+    _run_ids_exist(store, run_ids)
+    queue.reap_stale(store)
+    for r in run_ids:
+        try:
+            queue.retry(store, r)
+        except StoreError as e:
+            bad_input(str(e))
+        out.print(f"run {r}: queued again")
+    if not no_worker:
+        ensure_worker(store)
+
+
+# --- browsing ------------------------------------------------------------------------------------
+
+def _headline(summary: dict) -> str:
+    for k, v in summary.items():
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            return f"{k}={v:.4g}"
+    return ""
+
+
+@app.command()
+def runs(status: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
+         kind: Annotated[str | None, typer.Option(help="only runs of this kind")] = None,
+         limit: Annotated[int | None, typer.Option(min=1, help="only the newest N")] = None,
+         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List runs."""
+    from store import queue
+    from store.models import RUN_STATES
+    from store.queries import experiment_names, list_runs, run_row
+
+    if status is not None and status not in RUN_STATES:
+        bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
+    store = open_store()
+    queue.reap_stale(store)
+    rows = list_runs(store, status=status, kind=kind)
+    if limit:
+        rows = rows[-limit:]
+    names = experiment_names(store, {r.experiment_id for r in rows})
+    records = [run_row(r, names.get(r.experiment_id)) for r in rows]
+    if as_json:
+        print_json(records)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "experiment", "name", "kind", "status", "progress", "started", "headline"):
+        table.add_column(col)
+    for rec in records:
+        done, total = rec["progress"]
+        table.add_row(str(rec["id"]), str(rec["experiment"]), rec["name"], rec["kind"],
+                      f"[{STATUS_STYLE[rec['status']]}]{rec['status']}[/]",
+                      f"{done}/{total}" if total else "", (rec["started_at"] or "")[:19].replace("T", " "),
+                      _headline(rec["summary"]))
+    out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
+
+
+@app.command()
+def show(run_id: Annotated[int, typer.Argument(help="run id")],
+         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one run: spec, status, summary, result tables, artifacts."""
+    from store import queue
+    from store.queries import show as show_run
+    from store.queue import UnknownRun
+
+    store = open_store()
+    queue.reap_stale(store)
+    try:
+        rec = show_run(store, run_id)
+    except UnknownRun as e:
+        bad_input(str(e))
+    if as_json:
+        print_json(rec)
+        return
+    out.print(f"[bold]run {rec['id']}[/] {rec['name']}  ({rec['kind']}, experiment {rec['experiment']})")
+    out.print(f"status: [{STATUS_STYLE[rec['status']]}]{rec['status']}[/]  attempt {rec['attempt']}  "
+              f"device {rec['device'] or '-'}  started {rec['started_at'] or '-'}  finished {rec['finished_at'] or '-'}")
+    if rec["error"]:
+        out.print(f"[red]error:[/] {rec['error']}")
+    if rec["summary"]:
+        out.print("[bold]summary[/]")
+        for k, v in rec["summary"].items():
+            out.print(f"  {k}: {json.dumps(v)}")
+    for name, rows in rec["tables"].items():
+        t = Table(title=name, box=None, header_style="bold", title_justify="left")
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        for c in cols:
+            t.add_column(c)
+        from store.export import _cell
+
+        for r in rows:
+            t.add_row(*(_cell(r.get(c)) for c in cols))
+        out.print(t)
+    if rec["artifacts"]:
+        out.print("[bold]artifacts[/]")
+        for a in rec["artifacts"]:
+            out.print(f"  {a['kind']:<10} {a['name']}" + (f" @ {a['step']}" if a["step"] is not None else "")
+                      + f"  {a['path']}")
+
+
+@app.command()
+def export(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
+           fmt: Annotated[str, typer.Option("--format", "-f", help="csv, md, latex or json")] = "csv",
+           output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
+           table: Annotated[str | None, typer.Option(help="only this table (e.g. summary, samplers)")] = None) -> None:
+    """Export runs' result tables (and a summary table) to CSV, Markdown, LaTeX or JSON."""
+    from store import export as exporter
+    from store.queries import show as show_run
+    from store.queue import UnknownRun
+
+    if fmt not in exporter.FORMATS:
+        bad_input(f"--format: unknown format {fmt!r}; one of {', '.join(exporter.FORMATS)}")
+    store = open_store()
+    try:
+        records = [show_run(store, r) for r in run_ids]
+    except UnknownRun as e:
+        bad_input(str(e))
+    tables = exporter.collect(records, table)
+    if not tables:
+        bad_input(f"--table: no table named {table!r} in run(s) {', '.join(map(str, run_ids))}")
+    if output is None:
+        sys.stdout.write(exporter.render(tables, fmt))
+        return
+    try:
+        written = exporter.write(tables, fmt, output)
+    except OSError as e:
+        bad_input(f"cannot write {output}: {e.strerror}")
+    err.print("wrote " + ", ".join(map(str, written)))
+
+
+@app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context) -> None:
+    """Bare `workbench`: the TUI (until it lands, the runs list)."""
+    if ctx.invoked_subcommand is None:
+        runs(status=None, kind=None, limit=None, as_json=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
