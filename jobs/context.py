@@ -106,7 +106,7 @@ class RunContext:
         rel = f"images/{name}/{step:08d}.png" if step is not None else f"images/{name}.png"
         path = artifact_path(self.store.home, self.run_id, rel)
         atomic_write_bytes(path, data)
-        self._add_artifact(name, "image", path, step, meta)
+        self._add_artifact(name, "image", path, step, meta, replace=True)
         return path
 
     def file(self, name: str, data: bytes, **meta: Any) -> Path:
@@ -119,8 +119,11 @@ class RunContext:
                       replace: bool = False) -> None:
         rel = relative_to_home(self.store.home, path)
         with self.store.write() as s:
-            if replace:
-                s.execute(delete(Artifact).where(Artifact.run_id == self.run_id, Artifact.name == name))
+            if replace:  # a resumed run that redoes a picture (or a checkpoint) replaces the old row
+                same = [Artifact.run_id == self.run_id, Artifact.name == name, Artifact.kind == kind]
+                if kind != "checkpoint":  # one checkpoint row per run; one image row per (name, step)
+                    same.append(Artifact.step.is_(None) if step is None else Artifact.step == step)
+                s.execute(delete(Artifact).where(*same))
             s.add(Artifact(run_id=self.run_id, name=name, kind=kind, path=rel, step=step, meta=_jsonable(meta),
                            created_at=time.time()))
 

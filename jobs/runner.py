@@ -216,6 +216,7 @@ class Worker:
                   self.threads if slot.device == "cpu" else max(1, (os.cpu_count() or 1) // len(self.slots))))
         proc.start()
         child_end.close()
+        queue.set_pid(self.store, run.id, proc.pid)
         slot.run_id, slot.process, slot.conn = run.id, proc, parent_end
         slot.stop_sent_at, slot.cancel, slot.terminated, slot.result = None, False, False, None
         self.log(f"run {run.id} ({run.kind} {run.name!r}) started on {slot.device}, pid {proc.pid}")

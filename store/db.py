@@ -57,6 +57,7 @@ class Store:
 
     def __init__(self, url: str | None = None, home: Path | None = None):
         self.home = Path(home) if home else workbench_home()
+        self.home.mkdir(parents=True, exist_ok=True)
         self.url = url or database_url(self.home)
         self.engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":

@@ -46,7 +46,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for row in rows for k in row))
 
 
-def _cell(v: Any) -> str:
+def cell(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
@@ -67,7 +67,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     cols = _columns(rows)
-    esc = [[_cell(row.get(c)).replace("|", "\\|") for c in cols] for row in rows]
+    esc = [[cell(row.get(c)).replace("|", "\\|") for c in cols] for row in rows]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in esc]
     return "\n".join(lines) + "\n"
@@ -88,7 +88,7 @@ def to_latex(rows: list[dict[str, Any]], caption: str) -> str:
     out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption)}}}",
            f"\\begin{{tabular}}{{{align}}}", "\\toprule",
            " & ".join(latex_escape(c) for c in cols) + " \\\\", "\\midrule"]
-    out += [" & ".join(latex_escape(_cell(row.get(c))) for c in cols) + " \\\\" for row in rows]
+    out += [" & ".join(latex_escape(cell(row.get(c))) for c in cols) + " \\\\" for row in rows]
     out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(out) + "\n"
 

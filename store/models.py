@@ -45,6 +45,7 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker_id: Mapped[str | None] = mapped_column(String(100), default=None)
     device: Mapped[str | None] = mapped_column(String(32), default=None)
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)  # the run's child process
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, default=None)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -110,7 +110,7 @@ def show(store: Store, run_id: int) -> dict[str, Any]:
     return {
         "id": run.id, "experiment": exp.name, "experiment_id": exp.id, "name": run.name, "kind": run.kind,
         "status": run.status, "spec": run.spec, "priority": run.priority, "attempt": run.attempt,
-        "device": run.device, "worker": run.worker_id,
+        "device": run.device, "worker": run.worker_id, "pid": run.pid,
         "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
         "progress": [run.progress_done, run.progress_total],
         "error": run.error, "traceback": run.traceback, "summary": run.summary or {},

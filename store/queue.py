@@ -66,12 +66,17 @@ def claim(store: Store, worker_id: str, device: str) -> Run | None:
         run = s.execute(
             update(Run).where(Run.id == next_id, Run.status == "queued")
             .values(status="running", worker_id=worker_id, device=device, started_at=now,
-                    heartbeat_at=now, attempt=Run.attempt + 1, finished_at=None)
+                    heartbeat_at=now, attempt=Run.attempt + 1, finished_at=None, pid=None)
             .returning(Run)
         ).scalar_one_or_none()
         if run is not None:
             _event(s, run.id, f"started on {device} by {worker_id} (attempt {run.attempt})")
         return run
+
+
+def set_pid(store: Store, run_id: int, pid: int) -> None:
+    with store.write() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(pid=pid))
 
 
 def heartbeat_runs(store: Store, worker_id: str, run_ids: list[int]) -> set[int]:

@@ -104,12 +104,16 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
             print_json({"experiment_id": exp_id, "run_ids": run_ids})
         return
     statuses = follow(store, run_ids, quiet=as_json)
-    if as_json:
-        from store.queries import show as show_run
+    from store.export import collect
+    from store.queries import show as show_run
 
+    records = [show_run(store, r) for r in run_ids]
+    if as_json:
         print_json({"experiment_id": exp_id, "run_ids": run_ids,
-                    "runs": [{k: v for k, v in show_run(store, r).items() if k not in ("spec", "traceback")}
-                             for r in run_ids]})
+                    "runs": [{k: v for k, v in rec.items() if k not in ("spec", "traceback")} for rec in records]})
+    else:
+        for name, rows in collect(records).items():
+            out.print(rows_table(name, rows))
     raise typer.Exit(0 if all(s == "succeeded" for s in statuses.values()) else 1)
 
 
@@ -219,6 +223,18 @@ def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
 
 # --- browsing ------------------------------------------------------------------------------------
 
+def rows_table(title: str, rows: list[dict]) -> Table:
+    from store.export import cell
+
+    t = Table(title=title, header_style="bold", title_justify="left", title_style="bold")
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*(cell(r.get(c)) for c in cols))
+    return t
+
+
 def _headline(summary: dict) -> str:
     for k, v in summary.items():
         if isinstance(v, float | int) and not isinstance(v, bool):
@@ -255,7 +271,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
         done, total = rec["progress"]
         table.add_row(str(rec["id"]), str(rec["experiment"]), rec["name"], rec["kind"],
                       f"[{STATUS_STYLE[rec['status']]}]{rec['status']}[/]",
-                      f"{done}/{total}" if total else "", (rec["started_at"] or "")[:19].replace("T", " "),
+                      f"{done}/{total}" if total else "", (rec["started_at"] or "")[5:16].replace("T", " "),
                       _headline(rec["summary"]))
     out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
 
@@ -287,15 +303,7 @@ def show(run_id: Annotated[int, typer.Argument(help="run id")],
         for k, v in rec["summary"].items():
             out.print(f"  {k}: {json.dumps(v)}")
     for name, rows in rec["tables"].items():
-        t = Table(title=name, box=None, header_style="bold", title_justify="left")
-        cols = list(dict.fromkeys(k for r in rows for k in r))
-        for c in cols:
-            t.add_column(c)
-        from store.export import _cell
-
-        for r in rows:
-            t.add_row(*(_cell(r.get(c)) for c in cols))
-        out.print(t)
+        out.print(rows_table(name, rows))
     if rec["artifacts"]:
         out.print("[bold]artifacts[/]")
         for a in rec["artifacts"]:

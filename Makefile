@@ -1,0 +1,30 @@
+# make demo: set up .venv and run the quickstart headless.  make test: set up and run the tests.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_HOME ?= $(CURDIR)/.wbhome
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+# Reinstall only when pyproject.toml changes; the stamp makes repeated runs instant.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	WORKBENCH_HOME=$(DEMO_HOME) $(BIN)/workbench submit examples/quickstart.yaml --wait
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/queue_stress.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

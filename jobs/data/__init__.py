@@ -1,0 +1,1 @@
+"""Dataset sources. Nothing here downloads at test time; generated and package-shipped data only."""

@@ -1,0 +1,1 @@
+"""Diffusion building blocks: noise schedules, denoisers, guidance, samplers and the training loop."""

@@ -1,0 +1,71 @@
+"""Sampling through diffusers schedulers, each configured from the model's training schedule."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+from jobs.diffusion.guidance import guided_eps, passes
+
+SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "unipc", "euler"]
+
+
+def make_sampler(name: SamplerName, training: DDPMScheduler, eta: float = 0.0):
+    """A scheduler for `name` that shares the training betas and prediction type (no clipping)."""
+    cfg = dict(training.config)
+    if name == "ddpm":
+        return DDPMScheduler.from_config(cfg)
+    if name == "ddim":
+        return DDIMScheduler.from_config(cfg, timestep_spacing="trailing", set_alpha_to_one=True)
+    if name == "dpmsolver++":
+        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
+                                                       timestep_spacing="trailing", final_sigmas_type="zero")
+    if name == "unipc":
+        return UniPCMultistepScheduler.from_config(cfg, timestep_spacing="trailing", final_sigmas_type="zero")
+    if name == "euler":
+        return EulerDiscreteScheduler.from_config(cfg, timestep_spacing="trailing")
+    raise ValueError(f"unknown sampler {name!r}")
+
+
+@dataclass
+class SampleResult:
+    x: torch.Tensor
+    nfe: int  # network evaluations per sample, counting both passes of guidance
+    seconds: float
+
+
+@torch.no_grad()
+def sample(model, training: DDPMScheduler, sampler: SamplerName, steps: int, shape: tuple[int, ...],
+           y: torch.Tensor | None = None, w: float = 1.0, null_class: int | None = None, eta: float = 0.0,
+           generator: torch.Generator | None = None, device: str | torch.device = "cpu") -> SampleResult:
+    sched = make_sampler(sampler, training, eta)
+    sched.set_timesteps(steps, device=device)
+    step_kwargs = {}
+    params = inspect.signature(sched.step).parameters
+    if "generator" in params:
+        step_kwargs["generator"] = generator
+    if "eta" in params:
+        step_kwargs["eta"] = eta
+    if device != "cpu" and str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    x = torch.randn(shape, generator=generator, device=device) * sched.init_noise_sigma
+    for t in sched.timesteps:
+        eps = guided_eps(model, sched.scale_model_input(x, t), t, y, w, null_class)
+        x = sched.step(eps, t, x, **step_kwargs).prev_sample
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    n_steps = len(sched.timesteps)
+    return SampleResult(x=x, nfe=n_steps * passes(w, y is not None and null_class is not None),
+                        seconds=time.perf_counter() - start)

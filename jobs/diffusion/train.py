@@ -1,0 +1,109 @@
+"""The one training loop for every denoiser: epsilon-prediction loss with label dropout for CFG,
+AdamW with warm-up and cosine decay, gradient clipping, EMA, checkpoint/resume, cancel, and a
+hard stop on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from torch import nn
+
+from jobs.context import RunCancelled, RunContext
+from jobs.diffusion.guidance import drop_labels
+from jobs.diffusion.schedules import q_sample
+
+BatchFn = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.1
+    checkpoint_every: int = 500
+    log_every: int = 10
+
+
+def diffusion_loss(model: nn.Module, schedule: DDPMScheduler, x0: torch.Tensor, y: torch.Tensor | None,
+                   label_dropout: float, null_class: int | None, generator: torch.Generator) -> torch.Tensor:
+    """E_{t, eps} || eps - eps_theta(x_t, t, y~) ||^2 with y~ dropped to the null class w.p. p."""
+    t = torch.randint(0, schedule.config.num_train_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+    if y is not None and null_class is not None:
+        y = drop_labels(y, label_dropout, null_class, generator)
+    return nn.functional.mse_loss(model(q_sample(schedule, x0, t, noise), t, y), noise)
+
+
+def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: BatchFn, cfg: TrainConfig,
+          generator: torch.Generator, null_class: int | None) -> nn.Module:
+    """Train `model` in place and return its EMA copy (what sampling and evaluation use).
+
+    Resumes from the run's last checkpoint: model, EMA, optimiser, LR schedule, RNG and step.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_schedule = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)
+    start = 0
+    if (state := ctx.restore()) is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        start = state["step"]
+
+    def save(step: int) -> None:
+        ctx.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "lr_schedule": lr_schedule.state_dict(), "ema": ema.state_dict(),
+                        "generator": generator.get_state(), "step": step}, step)
+
+    model.train()
+    pending: list[torch.Tensor] = []  # losses not yet read back (reading syncs the GPU)
+    for step in range(start + 1, cfg.steps + 1):
+        x0, y = batches(generator)
+        loss = diffusion_loss(model, schedule, x0, y, cfg.label_dropout, null_class, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        lr_schedule.step()
+        ema.step(model.parameters())
+        pending.append(loss.detach())
+        last = step == cfg.steps
+        if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
+            values = torch.stack(pending).float().cpu().tolist()
+            first = step - len(values) + 1
+            for i, v in enumerate(values):
+                if not math.isfinite(v):
+                    raise NonFiniteLoss(f"loss is {v} at step {first + i}; stopped instead of training on "
+                                        "(lower the learning rate or check the data)")
+            pending.clear()
+            ctx.log(step, loss=sum(values) / len(values), lr=lr_schedule.get_last_lr()[0])
+            ctx.progress(step, cfg.steps)
+        if step % cfg.checkpoint_every == 0 or last:
+            save(step)
+        if not pending and ctx.should_stop():  # only at a step whose losses were checked
+            save(step)
+            raise RunCancelled
+    ema_model = copy.deepcopy(model)
+    ema.copy_to(ema_model.parameters())
+    ema_model.eval()
+    return ema_model

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from jobs.context import RunContext
+from store import queue
+from store.queries import artifacts, metric_series, show
+
+
+def _ctx(store) -> RunContext:
+    (rid,) = queue.submit(store, name="t", kind="sleep", spec_text="", sweep={},
+                          runs=[queue.NewRun("r", {"kind": "sleep"})])[1]
+    queue.claim(store, "w", "cpu")
+    return RunContext(store, rid)
+
+
+def test_log_is_buffered_until_flush(store):
+    ctx = _ctx(store)
+    for step in range(5):
+        ctx.log(step, loss=1.0 / (step + 1))
+    assert metric_series(store, ctx.run_id, "loss") == []  # under a second: still buffered
+    ctx.flush()
+    assert [s for s, _ in metric_series(store, ctx.run_id, "loss")] == [0, 1, 2, 3, 4]
+
+
+def test_newest_value_of_a_relogged_step_wins(store):
+    ctx = _ctx(store)
+    ctx.log(1, loss=5.0)
+    ctx.flush()
+    ctx.log(1, loss=3.0)  # a resumed run logging step 1 again
+    ctx.log(2, loss=float("nan"))
+    ctx.flush()
+    series = metric_series(store, ctx.run_id, "loss")
+    assert series[0] == (1, 3.0) and series[1][0] == 2 and math.isnan(series[1][1])
+
+
+def test_checkpoint_roundtrip_keeps_structure(store):
+    ctx = _ctx(store)
+    assert ctx.restore() is None
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    gen = torch.Generator().manual_seed(3)
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+             "step": 7, "array": np.arange(3), "nested": {"t": (1, 2.5, "x")}}
+    ctx.checkpoint(state, 7)
+    back = ctx.restore()
+    assert back["step"] == 7 and back["nested"] == {"t": (1, 2.5, "x")}
+    assert torch.equal(back["model"]["weight"], model.weight.detach())
+    assert np.array_equal(back["array"], np.arange(3))
+    opt2 = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=1e-3)
+    opt2.load_state_dict(back["optimizer"])  # int keys and tuples survived
+    assert opt2.state_dict()["param_groups"][0]["betas"] == (0.9, 0.99)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    gen2 = torch.Generator()
+    gen2.set_state(back["generator"])
+    assert torch.equal(torch.rand(3, generator=gen2), torch.rand(3, generator=gen))
+    ctx.checkpoint(state, 9)
+    assert [a.step for a in artifacts(store, ctx.run_id, "checkpoint")] == [9]  # one row per run
+
+
+def test_images_tables_summary(store):
+    ctx = _ctx(store)
+    p = ctx.image("samples", 10, np.random.default_rng(0).random((8, 8, 3)))
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ctx.image("samples", 10, np.zeros((8, 8), dtype=np.uint8))  # redone picture replaces its row
+    ctx.table("acc", [{"a": 1}])
+    ctx.table("acc", [{"a": 2}])
+    ctx.summary(x=1.5)
+    ctx.summary(y=np.float32(2.0), z={"3.0": 0.9})
+    rec = show(store, ctx.run_id)
+    assert rec["tables"] == {"acc": [{"a": 2}]}
+    assert rec["summary"] == {"x": 1.5, "y": 2.0, "z": {"3.0": 0.9}}
+    assert [(a["name"], a["step"]) for a in rec["artifacts"]] == [("samples", 10)]
+    assert rec["artifacts"][0]["path"] == f"runs/{ctx.run_id}/images/samples/00000010.png"
+
+
+def test_should_stop_sees_cancel(store):
+    ctx = _ctx(store)
+    assert not ctx.should_stop()
+    queue.request_cancel(store, ctx.run_id)
+    ctx._last_stop_check = 0.0
+    assert ctx.should_stop()

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from sqlalchemy import update
+
+from store import queue
+from store.artifacts import UnsafeArtifactName, artifact_path
+from store.db import SCHEMA_VERSION, Store, StoreError
+from store.models import Run
+
+
+def _submit(store, n=1, priority=0, kind="sleep"):
+    return queue.submit(store, name="t", kind=kind, spec_text="kind: sleep\n", sweep={}, priority=priority,
+                        runs=[queue.NewRun(f"r{i}", {"kind": kind}) for i in range(n)])[1]
+
+
+def test_pragmas_and_schema_version(store):
+    with store.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        assert c.exec_driver_sql("PRAGMA user_version").scalar() == SCHEMA_VERSION
+    assert store.integrity_check() == "ok"
+
+
+def test_newer_schema_is_refused(store, home):
+    with store.engine.begin() as c:
+        c.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        Store(home=home)
+
+
+def test_db_url_override(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("WORKBENCH_DB_URL", url)
+    s = Store()
+    assert s.url == url and (tmp_path / "other.db").exists()
+
+
+def test_claim_order_priority_then_age(store):
+    low = _submit(store, 2)
+    high = _submit(store, 1, priority=5)
+    order = [queue.claim(store, "w", "cpu").id for _ in range(3)]
+    assert order == [high[0], low[0], low[1]]
+    assert queue.claim(store, "w", "cpu") is None
+
+
+def test_concurrent_claims_never_share_a_run(home):
+    ids = set(_submit(Store(home=home), 200))
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(n: int):
+        s = Store(home=home)  # own engine, own connections, as separate workers have
+        while (run := queue.claim(s, f"w{n}", "cpu")) is not None:
+            with lock:
+                claimed.append(run.id)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_cancel_retry_and_finish(store):
+    a, b = _submit(store, 2)
+    assert queue.request_cancel(store, a) == "cancelled"
+    with pytest.raises(StoreError):
+        queue.request_cancel(store, a)
+    run = queue.claim(store, "w", "cpu")
+    assert run.id == b
+    assert queue.request_cancel(store, b) == "running"
+    assert queue.heartbeat_runs(store, "w", [b]) == {b}
+    assert queue.finish(store, b, "w", "cancelled")
+    assert not queue.finish(store, b, "w", "succeeded")  # no longer held
+    queue.retry(store, b)
+    run = queue.claim(store, "w2", "cpu")
+    assert run.id == b and run.attempt == 2 and not run.cancel_requested
+    assert queue.finish(store, b, "w2", "succeeded")
+    with pytest.raises(StoreError, match="only failed"):
+        queue.retry(store, b)
+    with pytest.raises(queue.UnknownRun):
+        queue.retry(store, 12345)
+
+
+def test_reap_marks_silent_runs_interrupted(store):
+    (a,) = _submit(store)
+    queue.claim(store, "w", "cpu")
+    assert queue.reap_stale(store, timeout=60) == []
+    with store.write() as s:
+        s.execute(update(Run).where(Run.id == a).values(heartbeat_at=time.time() - 120))
+    assert queue.reap_stale(store, timeout=60) == [a]
+    with store.read() as s:
+        assert s.get(Run, a).status == "interrupted"
+
+
+def test_workers_registry(store):
+    wid = queue.register_worker(store, ["cpu"])
+    assert [w.id for w in queue.live_workers(store)] == [wid]
+    queue.stop_worker(store, wid)
+    assert queue.live_workers(store) == []
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../b", "", ".", "a\\..\\b", "a/./b"])
+def test_artifact_names_cannot_escape(tmp_path, name):
+    with pytest.raises(UnsafeArtifactName):
+        artifact_path(tmp_path, 1, name)
+
+
+def test_artifact_symlink_escape_is_refused(tmp_path):
+    root = tmp_path / "runs" / "1"
+    root.mkdir(parents=True)
+    os.symlink(tmp_path.parent, root / "link")
+    with pytest.raises(UnsafeArtifactName):
+        artifact_path(tmp_path, 1, "link/secret.png")
+    assert artifact_path(tmp_path, 1, "images/a/00000001.png") == root / "images" / "a" / "00000001.png"
