@@ -19,7 +19,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from multiprocessing import forkserver
 from pathlib import Path
 
 from jobs.context import RunCancelled, RunContext
@@ -76,6 +75,10 @@ def resolve_device(requested: str, slot: str) -> str:
 
 
 # --- the child -----------------------------------------------------------------------------------
+
+def _noop() -> None:
+    pass
+
 
 def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: str, threads: int) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if slot == "cpu" else slot
@@ -161,7 +164,10 @@ class Worker:
     def run(self) -> int:
         self.id = queue.register_worker(self.store, [s.device for s in self.slots])
         self.log(f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.url})")
-        forkserver.ensure_running()  # pay the imports now, not at the first run
+        # Pay the forkserver's imports now, before claiming: a claimed run must never wait for them.
+        warmup = self.mp.Process(target=_noop)
+        warmup.start()
+        warmup.join()
         last_beat = last_reap = 0.0
         idle_since = time.monotonic()
         try:

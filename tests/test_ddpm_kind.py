@@ -1,0 +1,62 @@
+"""The ddpm kind end to end through the CLI and a worker, at test size and at quickstart size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
+
+TINY = """
+kind: ddpm
+dataset: gaussians
+n_train: 4000
+n_test: 400
+model: {width: 32, depth: 2}
+train: {steps: 400, batch_size: 256, lr: 0.003, checkpoint_every: 200}
+sample:
+  n_samples: 400
+  eval_sets: 1
+  guidance_scales: [0.0, 1.0, 3.0]
+  samplers: [{name: ddpm, steps: 200}, {name: ddim, steps: 20}]
+"""
+
+
+def run_spec(home: Path, spec: Path) -> list[dict]:
+    env = subprocess_env(home)
+    ids = json.loads(subprocess.run(wb_command("submit", spec, "--no-worker", "--json"), env=env, check=True,
+                                    capture_output=True, text=True).stdout)["run_ids"]
+    subprocess.run(wb_command("worker", "--devices", "cpu", "--once"), env=env, check=True, capture_output=True,
+                   timeout=600)
+    return [json.loads(subprocess.run(wb_command("show", r, "--json"), env=env, check=True, capture_output=True,
+                                      text=True).stdout) for r in ids]
+
+
+def test_tiny_ddpm_run_reports_everything(home, tmp_path):
+    (rec,) = run_spec(home, write_spec(tmp_path, TINY))
+    assert rec["status"] == "succeeded", rec["error"]
+    s = rec["summary"]
+    assert s["energy_distance"] > 0 and s["energy_distance_floor"] > 0
+    acc = s["guided_accuracy"]
+    assert list(acc) == ["0.0", "1.0", "3.0"]
+    assert acc["3.0"] > acc["0.0"] + 0.3  # guidance works even on a tiny model
+    rows = rec["tables"]["samplers"]
+    assert [(r["sampler"], r["guidance_scale"], r["nfe"]) for r in rows] == [
+        ("ddpm", 0.0, 200), ("ddpm", 1.0, 200), ("ddpm", 3.0, 400),
+        ("ddim", 0.0, 20), ("ddim", 1.0, 20), ("ddim", 3.0, 40)]
+    assert all(r["seconds"] > 0 for r in rows)
+    names = {a["name"] for a in rec["artifacts"]}
+    assert {"forward_process", "checkpoint", "samples/ddpm_200_w3", "samples/ddim_20_w0"} <= names
+    for a in rec["artifacts"]:
+        assert (home / a["path"]).stat().st_size > 0
+
+
+def test_quickstart_meets_its_bars(home):
+    """The issue's bars, on the shipped quickstart spec itself."""
+    swiss, gauss = run_spec(home, ROOT / "examples" / "quickstart.yaml")
+    assert swiss["status"] == gauss["status"] == "succeeded"
+    s = swiss["summary"]
+    assert s["energy_distance"] <= 1.5 * s["energy_distance_floor"], s
+    acc = gauss["summary"]["guided_accuracy"]
+    assert acc["0.0"] < acc["1.0"] < acc["3.0"] and acc["3.0"] >= 0.95, acc

@@ -1,0 +1,131 @@
+"""Noise schedules, forward process, guidance, samplers, and the shared training loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jobs.context import RunCancelled, RunContext
+from jobs.diffusion.denoisers import MLPDenoiser
+from jobs.diffusion.guidance import drop_labels, guided_eps
+from jobs.diffusion.samplers import sample
+from jobs.diffusion.schedules import make_schedule, q_sample
+from jobs.diffusion.train import NonFiniteLoss, TrainConfig, train
+from store import queue
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_schedules_decay_to_noise(name):
+    s = make_schedule(name, 1000)
+    abar = s.alphas_cumprod
+    assert abar.shape == (1000,) and torch.all(abar[1:] < abar[:-1])
+    assert abar[0] > 0.99 and abar[-1] < 1e-3
+
+
+def test_forward_process_matches_its_marginal():
+    s = make_schedule("linear", 1000)
+    x0 = torch.full((200_000, 2), 2.0)
+    g = torch.Generator().manual_seed(0)
+    for t in (10, 500, 999):
+        xt = q_sample(s, x0, torch.full((len(x0),), t), torch.randn(x0.shape, generator=g))
+        abar = s.alphas_cumprod[t]
+        assert xt.mean().item() == pytest.approx(2.0 * abar.sqrt().item(), abs=0.01)
+        assert xt.var().item() == pytest.approx((1 - abar).item(), abs=0.01)
+
+
+def test_label_dropout_rate():
+    y = torch.zeros(100_000, dtype=torch.long)
+    dropped = drop_labels(y, 0.1, 8, torch.Generator().manual_seed(0))
+    assert (dropped == 8).float().mean().item() == pytest.approx(0.1, abs=0.005)
+
+
+def test_guidance_formula_and_special_cases():
+    torch.manual_seed(0)
+    m = MLPDenoiser(2, 16, 1, num_classes=3).eval()
+    x, t, y = torch.randn(5, 2), torch.tensor(100), torch.tensor([0, 1, 2, 0, 1])
+    null = torch.full_like(y, 3)
+    with torch.no_grad():
+        cond, uncond = m(x, t, y), m(x, t, null)
+        assert torch.allclose(guided_eps(m, x, t, y, 0.0, 3), uncond)
+        assert torch.allclose(guided_eps(m, x, t, y, 1.0, 3), cond)
+        assert torch.allclose(guided_eps(m, x, t, y, 3.0, 3), uncond + 3.0 * (cond - uncond), atol=1e-6)
+
+
+def test_w0_sampling_equals_unconditional_sampling():
+    torch.manual_seed(0)
+    m = MLPDenoiser(2, 16, 1, num_classes=3).eval()
+    s = make_schedule("linear", 100)
+    y = torch.tensor([0, 1, 2, 0])
+    guided = sample(m, s, "ddim", 10, (4, 2), y=y, w=0.0, null_class=3, generator=torch.Generator().manual_seed(1))
+    uncond = sample(m, s, "ddim", 10, (4, 2), y=torch.full_like(y, 3), w=1.0, null_class=3,
+                    generator=torch.Generator().manual_seed(1))
+    assert torch.equal(guided.x, uncond.x)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++", "unipc", "euler"])
+def test_every_sampler_gives_finite_samples_and_counts_nfe(sampler):
+    torch.manual_seed(0)
+    m = MLPDenoiser(2, 16, 1, num_classes=2).eval()
+    s = make_schedule("cosine", 200)
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    r = sample(m, s, sampler, 10, (6, 2), y=y, w=3.0, null_class=2, generator=torch.Generator().manual_seed(0))
+    assert r.x.shape == (6, 2) and torch.isfinite(r.x).all()
+    assert r.nfe == 20  # ten steps, two passes each for guidance
+    assert sample(m, s, sampler, 10, (6, 2), y=y, w=1.0, null_class=2).nfe == 10
+
+
+def _context(store) -> RunContext:
+    (rid,) = queue.submit(store, name="t", kind="sleep", spec_text="", sweep={},
+                          runs=[queue.NewRun("r", {"kind": "sleep"})])[1]
+    queue.claim(store, "w", "cpu")
+    return RunContext(store, rid)
+
+
+def _toy_batches(g: torch.Generator):
+    x = torch.randn(64, 2, generator=g) * 0.5 + 1.0
+    return x, (x[:, 0] > 1.0).long()
+
+
+def _fresh(seed: int = 0):
+    torch.manual_seed(seed)
+    return MLPDenoiser(2, 16, 2, num_classes=2), make_schedule("linear", 100), torch.Generator().manual_seed(seed)
+
+
+def test_resumed_training_equals_uninterrupted_training(store):
+    cfg = TrainConfig(steps=40, batch_size=64, lr=1e-2, warmup_steps=5, checkpoint_every=10, log_every=10)
+    model, sched, g = _fresh()
+    straight = train(_context(store), model, sched, _toy_batches, cfg, g, null_class=2)
+
+    ctx = _context(store)
+    model, sched, g = _fresh()
+    calls = 0
+
+    def batches_then_stop(gen):
+        nonlocal calls
+        calls += 1
+        if calls == 20:
+            ctx.request_stop()  # as a cancel would; the loop stops at the next checked step
+        return _toy_batches(gen)
+
+    with pytest.raises(RunCancelled):
+        train(ctx, model, sched, batches_then_stop, cfg, g, null_class=2)
+    model, sched, g = _fresh(seed=123)  # a new process: fresh weights and RNG, all restored from disk
+    ctx._stop.clear()
+    resumed = train(ctx, model, sched, _toy_batches, cfg, g, null_class=2)
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_non_finite_loss_stops_training(store):
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(float("nan")))
+
+        def forward(self, x, t, y):
+            return x * self.w
+
+    cfg = TrainConfig(steps=50, batch_size=8, lr=1e-3, log_every=10, checkpoint_every=100)
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 1"):
+        train(_context(store), Broken(), make_schedule("linear", 100), _toy_batches, cfg,
+              torch.Generator().manual_seed(0), null_class=None)

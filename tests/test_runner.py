@@ -1,0 +1,162 @@
+"""The worker through real processes: run, cancel, kill -9 (child or worker), retry, concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import select
+
+from store.db import Store
+from store.models import MetricPoint, RunEvent
+from store.queries import get_run, show
+from tests.conftest import subprocess_env, wb_command, write_spec
+
+HEARTBEAT_TIMEOUT = "4"  # short, so the kill test does not wait long; the default is 15 s
+
+
+@pytest.fixture
+def env(home):
+    return subprocess_env(home)
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if (value := predicate()):
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_worker(env, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(wb_command("worker", "--devices", "cpu", *args), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def submit(env, spec_path, *args: str) -> list[int]:
+    import json
+
+    out = subprocess.run(wb_command("submit", spec_path, "--no-worker", "--json", *args), env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["run_ids"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def points(store: Store, run_id: int) -> set[tuple[str, int]]:
+    with store.read() as s:
+        return set(s.execute(select(MetricPoint.key, MetricPoint.step).where(MetricPoint.run_id == run_id)).all())
+
+
+def test_worker_once_drains_the_queue(env, home, tmp_path):
+    ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 0.2\nsweep:\n  seed: [1, 2, 3]\n"))
+    done = subprocess.run(wb_command("worker", "--devices", "cpu", "--once"), env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    store = Store(home=home)
+    assert [get_run(store, r).status for r in ids] == ["succeeded"] * 3
+    assert all(get_run(store, r).attempt == 1 for r in ids)
+
+
+def test_failed_run_stores_error_and_traceback(env, home, tmp_path):
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nsteps: 5\nfail_at_step: 3\n"))
+    subprocess.run(wb_command("worker", "--devices", "cpu", "--once"), env=env, timeout=120, check=True,
+                   capture_output=True)
+    rec = show(Store(home=home), rid)
+    assert rec["status"] == "failed"
+    assert "failing at step 3" in rec["error"] and "Traceback" in rec["traceback"]
+
+
+def test_cancel_stops_a_running_run(env, home, tmp_path):
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 120\nsteps: 1200\n"))
+    worker = start_worker(env, "--once")
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress_done > 5, 60, "the run to make progress")
+        t0 = time.monotonic()
+        assert subprocess.run(wb_command("cancel", rid), env=env, capture_output=True).returncode == 0
+        wait_for(lambda: get_run(store, rid).status == "cancelled", 10, "the run to be cancelled")
+        assert time.monotonic() - t0 < 5
+        assert any(a["kind"] == "checkpoint" for a in show(store, rid)["artifacts"])
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+
+
+@pytest.mark.parametrize("victim", ["child", "worker"])
+def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp_path):
+    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT)
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 8\nsteps: 80\ncheckpoint_every: 5\n"))
+    worker = start_worker(env)
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress_done >= 25, 60, "progress")
+        child = get_run(store, rid).pid
+        before = points(store, rid)
+        assert before, "metrics are flushed about once a second"
+        os.kill(child if victim == "child" else worker.pid, signal.SIGKILL)
+        if victim == "worker":
+            worker.wait()
+            wait_for(lambda: not alive(child), 10, "the orphaned run process to exit")
+            # Nobody heartbeats the run any more; the next reader past the timeout marks it.
+            wait_for(lambda: subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True)
+                     and get_run(store, rid).status == "interrupted", 3 * float(HEARTBEAT_TIMEOUT) + 10,
+                     "the run to be marked interrupted")
+            worker = start_worker(env)
+        else:
+            wait_for(lambda: get_run(store, rid).status == "interrupted", 10, "the worker to notice")
+        assert store.integrity_check() == "ok"
+        assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env, capture_output=True).returncode == 0
+        wait_for(lambda: get_run(store, rid).status == "succeeded", 60, "the retried run to succeed")
+        rec = show(store, rid)
+        resumed_from = rec["summary"]["resumed_from"]
+        assert resumed_from >= 20 and rec["attempt"] == 2
+        assert before <= points(store, rid), "a metric flushed before the kill was lost"
+        with store.read() as s:
+            redone = s.scalars(select(MetricPoint.step).where(MetricPoint.run_id == rid, MetricPoint.attempt == 2))
+            assert min(redone) == resumed_from + 1, "steps before the checkpoint were redone"
+            started = s.scalars(select(RunEvent.message).where(RunEvent.run_id == rid,
+                                                               RunEvent.message.like("resumed from%"))).all()
+            assert started == [f"resumed from checkpoint at step {resumed_from}"]
+    finally:
+        worker.kill()
+
+
+def test_concurrent_submitters_and_workers_run_each_once(env, home, tmp_path):
+    spec = write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3, 4, 5]\n")
+    workers = [start_worker(env, "--idle-exit", "5") for _ in range(3)]
+    script = ("import subprocess, sys\n"
+              f"for _ in range(4): subprocess.run({wb_command('submit', spec, '--no-worker')!r}, check=True,"
+              " stdout=subprocess.DEVNULL)\n")
+    submitters = [subprocess.Popen([wb_command()[0], "-c", script], env=env) for _ in range(3)]
+    try:
+        assert all(p.wait(timeout=120) == 0 for p in submitters)
+        for w in workers:
+            assert w.wait(timeout=120) == 0
+        store = Store(home=home)
+        with store.read() as s:
+            from store.models import Run
+
+            runs = s.scalars(select(Run)).all()
+            starts = s.scalars(select(RunEvent.run_id).where(RunEvent.message.like("started on%"))).all()
+        assert len(runs) == 3 * 4 * 5
+        assert all(r.status == "succeeded" and r.attempt == 1 for r in runs)
+        assert sorted(starts) == sorted(r.id for r in runs)  # each started exactly once
+        assert len({r.worker_id for r in runs}) >= 2  # the work was actually shared
+    finally:
+        for p in workers + submitters:
+            p.kill()
