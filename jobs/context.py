@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 
 from store.artifacts import artifact_path, atomic_write_bytes, relative_to_home, run_dir
 from store.db import Store
@@ -24,6 +24,8 @@ from store.models import Artifact, MetricPoint, ResultTable, Run, RunEvent
 FLUSH_INTERVAL = 1.0
 STOP_CHECK_INTERVAL = 1.0
 CHECKPOINT = "checkpoints/last"
+_INSERT_POINTS = (f"INSERT INTO {MetricPoint.__tablename__} (run_id, key, step, value, wall_time, attempt) "
+                  "VALUES (?, ?, ?, ?, ?, ?)")
 
 
 class RunCancelled(Exception):
@@ -45,7 +47,7 @@ class RunContext:
         self._lock = threading.Lock()
         self._buffer: list[dict[str, Any]] = []
         self._progress: tuple[int, int] | None = None
-        self._last_flush = time.monotonic()
+        self._last_flush = time.time()
         self._stop = threading.Event()
         self._last_stop_check = 0.0
 
@@ -54,9 +56,8 @@ class RunContext:
     def log(self, step: int, **scalars: float) -> None:
         now = time.time()
         with self._lock:
-            self._buffer.extend({"run_id": self.run_id, "key": k, "step": int(step), "value": float(v),
-                                 "wall_time": now, "attempt": self.attempt} for k, v in scalars.items())
-        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            self._buffer.append((int(step), now, scalars))
+        if now - self._last_flush >= FLUSH_INTERVAL:
             self.flush()
 
     def progress(self, done: int, total: int) -> None:
@@ -64,18 +65,16 @@ class RunContext:
 
     def flush(self) -> None:
         with self._lock:
-            points, self._buffer = self._buffer, []
+            buffered, self._buffer = self._buffer, []
             progress, self._progress = self._progress, None
-            self._last_flush = time.monotonic()
-        if not points and progress is None:
+            self._last_flush = time.time()
+        if not buffered and progress is None:
             return
-        # SQLite stores NaN as NULL; keep the row so the curve shows the gap.
-        for p in points:
-            if not math.isfinite(p["value"]):
-                p["value"] = None if math.isnan(p["value"]) else p["value"]
+        points = [(self.run_id, k, step, _finite_or_none(v), wall, self.attempt)
+                  for step, wall, scalars in buffered for k, v in scalars.items()]
         with self.store.write() as s:
-            if points:
-                s.execute(insert(MetricPoint), points)
+            if points:  # plain executemany: the ORM's bulk insert costs several times more per row
+                s.connection().exec_driver_sql(_INSERT_POINTS, points)
             if progress is not None:
                 s.execute(update(Run).where(Run.id == self.run_id)
                           .values(progress_done=progress[0], progress_total=progress[1]))
@@ -180,6 +179,12 @@ class RunContext:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+def _finite_or_none(v: float) -> float | None:
+    """SQLite stores NaN as NULL anyway; keep the row so a curve shows the gap."""
+    v = float(v)
+    return None if math.isnan(v) else v
+
 
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -168,6 +168,7 @@ class Worker:
         warmup = self.mp.Process(target=_noop)
         warmup.start()
         warmup.join()
+        self.log("ready")
         last_beat = last_reap = 0.0
         idle_since = time.monotonic()
         try:

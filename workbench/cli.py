@@ -20,7 +20,8 @@ from store.db import StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="A terminal lab workbench for diffusion-model research.")
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (CI logs, `make demo | tee`) gets wide lines instead of tables folded to 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
@@ -226,10 +227,10 @@ def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
 def rows_table(title: str, rows: list[dict]) -> Table:
     from store.export import cell
 
-    t = Table(title=title, header_style="bold", title_justify="left", title_style="bold")
-    cols = list(dict.fromkeys(k for r in rows for k in r))
+    t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
+    cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "run_name"]
     for c in cols:
-        t.add_column(c, overflow="fold")
+        t.add_column(c, no_wrap=True)
     for r in rows:
         t.add_row(*(cell(r.get(c)) for c in cols))
     return t

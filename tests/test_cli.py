@@ -1,0 +1,98 @@
+"""The machine-readable CLI surface: submit, runs, show, export, schema, validate."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from jobs.context import RunContext
+from store import queue
+from tests.conftest import ROOT, write_spec
+
+
+@pytest.fixture
+def finished_runs(store, cli, tmp_path):
+    """Two succeeded runs with summaries and a result table, written through RunContext."""
+    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2]\n"), "--no-worker", "--json")
+    ids = json.loads(out)["run_ids"]
+    for i, rid in enumerate(ids):
+        queue.claim(store, "w", "cpu")
+        ctx = RunContext(store, rid)
+        ctx.summary(energy_distance=0.001 * (i + 1), guided_accuracy={"0.0": 0.1, "3.0": 0.99})
+        ctx.table("samplers", [{"sampler": "ddpm", "steps": 1000, "nfe": 1000, "seconds": 1.5 + i},
+                               {"sampler": "ddim", "steps": 50, "nfe": 50, "seconds": 0.1}])
+        queue.finish(store, rid, "w", "succeeded")
+    return ids
+
+
+def test_submit_json_and_runs(cli, tmp_path):
+    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3]\n"),
+                       "--no-worker", "--json", "--priority", "3")
+    assert code == 0
+    ids = json.loads(out)["run_ids"]
+    assert len(ids) == 3
+    code, out, _ = cli("runs", "--json", "--status", "queued")
+    rows = json.loads(out)
+    assert [r["id"] for r in rows] == ids
+    assert rows[0]["name"] == "job seed=1" and rows[0]["experiment"] == "job" and rows[0]["priority"] == 3
+    assert json.loads(cli("runs", "--json", "--kind", "ddpm")[1]) == []
+
+
+def test_show_json_shape(finished_runs, cli):
+    rec = json.loads(cli("show", finished_runs[0], "--json")[1])
+    for key in ("id", "experiment", "name", "kind", "status", "spec", "created_at", "started_at", "finished_at",
+                "error", "summary", "tables", "artifacts"):
+        assert key in rec
+    assert rec["spec"]["kind"] == "sleep" and rec["spec"]["seed"] == 1
+    assert rec["summary"]["guided_accuracy"]["3.0"] == 0.99
+    assert rec["tables"]["samplers"][1]["nfe"] == 50
+
+
+def test_export_every_format(finished_runs, cli, tmp_path):
+    a, b = map(str, finished_runs)
+    code, out, _ = cli("export", a, b, "--format", "csv", "--table", "samplers")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["run"], r["sampler"], r["nfe"]) for r in rows] == [(a, "ddpm", "1000"), (a, "ddim", "50"),
+                                                                  (b, "ddpm", "1000"), (b, "ddim", "50")]
+    cli("export", a, b, "--format", "csv", "-o", tmp_path / "out.csv")
+    summary = list(csv.DictReader(open(tmp_path / "out-summary.csv")))
+    assert summary[1]["guided_accuracy[3.0]"] == "0.99" and summary[1]["energy_distance"] == "0.002"
+    assert (tmp_path / "out-samplers.csv").exists()
+
+    cli("export", a, "--format", "md", "-o", tmp_path / "out.md")
+    md = (tmp_path / "out.md").read_text()
+    assert "## samplers" in md and "| run | run_name | sampler | steps | nfe | seconds |" in md
+
+    cli("export", a, "--format", "latex", "-o", tmp_path / "out.tex")
+    tex = (tmp_path / "out.tex").read_text()
+    assert "\\begin{tabular}" in tex and "run\\_name" in tex and "guided\\_accuracy[3.0]" in tex
+
+    cli("export", a, b, "--format", "json", "-o", tmp_path / "out.json")
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert set(data) == {"summary", "samplers"} and len(data["samplers"]) == 4
+
+
+def test_schema_lists_every_kind(cli):
+    code, out, _ = cli("schema")
+    schema = json.loads(out)
+    kinds = {v["properties"]["kind"]["const"] for v in schema["$defs"].values() if "kind" in v.get("properties", {})}
+    assert {"ddpm", "sleep"} <= kinds
+
+
+def test_validate_every_example(cli):
+    for spec in sorted((ROOT / "examples").glob("*.yaml")):
+        code, out, err = cli("validate", spec)
+        assert code == 0, (spec, err)
+
+
+def test_bare_workbench_lists_runs(finished_runs, cli):
+    code, out, _ = cli()
+    assert code == 0 and "job seed=1" in out and "succeeded" in out
+
+
+def test_show_human_output(finished_runs, cli):
+    code, out, _ = cli("show", finished_runs[0])
+    assert code == 0 and "samplers" in out and "energy_distance" in out
