@@ -23,7 +23,7 @@ from store.models import Artifact, MetricPoint, ResultTable, Run, RunEvent
 
 FLUSH_INTERVAL = 1.0
 STOP_CHECK_INTERVAL = 1.0
-CHECKPOINT = "checkpoints/last"
+CHECKPOINTS = "checkpoints"
 _INSERT_POINTS = (f"INSERT INTO {MetricPoint.__tablename__} (run_id, key, step, value, wall_time, attempt) "
                   "VALUES (?, ?, ?, ?, ?, ?)")
 
@@ -132,31 +132,34 @@ class RunContext:
         """Save `state` (nested dicts/lists of tensors and plain values) as the run's last checkpoint.
 
         Metrics are flushed first, so a resumed run never lacks points from before its checkpoint.
+        The tensors go to a file named by the step and `last.json` is replaced last, pointing at
+        it: a kill at any moment leaves the previous json and its tensor file intact.
         """
         from safetensors.torch import save
 
         self.flush()
         tensors: dict[str, Any] = {}
         skeleton = _pack(state, "", tensors)
-        base = artifact_path(self.store.home, self.run_id, CHECKPOINT)
-        atomic_write_bytes(base.with_suffix(".safetensors"), save(tensors))
-        # The json is written last: it names the step, so a kill between the two files leaves the
-        # previous json pointing at a tensor file whose step it checks.
-        atomic_write_bytes(base.with_suffix(".json"),
-                           json.dumps({"step": step, "state": skeleton}).encode())
-        self._add_artifact("checkpoint", "checkpoint", base.with_suffix(".safetensors"), step, {}, replace=True)
+        folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
+        tensor_path = folder / f"step-{step:09d}.safetensors"
+        atomic_write_bytes(tensor_path, save(tensors))
+        atomic_write_bytes(folder / "last.json",
+                           json.dumps({"step": step, "tensors": tensor_path.name, "state": skeleton}).encode())
+        for old in folder.glob("step-*.safetensors"):
+            if old != tensor_path:
+                old.unlink(missing_ok=True)
+        self._add_artifact("checkpoint", "checkpoint", tensor_path, step, {}, replace=True)
         self.event(f"checkpoint at step {step}")
 
     def restore(self) -> dict[str, Any] | None:
         """The last checkpoint's state (tensors on CPU), or None when the run has none."""
         from safetensors.torch import load
 
-        base = artifact_path(self.store.home, self.run_id, CHECKPOINT)
-        meta_path, tensor_path = base.with_suffix(".json"), base.with_suffix(".safetensors")
-        if not meta_path.exists() or not tensor_path.exists():
+        folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
+        if not (folder / "last.json").exists():
             return None
-        meta = json.loads(meta_path.read_text())
-        state = _unpack(meta["state"], load(tensor_path.read_bytes()))
+        meta = json.loads((folder / "last.json").read_text())
+        state = _unpack(meta["state"], load((folder / meta["tensors"]).read_bytes()))
         self.event(f"resumed from checkpoint at step {meta['step']}")
         return state
 

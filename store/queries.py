@@ -37,6 +37,14 @@ def get_run(store: Store, run_id: int) -> Run:
     return run
 
 
+def headline(summary: dict[str, Any]) -> str:
+    """The run's headline figure: its first numeric summary value, as `key=value`."""
+    for k, v in (summary or {}).items():
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            return f"{k}={v:.4g}"
+    return ""
+
+
 def run_row(run: Run, experiment_name: str | None = None) -> dict[str, Any]:
     """The short form of a run, as `workbench runs --json` prints it."""
     return {

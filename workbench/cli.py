@@ -34,10 +34,10 @@ def bad_input(message: str) -> NoReturn:
 
 
 def open_store():
-    from store.db import Store
+    from workbench.factory import open_store as open_default_store
 
     try:
-        return Store()
+        return open_default_store()
     except StoreError as e:
         bad_input(str(e))
     except Exception as e:  # noqa: BLE001 - e.g. an unreadable database file
@@ -236,13 +236,6 @@ def rows_table(title: str, rows: list[dict]) -> Table:
     return t
 
 
-def _headline(summary: dict) -> str:
-    for k, v in summary.items():
-        if isinstance(v, float | int) and not isinstance(v, bool):
-            return f"{k}={v:.4g}"
-    return ""
-
-
 @app.command()
 def runs(status: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
          kind: Annotated[str | None, typer.Option(help="only runs of this kind")] = None,
@@ -251,7 +244,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
     """List runs."""
     from store import queue
     from store.models import RUN_STATES
-    from store.queries import experiment_names, list_runs, run_row
+    from store.queries import experiment_names, headline, list_runs, run_row
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
@@ -273,7 +266,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
         table.add_row(str(rec["id"]), str(rec["experiment"]), rec["name"], rec["kind"],
                       f"[{STATUS_STYLE[rec['status']]}]{rec['status']}[/]",
                       f"{done}/{total}" if total else "", (rec["started_at"] or "")[5:16].replace("T", " "),
-                      _headline(rec["summary"]))
+                      headline(rec["summary"]))
     out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
 
 
@@ -342,11 +335,25 @@ def export(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
     err.print("wrote " + ", ".join(map(str, written)))
 
 
+IMAGE_MODES = ("auto", "halfcell", "unicode")
+
+
 @app.callback(invoke_without_command=True)
-def _default(ctx: typer.Context) -> None:
-    """Bare `workbench`: the TUI (until it lands, the runs list)."""
-    if ctx.invoked_subcommand is None:
+def _default(ctx: typer.Context,
+             images: Annotated[str, typer.Option(envvar="WORKBENCH_IMAGES",
+                                                 help="image rendering: auto (Kitty/Sixel where the terminal "
+                                                      "supports them), halfcell or unicode")] = "auto") -> None:
+    """Bare `workbench` opens the TUI (the runs list when not on a terminal)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if images not in IMAGE_MODES:
+        bad_input(f"--images: unknown mode {images!r}; one of {', '.join(IMAGE_MODES)}")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
         runs(status=None, kind=None, limit=None, as_json=False)
+        return
+    from workbench.tui.app import run_tui
+
+    run_tui(open_store(), image_mode=images)
 
 
 def main() -> None:

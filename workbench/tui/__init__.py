@@ -1,0 +1,1 @@
+"""The Textual TUI: runs browser, run detail, queue, new experiment, compare, export."""

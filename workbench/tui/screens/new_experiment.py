@@ -1,0 +1,152 @@
+"""New experiment: start from a kind's template (or a file), edit the YAML, see errors live, submit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
+
+from jobs.kinds import kind_names, load_kind
+from jobs.spec import SpecError, load_job, resolve
+from store import queue
+
+VALIDATE_DELAY = 0.3
+
+
+def template(kind: str, preset: str) -> str:
+    """A complete spec for `kind` at `preset`: every field with its value, ready to edit."""
+    spec = resolve(load_kind(kind).Spec, {"kind": kind, "preset": preset})
+    body = spec.model_dump(mode="json", exclude={"kind", "name", "preset", "sweep"})
+    head = {"kind": kind, "name": f"my-{kind}", "preset": preset}
+    return (yaml.safe_dump(head, sort_keys=False) + yaml.safe_dump(body, sort_keys=False)
+            + "# sweep:            # one run per combination, e.g.\n#   seed: [0, 1, 2]\n")
+
+
+class PathPrompt(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "dismiss_none", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="path-dialog"):
+            yield Label("Load a spec file (path):")
+            yield Input(placeholder="examples/quickstart.yaml", id="load-path")
+
+    @on(Input.Submitted, "#load-path")
+    def submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class NewExperimentScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+s", "submit", "Submit"),
+        Binding("ctrl+o", "load", "Load file"),
+        Binding("ctrl+t", "template", "Template"),
+        Binding("f8", "goto_error", "Go to error"),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.problems: list[str] = []
+        self.error_lines: list[int] = []
+        self._timer = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="new-controls"):
+            yield Select([(k, k) for k in kind_names()], value="ddpm" if "ddpm" in kind_names() else kind_names()[0],
+                         allow_blank=False, id="kind")
+            yield Select([("smoke", "smoke"), ("paper", "paper")], value="smoke", allow_blank=False, id="preset")
+        yield TextArea(template("ddpm" if "ddpm" in kind_names() else kind_names()[0], "smoke"), id="editor",
+                       show_line_numbers=True, tab_behavior="indent")
+        yield Static("", id="errors")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "new experiment"
+        self.query_one("#editor", TextArea).focus()
+        self.validate_now()
+
+    @on(Select.Changed, "#kind")
+    @on(Select.Changed, "#preset")
+    def choice_changed(self) -> None:
+        self.action_template()
+
+    def action_template(self) -> None:
+        kind, preset = str(self.query_one("#kind", Select).value), str(self.query_one("#preset", Select).value)
+        self.query_one("#editor", TextArea).text = template(kind, preset)
+
+    @on(TextArea.Changed, "#editor")
+    def edited(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(VALIDATE_DELAY, self.validate_now)
+
+    def validate_now(self) -> None:
+        self.check(self.query_one("#editor", TextArea).text)
+
+    @work(thread=True, exclusive=True, group="validate")
+    def check(self, text: str) -> None:
+        try:
+            job = load_job(text, "spec")
+        except SpecError as e:
+            self.app.call_from_thread(self.show_problems, e.problems, None)
+            return
+        self.app.call_from_thread(self.show_problems, [], f"valid: {job.kind}, {len(job.runs)} run(s)  "
+                                                         "(ctrl+s submits)")
+
+    def show_problems(self, problems: list[str], ok: str | None) -> None:
+        self.problems = problems
+        self.error_lines = []
+        for p in problems:  # "spec:12: field: message" -> line 12
+            head = p.split(":", 2)
+            if len(head) > 2 and head[1].strip().isdigit():
+                self.error_lines.append(int(head[1]))
+        errors = self.query_one("#errors", Static)
+        errors.set_class(ok is not None, "ok")
+        errors.update(ok if ok else "\n".join(p.replace("spec:", "line ", 1) for p in problems))
+
+    def action_goto_error(self) -> None:
+        if self.error_lines:
+            editor = self.query_one("#editor", TextArea)
+            editor.move_cursor((self.error_lines[0] - 1, 0))
+            editor.focus()
+
+    def action_load(self) -> None:
+        def loaded(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                text = Path(path).expanduser().read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                self.notify(f"cannot read {path}: {e}", severity="error")
+                return
+            self.query_one("#editor", TextArea).text = text
+
+        self.app.push_screen(PathPrompt(), loaded)
+
+    def action_submit(self) -> None:
+        text = self.query_one("#editor", TextArea).text
+        try:
+            job = load_job(text, "spec")
+        except SpecError as e:
+            self.show_problems(e.problems, None)
+            self.notify("the spec has errors; nothing was submitted", severity="error")
+            return
+        exp_id, run_ids = queue.submit(
+            self.app.store, name=job.name, kind=job.kind, spec_text=job.text, sweep=job.sweep,
+            runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs])
+        if self.app.auto_worker:
+            from jobs.runner import ensure_worker
+
+            ensure_worker(self.app.store)
+        self.notify(f"experiment {exp_id}: queued run(s) {', '.join(map(str, run_ids))}")
+        self.app.pop_screen()

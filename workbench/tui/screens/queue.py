@@ -1,0 +1,120 @@
+"""Queue and workers: live workers with their devices and runs; cancel, retry, reprioritise; start a worker."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from sqlalchemy import select
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from store import queue
+from store.db import StoreError
+from store.models import Run
+from workbench.tui.widgets import STATUS_STYLE, progress_text
+
+
+class QueueScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("enter", "open", "Open", show=False),
+        Binding("x", "cancel_run", "Cancel"),
+        Binding("r", "retry_run", "Retry"),
+        Binding("plus,equals_sign", "priority(1)", "Priority +", key_display="+"),
+        Binding("minus", "priority(-1)", "Priority -", key_display="-"),
+        Binding("w", "start_worker", "Start worker"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("workers", classes="panel-title")
+        workers = DataTable(id="workers-table", cursor_type="none")
+        for col in ("worker", "devices", "pid", "heartbeat", "running"):
+            workers.add_column(col, key=col)
+        yield workers
+        yield Static("queued and running (highest priority first)", classes="panel-title")
+        runs = DataTable(id="queue-runs", cursor_type="row", zebra_stripes=True)
+        for col in ("id", "name", "kind", "status", "priority", "device", "progress", "worker"):
+            runs.add_column(col, key=col)
+        yield runs
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.poll()
+        self.set_interval(self.app.poll_interval, self.poll)
+        self.query_one("#queue-runs").focus()
+
+    @work(thread=True, exclusive=True, group="queue-poll")
+    def poll(self) -> None:
+        store = self.app.store
+        try:
+            queue.reap_stale(store)
+            workers = queue.live_workers(store)
+            with store.read() as s:
+                runs = list(s.scalars(select(Run).where(Run.status.in_(("queued", "running")))
+                                      .order_by(Run.status.desc(), Run.priority.desc(), Run.id)))
+        except Exception as e:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3)
+            return
+        self.app.call_from_thread(self.apply, workers, runs)
+
+    def apply(self, workers, runs) -> None:
+        now = time.time()
+        wt = self.query_one("#workers-table", DataTable)
+        wt.clear()
+        for w in workers:
+            mine = [str(r.id) for r in runs if r.worker_id == w.id and r.status == "running"]
+            wt.add_row(w.id, ",".join(w.devices), str(w.pid), f"{now - w.heartbeat_at:.0f} s ago",
+                       ", ".join(mine) or "idle")
+        if not workers:
+            wt.add_row("no live worker", "", "", "", "press w to start one")
+        rt = self.query_one("#queue-runs", DataTable)
+        cursor = rt.cursor_row
+        rt.clear()
+        for r in runs:
+            rt.add_row(str(r.id), r.name, r.kind, Text(r.status, style=STATUS_STYLE[r.status]), str(r.priority),
+                       r.device or "", progress_text(r.progress_done, r.progress_total), r.worker_id or "",
+                       key=str(r.id))
+        if runs:
+            rt.move_cursor(row=min(cursor, len(runs) - 1))
+
+    def current_run(self) -> int | None:
+        rt = self.query_one("#queue-runs", DataTable)
+        if not rt.row_count:
+            return None
+        return int(rt.coordinate_to_cell_key(rt.cursor_coordinate).row_key.value)
+
+    def action_open(self) -> None:
+        if (rid := self.current_run()) is not None:
+            self.app.open_run(rid)
+
+    def _op(self, op, *args) -> None:
+        if (rid := self.current_run()) is None:
+            return
+        try:
+            op(self.app.store, rid, *args)
+        except StoreError as e:
+            self.notify(str(e), severity="error")
+        self.poll()
+
+    def action_cancel_run(self) -> None:
+        self._op(queue.request_cancel)
+
+    def action_retry_run(self) -> None:
+        self._op(queue.retry)
+
+    def action_priority(self, delta: int) -> None:
+        rt = self.query_one("#queue-runs", DataTable)
+        if (rid := self.current_run()) is not None:
+            current = int(rt.get_cell(str(rid), "priority"))
+            self._op(queue.set_priority, current + delta)
+
+    def action_start_worker(self) -> None:
+        from jobs.runner import ensure_worker
+
+        started = ensure_worker(self.app.store)
+        self.notify("started a local worker" if started else "a worker is already alive")
