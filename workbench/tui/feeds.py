@@ -25,10 +25,17 @@ class RunsFeed:
     last_event_id: int = 0
     active: set[int] = field(default_factory=set)
     experiments: dict[int, str] = field(default_factory=dict)
+    known: set[int] = field(default_factory=set)
+    polls: int = 0
+    sweep_every: int = 10  # deleted runs leave no event behind: look for them every few polls
 
     def poll(self) -> tuple[list[dict], set[int]]:
         """(changed or new run rows, ids of runs that disappeared)."""
+        self.polls += 1
+        deleted: set[int] = set()
         with self.store.read() as s:
+            if self.polls % self.sweep_every == 0 and self.known:
+                deleted = self.known - set(s.scalars(select(Run.id)))
             new = list(s.scalars(select(Run).where(Run.id > self.last_run_id).order_by(Run.id)))
             touched = set(s.scalars(select(RunEvent.run_id).where(RunEvent.id > self.last_event_id).distinct()))
             self.last_event_id = s.scalar(select(func.max(RunEvent.id))) or self.last_event_id
@@ -41,8 +48,9 @@ class RunsFeed:
         if new:
             self.last_run_id = new[-1].id
         rows = new + changed
-        gone = refetch - {r.id for r in changed}
+        gone = (refetch - {r.id for r in changed}) | deleted
         self.active = {r.id for r in rows if r.status in ("queued", "running")}
+        self.known = (self.known | {r.id for r in rows}) - gone
         return [run_row(r, self.experiments.get(r.experiment_id)) for r in rows], gone
 
 

@@ -69,7 +69,7 @@ class ExportScreen(ModalScreen):
         with Vertical(id="export-dialog"):
             yield Label(f"Export run(s) {', '.join(map(str, self.run_ids))}")
             yield Select([(f, f) for f in exporter.FORMATS], value="csv", allow_blank=False, id="format")
-            yield Input(str(Path.cwd() / "workbench-export.csv"), id="path")
+            yield Input("workbench-export.csv", id="path")  # relative to where workbench was started
             with Horizontal():
                 yield Checkbox("tables", True, id="tables")
                 yield Checkbox("curves (PNG)", False, id="curves")

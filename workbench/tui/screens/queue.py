@@ -13,8 +13,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from store import queue
-from store.db import StoreError
 from store.models import Run
+from workbench.tui.screens.runs import run_queue_op
 from workbench.tui.widgets import STATUS_STYLE, progress_text
 
 
@@ -93,13 +93,8 @@ class QueueScreen(Screen):
             self.app.open_run(rid)
 
     def _op(self, op, *args) -> None:
-        if (rid := self.current_run()) is None:
-            return
-        try:
-            op(self.app.store, rid, *args)
-        except StoreError as e:
-            self.notify(str(e), severity="error")
-        self.poll()
+        if (rid := self.current_run()) is not None:
+            run_queue_op(self, op, rid, f"run {rid}: done", *args)
 
     def action_cancel_run(self) -> None:
         self._op(queue.request_cancel)

@@ -7,7 +7,9 @@ import json
 from dataclasses import dataclass
 
 import yaml
+from rich.console import Group
 from rich.syntax import Syntax
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,17 +20,18 @@ from textual.widgets import (
     Footer,
     Header,
     OptionList,
-    RichLog,
     Select,
     Static,
     TabbedContent,
     TabPane,
 )
 
+from store import queue
 from store.export import cell
 from store.models import Artifact
 from store.queries import UnknownRun, artifacts, events, show, tables
 from workbench.tui.feeds import MetricFeed
+from workbench.tui.screens.runs import run_queue_op
 from workbench.tui.widgets import STATUS_STYLE, ArtifactImage, CurvePlot
 
 
@@ -66,6 +69,7 @@ class RunDetailScreen(Screen):
         self.table_name: str | None = None
         self.status = ""
         self.gone = False
+        self.event_lines: list[Text] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -84,8 +88,8 @@ class RunDetailScreen(Screen):
                 with Horizontal(id="table-controls"):
                     yield Select([], id="table-select", prompt="result table", allow_blank=True)
                 yield DataTable(id="result-table", zebra_stripes=True)
-            with TabPane("Log", id="tab-log"):
-                yield RichLog(id="events", wrap=True, markup=True)
+            with TabPane("Log", id="tab-log"), VerticalScroll(id="events-scroll"):
+                yield Static("", id="events")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -118,15 +122,15 @@ class RunDetailScreen(Screen):
             self.status = rec["status"]
             self.show_overview(rec)
         if snap.new_events:
-            log = self.query_one("#events", RichLog)
             for e in snap.new_events:
                 style = {"error": "red", "warning": "yellow"}.get(e.level, "")
-                text = f"{_clock(e.time)} {e.message}"
-                log.write(f"[{style}]{text}[/]" if style else text)
+                self.event_lines.append(Text(f"{_clock(e.time)} {e.message}", style=style))
             self.last_event_id = snap.new_events[-1].id
-            if rec["status"] == "failed" and rec["traceback"] and not getattr(self, "_tb_shown", False):
-                self._tb_shown = True
-                log.write(Syntax(rec["traceback"], "pytb", word_wrap=True))
+            # Rendered as one renderable so it re-wraps with the pane instead of at write time.
+            parts = [Text("\n").join(self.event_lines)]
+            if rec["status"] == "failed" and rec["traceback"]:
+                parts.append(Syntax(rec["traceback"], "pytb", word_wrap=True))
+            self.query_one("#events", Static).update(Group(*parts))
         if snap.curves_changed:
             self.update_metric_options()
             self.draw_curve()
@@ -255,23 +259,10 @@ class RunDetailScreen(Screen):
         self.app.push_screen(ExportScreen([self.run_id]))
 
     def action_cancel_run(self) -> None:
-        from store import queue
-
-        self._op(queue.request_cancel, "cancel requested")
+        run_queue_op(self, queue.request_cancel, self.run_id, f"run {self.run_id}: cancel requested")
 
     def action_retry_run(self) -> None:
-        from store import queue
-
-        self._op(queue.retry, "queued again")
-
-    def _op(self, op, message: str) -> None:
-        from store.db import StoreError
-
-        try:
-            op(self.app.store, self.run_id)
-            self.notify(f"run {self.run_id}: {message}")
-        except StoreError as e:
-            self.notify(str(e), severity="error")
+        run_queue_op(self, queue.retry, self.run_id, f"run {self.run_id}: queued again")
 
 
 def fill_data_table(table: DataTable, rows: list[dict]) -> None:

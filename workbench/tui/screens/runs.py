@@ -240,11 +240,17 @@ class RunsScreen(Screen):
         self._queue_op(queue.retry, "retry")
 
     def _queue_op(self, op, name: str) -> None:
-        if (rid := self.current_run()) is None:
-            return
-        try:
-            op(self.app.store, rid)
-            self.notify(f"run {rid}: {name} done")
-        except StoreError as e:
-            self.notify(str(e), severity="error")
-        self.poll()
+        if (rid := self.current_run()) is not None:
+            run_queue_op(self, op, rid, f"run {rid}: {name} done")
+
+
+@work(thread=True, group="queue-ops")
+def run_queue_op(screen: Screen, op, run_id: int, message: str, *args) -> None:
+    """A queue write off the UI thread: a locked database delays it, never the interface."""
+    try:
+        op(screen.app.store, run_id, *args)
+        screen.app.call_from_thread(screen.notify, message)
+    except StoreError as e:
+        screen.app.call_from_thread(screen.notify, str(e), severity="error")
+    except Exception as e:  # noqa: BLE001
+        screen.app.call_from_thread(screen.notify, f"store not writable: {e}", severity="error")

@@ -1,0 +1,285 @@
+"""The TUI, driven headlessly with App.run_test() and Pilot, over a store the tests fill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from sqlalchemy import delete, update
+
+from jobs.context import RunContext
+from store import queue
+from store.models import Artifact, Run, RunEvent
+from workbench.tui.app import WorkbenchApp
+
+T0 = 1_700_000_000.0  # fixed times, so screens render the same on every machine
+
+
+def fill_store(store, running: bool = True) -> list[int]:
+    """Three sleep runs: two succeeded (curves, images, tables, summary), one running (or failed)."""
+    _, ids = queue.submit(store, name="demo", kind="sleep", spec_text="kind: sleep\n", sweep={"seed": [1, 2, 3]},
+                          runs=[queue.NewRun(f"demo seed={s}", {"kind": "sleep", "seed": s, "steps": 50})
+                                for s in (1, 2, 3)])
+    rng = np.random.default_rng(0)
+    for i, rid in enumerate(ids):
+        queue.claim(store, "host:1", "cpu")
+        ctx = RunContext(store, rid)
+        for step in range(1, 51):
+            ctx.log(step, loss=float(np.exp(-step / (10 + 5 * i)) + 0.01 * rng.random()))
+        ctx.progress(50 if i < 2 else 20, 50)
+        ctx.flush()
+        if i < 2:
+            gradient = np.linspace(0, 1, 16 * 16 * 3).reshape(16, 16, 3)
+            ctx.image("samples", 25, gradient)
+            ctx.image("samples", 50, 1 - gradient)
+            ctx.table("samplers", [{"sampler": "ddpm", "steps": 1000, "nfe": 1000, "seconds": 1.5 + i},
+                                   {"sampler": "ddim", "steps": 50, "nfe": 50, "seconds": 0.1}])
+            ctx.summary(energy_distance=0.0015 + 0.001 * i, guided_accuracy={"0.0": 0.12, "3.0": 0.99})
+            queue.finish(store, rid, "host:1", "succeeded")
+    if not running:
+        queue.finish(store, ids[2], "host:1", "failed", "RuntimeError: loss is nan at step 21",
+                     'Traceback (most recent call last):\n  File "train.py", line 1, in <module>\n'
+                     "RuntimeError: loss is nan at step 21\n")
+    with store.write() as s:
+        s.execute(update(Run).values(created_at=T0, started_at=T0 + 10, heartbeat_at=T0 + 20))
+        s.execute(update(Run).where(Run.status == "failed").values(finished_at=T0 + 40))
+        s.execute(update(Run).where(Run.status == "succeeded").values(finished_at=T0 + 70))
+        s.execute(update(RunEvent).values(time=T0))
+        s.execute(update(Run).where(Run.status == "running").values(heartbeat_at=9e9))  # never reaped
+    return ids
+
+
+@pytest.fixture
+def filled(store):
+    return store, fill_store(store)
+
+
+def make_app(store) -> WorkbenchApp:
+    return WorkbenchApp(store, image_mode="halfcell", poll_interval=0.1, auto_worker=False)
+
+
+async def wait_until(pilot, predicate, timeout: float = 5.0):
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_browse_open_run_and_back(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen")
+        assert app.screen.run_id == ids[0]
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "RunsScreen"
+
+
+async def test_curve_updates_as_points_arrive(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_run(ids[2])
+        await wait_until(pilot, lambda: "loss" in app.screen.metrics.series)
+        screen = app.screen
+        screen.query_one("#tabs").active = "tab-curves"
+        assert max(screen.metrics.series["loss"]) == 50
+        ctx = RunContext(store, ids[2])
+        for step in range(51, 61):
+            ctx.log(step, loss=0.001)
+        ctx.flush()
+        await wait_until(pilot, lambda: max(screen.metrics.series["loss"]) == 60, timeout=1.5)
+        x, y = screen.metrics.xy("loss")
+        assert x[-1] == 60 and y[-1] == pytest.approx(0.001)
+        await pilot.press("l")
+        assert screen.log_y
+
+
+async def test_image_artifacts_and_step_navigation(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_run(ids[0])
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.image_name == "samples")
+        screen.query_one("#tabs").active = "tab-images"
+        await pilot.pause(0.2)
+        picture = screen.query_one("#picture")
+        assert picture.display and picture.image is not None
+        caption = str(screen.query_one("#caption").render())
+        assert "step 50" in caption and "(2/2" in caption
+        await pilot.press("left_square_bracket")
+        assert "step 25" in str(screen.query_one("#caption").render())
+
+
+async def test_missing_and_corrupt_images_show_a_message(filled):
+    store, ids = filled
+    for a in queue_artifacts(store, ids[0]):
+        (store.home / a.path).write_bytes(b"not a png")  # corrupt
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_run(ids[0])
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.image_name == "samples")
+        assert "cannot show image" in str(screen.query_one("#image-error").render())
+        for a in queue_artifacts(store, ids[0]):
+            (store.home / a.path).unlink()  # missing
+        await pilot.press("left_square_bracket")
+        assert "cannot show image" in str(screen.query_one("#image-error").render())
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "RunsScreen"
+
+
+def queue_artifacts(store, run_id):
+    from store.queries import artifacts
+
+    return artifacts(store, run_id, "image")
+
+
+async def test_filter_and_live_new_runs(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3)
+        await pilot.press("slash", *"status:running", "enter")
+        assert table.row_count == 1
+        await pilot.press("escape")
+        assert table.row_count == 3
+        queue.submit(store, name="late", kind="sleep", spec_text="", sweep={},
+                     runs=[queue.NewRun("late", {"kind": "sleep"})])
+        await wait_until(pilot, lambda: table.row_count == 4, timeout=1.0)  # within a second
+        await pilot.press("g")
+        assert table.row_count == 6  # two experiment header rows
+
+
+async def test_compare_two_runs(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
+        await pilot.press("space", "space", "c")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.query_one("#spec-diff").row_count > 0)
+        diff = screen.query_one("#spec-diff")
+        assert [diff.get_row_at(i)[0] for i in range(diff.row_count)] == ["seed"]
+        results = screen.query_one("#cmp-results-table")
+        assert results.row_count == 2
+        screen.query_one("#cmp-table").value = "samplers"
+        await wait_until(pilot, lambda: results.row_count == 4)
+        assert set(screen.feeds[ids[0]].series) == {"loss"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "md", "latex", "json"])
+async def test_export_from_the_browser(fmt, filled, tmp_path):
+    store, ids = filled
+    app = make_app(store)
+    target = tmp_path / f"out.{fmt}"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
+        await pilot.press("space", "space", "e")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportScreen")
+        app.screen.query_one("#format").value = fmt
+        await pilot.pause(0.1)
+        app.screen.query_one("#path").value = str(target)
+        app.screen.query_one("#curves").value = True
+        app.screen.query_one("#samples").value = True
+        await pilot.click("#do-export")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+    if fmt == "csv":
+        rows = list(csv.DictReader(open(tmp_path / "out-samplers.csv")))
+        assert [r["run"] for r in rows] == [str(ids[0])] * 2 + [str(ids[1])] * 2
+    elif fmt == "json":
+        assert len(json.loads(target.read_text())["samplers"]) == 4
+    elif fmt == "md":
+        assert "## samplers" in target.read_text()
+    else:
+        assert "\\begin{tabular}" in target.read_text()
+    assert (tmp_path / "out-curve-loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((tmp_path / "out-images").glob("*.png"))) == 2
+
+
+async def test_submit_from_editor_invalid_then_valid(store):
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewExperimentScreen")
+        editor = app.screen.query_one("#editor")
+        editor.text = "kind: sleep\nsteps: -3\n"
+        await wait_until(pilot, lambda: "line 2: steps" in str(app.screen.query_one("#errors").render()))
+        await pilot.press("ctrl+s")
+        assert type(app.screen).__name__ == "NewExperimentScreen"
+        assert queue_count(store) == 0
+        editor.text = "kind: sleep\nsteps: 3\nsweep:\n  seed: [1, 2]\n"
+        await wait_until(pilot, lambda: "valid: sleep, 2 run(s)" in str(app.screen.query_one("#errors").render()))
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+        assert queue_count(store) == 2
+
+
+def queue_count(store) -> int:
+    from store.queries import list_runs
+
+    return len(list_runs(store))
+
+
+async def test_cancel_a_running_run(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
+        await pilot.press("down", "down", "x")
+        await wait_until(pilot, lambda: queue_get(store, ids[2]).cancel_requested)
+
+
+def queue_get(store, rid):
+    from store.queries import get_run
+
+    return get_run(store, rid)
+
+
+async def test_survives_a_run_deleted_underneath_and_a_locked_database(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_run(ids[1])
+        await wait_until(pilot, lambda: app.screen.status == "succeeded")
+        with store.write() as s:
+            s.execute(delete(Artifact).where(Artifact.run_id == ids[1]))
+            s.execute(delete(Run).where(Run.id == ids[1]))
+        await wait_until(pilot, lambda: app.screen.gone)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 2)
+        other = sqlite3.connect(store.home / "workbench.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for a while
+        await pilot.press("down", "x")  # the write waits in a thread, the UI keeps going
+        await pilot.press("slash", "d", "escape")
+        await pilot.pause(1.5)
+        assert app.screen.query_one("#runs-table").row_count == 2
+        other.execute("ROLLBACK")
+        other.close()
+        await wait_until(pilot, lambda: queue_get(store, ids[2]).cancel_requested, timeout=10)
+
+
+async def test_queue_screen_and_help(filled):
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("u")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "QueueScreen")
+        runs = app.screen.query_one("#queue-runs")
+        await wait_until(pilot, lambda: runs.row_count == 1)
+        await pilot.press("plus")
+        await wait_until(pilot, lambda: queue_get(store, ids[2]).priority == 1)
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape", "escape")
+        assert type(app.screen).__name__ == "RunsScreen"
