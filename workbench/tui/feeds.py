@@ -49,7 +49,8 @@ class RunsFeed:
             self.last_run_id = new[-1].id
         rows = new + changed
         gone = (refetch - {r.id for r in changed}) | deleted
-        self.active = {r.id for r in rows if r.status in ("queued", "running")}
+        # Only running runs change without an event (progress, summary); queued ones wait for "started".
+        self.active = {r.id for r in rows if r.status == "running"}
         self.known = (self.known | {r.id for r in rows}) - gone
         return [run_row(r, self.experiments.get(r.experiment_id)) for r in rows], gone
 

@@ -73,7 +73,7 @@ class CompareScreen(Screen):
         self.poll()
         self.set_interval(self.app.poll_interval, self.poll)
 
-    @work(thread=True, exclusive=True, group="compare-poll")
+    @work(thread=True, exclusive=True, group="compare-poll", exit_on_error=False)
     def poll(self) -> None:
         try:
             records = {r: show(self.app.store, r) for r in self.run_ids}

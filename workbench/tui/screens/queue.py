@@ -48,7 +48,7 @@ class QueueScreen(Screen):
         self.set_interval(self.app.poll_interval, self.poll)
         self.query_one("#queue-runs").focus()
 
-    @work(thread=True, exclusive=True, group="queue-poll")
+    @work(thread=True, exclusive=True, group="queue-poll", exit_on_error=False)
     def poll(self) -> None:
         store = self.app.store
         try:

@@ -99,7 +99,7 @@ class RunDetailScreen(Screen):
 
     # --- polling ---------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="detail-poll")
+    @work(thread=True, exclusive=True, group="detail-poll", exit_on_error=False)
     def poll(self) -> None:
         store = self.app.store
         try:

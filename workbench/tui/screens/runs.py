@@ -88,7 +88,7 @@ class RunsScreen(Screen):
 
     # --- data ------------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="runs-poll")
+    @work(thread=True, exclusive=True, group="runs-poll", exit_on_error=False)
     def poll(self) -> None:
         try:
             changed, gone = self.feed.poll()
