@@ -39,7 +39,7 @@ def main() -> int:
 
     from store.db import Store
     from store.models import MetricPoint
-    from store.queries import get_run, show
+    from store.queries import events, get_run, show
 
     home = Path(tempfile.mkdtemp(prefix="wb-kill-"))
     env = dict(os.environ, WORKBENCH_HOME=str(home), WORKBENCH_HEARTBEAT_TIMEOUT="3")
@@ -92,8 +92,7 @@ def main() -> int:
         subprocess.run([*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True, capture_output=True)
     worker.terminate()
     rec = show(store, rid)
-    resumes = [e.message for e in __import__("store.queries", fromlist=["events"]).events(store, rid)
-               if e.message.startswith("resumed from")]
+    resumes = [e.message for e in events(store, rid) if e.message.startswith("resumed from")]
     with store.read() as s:
         for attempt, message in zip(range(2, rec["attempt"] + 1), resumes, strict=False):
             step = int(message.rsplit(" ", 1)[1])
