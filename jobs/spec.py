@@ -183,6 +183,7 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None) -> Job:
 
     exp_name = raw.get("name") or name or Path(source).stem
     runs: list[tuple[str, BaseSpec]] = []
+    combo_problems: dict[str, list[str]] = {}  # problem -> labels of the sweep runs that have it
     for combo in itertools.product(*sweep.values()) if sweep else [()]:
         doc = copy.deepcopy(raw)
         combo_lines = dict(lines)
@@ -197,13 +198,15 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None) -> Job:
                 loc = tuple(err["loc"])
                 msg = err["msg"] + (f" (got {err['input']!r})" if "input" in err and err["type"] != "missing"
                                     and not isinstance(err["input"], dict) else "")
-                suffix = f" [sweep {label}]" if label else ""
-                problems.append(f"{_where(source, combo_lines, loc)}: {_dotted(loc)}: {msg}{suffix}")
+                combo_problems.setdefault(f"{_where(source, combo_lines, loc)}: {_dotted(loc)}: {msg}", []).append(label)
             continue
         spec.name = exp_name
         runs.append((f"{exp_name} {label}".strip(), spec))
+    n_combos = len(runs) + len({lab for labels in combo_problems.values() for lab in labels})
+    for problem, labels in combo_problems.items():  # a problem every sweep run shares is said once
+        problems += [problem] if len(labels) == n_combos else [f"{problem} [sweep {lab}]" for lab in labels]
     if problems:
-        raise SpecError(list(dict.fromkeys(problems)))
+        raise SpecError(problems)
     return Job(name=exp_name, kind=kind, text=text, sweep=sweep, runs=runs)
 
 

@@ -77,7 +77,7 @@ async def test_browse_open_run_and_back(filled):
         await wait_until(pilot, lambda: table.row_count == 3)
         await pilot.press("enter")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen")
-        assert app.screen.run_id == ids[0]
+        assert app.screen.run_id == ids[-1]  # newest first
         await pilot.press("escape")
         assert type(app.screen).__name__ == "RunsScreen"
 
@@ -160,12 +160,28 @@ async def test_filter_and_live_new_runs(filled):
         assert table.row_count == 6  # two experiment header rows
 
 
+async def test_runs_table_shows_a_page_at_a_time(filled, monkeypatch):
+    from workbench.tui.screens import runs
+
+    monkeypatch.setattr(runs, "PAGE", 2)
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: len(app.screen.rows) == 3)
+        assert table.row_count == 2
+        assert "showing 2 of 3 runs" in str(app.screen.query_one("#runs-count").render())
+        await pilot.press("m")
+        assert table.row_count == 3
+        assert "3 of 3 runs" in str(app.screen.query_one("#runs-count").render())
+
+
 async def test_compare_two_runs(filled):
     store, ids = filled
     app = make_app(store)
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
-        await pilot.press("space", "space", "c")
+        await pilot.press("down", "space", "space", "c")  # the two finished runs
         await wait_until(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
         screen = app.screen
         await wait_until(pilot, lambda: screen.query_one("#spec-diff").row_count > 0)
@@ -185,7 +201,7 @@ async def test_export_from_the_browser(fmt, filled, tmp_path):
     target = tmp_path / f"out.{fmt}"
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
-        await pilot.press("space", "space", "e")
+        await pilot.press("down", "space", "space", "e")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "ExportScreen")
         app.screen.query_one("#format").value = fmt
         await pilot.pause(0.1)
@@ -236,7 +252,7 @@ async def test_cancel_a_running_run(filled):
     app = make_app(store)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
-        await pilot.press("down", "down", "x")
+        await pilot.press("x")  # the running run is the newest, on top
         await wait_until(pilot, lambda: queue_get(store, ids[2]).cancel_requested)
 
 
@@ -260,7 +276,7 @@ async def test_survives_a_run_deleted_underneath_and_a_locked_database(filled):
         await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 2)
         other = sqlite3.connect(store.home / "workbench.db", isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for a while
-        await pilot.press("down", "x")  # the write waits in a thread, the UI keeps going
+        await pilot.press("x")  # the write waits in a thread, the UI keeps going
         await pilot.press("slash", "d", "escape")
         await pilot.pause(1.5)
         assert app.screen.query_one("#runs-table").row_count == 2

@@ -45,9 +45,27 @@ SCREENS = {
     "detail_curves": open_tab("tab-curves"),
     "detail_images": open_tab("tab-images"),
     "detail_tables": open_tab("tab-tables"),
+    "detail_log_failed": open_tab("tab-log", run_index=2),
 }
-# Not snapshotted yet, because their first frames are not deterministic (they are covered by the Pilot
-# tests in test_tui.py): the Log tab of a failed run (scroll position) and the editor (async validation).
+
+
+async def editor_with_an_error(pilot):
+    """The editor after live validation has marked a bad field (waits for it: validation is debounced)."""
+    await settle(pilot, 0.4)
+    await pilot.press("n")
+    await settle(pilot)
+    editor = pilot.app.screen.query_one("#editor")
+    editor.cursor_blink = False
+    editor.text = "kind: sleep\nname: demo\nsteps: -3\nsweep:\n  seed: [1, 2]\n"
+    errors = pilot.app.screen.query_one("#errors")
+    for _ in range(100):
+        if "line 3: steps" in str(errors.render()):
+            break
+        await pilot.pause(0.05)
+    await settle(pilot, 0.3)
+
+
+SCREENS["new_experiment"] = editor_with_an_error
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])

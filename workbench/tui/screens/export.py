@@ -100,7 +100,7 @@ class ExportScreen(ModalScreen):
         try:
             written = export_runs(self.app.store, self.run_ids, fmt, path, tables, curves, samples)
         except Exception as e:  # noqa: BLE001 - shown to the user, who picks another path
-            self.app.call_from_thread(self.notify, f"export failed: {e}", severity="error")
+            self.app.call_from_thread(self.notify, f"export failed: {e}", severity="error", markup=False)
             return
         self.app.call_from_thread(self.notify, "wrote " + ", ".join(p.name for p in written) if written
                                   else "nothing to write")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -112,7 +113,7 @@ class NewExperimentScreen(Screen):
                 self.error_lines.append(int(head[1]))
         errors = self.query_one("#errors", Static)
         errors.set_class(ok is not None, "ok")
-        errors.update(ok if ok else "\n".join(p.replace("spec:", "line ", 1) for p in problems))
+        errors.update(Text(ok if ok else "\n".join(p.replace("spec:", "line ", 1) for p in problems)))
 
     def action_goto_error(self) -> None:
         if self.error_lines:
@@ -127,7 +128,7 @@ class NewExperimentScreen(Screen):
             try:
                 text = Path(path).expanduser().read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
-                self.notify(f"cannot read {path}: {e}", severity="error")
+                self.notify(f"cannot read {path}: {e}", severity="error", markup=False)
                 return
             self.query_one("#editor", TextArea).text = text
 

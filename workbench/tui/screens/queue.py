@@ -58,7 +58,7 @@ class QueueScreen(Screen):
                 runs = list(s.scalars(select(Run).where(Run.status.in_(("queued", "running")))
                                       .order_by(Run.status.desc(), Run.priority.desc(), Run.id)))
         except Exception as e:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3)
+            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3, markup=False)
             return
         self.app.call_from_thread(self.apply, workers, runs)
 

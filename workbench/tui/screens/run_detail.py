@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import yaml
 from rich.console import Group
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.text import Text
 from textual import on, work
@@ -112,7 +113,7 @@ class RunDetailScreen(Screen):
                 self.app.call_from_thread(self.notify, f"run {self.run_id} no longer exists", severity="error")
             return
         except Exception as e:  # noqa: BLE001 - a locked database: try again at the next poll
-            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3)
+            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3, markup=False)
             return
         self.app.call_from_thread(self.apply, snap)
 
@@ -121,11 +122,13 @@ class RunDetailScreen(Screen):
         if rec["status"] != self.status:
             self.status = rec["status"]
             self.show_overview(rec)
-        if snap.new_events:
-            for e in snap.new_events:
+        # Two overlapping polls (an exclusive worker's thread is not stopped) can read the same events.
+        new_events = [e for e in snap.new_events if e.id > self.last_event_id]
+        if new_events:
+            for e in new_events:
                 style = {"error": "red", "warning": "yellow"}.get(e.level, "")
                 self.event_lines.append(Text(f"{_clock(e.time)} {e.message}", style=style))
-            self.last_event_id = snap.new_events[-1].id
+            self.last_event_id = new_events[-1].id
             # Rendered as one renderable so it re-wraps with the pane instead of at write time.
             parts = [Text("\n").join(self.event_lines)]
             if rec["status"] == "failed" and rec["traceback"]:
@@ -150,9 +153,9 @@ class RunDetailScreen(Screen):
                  f"[b]created[/] {rec['created_at']}   [b]started[/] {rec['started_at'] or '-'}   "
                  f"[b]finished[/] {rec['finished_at'] or '-'}"]
         if rec["error"]:
-            lines.append(f"[red b]error[/] [red]{rec['error']}[/]")
+            lines.append(f"[red b]error[/] [red]{escape(rec['error'])}[/]")
         for k, v in rec["summary"].items():
-            lines.append(f"  [b]{k}[/] {json.dumps(v) if not isinstance(v, float) else f'{v:.6g}'}")
+            lines.append(f"  [b]{escape(k)}[/] {escape(json.dumps(v)) if not isinstance(v, float) else f'{v:.6g}'}")
         self.query_one("#summary", Static).update("\n".join(lines))
         spec_yaml = yaml.safe_dump(rec["spec"], sort_keys=False)
         self.query_one("#spec", Static).update(Syntax(spec_yaml, "yaml", line_numbers=False, word_wrap=True))
@@ -179,8 +182,9 @@ class RunDetailScreen(Screen):
     def draw_curve(self) -> None:
         if self.metric is None:
             return
-        self.query_one(CurvePlot).show({self.metric: self.metrics.xy(self.metric)},
-                                       f"{self.metric} (run {self.run_id})" + ("  log y" if self.log_y else ""),
+        metric = self.metric
+        self.query_one(CurvePlot).show(lambda n: {metric: self.metrics.xy(metric, n)},
+                                       f"{metric} (run {self.run_id})" + ("  log y" if self.log_y else ""),
                                        self.log_y)
 
     def action_toggle_log(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import datetime
 
 from rich.text import Text
@@ -10,7 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from store import queue
 from store.db import StoreError
@@ -20,6 +21,7 @@ from workbench.tui.widgets import STATUS_STYLE, progress_text
 
 COLUMNS = ("", "id", "experiment", "name", "kind", "status", "progress", "started", "duration", "headline")
 SORTABLE = COLUMNS[1:]
+PAGE = 1000  # rows shown at once: a DataTable measures every cell, so 10 000 rows would take seconds
 
 
 def parse_filter(text: str) -> tuple[dict[str, str], str]:
@@ -57,6 +59,7 @@ class RunsScreen(Screen):
         Binding("r", "retry_run", "Retry"),
         Binding("s", "sort", "Sort"),
         Binding("g", "group", "Group"),
+        Binding("m", "more", "More rows", show=False),
         Binding("slash", "focus_filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
@@ -66,7 +69,8 @@ class RunsScreen(Screen):
         self.rows: dict[int, dict] = {}
         self.marked: set[int] = set()
         self.sort_column = "id"
-        self.sort_reverse = False
+        self.sort_reverse = True  # newest first
+        self.row_limit = PAGE
         self.grouped = False
         self.filter_text = ""
         self.feed: RunsFeed | None = None
@@ -78,6 +82,7 @@ class RunsScreen(Screen):
         for col in COLUMNS:
             table.add_column(col, key=col or "mark")
         yield table
+        yield Static("", id="runs-count")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -93,7 +98,7 @@ class RunsScreen(Screen):
         try:
             changed, gone = self.feed.poll()
         except Exception as e:  # noqa: BLE001 - a locked or vanished database must not kill the TUI
-            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3)
+            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3, markup=False)
             return
         if changed or gone or any(r["status"] == "running" for r in self.rows.values()):
             self.app.call_from_thread(self.apply, changed, gone)
@@ -125,13 +130,18 @@ class RunsScreen(Screen):
     def render_table(self) -> None:
         table = self.query_one(DataTable)
         now = time.time()
-        rows = self.visible()
+        matching = self.visible()
+        rows = matching[:self.row_limit]
+        self.query_one("#runs-count", Static).update(
+            f"{len(matching):,} of {len(self.rows):,} runs" if len(rows) == len(matching) else
+            f"showing {len(rows):,} of {len(matching):,} runs: narrow them with the filter, or press m for more")
+        per_experiment = Counter(r["experiment_id"] for r in rows)
         wanted: list[tuple[str, tuple]] = []
         last_exp = None
         for r in rows:
             if self.grouped and r["experiment_id"] != last_exp:
                 last_exp = r["experiment_id"]
-                n = sum(1 for x in rows if x["experiment_id"] == last_exp)
+                n = per_experiment[last_exp]
                 wanted.append((f"exp-{last_exp}", ("▾", "", Text(str(r["experiment"]), style="bold"),
                                                    Text(f"{n} run(s)", style="dim"), "", "", "", "", "", "")))
             wanted.append((str(r["id"]), (
@@ -200,6 +210,10 @@ class RunsScreen(Screen):
         self.notify(f"sorted by {self.sort_column}", timeout=1.5)
         self.render_table()
 
+    def action_more(self) -> None:
+        self.row_limit += PAGE
+        self.render_table()
+
     def action_group(self) -> None:
         self.grouped = not self.grouped
         self.render_table()
@@ -251,6 +265,6 @@ def run_queue_op(screen: Screen, op, run_id: int, message: str, *args) -> None:
         op(screen.app.store, run_id, *args)
         screen.app.call_from_thread(screen.notify, message)
     except StoreError as e:
-        screen.app.call_from_thread(screen.notify, str(e), severity="error")
+        screen.app.call_from_thread(screen.notify, str(e), severity="error", markup=False)
     except Exception as e:  # noqa: BLE001
-        screen.app.call_from_thread(screen.notify, f"store not writable: {e}", severity="error")
+        screen.app.call_from_thread(screen.notify, f"store not writable: {e}", severity="error", markup=False)

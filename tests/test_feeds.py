@@ -1,0 +1,71 @@
+"""The TUI's incremental feeds: downsampling keeps every bucket's extremes; cached arrays match the points."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jobs.context import RunContext
+from store import queue
+from workbench.tui.feeds import MetricFeed, downsample
+
+
+def naive_downsample(steps, values, max_points):
+    buckets = max_points // 2
+    bucket = np.arange(len(steps)) * buckets // len(steps)
+    keep = set()
+    for b in np.unique(bucket):
+        idx = np.flatnonzero(bucket == b)
+        seg = values[idx]
+        if np.all(np.isnan(seg)):
+            continue
+        keep |= {idx[np.nanargmin(seg)], idx[np.nanargmax(seg)]}
+    keep = sorted(keep)
+    return steps[keep], values[keep]
+
+
+def test_downsample_keeps_bucket_extremes_and_skips_nan():
+    rng = np.random.default_rng(0)
+    steps = np.arange(10_007)
+    values = rng.normal(size=len(steps))
+    values[5000] = 1e6  # a spike must survive
+    values[100:140] = np.nan  # a whole bucket of NaN disappears, a partial one keeps its finite extremes
+    x, y = downsample(steps, values, 500)
+    ex, ey = naive_downsample(steps, values, 500)
+    np.testing.assert_array_equal(x, ex)
+    np.testing.assert_array_equal(y, ey)
+    assert 1e6 in y and len(x) <= 500 and np.isfinite(y).all()
+    short = downsample(steps[:10], values[:10], 500)
+    np.testing.assert_array_equal(short[0], steps[:10])
+
+
+def test_metric_feed_arrays_follow_appends_and_relogged_steps(store):
+    _, (rid,) = queue.submit(store, name="e", kind="sleep", spec_text="", sweep={},
+                             runs=[queue.NewRun("e", {"kind": "sleep"})])
+    queue.claim(store, "w", "cpu")
+    ctx = RunContext(store, rid)
+    feed = MetricFeed(store, rid)
+
+    def check():
+        points = feed.series["loss"]
+        x, y = feed.sorted_arrays("loss")
+        np.testing.assert_array_equal(x, sorted(points))
+        np.testing.assert_array_equal(y, [points[s] for s in sorted(points)])
+
+    for step in range(1, 11):
+        ctx.log(step, loss=1.0 / step)
+    ctx.flush()
+    assert feed.poll()
+    check()
+    for step in range(11, 21):  # steps only grow: the arrays are extended in place
+        ctx.log(step, loss=1.0 / step)
+    ctx.flush()
+    feed.poll()
+    assert "loss" in feed.arrays
+    check()
+    for step in (15, 16, 21):  # a resumed attempt relogs steps: the newest value wins
+        ctx.log(step, loss=-1.0)
+    ctx.flush()
+    feed.poll()
+    check()
+    assert feed.series["loss"][15] == -1.0 and len(feed.series["loss"]) == 21
+    assert not feed.poll()
