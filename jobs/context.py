@@ -111,7 +111,7 @@ class RunContext:
     def file(self, name: str, data: bytes, **meta: Any) -> Path:
         path = artifact_path(self.store.home, self.run_id, f"files/{name}")
         atomic_write_bytes(path, data)
-        self._add_artifact(name, "file", path, None, meta)
+        self._add_artifact(name, "file", path, None, meta, replace=True)
         return path
 
     def _add_artifact(self, name: str, kind: str, path: Path, step: int | None, meta: dict[str, Any],

@@ -53,3 +53,35 @@ class MLPDenoiser(nn.Module):
         for block in self.blocks:
             h = block(h, cond)
         return self.out(h)
+
+
+class UNetDenoiser(nn.Module):
+    """diffusers' UNet2DModel as eps_theta(x_t, t, y): class-conditional through its class embedding
+    with one extra (null) class for classifier-free guidance; num_classes=0 is unconditional."""
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...], attention: tuple[bool, ...],
+                 layers_per_block: int = 2, dropout: float = 0.0, num_classes: int = 0, norm_groups: int = 8,
+                 attention_head_dim: int = 8):
+        from diffusers import UNet2DModel
+
+        super().__init__()
+        self.num_classes = num_classes
+        c, h, _w = image_shape
+        self.unet = UNet2DModel(
+            sample_size=h, in_channels=c, out_channels=c, block_out_channels=tuple(channels),
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+            layers_per_block=layers_per_block, dropout=dropout, norm_num_groups=norm_groups,
+            attention_head_dim=attention_head_dim, num_class_embeds=num_classes + 1 if num_classes else None)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes and y is None:
+            y = torch.full((x.shape[0],), self.null_class, device=x.device, dtype=torch.long)
+        t = t.reshape(-1).to(x.device)
+        if t.numel() == 1:
+            t = t.expand(x.shape[0])
+        return self.unet(x, t, class_labels=y if self.num_classes else None).sample.to(x.dtype)

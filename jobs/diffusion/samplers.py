@@ -69,3 +69,21 @@ def sample(model, training: DDPMScheduler, sampler: SamplerName, steps: int, sha
     n_steps = len(sched.timesteps)
     return SampleResult(x=x, nfe=n_steps * passes(w, y is not None and null_class is not None),
                         seconds=time.perf_counter() - start)
+
+
+def sample_batched(model, training: DDPMScheduler, sampler: SamplerName, steps: int, shape: tuple[int, ...],
+                   y: torch.Tensor | None, w: float, null_class: int | None, seed: int, batch_size: int,
+                   eta: float = 0.0, device: str | torch.device = "cpu") -> SampleResult:
+    """`sample` over len(y) (or shape[0]) samples in chunks of batch_size, from one seeded generator:
+    the same seed gives the same noise to every sampler and guidance scale."""
+    generator = torch.Generator(device).manual_seed(seed)
+    n = shape[0]
+    xs, seconds, nfe = [], 0.0, 0
+    for i in range(0, n, batch_size):
+        m = min(batch_size, n - i)
+        r = sample(model, training, sampler, steps, (m, *shape[1:]), y=None if y is None else y[i:i + m], w=w,
+                   null_class=null_class, eta=eta, generator=generator, device=device)
+        xs.append(r.x)
+        seconds += r.seconds
+        nfe = r.nfe
+    return SampleResult(torch.cat(xs), nfe, seconds)

@@ -16,13 +16,14 @@ _DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
 
 def make_schedule(name: ScheduleName, timesteps: int = 1000, beta_start: float = 1e-4,
-                  beta_end: float = 0.02) -> DDPMScheduler:
+                  beta_end: float = 0.02, clip_sample: bool = False) -> DDPMScheduler:
     """The training noise schedule (linear: Ho et al. 2020; cosine: Nichol & Dhariwal 2021).
 
-    Sample clipping is off: it assumes images in [-1, 1] and would distort 2D data.
+    clip_sample (the predicted x_0 clipped to [-1, 1] while sampling, in the samplers that support
+    it) is for images, whose pixels live there; it would distort 2D data.
     """
     return DDPMScheduler(num_train_timesteps=timesteps, beta_schedule=_DIFFUSERS_NAME[name],
-                         beta_start=beta_start, beta_end=beta_end, clip_sample=False,
+                         beta_start=beta_start, beta_end=beta_end, clip_sample=clip_sample,
                          prediction_type="epsilon", variance_type="fixed_small")
 
 

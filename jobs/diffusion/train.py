@@ -1,10 +1,12 @@
 """The one training loop for every denoiser: epsilon-prediction loss with label dropout for CFG,
 AdamW with warm-up and cosine decay, gradient clipping, EMA, checkpoint/resume, cancel, and a
-hard stop on a non-finite loss.
+hard stop on a non-finite loss. On a GPU: bf16 autocast, channels_last images, fused AdamW, and
+no host sync except every log_every steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -39,6 +41,15 @@ class TrainConfig:
     label_dropout: float = 0.1
     checkpoint_every: int = 500
     log_every: int = 10
+    mixed_precision: bool = True  # bf16 autocast, on CUDA only (on CPU bf16 is ~9x slower here)
+    sample_every: int = 0  # call on_sample(step, ema_model) every so many steps (0: never)
+
+
+def autocast(device: torch.device | str, enabled: bool = True):
+    """bf16 autocast where it pays (CUDA); a no-op elsewhere."""
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def diffusion_loss(model: nn.Module, schedule: DDPMScheduler, x0: torch.Tensor, y: torch.Tensor | None,
@@ -48,16 +59,22 @@ def diffusion_loss(model: nn.Module, schedule: DDPMScheduler, x0: torch.Tensor, 
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
     if y is not None and null_class is not None:
         y = drop_labels(y, label_dropout, null_class, generator)
-    return nn.functional.mse_loss(model(q_sample(schedule, x0, t, noise), t, y), noise)
+    return nn.functional.mse_loss(model(q_sample(schedule, x0, t, noise), t, y).float(), noise)
 
 
 def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: BatchFn, cfg: TrainConfig,
-          generator: torch.Generator, null_class: int | None) -> nn.Module:
+          generator: torch.Generator, null_class: int | None,
+          on_sample: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
     """Train `model` in place and return its EMA copy (what sampling and evaluation use).
 
-    Resumes from the run's last checkpoint: model, EMA, optimiser, LR schedule, RNG and step.
+    Resumes from the run's last checkpoint: model, EMA, optimiser, LR schedule, RNGs and step, so a
+    resumed run ends with the same weights as an uninterrupted one.
     """
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    device = next(model.parameters()).device
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        model.to(memory_format=torch.channels_last)  # a no-op for non-4D weights
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=on_gpu or None)
     lr_schedule = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)
     start = 0
@@ -67,18 +84,31 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
         lr_schedule.load_state_dict(state["lr_schedule"])
         ema.load_state_dict(state["ema"])
         generator.set_state(state["generator"])
+        if "torch_rng" in state:  # dropout draws from the global generator
+            torch.set_rng_state(state["torch_rng"])
+        if on_gpu and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"])
         start = state["step"]
 
     def save(step: int) -> None:
         ctx.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "lr_schedule": lr_schedule.state_dict(), "ema": ema.state_dict(),
-                        "generator": generator.get_state(), "step": step}, step)
+                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step}
+                       | ({"cuda_rng": torch.cuda.get_rng_state()} if on_gpu else {}), step)
+
+    def ema_copy() -> nn.Module:
+        copied = copy.deepcopy(model)
+        ema.copy_to(copied.parameters())
+        return copied.eval()
 
     model.train()
     pending: list[torch.Tensor] = []  # losses not yet read back (reading syncs the GPU)
     for step in range(start + 1, cfg.steps + 1):
         x0, y = batches(generator)
-        loss = diffusion_loss(model, schedule, x0, y, cfg.label_dropout, null_class, generator)
+        if on_gpu and x0.dim() == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.mixed_precision):
+            loss = diffusion_loss(model, schedule, x0, y, cfg.label_dropout, null_class, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -100,10 +130,9 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
             ctx.progress(step, cfg.steps)
         if step % cfg.checkpoint_every == 0 or last:
             save(step)
+        if on_sample and cfg.sample_every and (step % cfg.sample_every == 0 or last):
+            on_sample(step, ema_copy())  # draws from its own generator: training randomness is untouched
         if not pending and ctx.should_stop():  # only at a step whose losses were checked
             save(step)
             raise RunCancelled
-    ema_model = copy.deepcopy(model)
-    ema.copy_to(ema_model.parameters())
-    ema_model.eval()
-    return ema_model
+    return ema_copy()

@@ -21,45 +21,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from pydantic import Field  # noqa: E402
 
 from jobs.context import RunContext  # noqa: E402
 from jobs.data.toy2d import Toy2DName, load_toy2d, make_points  # noqa: E402
+from jobs.diffusion.config import SamplerSpec, Strict, TrainSpec  # noqa: E402
 from jobs.diffusion.denoisers import MLPDenoiser  # noqa: E402
-from jobs.diffusion.samplers import SamplerName, sample  # noqa: E402
+from jobs.diffusion.samplers import sample  # noqa: E402
 from jobs.diffusion.schedules import make_schedule, q_sample  # noqa: E402
 from jobs.diffusion.train import TrainConfig, train  # noqa: E402
 from jobs.metrics.distances import energy_distance  # noqa: E402
 from jobs.spec import BaseSpec  # noqa: E402
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ModelSpec(Strict):
     width: int = Field(64, ge=4, le=4096)
     depth: int = Field(3, ge=1, le=64)
     time_dim: int = Field(64, ge=4, le=1024, multiple_of=2)
-
-
-class TrainSpec(Strict):
-    steps: int = Field(3000, ge=1, le=10_000_000)
-    batch_size: int = Field(512, ge=1, le=65_536)
-    lr: float = Field(2e-3, gt=0, le=1.0)
-    warmup_steps: int = Field(100, ge=0, le=1_000_000)
-    weight_decay: float = Field(0.0, ge=0, le=1.0)
-    grad_clip: float = Field(1.0, ge=0, le=1e6)
-    ema_decay: float = Field(0.995, ge=0, lt=1.0)
-    label_dropout: float = Field(0.1, ge=0, le=1.0, description="probability of training on the null class")
-    checkpoint_every: int = Field(500, ge=1, le=10_000_000)
-    log_every: int = Field(10, ge=1, le=100_000)
-
-
-class SamplerSpec(Strict):
-    name: SamplerName
-    steps: int = Field(ge=1, le=10_000)
-    eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity")
 
 
 class SampleSpec(Strict):

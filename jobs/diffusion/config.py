@@ -1,0 +1,31 @@
+"""Spec sections the diffusion kinds share (ddpm, images, sampling): training and sampler settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.diffusion.samplers import SamplerName
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainSpec(Strict):
+    steps: int = Field(3000, ge=1, le=10_000_000)
+    batch_size: int = Field(512, ge=1, le=65_536)
+    lr: float = Field(2e-3, gt=0, le=1.0)
+    warmup_steps: int = Field(100, ge=0, le=1_000_000)
+    weight_decay: float = Field(0.0, ge=0, le=1.0)
+    grad_clip: float = Field(1.0, ge=0, le=1e6)
+    ema_decay: float = Field(0.995, ge=0, lt=1.0)
+    label_dropout: float = Field(0.1, ge=0, le=1.0, description="probability of training on the null class")
+    checkpoint_every: int = Field(500, ge=1, le=10_000_000)
+    log_every: int = Field(10, ge=1, le=100_000)
+    mixed_precision: bool = Field(True, description="bf16 autocast (and channels_last) on CUDA; ignored on CPU")
+
+
+class SamplerSpec(Strict):
+    name: SamplerName
+    steps: int = Field(ge=1, le=10_000)
+    eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity")

@@ -1,0 +1,183 @@
+"""sampling: accelerated samplers against the full DDPM chain, on one trained image model.
+
+Method:
+1. The model: the EMA weights of a finished `images` run (model_run: its id), or one trained first
+   in this run from an embedded `images` spec (train: ...), through the same training loop.
+2. Every sampler in the list (diffusers DDPM, DDIM with eta, DPM-Solver++ 2M, UniPC, Euler, each
+   built from the model's training schedule and prediction type) at every step count, on the same
+   seeds, labels and guidance scale; the reference row is DDPM over all training timesteps
+   (1000 for the paper preset).
+3. Per (sampler, steps): NFE (both passes of guidance counted), wall time, images per second,
+   class accuracy and classifier-FID by the dataset's reference classifier (see jobs.metrics.reference;
+   not Inception FID), and that FID relative to the reference row's.
+Pictures: classifier-FID against NFE per sampler, and the first samples of every row side by side
+(same noise, so rows differ only by the sampler).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from pydantic import Field, field_validator, model_validator  # noqa: E402
+
+from jobs.context import RunContext  # noqa: E402
+from jobs.diffusion.config import Strict  # noqa: E402
+from jobs.diffusion.samplers import SamplerName, sample_batched  # noqa: E402
+from jobs.diffusion.schedules import make_schedule  # noqa: E402
+from jobs.kinds import images  # noqa: E402
+from jobs.metrics import reference  # noqa: E402
+from jobs.spec import BaseSpec, deep_merge  # noqa: E402
+
+
+class SamplerChoice(Strict):
+    name: SamplerName
+    eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity (0: deterministic)")
+
+
+class Spec(BaseSpec):
+    kind: Literal["sampling"] = "sampling"
+    model_run: int | None = Field(None, ge=1, description="id of a succeeded `images` run whose model to sample")
+    train: images.Spec | None = Field(None, description="or: an `images` spec to train the model in this run")
+    samplers: list[SamplerChoice] = Field(
+        default_factory=lambda: [SamplerChoice(name=n) for n in ("ddim", "dpmsolver++", "unipc", "euler")],
+        min_length=1, max_length=16)
+    steps: list[int] = Field([10, 20], min_length=1, max_length=32, description="step counts to try per sampler")
+    guidance_scale: float = Field(1.0, ge=0, le=100)
+    n_samples: int = Field(200, ge=10, le=1_000_000)
+    batch_size: int = Field(500, ge=1, le=100_000)
+    grid_columns: int = Field(10, ge=1, le=32, description="samples per row in the side-by-side grid")
+
+    PRESETS = {
+        # Trains a tiny digits model first (100-step chain so that the full-DDPM reference stays quick).
+        "smoke": {"train": {"kind": "images", "preset": "smoke", "timesteps": 100,
+                            "train": {"steps": 100, "checkpoint_every": 50}},
+                  "n_samples": 100, "steps": [5, 10]},
+        "paper": {"steps": [5, 10, 20, 50], "n_samples": 5000, "batch_size": 2500},
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model(cls, data):
+        # A document that names model_run drops the preset's embedded training spec.
+        if isinstance(data, dict) and data.get("model_run") is not None and "train" in data:
+            if data.get("train") == cls.PRESETS.get(data.get("preset", "smoke"), {}).get("train"):
+                data = {k: v for k, v in data.items() if k != "train"}
+        return data
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_preset(cls, value):
+        """The embedded images spec gets its own preset under its fields, as a top-level one would."""
+        if isinstance(value, dict):
+            preset = value.get("preset", "smoke")
+            value = deep_merge(images.Spec.PRESETS.get(preset, {}) if isinstance(preset, str) else {}, value)
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if (self.model_run is None) == (self.train is None):
+            raise ValueError("give exactly one of model_run (a finished images run) and train (an images spec)")
+        if self.steps != sorted(set(self.steps)) or self.steps[0] < 1:
+            raise ValueError("steps must be distinct and increasing, e.g. [5, 10, 20]")
+        return self
+
+
+def source_model(ctx: RunContext, spec: Spec):
+    """(images spec, data, EMA model, schedule) of the model to sample."""
+    if spec.train is not None:
+        data = images.load_data(spec.train)
+        model, schedule = images.train_model(ctx, spec.train, data)
+        return spec.train, data, model, schedule
+    from store.queries import UnknownRun, artifacts, get_run
+
+    try:
+        run = get_run(ctx.store, spec.model_run)
+    except UnknownRun:
+        raise ValueError(f"model_run {spec.model_run}: no such run") from None
+    if run.kind != "images" or run.status != "succeeded":
+        raise ValueError(f"model_run {spec.model_run}: a {run.status} {run.kind} run; it must be a succeeded "
+                         "images run")
+    files = [a for a in artifacts(ctx.store, spec.model_run, "file") if a.name == images.MODEL_FILE]
+    if not files:
+        raise ValueError(f"model_run {spec.model_run}: has no {images.MODEL_FILE} (trained before it was kept?)")
+    src = images.Spec.model_validate(run.spec)
+    data = images.load_data(src)
+    model = images.load_model(ctx.store.home / files[-1].path, src, data, ctx.device)
+    schedule = make_schedule(src.schedule, src.timesteps, clip_sample=True)
+    ctx.event(f"sampling the model of run {spec.model_run} ({run.name})")
+    return src, data, model, schedule
+
+
+def run(ctx: RunContext, spec: Spec) -> None:
+    src, data, model, schedule = source_model(ctx, spec)
+    judge, cached = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
+    ctx.summary(reference_accuracy=judge.test_accuracy)
+    conditional = model.num_classes > 0
+    n = spec.n_samples
+    y = torch.arange(n, device=ctx.device) % data.num_classes if conditional else None
+    full = schedule.config.num_train_timesteps
+    configs = [("ddpm", full, 0.0)] + [(s.name, k, s.eta) for s in spec.samplers for k in spec.steps
+                                        if not (s.name == "ddpm" and k == full)]
+    rows, strips = [], []
+    for i, (name, steps, eta) in enumerate(configs):
+        r = sample_batched(model, schedule, name, steps, (n, *data.shape), y, spec.guidance_scale,
+                           model.null_class if conditional else None, seed=spec.seed + 1,
+                           batch_size=spec.batch_size, eta=eta, device=ctx.device)
+        if not torch.isfinite(r.x).all():
+            raise FloatingPointError(f"{name} with {steps} steps produced non-finite images")
+        j = judge.judge(r.x)
+        row = {"sampler": name + (f" eta={eta:g}" if eta else ""), "steps": steps, "nfe": r.nfe,
+               "seconds": r.seconds, "images_per_second": n / r.seconds,
+               "classifier_fid": judge.fid(j, data.x_test),
+               "class_accuracy": float((j.predictions == y.cpu().numpy()).mean()) if conditional else None}
+        row["fid_vs_reference"] = row["classifier_fid"] / rows[0]["classifier_fid"] if rows else 1.0
+        rows.append(row)
+        strips.append(r.x[:spec.grid_columns].cpu())
+        ctx.progress(i + 1, len(configs))
+        ctx.event(f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
+                  f"{row['classifier_fid']:.4g} ({row['fid_vs_reference']:.3f}x the reference)")
+    ctx.table("samplers", rows)
+    ctx.image("fid_vs_nfe", None, quality_plot(rows))
+    ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))
+    ref = rows[0]
+    close = [r for r in rows[1:] if r["classifier_fid"] <= 1.1 * ref["classifier_fid"]]
+    best = min(close, key=lambda r: (r["nfe"], r["classifier_fid"])) if close else None
+    ctx.summary(reference_fid=ref["classifier_fid"], reference_nfe=ref["nfe"],
+                fewest_nfe_within_10pct=best and {"sampler": best["sampler"], "steps": best["steps"],
+                                                  "nfe": best["nfe"], "classifier_fid": best["classifier_fid"]},
+                nfe_saving=best and ref["nfe"] / best["nfe"])
+
+
+def quality_plot(rows: list[dict]):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ref = rows[0]
+    for name in dict.fromkeys(r["sampler"] for r in rows[1:]):
+        pts = sorted((r["nfe"], r["classifier_fid"]) for r in rows[1:] if r["sampler"] == name)
+        ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+    ax.axhline(ref["classifier_fid"], color="black", linestyle="--", label=f"DDPM {ref['steps']} steps")
+    ax.axhline(1.1 * ref["classifier_fid"], color="gray", linestyle=":", label="+10 %")
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations (NFE)")
+    ax.set_ylabel("classifier-FID (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def side_by_side(rows: list[dict], strips: list[torch.Tensor]):
+    """One row of samples per (sampler, steps), all from the same noise."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * strips[0].shape[0], 1.1 * len(rows)), squeeze=False)
+    for ax, row, x in zip(axes[:, 0], rows, strips, strict=True):
+        ax.imshow(images.grid_image(x, 1, len(x)), cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(f"{row['sampler']}\n{row['steps']} st.", rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,155 @@
+"""The reference classifier: judges generated images independently of the model that made them.
+
+One small CNN per dataset (and image size and data fingerprint), trained by the workbench the first
+time it is needed and cached in the store (`cache/reference/`), so every run on that data is judged
+by the same network. It gives:
+- class accuracy of guided samples (does a sample of class y look like a y?), and
+- classifier-FID: the Frechet distance between its 128-d penultimate features of samples and of
+  test images. This is NOT Inception FID: it is comparable only between runs judged by the same
+  reference classifier in the workbench, never with published FID numbers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from jobs.data.images import ImageData
+from jobs.metrics.distances import frechet_distance
+
+RECIPE = "cnn-v1"  # bump when the architecture or training recipe changes: old caches are then ignored
+FEATURES = 128
+
+
+class ReferenceCNN(nn.Module):
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.body = nn.Sequential(*block(channels, 32), *block(32, 32), nn.MaxPool2d(2),
+                                  *block(32, 64), *block(64, 64), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                  nn.Linear(256, FEATURES), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@dataclass
+class Judgement:
+    features: np.ndarray  # (N, 128)
+    predictions: np.ndarray  # (N,)
+
+
+class ReferenceClassifier:
+    def __init__(self, net: ReferenceCNN, info: dict, device: torch.device | str):
+        self.net = net.to(device).eval()
+        self.info = info
+        self.device = device
+        self._real: dict[int, np.ndarray] = {}
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.info["test_accuracy"]
+
+    @torch.no_grad()
+    def judge(self, x: torch.Tensor, batch: int = 1000) -> Judgement:
+        feats, preds = [], []
+        for i in range(0, len(x), batch):
+            f = self.net.body(x[i:i + batch].to(self.device, torch.float32).clamp(-1, 1))
+            feats.append(f.float().cpu())
+            preds.append(self.net.head(f).argmax(1).cpu())
+        return Judgement(torch.cat(feats).numpy(), torch.cat(preds).numpy())
+
+    def fid(self, samples: np.ndarray | Judgement, real: torch.Tensor) -> float:
+        """classifier-FID of samples (images or their judgement) against real images (features cached)."""
+        if id(real) not in self._real:
+            self._real[id(real)] = self.judge(real).features
+        feats = samples.features if isinstance(samples, Judgement) else self.judge(samples).features
+        return frechet_distance(feats, self._real[id(real)])
+
+
+def cache_paths(home: Path, data: ImageData) -> tuple[Path, Path]:
+    c, h, w = data.shape
+    stem = home / "cache" / "reference" / f"{data.name}-{c}x{h}x{w}-{data.fingerprint()}-{RECIPE}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def load_or_train(home: Path, data: ImageData, device: torch.device | str,
+                  log: Callable[[str], None] = print) -> tuple[ReferenceClassifier, bool]:
+    """(classifier, whether it came from the cache). Trains and caches it on first use; a file lock
+    makes concurrent runs on the same data train it once and the others wait and reuse it."""
+    weights, meta = cache_paths(home, data)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    with open(weights.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if weights.exists() and meta.exists():
+            net = ReferenceCNN(data.shape[0], data.num_classes)
+            net.load_state_dict(load_file(weights))
+            return ReferenceClassifier(net, json.loads(meta.read_text()), device), True
+        net, info = train_reference(data, device, log)
+        tmp = weights.with_suffix(".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, tmp)
+        tmp.replace(weights)
+        meta.write_text(json.dumps(info, indent=1))
+        return ReferenceClassifier(net, info, device), False
+
+
+def train_reference(data: ImageData, device: torch.device | str,
+                    log: Callable[[str], None] = print) -> tuple[ReferenceCNN, dict]:
+    """Seeded and independent of any run: AdamW + one-cycle, light augmentation (shifts; flips for RGB)."""
+    start = time.perf_counter()
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    c = data.shape[0]
+    n = len(data.x_train)
+    epochs = 30 if n < 5000 else (4 if c == 1 else 25)
+    batch = 64 if n < 5000 else 256
+    steps = epochs * max(1, n // batch)
+    net = ReferenceCNN(c, data.num_classes).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(0, n, (batch,), generator=g).to(device)
+        x = augment(x_train[idx], g, flip=c == 3)
+        loss = F.cross_entropy(net(x), y_train[idx], label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    judge = ReferenceClassifier(net, {}, device).judge(data.x_test)
+    accuracy = float((judge.predictions == data.y_test.numpy()).mean())
+    info = {"dataset": data.name, "shape": list(data.shape), "num_classes": data.num_classes,
+            "recipe": RECIPE, "epochs": epochs, "steps": steps, "train_images": n,
+            "test_images": len(data.x_test), "test_accuracy": accuracy,
+            "seconds": round(time.perf_counter() - start, 1)}
+    log(f"reference classifier for {data.name} {tuple(data.shape)}: test accuracy {accuracy:.4f} "
+        f"after {steps} steps ({info['seconds']} s)")
+    return net, info
+
+
+def augment(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random shifts of up to 1/8 of the side (reflect-padded), and horizontal flips for natural images."""
+    pad = max(1, x.shape[-1] // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=g))
+    x = padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+    if flip:
+        mask = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x

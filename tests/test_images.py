@@ -1,0 +1,211 @@
+"""Image diffusion (the images kind), the samplers on images, the reference classifier, the sampling kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jobs.context import RunCancelled, RunContext
+from jobs.data.images import DataError, ImageData, load_images
+from jobs.diffusion.denoisers import UNetDenoiser
+from jobs.diffusion.samplers import sample
+from jobs.diffusion.schedules import make_schedule
+from jobs.kinds import images, sampling
+from jobs.metrics import reference
+from jobs.metrics.distances import frechet_distance
+from jobs.spec import resolve
+from store import queue
+from store.queries import artifacts, show
+from tests.conftest import write_spec
+from tests.test_ddpm_kind import run_spec
+
+TINY = {"kind": "images", "timesteps": 50, "data": {"name": "digits", "n_train": 300},
+        "model": {"channels": [16, 32], "attention": [False, True]},
+        "train": {"steps": 12, "batch_size": 32, "checkpoint_every": 6, "warmup_steps": 2, "ema_decay": 0.9},
+        "sample": {"sampler": {"name": "ddim", "steps": 5}, "n_samples": 20, "guidance_scales": [0.0, 3.0],
+                   "every": 6, "grid_columns": 2}}
+
+
+def tiny_spec(**over) -> images.Spec:
+    from jobs.spec import deep_merge
+
+    return resolve(images.Spec, deep_merge(TINY, over))
+
+
+def new_run(store, spec) -> int:
+    _, (rid,) = queue.submit(store, name="t", kind=spec.kind, spec_text="", sweep={},
+                             runs=[queue.NewRun("t", spec.model_dump(mode="json"))])
+    queue.claim(store, "w", "cpu")
+    return rid
+
+
+def ema_weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_resumes_to_the_same_weights(store):
+    spec = tiny_spec()
+    data = images.load_data(spec)
+    whole, _ = images.train_model(RunContext(store, new_run(store, spec)), spec, data)
+
+    rid = new_run(store, spec)
+    ctx = RunContext(store, rid)
+    ctx.should_stop = lambda: True  # asked at the first step whose losses were checked: step 6, a checkpoint
+    with pytest.raises(RunCancelled):
+        images.train_model(ctx, spec, data)
+    resumed, _ = images.train_model(RunContext(store, rid, attempt=2), spec, data)
+    a, b = ema_weights(whole), ema_weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed training differs from uninterrupted training"
+    # The grids: one per guidance scale at each sample.every step, and the forward process.
+    names = {(x.name, x.step) for x in artifacts(store, rid, "image")}
+    assert {("samples/w0", 6), ("samples/w3", 6), ("samples/w0", 12), ("samples/w3", 12),
+            ("forward_process", None)} <= names
+    grid = np.asarray(Image.open(store.home / next(x.path for x in artifacts(store, rid, "image")
+                                                   if x.name == "samples/w3" and x.step == 12)))
+    assert grid.shape[0] > 32 and grid.std() > 0  # ten class rows of upscaled 8x8 samples, not blank
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNetDenoiser((1, 8, 8), (16, 32), (False, True), num_classes=10).eval()
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmsolver++", "unipc", "euler"])
+def test_each_sampler_gives_finite_images_of_the_right_shape(unet, name):
+    schedule = make_schedule("linear", 50, clip_sample=True)
+    y = torch.arange(6) % 10
+    r = sample(unet, schedule, name, 4, (6, 1, 8, 8), y=y, w=3.0, null_class=unet.null_class,
+               generator=torch.Generator().manual_seed(0))
+    assert r.x.shape == (6, 1, 8, 8) and torch.isfinite(r.x).all()
+    assert r.nfe == 4 * 2  # two passes a step at w = 3
+
+
+def test_guidance_zero_is_unconditional_sampling(unet):
+    schedule = make_schedule("linear", 50, clip_sample=True)
+    y = torch.arange(8) % 10
+    guided = sample(unet, schedule, "ddim", 5, (8, 1, 8, 8), y=y, w=0.0, null_class=unet.null_class,
+                    generator=torch.Generator().manual_seed(3))
+    uncond = sample(unet, schedule, "ddim", 5, (8, 1, 8, 8), y=None, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(guided.x, uncond.x) and guided.nfe == uncond.nfe == 5
+    other = sample(unet, schedule, "ddim", 5, (8, 1, 8, 8), y=y, w=3.0, null_class=unet.null_class,
+                   generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(guided.x, other.x)
+
+
+def test_reference_classifier_is_cached_and_reused(tmp_path, monkeypatch):
+    data = load_images("digits", n_train=400)
+    trained = []
+    real_train = reference.train_reference
+    monkeypatch.setattr(reference, "train_reference", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    first, cached1 = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)
+    second, cached2 = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)
+    assert (cached1, cached2, len(trained)) == (False, True, 1)
+    assert first.test_accuracy == second.test_accuracy > 0.8  # real digits: a real classifier
+    j1, j2 = first.judge(data.x_test), second.judge(data.x_test)
+    assert np.array_equal(j1.predictions, j2.predictions) and j1.features.shape == (len(data.x_test), 128)
+    assert first.fid(data.x_test, data.x_test) == pytest.approx(0, abs=1e-6)
+    other = load_images("digits", n_train=400, image_size=16)  # another size: another classifier
+    assert reference.cache_paths(tmp_path, other)[0] != reference.cache_paths(tmp_path, data)[0]
+
+
+def test_frechet_distance():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
+    assert frechet_distance(a, a + [2, 0, 0]) == pytest.approx(4.0, rel=1e-6)
+    assert frechet_distance(a, 3 * a) == pytest.approx(3 * (3 - 1) ** 2 * 1.0, rel=0.05)
+
+
+def test_data_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "cache"))
+    d = load_images("digits", image_size=16)
+    assert d.shape == (1, 16, 16) and d.num_classes == 10 and -1 <= d.x_train.min() < d.x_train.max() <= 1
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "fake.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8), y_train=np.arange(20) % 3,
+             x_test=rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8), y_test=np.arange(6) % 3)
+    c = load_images("cifar10", path=str(npz))
+    assert c.shape == (3, 4, 4) and c.class_names == ["airplane", "automobile", "bird"]
+    for cls in ("cat", "dog"):
+        (tmp_path / "folder" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(tmp_path / "folder" / cls / f"{i}.png")
+    f = load_images("imagefolder", path=str(tmp_path / "folder"), test_fraction=0.2)
+    assert f.class_names == ["cat", "dog"] and len(f.x_train) == 8 and len(f.x_test) == 2 and f.shape == (1, 6, 6)
+    monkeypatch.setattr("torchvision.datasets.MNIST.__init__", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(DataError, match="data.path"):
+        load_images("mnist")
+    with pytest.raises(DataError, match="no such .npz"):
+        load_images("mnist", path=str(tmp_path / "missing.npz"))
+    with pytest.raises(DataError, match="imagefolder needs data.path"):
+        load_images("imagefolder")
+
+
+def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
+    """An images run reports its summary; a sampling run samples its model by id; the reference is reused."""
+    spec = write_spec(tmp_path, "\n".join(["kind: images", "timesteps: 50",
+                                           "data: {name: digits, n_train: 300}",
+                                           "model: {channels: [16, 32], attention: [false, true]}",
+                                           "train: {steps: 20, batch_size: 32, checkpoint_every: 10}",
+                                           "sample: {sampler: {name: ddim, steps: 5}, n_samples: 30, "
+                                           "guidance_scales: [0.0, 1.0, 3.0]}"]))
+    (img,) = run_spec(home, spec)
+    assert img["status"] == "succeeded", img["error"]
+    s = img["summary"]
+    assert 0.8 < s["reference_accuracy"] <= 1 and s["classifier_fid"] > 0
+    assert list(s["guided_accuracy"]) == ["0.0", "1.0", "3.0"]
+    assert [r["nfe"] for r in img["tables"]["guidance"]] == [5, 5, 10]
+
+    spec2 = write_spec(tmp_path, f"kind: sampling\nmodel_run: {img['id']}\nsamplers: [{{name: ddim}}, "
+                                 "{name: dpmsolver++}, {name: euler}]\nsteps: [4, 8]\nn_samples: 20\n", "s.yaml")
+    (smp,) = run_spec(home, spec2)
+    assert smp["status"] == "succeeded", smp["error"]
+    rows = smp["tables"]["samplers"]
+    assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [
+        ("ddpm", 50, 50), ("ddim", 4, 4), ("ddim", 8, 8), ("dpmsolver++", 4, 4), ("dpmsolver++", 8, 8),
+        ("euler", 4, 4), ("euler", 8, 8)]
+    for r in rows:
+        assert {"sampler", "steps", "nfe", "seconds", "images_per_second", "classifier_fid",
+                "class_accuracy"} <= set(r) and r["classifier_fid"] > 0 and r["seconds"] > 0
+    assert rows[0]["fid_vs_reference"] == 1.0
+    assert {"fid_vs_nfe", "samplers_side_by_side"} <= {a["name"] for a in smp["artifacts"]}
+    trained = [f for f in (home / "cache" / "reference").glob("*.safetensors")]
+    assert len(trained) == 1  # the sampling run reused the images run's reference classifier
+
+
+def test_sampling_rejects_a_run_that_is_not_a_finished_images_run(home, tmp_path):
+    (bad,) = run_spec(home, write_spec(tmp_path, "kind: sampling\nmodel_run: 999\n"))
+    assert bad["status"] == "failed" and "model_run 999: no such run" in bad["error"]
+
+
+def test_spec_checks():
+    with pytest.raises(Exception, match="exactly one of model_run"):
+        resolve(sampling.Spec, {"kind": "sampling", "preset": "paper"})
+    s = resolve(sampling.Spec, {"kind": "sampling", "model_run": 4})
+    assert s.train is None  # the smoke preset's embedded training gives way to model_run
+    s = resolve(sampling.Spec, {"kind": "sampling"})
+    assert s.train.train.steps == 100 and s.train.train.batch_size == 128  # the embedded spec got its preset
+    with pytest.raises(Exception, match="cannot halve"):
+        resolve(images.Spec, {"kind": "images", "data": {"name": "mnist"}, "model": {
+            "channels": [32, 32, 32, 32], "attention": [False] * 4}})
+
+
+def test_show_json_of_an_images_run_has_the_documented_keys(store):
+    spec = tiny_spec(train={"steps": 4}, sample={"every": 0, "guidance_scales": [1.0, 3.0]})
+    rid = new_run(store, spec)
+    images.run(RunContext(store, rid), spec)
+    s = show(store, rid)["summary"]
+    assert {"reference_accuracy", "classifier_fid", "guided_accuracy"} <= set(s)
+    assert list(s["guided_accuracy"]) == ["1.0", "3.0"]
+
+
+def test_image_data_fingerprint_tracks_the_test_set():
+    d = load_images("digits", n_train=100)
+    e = ImageData(d.name, d.x_train, d.y_train, d.x_test.clone(), d.y_test, d.class_names)
+    assert d.fingerprint() == e.fingerprint()
+    e.x_test[0, 0, 0, 0] = 0.5
+    assert d.fingerprint() != e.fingerprint()
