@@ -37,12 +37,15 @@ def get_run(store: Store, run_id: int) -> Run:
     return run
 
 
+HEADLINE_KEYS = ("classifier_fid", "reference_fid", "energy_distance")  # the quality figure, where a kind has one
+
+
 def headline(summary: dict[str, Any]) -> str:
-    """The run's headline figure: its first numeric summary value, as `key=value`."""
-    for k, v in (summary or {}).items():
-        if isinstance(v, float | int) and not isinstance(v, bool):
-            return f"{k}={v:.4g}"
-    return ""
+    """The run's headline figure, as `key=value`: a known quality key, else its first numeric value."""
+    summary = summary or {}
+    numeric = {k: v for k, v in summary.items() if isinstance(v, float | int) and not isinstance(v, bool)}
+    key = next((k for k in HEADLINE_KEYS if k in numeric), next(iter(numeric), None))
+    return f"{key}={numeric[key]:.4g}" if key else ""
 
 
 def run_row(run: Run, experiment_name: str | None = None) -> dict[str, Any]:

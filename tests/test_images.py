@@ -147,11 +147,11 @@ def test_data_sources(tmp_path, monkeypatch):
 
 def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
     """An images run reports its summary; a sampling run samples its model by id; the reference is reused."""
-    spec = write_spec(tmp_path, "\n".join(["kind: images", "timesteps: 50",
+    spec = write_spec(tmp_path, "\n".join(["kind: images", "timesteps: 20",
                                            "data: {name: digits, n_train: 300}",
                                            "model: {channels: [16, 32], attention: [false, true]}",
-                                           "train: {steps: 20, batch_size: 32, checkpoint_every: 10}",
-                                           "sample: {sampler: {name: ddim, steps: 5}, n_samples: 30, "
+                                           "train: {steps: 10, batch_size: 32, checkpoint_every: 10}",
+                                           "sample: {sampler: {name: ddim, steps: 5}, n_samples: 20, grid_columns: 2, "
                                            "guidance_scales: [0.0, 1.0, 3.0]}"]))
     (img,) = run_spec(home, spec)
     assert img["status"] == "succeeded", img["error"]
@@ -161,13 +161,13 @@ def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
     assert [r["nfe"] for r in img["tables"]["guidance"]] == [5, 5, 10]
 
     spec2 = write_spec(tmp_path, f"kind: sampling\nmodel_run: {img['id']}\nsamplers: [{{name: ddim}}, "
-                                 "{name: dpmsolver++}, {name: euler}]\nsteps: [4, 8]\nn_samples: 20\n", "s.yaml")
+                                 "{name: dpmsolver++}, {name: euler}]\nsteps: [2, 4]\nn_samples: 20\n", "s.yaml")
     (smp,) = run_spec(home, spec2)
     assert smp["status"] == "succeeded", smp["error"]
     rows = smp["tables"]["samplers"]
     assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [
-        ("ddpm", 50, 50), ("ddim", 4, 4), ("ddim", 8, 8), ("dpmsolver++", 4, 4), ("dpmsolver++", 8, 8),
-        ("euler", 4, 4), ("euler", 8, 8)]
+        ("ddpm", 20, 20), ("ddim", 2, 2), ("ddim", 4, 4), ("dpmsolver++", 2, 2), ("dpmsolver++", 4, 4),
+        ("euler", 2, 2), ("euler", 4, 4)]
     for r in rows:
         assert {"sampler", "steps", "nfe", "seconds", "images_per_second", "classifier_fid",
                 "class_accuracy"} <= set(r) and r["classifier_fid"] > 0 and r["seconds"] > 0
@@ -184,7 +184,8 @@ def test_sampling_rejects_a_run_that_is_not_a_finished_images_run(home, tmp_path
 
 def test_spec_checks():
     with pytest.raises(Exception, match="exactly one of model_run"):
-        resolve(sampling.Spec, {"kind": "sampling", "preset": "paper"})
+        resolve(sampling.Spec, {"kind": "sampling", "model_run": 3, "train": {"kind": "images"}})
+    assert resolve(sampling.Spec, {"kind": "sampling", "preset": "paper"}).train.data.name == "mnist"
     s = resolve(sampling.Spec, {"kind": "sampling", "model_run": 4})
     assert s.train is None  # the smoke preset's embedded training gives way to model_run
     s = resolve(sampling.Spec, {"kind": "sampling"})

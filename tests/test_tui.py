@@ -299,3 +299,14 @@ async def test_queue_screen_and_help(filled):
         assert type(app.screen).__name__ == "HelpScreen"
         await pilot.press("escape", "escape")
         assert type(app.screen).__name__ == "RunsScreen"
+
+
+@pytest.mark.parametrize("preset", ["smoke", "paper"])
+def test_every_kind_template_is_a_valid_spec(preset):
+    from jobs.kinds import kind_names
+    from jobs.spec import load_job
+    from workbench.tui.screens.new_experiment import template
+
+    for kind in kind_names():
+        job = load_job(template(kind, preset), "template")
+        assert job.kind == kind and job.runs[0][1].preset == preset

@@ -57,7 +57,9 @@ class Spec(BaseSpec):
         "smoke": {"train": {"kind": "images", "preset": "smoke", "timesteps": 100,
                             "train": {"steps": 100, "checkpoint_every": 50}},
                   "n_samples": 100, "steps": [5, 10]},
-        "paper": {"steps": [5, 10, 20, 50], "n_samples": 5000, "batch_size": 2500},
+        # Trains the images paper model (MNIST) first; model_run: ID samples one trained before instead.
+        "paper": {"train": {"kind": "images", "preset": "paper"}, "steps": [5, 10, 20, 50], "n_samples": 5000,
+                  "batch_size": 2500},
     }
 
     @model_validator(mode="before")
