@@ -57,6 +57,10 @@ def sample(model, training: DDPMScheduler, sampler: SamplerName, steps: int, sha
         step_kwargs["generator"] = generator
     if "eta" in params:
         step_kwargs["eta"] = eta
+    if "use_clipped_model_output" in params:
+        # DDIM: with clip_sample the x_0 estimate is clipped; the noise direction must be re-derived from
+        # it, or the two disagree and strong guidance (w = 3) turns digits into scribbles.
+        step_kwargs["use_clipped_model_output"] = True
     if device != "cpu" and str(device).startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
