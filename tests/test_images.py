@@ -184,7 +184,7 @@ def test_sampling_rejects_a_run_that_is_not_a_finished_images_run(home, tmp_path
 
 def test_spec_checks():
     with pytest.raises(Exception, match="exactly one of model_run"):
-        resolve(sampling.Spec, {"kind": "sampling", "model_run": 3, "train": {"kind": "images"}})
+        resolve(sampling.Spec, {"kind": "sampling", "model_run": 3, "train": {"kind": "images", "timesteps": 50}})
     assert resolve(sampling.Spec, {"kind": "sampling", "preset": "paper"}).train.data.name == "mnist"
     s = resolve(sampling.Spec, {"kind": "sampling", "model_run": 4})
     assert s.train is None  # the smoke preset's embedded training gives way to model_run
