@@ -124,9 +124,7 @@ def load_data(spec: Spec) -> ImageData:
 
 def run(ctx: RunContext, spec: Spec) -> None:
     data = load_data(spec)
-    judge, cached = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
-    ctx.event(f"reference classifier ({'cached' if cached else 'trained now'}): test accuracy "
-              f"{judge.test_accuracy:.4f} on {len(data.x_test)} {data.name} test images")
+    judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     model, schedule = train_model(ctx, spec, data)
     evaluate(ctx, spec, data, model, schedule, judge)

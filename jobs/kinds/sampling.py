@@ -117,7 +117,7 @@ def source_model(ctx: RunContext, spec: Spec):
 
 def run(ctx: RunContext, spec: Spec) -> None:
     src, data, model, schedule = source_model(ctx, spec)
-    judge, cached = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
+    judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     conditional = model.num_classes > 0
     n = spec.n_samples

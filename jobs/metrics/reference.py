@@ -98,7 +98,10 @@ def load_or_train(home: Path, data: ImageData, device: torch.device | str,
         if weights.exists() and meta.exists():
             net = ReferenceCNN(data.shape[0], data.num_classes)
             net.load_state_dict(load_file(weights))
-            return ReferenceClassifier(net, json.loads(meta.read_text()), device), True
+            info = json.loads(meta.read_text())
+            log(f"reference classifier for {data.name} {tuple(data.shape)} (cached): test accuracy "
+                f"{info['test_accuracy']:.4f} on {info['test_images']} test images")
+            return ReferenceClassifier(net, info, device), True
         net, info = train_reference(data, device, log)
         tmp = weights.with_suffix(".tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, tmp)
