@@ -10,6 +10,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from store.artifacts import run_dir
 from store.db import Store
 from store.models import MetricPoint, RunEvent
 from store.queries import get_run, show
@@ -57,6 +58,21 @@ def alive(pid: int) -> bool:
         return False
 
 
+def diagnose(store: Store, run_id: int, worker: subprocess.Popen | None = None) -> str:
+    """What a failed wait needs to be understood: the run's state, its events and both logs."""
+    rec = show(store, run_id)
+    lines = [f"run {run_id}: status {rec['status']}, progress {rec['progress']}"]
+    with store.read() as s:
+        lines += [f"  {e.time:.3f} {e.level} {e.message}" for e in
+                  s.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id))]
+    log = run_dir(store.home, run_id) / "output.log"
+    if log.exists():
+        lines += ["output.log:", log.read_text()[-3000:]]
+    if worker is not None and worker.poll() is not None:
+        lines += [f"worker exited {worker.returncode}:", worker.stdout.read()[-3000:]]
+    return "\n".join(lines)
+
+
 def points(store: Store, run_id: int) -> set[tuple[str, int]]:
     with store.read() as s:
         return set(s.execute(select(MetricPoint.key, MetricPoint.step).where(MetricPoint.run_id == run_id)).all())
@@ -89,8 +105,14 @@ def test_cancel_stops_a_running_run(env, home, tmp_path):
         wait_for(lambda: get_run(store, rid).progress_done > 5, 60, "the run to make progress")
         t0 = time.monotonic()
         assert subprocess.run(wb_command("cancel", rid), env=env, capture_output=True).returncode == 0
-        wait_for(lambda: get_run(store, rid).status == "cancelled", 10, "the run to be cancelled")
-        assert time.monotonic() - t0 < 5
+        try:
+            wait_for(lambda: get_run(store, rid).status == "cancelled", 30, "the run to be cancelled")
+        except AssertionError:
+            worker.kill()
+            raise AssertionError(diagnose(store, rid, worker)) from None
+        # The worker terminates a child that ignores the stop after 3 s and kills it after 5 s; the
+        # rest is slack for a loaded 2-core CI machine (a checkpoint's fsync can stall there).
+        assert time.monotonic() - t0 < 15, diagnose(store, rid, worker)
         assert any(a["kind"] == "checkpoint" for a in show(store, rid)["artifacts"])
         assert worker.wait(timeout=30) == 0
     finally:
