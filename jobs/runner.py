@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.context import RunCancelled, RunContext
-from jobs.kinds import kind_names, load_kind
+from jobs.kinds import kind_names, load_kind, preload_modules
 from store import queue
 from store.artifacts import run_dir
 from store.db import Store
@@ -155,7 +155,7 @@ class Worker:
         n_cpu_slots = max(1, sum(s.device == "cpu" for s in self.slots))
         self.threads = max(1, (os.cpu_count() or 1) // n_cpu_slots)
         self.mp = multiprocessing.get_context("forkserver")
-        self.mp.set_forkserver_preload(["torch", "jobs.context", "jobs.spec"]
+        self.mp.set_forkserver_preload(["jobs.context", "jobs.spec", *preload_modules()]
                                        + [f"jobs.kinds.{k}" for k in kind_names()])
 
     def request_stop(self, *_args) -> None:

@@ -140,15 +140,22 @@ def _format(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
-def resolve(spec_cls: type[BaseSpec], raw: dict[str, Any]) -> BaseSpec:
-    """Apply the preset the document names under its own fields and validate."""
+def resolve(spec_cls: type[BaseSpec], raw: dict[str, Any], base_dir: Path | None = None) -> BaseSpec:
+    """Apply the preset the document names under its own fields and validate.
+
+    `base_dir` is where relative file paths in the spec (data.path) are taken from: the spec file's
+    folder. They are stored absolute, so a run does not depend on the worker's working directory.
+    """
     preset = raw.get("preset", "smoke")
     base = spec_cls.PRESETS.get(preset, {}) if isinstance(preset, str) else {}
-    return spec_cls.model_validate(deep_merge(base, raw))
+    return spec_cls.model_validate(deep_merge(base, raw), context={"base_dir": base_dir or Path.cwd()})
 
 
-def load_job(text: str, source: str = "<spec>", name: str | None = None) -> Job:
-    """Validate a spec document and expand its sweep. Raises SpecError listing every problem."""
+def load_job(text: str, source: str = "<spec>", name: str | None = None, base_dir: Path | None = None) -> Job:
+    """Validate a spec document and expand its sweep. Raises SpecError listing every problem.
+
+    Relative paths in it are taken from `base_dir` (default: the current directory).
+    """
     raw, lines = parse_yaml(text, source)
     kind = raw.get("kind")
     if kind is None:
@@ -192,7 +199,7 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None) -> Job:
             combo_lines[tuple(path.split("."))] = lines.get(("sweep", path), 0)
         label = " ".join(f"{p}={_format(v)}" for p, v in zip(sweep, combo, strict=True))
         try:
-            spec = resolve(spec_cls, doc)
+            spec = resolve(spec_cls, doc, base_dir)
         except ValidationError as e:
             for err in e.errors():
                 loc = tuple(err["loc"])
@@ -216,7 +223,7 @@ def load_job_file(path: str | Path) -> Job:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}") from None
-    return load_job(text, str(path))
+    return load_job(text, str(path), base_dir=path.resolve().parent)
 
 
 def spec_from_dict(data: dict[str, Any]) -> BaseSpec:

@@ -210,3 +210,31 @@ def test_image_data_fingerprint_tracks_the_test_set():
     assert d.fingerprint() == e.fingerprint()
     e.x_test[0, 0, 0, 0] = 0.5
     assert d.fingerprint() != e.fingerprint()
+
+
+def test_relative_data_path_is_taken_from_the_spec_file_and_stored_absolute(home, tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    from tests.conftest import subprocess_env, wb_command
+
+    (tmp_path / "specs" / "data").mkdir(parents=True)
+    npz = tmp_path / "specs" / "data" / "tiny.npz"
+    np.savez(npz, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.arange(4) % 2,
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.arange(2))
+    spec = write_spec(tmp_path / "specs", "kind: images\ndata: {name: mnist, path: data/tiny.npz}\n")
+    monkeypatch.chdir(tmp_path)  # not the spec's folder: the path must not depend on where we stand
+    env = subprocess_env(home)
+    out = subprocess.run(wb_command("submit", spec, "--no-worker", "--json"), env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    (rid,) = json.loads(out.stdout)["run_ids"]
+    rec = json.loads(subprocess.run(wb_command("show", rid, "--json"), env=env, capture_output=True,
+                                    text=True, check=True).stdout)
+    assert rec["spec"]["data"]["path"] == str(npz.resolve())
+
+    bad = write_spec(tmp_path / "specs", "kind: images\ndata: {name: mnist, path: data/nope.npz}\n", "bad.yaml")
+    out = subprocess.run(wb_command("submit", bad, "--no-worker", "--json"), env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "bad.yaml:2: data.path:" in out.stderr and "nope.npz does not exist" in out.stderr
+    runs = json.loads(subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True, text=True).stdout)
+    assert [r["id"] for r in runs] == [rid]  # the bad spec stored nothing

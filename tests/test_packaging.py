@@ -27,3 +27,18 @@ def test_console_script_and_packages():
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_validating_specs_does_not_import_torch():
+    """The CLI and the TUI import every kind to validate specs: that must not pay torch's import."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = ("import sys; from jobs.kinds import kind_names, load_kind; [load_kind(k) for k in kind_names()]; "
+            "print(sorted(m for m in ('torch', 'diffusers', 'matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from jobs.kinds import preload_modules
+
+    assert all(importlib.util.find_spec(m) is not None for m in preload_modules())

@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from platformdirs import user_cache_dir
 from torch.nn import functional as F
 
-ImageDatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"]
+from jobs.diffusion.config import ImageDatasetName
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 

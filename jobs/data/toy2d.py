@@ -7,13 +7,12 @@ the fraction of class-conditional samples that land in their class's region can 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from sklearn.datasets import make_moons, make_swiss_roll
 from sklearn.neighbors import KNeighborsClassifier
 
-Toy2DName = Literal["swissroll", "moons", "gaussians"]
+from jobs.diffusion.config import Toy2DName
 
 GAUSSIAN_RADIUS = 2.0
 GAUSSIAN_STD = 0.4  # classes overlap a little, so guidance has something to sharpen

@@ -1,10 +1,17 @@
-"""Spec sections the diffusion kinds share (ddpm, images, sampling): training and sampler settings."""
+"""Spec sections and names the diffusion kinds share (ddpm, images, sampling).
+
+Only pydantic here: specs are validated by the CLI and the TUI, which must not pay torch's import.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.diffusion.samplers import SamplerName
+SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "unipc", "euler"]
+ImageDatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"]
+Toy2DName = Literal["swissroll", "moons", "gaussians"]
 
 
 class Strict(BaseModel):

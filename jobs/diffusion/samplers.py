@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from diffusers import (
@@ -16,9 +15,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from jobs.diffusion.config import SamplerName
 from jobs.diffusion.guidance import guided_eps, passes
-
-SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "unipc", "euler"]
 
 
 def make_sampler(name: SamplerName, training: DDPMScheduler, eta: float = 0.0):

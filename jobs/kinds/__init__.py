@@ -1,7 +1,9 @@
 """Experiment kinds: one module each, holding `Spec` (a BaseSpec subclass) and `run(ctx, spec)`.
 
-A new kind is a new module here; it is found by its file name, and imported only when needed so
-that the CLI does not pay for torch when it validates a `sleep` job.
+A new kind is a new module here; it is found by its file name. Importing it must stay cheap (pydantic,
+no torch): the CLI and the TUI import every kind to validate specs. Its run imports torch and the
+rest inside its functions, and lists those modules in `PRELOAD`: the worker imports them once in its
+fork server, so a run starts without paying for them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from types import ModuleType
 
 def kind_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def preload_modules() -> list[str]:
+    """The heavy modules the kinds' runs import (see PRELOAD), for the worker's fork server."""
+    names = ["torch"]
+    for kind in kind_names():
+        names += [m for m in getattr(load_kind(kind), "PRELOAD", ()) if m not in names]
+    return names
 
 
 def load_kind(name: str) -> ModuleType:

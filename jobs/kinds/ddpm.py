@@ -13,25 +13,23 @@ Method, top to bottom:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import matplotlib
+from pydantic import Field
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from pydantic import Field  # noqa: E402
+from jobs.diffusion.config import SamplerSpec, Strict, Toy2DName, TrainSpec
+from jobs.figures import pyplot
+from jobs.spec import BaseSpec
 
-from jobs.context import RunContext  # noqa: E402
-from jobs.data.toy2d import Toy2DName, load_toy2d, make_points  # noqa: E402
-from jobs.diffusion.config import SamplerSpec, Strict, TrainSpec  # noqa: E402
-from jobs.diffusion.denoisers import MLPDenoiser  # noqa: E402
-from jobs.diffusion.samplers import sample  # noqa: E402
-from jobs.diffusion.schedules import make_schedule, q_sample  # noqa: E402
-from jobs.diffusion.train import TrainConfig, train  # noqa: E402
-from jobs.metrics.distances import energy_distance  # noqa: E402
-from jobs.spec import BaseSpec  # noqa: E402
+# imported by run(); the worker loads them once, up front
+PRELOAD = (
+    "matplotlib.pyplot", "jobs.data.toy2d", "jobs.diffusion.denoisers", "jobs.diffusion.samplers",
+    "jobs.diffusion.schedules", "jobs.diffusion.train", "jobs.metrics.distances")
+
+if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
+    import numpy as np
+
+    from jobs.context import RunContext
 
 
 class ModelSpec(Strict):
@@ -70,6 +68,16 @@ class Spec(BaseSpec):
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
+    import numpy as np
+    import torch
+
+    from jobs.data.toy2d import load_toy2d, make_points
+    from jobs.diffusion.denoisers import MLPDenoiser
+    from jobs.diffusion.samplers import sample
+    from jobs.diffusion.schedules import make_schedule
+    from jobs.diffusion.train import TrainConfig, train
+    from jobs.metrics.distances import energy_distance
+
     device = ctx.device
     torch.manual_seed(spec.seed)
     data = load_toy2d(spec.dataset, spec.n_train, spec.n_test, spec.seed)
@@ -135,6 +143,11 @@ def run(ctx: RunContext, spec: Spec) -> None:
 # --- pictures ------------------------------------------------------------------------------------
 
 def forward_process_figure(schedule, x0: np.ndarray, timesteps: int):
+    import torch
+
+    from jobs.diffusion.schedules import q_sample
+
+    plt = pyplot()
     ts = [0, timesteps // 20, timesteps // 10, timesteps // 4, timesteps // 2, timesteps - 1]
     x = torch.from_numpy(x0[:2000])
     g = torch.Generator().manual_seed(0)
@@ -151,6 +164,9 @@ def forward_process_figure(schedule, x0: np.ndarray, timesteps: int):
 
 
 def scatter_figure(x: np.ndarray, y, data, row: dict):
+    import numpy as np
+
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.scatter(data.x_test[:, 0], data.x_test[:, 1], s=1, c="lightgray", label="held-out")
     colors = y.cpu().numpy() if y is not None else "tab:blue"

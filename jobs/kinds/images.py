@@ -19,21 +19,26 @@ The EMA weights are kept as the file artifact `model.safetensors`: the sampling 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from jobs.context import RunContext
-from jobs.data.images import ImageData, ImageDatasetName, load_images
-from jobs.diffusion.config import SamplerSpec, Strict, TrainSpec
-from jobs.diffusion.denoisers import UNetDenoiser
-from jobs.diffusion.samplers import sample_batched
-from jobs.diffusion.schedules import make_schedule, q_sample
-from jobs.diffusion.train import TrainConfig, train
-from jobs.metrics import reference
+from jobs.diffusion.config import ImageDatasetName, SamplerSpec, Strict, TrainSpec
 from jobs.spec import BaseSpec
+
+# imported by run(); the worker loads them once, up front
+PRELOAD = (
+    "torch", "torchvision", "safetensors.torch", "jobs.data.images", "jobs.diffusion.denoisers",
+    "jobs.diffusion.samplers", "jobs.diffusion.schedules", "jobs.diffusion.train", "jobs.metrics.reference")
+
+if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
+    import numpy as np
+    import torch
+
+    from jobs.context import RunContext
+    from jobs.data.images import ImageData
+    from jobs.diffusion.denoisers import UNetDenoiser
 
 NATIVE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
 MODEL_FILE = "model.safetensors"
@@ -46,6 +51,19 @@ class DataSpec(Strict):
     n_train: int | None = Field(None, ge=1, le=10_000_000, description="use only the first n training images")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="imagefolder: share held out as test images")
     hflip: bool = Field(False, description="random horizontal flips in training (natural images, not digits)")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Relative to the spec file (see jobs.spec.resolve); stored absolute; must exist at submit."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = Path((info.context or {}).get("base_dir") or Path.cwd()) / path
+        if not path.exists():
+            raise ValueError(f"{path} does not exist")
+        return str(path.resolve())
 
 
 class UNetSpec(Strict):
@@ -112,17 +130,23 @@ class Spec(BaseSpec):
 
 
 def build_model(spec: Spec, data: ImageData) -> UNetDenoiser:
+    from jobs.diffusion.denoisers import UNetDenoiser
+
     m = spec.model
     return UNetDenoiser(data.shape, tuple(m.channels), tuple(m.attention), m.layers_per_block, m.dropout,
                         data.num_classes if m.conditional else 0, m.norm_groups, m.attention_head_dim)
 
 
 def load_data(spec: Spec) -> ImageData:
+    from jobs.data.images import load_images
+
     d = spec.data
     return load_images(d.name, d.path, d.image_size, d.n_train, d.test_fraction, spec.seed)
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
+    from jobs.metrics import reference
+
     data = load_data(spec)
     judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
@@ -132,6 +156,11 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
 def train_model(ctx: RunContext, spec: Spec, data: ImageData) -> tuple[UNetDenoiser, object]:
     """Train (or resume) the UNet; returns the EMA model and the schedule, and saves the EMA weights."""
+    import torch
+
+    from jobs.diffusion.schedules import make_schedule
+    from jobs.diffusion.train import TrainConfig, train
+
     device = ctx.device
     torch.manual_seed(spec.seed)
     schedule = make_schedule(spec.schedule, spec.timesteps, clip_sample=True)
@@ -165,6 +194,10 @@ def train_model(ctx: RunContext, spec: Spec, data: ImageData) -> tuple[UNetDenoi
 
 def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, schedule, judge) -> None:
     """Class accuracy and classifier-FID of samples per guidance scale, with the real-data floor."""
+    import torch
+
+    from jobs.diffusion.samplers import sample_batched
+
     device, s = ctx.device, spec.sample
     n = s.n_samples
     k = data.num_classes
@@ -218,6 +251,8 @@ def load_model(path, spec: Spec, data: ImageData, device) -> UNetDenoiser:
 
 def to_pixels(x: torch.Tensor, scale: int = 1) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> uint8 grid rows; the caller arranges them."""
+    import torch
+
     x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
     if scale > 1:
         x = x.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
@@ -226,6 +261,7 @@ def to_pixels(x: torch.Tensor, scale: int = 1) -> np.ndarray:
 
 def grid_image(x: torch.Tensor, rows: int, cols: int) -> np.ndarray:
     """A rows x cols grid (HxWxC uint8) with 1-pixel gaps; small images are scaled up to stay legible."""
+    import torch
     from torchvision.utils import make_grid
 
     scale = max(1, 32 // x.shape[-1])
@@ -236,6 +272,10 @@ def grid_image(x: torch.Tensor, rows: int, cols: int) -> np.ndarray:
 
 def sample_grid(model, schedule, spec: Spec, data: ImageData, w: float, device) -> np.ndarray:
     """One row per class (up to 10), grid_columns samples each, with the evaluation sampler and fixed seeds."""
+    import torch
+
+    from jobs.diffusion.samplers import sample_batched
+
     conditional = model.num_classes > 0
     k = min(data.num_classes, 10) if conditional else 4
     cols = spec.sample.grid_columns
@@ -249,6 +289,10 @@ def sample_grid(model, schedule, spec: Spec, data: ImageData, w: float, device) 
 
 def forward_process_strip(schedule, data: ImageData) -> np.ndarray:
     """Rows: a test image of each of (up to) 6 classes; columns: x_t at growing t."""
+    import torch
+
+    from jobs.diffusion.schedules import q_sample
+
     T = schedule.config.num_train_timesteps
     ts = [0, T // 20, T // 10, T // 4, T // 2, 3 * T // 4, T - 1]
     picks = [int(torch.nonzero(data.y_test == c)[0]) for c in range(min(6, data.num_classes))

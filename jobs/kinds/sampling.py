@@ -16,22 +16,22 @@ Pictures: classifier-FID against NFE per sampler, and the first samples of every
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import matplotlib
+from pydantic import Field, field_validator, model_validator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from pydantic import Field, field_validator, model_validator  # noqa: E402
+from jobs.diffusion.config import SamplerName, Strict
+from jobs.figures import pyplot
+from jobs.kinds import images
+from jobs.spec import BaseSpec, deep_merge
 
-from jobs.context import RunContext  # noqa: E402
-from jobs.diffusion.config import Strict  # noqa: E402
-from jobs.diffusion.samplers import SamplerName, sample_batched  # noqa: E402
-from jobs.diffusion.schedules import make_schedule  # noqa: E402
-from jobs.kinds import images  # noqa: E402
-from jobs.metrics import reference  # noqa: E402
-from jobs.spec import BaseSpec, deep_merge  # noqa: E402
+# imported by run(); the worker loads them once, up front
+PRELOAD = (*images.PRELOAD, "matplotlib.pyplot")
+
+if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
+    import torch
+
+    from jobs.context import RunContext
 
 
 class SamplerChoice(Strict):
@@ -110,12 +110,19 @@ def source_model(ctx: RunContext, spec: Spec):
     src = images.Spec.model_validate(run.spec)
     data = images.load_data(src)
     model = images.load_model(ctx.store.home / files[-1].path, src, data, ctx.device)
+    from jobs.diffusion.schedules import make_schedule
+
     schedule = make_schedule(src.schedule, src.timesteps, clip_sample=True)
     ctx.event(f"sampling the model of run {spec.model_run} ({run.name})")
     return src, data, model, schedule
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
+    import torch
+
+    from jobs.diffusion.samplers import sample_batched
+    from jobs.metrics import reference
+
     src, data, model, schedule = source_model(ctx, spec)
     judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
@@ -156,6 +163,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
 
 def quality_plot(rows: list[dict]):
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ref = rows[0]
     for name in dict.fromkeys(r["sampler"] for r in rows[1:]):
@@ -174,6 +182,7 @@ def quality_plot(rows: list[dict]):
 
 def side_by_side(rows: list[dict], strips: list[torch.Tensor]):
     """One row of samples per (sampler, steps), all from the same noise."""
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * strips[0].shape[0], 1.1 * len(rows)), squeeze=False)
     for ax, row, x in zip(axes[:, 0], rows, strips, strict=True):
         ax.imshow(images.grid_image(x, 1, len(x)), cmap="gray")

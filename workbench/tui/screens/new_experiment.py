@@ -58,6 +58,7 @@ class NewExperimentScreen(Screen):
         super().__init__()
         self.problems: list[str] = []
         self.error_lines: list[int] = []
+        self.base_dir: Path | None = None  # a loaded file's folder: its relative data paths start there
         self._timer = None
 
     def compose(self) -> ComposeResult:
@@ -83,6 +84,7 @@ class NewExperimentScreen(Screen):
 
     def action_template(self) -> None:
         kind, preset = str(self.query_one("#kind", Select).value), str(self.query_one("#preset", Select).value)
+        self.base_dir = None
         self.query_one("#editor", TextArea).text = template(kind, preset)
 
     @on(TextArea.Changed, "#editor")
@@ -97,7 +99,7 @@ class NewExperimentScreen(Screen):
     @work(thread=True, exclusive=True, group="validate")
     def check(self, text: str) -> None:
         try:
-            job = load_job(text, "spec")
+            job = load_job(text, "spec", base_dir=self.base_dir)
         except SpecError as e:
             self.app.call_from_thread(self.show_problems, e.problems, None)
             return
@@ -130,6 +132,7 @@ class NewExperimentScreen(Screen):
             except (OSError, UnicodeDecodeError) as e:
                 self.notify(f"cannot read {path}: {e}", severity="error", markup=False)
                 return
+            self.base_dir = Path(path).expanduser().resolve().parent
             self.query_one("#editor", TextArea).text = text
 
         self.app.push_screen(PathPrompt(), loaded)
@@ -137,7 +140,7 @@ class NewExperimentScreen(Screen):
     def action_submit(self) -> None:
         text = self.query_one("#editor", TextArea).text
         try:
-            job = load_job(text, "spec")
+            job = load_job(text, "spec", base_dir=self.base_dir)
         except SpecError as e:
             self.show_problems(e.problems, None)
             self.notify("the spec has errors; nothing was submitted", severity="error")
