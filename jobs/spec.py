@@ -46,6 +46,12 @@ class BaseSpec(BaseModel):
     sweep: dict[str, list[Any]] = Field(default_factory=dict,
                                         description="dotted field path -> values; one run per combination")
 
+    @classmethod
+    def preset_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """The fields the document's preset sets (its own fields override them)."""
+        preset = raw.get("preset", "smoke")
+        return cls.PRESETS.get(preset, {}) if isinstance(preset, str) else {}
+
 
 @dataclass
 class Job:
@@ -146,9 +152,8 @@ def resolve(spec_cls: type[BaseSpec], raw: dict[str, Any], base_dir: Path | None
     `base_dir` is where relative file paths in the spec (data.path) are taken from: the spec file's
     folder. They are stored absolute, so a run does not depend on the worker's working directory.
     """
-    preset = raw.get("preset", "smoke")
-    base = spec_cls.PRESETS.get(preset, {}) if isinstance(preset, str) else {}
-    return spec_cls.model_validate(deep_merge(base, raw), context={"base_dir": base_dir or Path.cwd()})
+    return spec_cls.model_validate(deep_merge(spec_cls.preset_fields(raw), raw),
+                                   context={"base_dir": base_dir or Path.cwd()})
 
 
 def load_job(text: str, source: str = "<spec>", name: str | None = None, base_dir: Path | None = None) -> Job:

@@ -186,6 +186,11 @@ def test_spec_checks():
     with pytest.raises(Exception, match="exactly one of model_run"):
         resolve(sampling.Spec, {"kind": "sampling", "model_run": 3, "train": {"kind": "images", "timesteps": 50}})
     assert resolve(sampling.Spec, {"kind": "sampling", "preset": "paper"}).train.data.name == "mnist"
+    cifar = resolve(images.Spec, {"kind": "images", "preset": "paper", "data": {"name": "cifar10"},
+                                  "train": {"steps": 7}})
+    assert cifar.model.channels == [128, 256, 256, 256] and cifar.data.hflip and cifar.train.steps == 7
+    assert cifar.train.batch_size == 128  # the CIFAR-10 paper sizes, under the document's own fields
+    assert resolve(images.Spec, {"kind": "images", "preset": "paper"}).model.channels == [64, 128, 256]
     s = resolve(sampling.Spec, {"kind": "sampling", "model_run": 4})
     assert s.train is None  # the smoke preset's embedded training gives way to model_run
     s = resolve(sampling.Spec, {"kind": "sampling"})

@@ -76,8 +76,7 @@ class Spec(BaseSpec):
     def _train_preset(cls, value):
         """The embedded images spec gets its own preset under its fields, as a top-level one would."""
         if isinstance(value, dict):
-            preset = value.get("preset", "smoke")
-            value = deep_merge(images.Spec.PRESETS.get(preset, {}) if isinstance(preset, str) else {}, value)
+            value = deep_merge(images.Spec.preset_fields(value), value)
         return value
 
     @model_validator(mode="after")
