@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
 
 from jobs.context import RunCancelled, RunContext
+from jobs.diffusion.config import SamplerName
 from jobs.diffusion.denoisers import MLPDenoiser
 from jobs.diffusion.guidance import drop_labels, guided_eps
 from jobs.diffusion.samplers import sample
@@ -62,7 +65,7 @@ def test_w0_sampling_equals_unconditional_sampling():
     assert torch.equal(guided.x, uncond.x)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++", "unipc", "euler"])
+@pytest.mark.parametrize("sampler", typing.get_args(SamplerName))
 def test_every_sampler_gives_finite_samples_and_counts_nfe(sampler):
     torch.manual_seed(0)
     m = MLPDenoiser(2, 16, 1, num_classes=2).eval()
@@ -129,3 +132,12 @@ def test_non_finite_loss_stops_training(store):
     with pytest.raises(NonFiniteLoss, match="loss is nan at step 1"):
         train(_context(store), Broken(), make_schedule("linear", 100), _toy_batches, cfg,
               torch.Generator().manual_seed(0), null_class=None)
+
+
+def test_stochastic_samplers_follow_their_seed():
+    torch.manual_seed(0)
+    m = MLPDenoiser(2, 16, 1).eval()
+    s = make_schedule("linear", 100)
+    for name in ("ddpm", "sde-dpmsolver++"):
+        a, b, c = (sample(m, s, name, 8, (5, 2), generator=torch.Generator().manual_seed(seed)).x for seed in (1, 1, 2))
+        assert torch.equal(a, b) and not torch.equal(a, c)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from PIL import Image
 
 from jobs.context import RunCancelled, RunContext
 from jobs.data.images import DataError, ImageData, load_images
+from jobs.diffusion.config import SamplerName
 from jobs.diffusion.denoisers import UNetDenoiser
 from jobs.diffusion.samplers import sample
 from jobs.diffusion.schedules import make_schedule
@@ -74,7 +77,7 @@ def unet():
     return UNetDenoiser((1, 8, 8), (16, 32), (False, True), num_classes=10).eval()
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmsolver++", "unipc", "euler"])
+@pytest.mark.parametrize("name", typing.get_args(SamplerName))
 def test_each_sampler_gives_finite_images_of_the_right_shape(unet, name):
     schedule = make_schedule("linear", 50, clip_sample=True)
     y = torch.arange(6) % 10

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "unipc", "euler"]
+SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler"]
 ImageDatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"]
 Toy2DName = Literal["swissroll", "moons", "gaussians"]
 

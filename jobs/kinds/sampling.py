@@ -62,14 +62,11 @@ class Spec(BaseSpec):
                   "batch_size": 2500},
     }
 
-    @model_validator(mode="before")
     @classmethod
-    def _one_model(cls, data):
-        # A document that names model_run drops the preset's embedded training spec.
-        if isinstance(data, dict) and data.get("model_run") is not None and "train" in data:
-            if data.get("train") == cls.PRESETS.get(data.get("preset", "smoke"), {}).get("train"):
-                data = {k: v for k, v in data.items() if k != "train"}
-        return data
+    def preset_fields(cls, raw):
+        """A document that names model_run samples that model: the preset's embedded training gives way."""
+        fields = super().preset_fields(raw)
+        return {k: v for k, v in fields.items() if k != "train"} if raw.get("model_run") is not None else fields
 
     @field_validator("train", mode="before")
     @classmethod
