@@ -96,3 +96,20 @@ def test_bare_workbench_lists_runs(finished_runs, cli):
 def test_show_human_output(finished_runs, cli):
     code, out, _ = cli("show", finished_runs[0])
     assert code == 0 and "samplers" in out and "energy_distance" in out
+
+
+def test_human_output_prints_brackets_literally(store, cli, tmp_path):
+    """Names, errors and flattened keys like best[sampler] are text, not Rich markup."""
+    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\nname: exp [beta]\n"), "--no-worker", "--json")
+    (rid,) = json.loads(out)["run_ids"]
+    queue.claim(store, "w", "cpu")
+    ctx = RunContext(store, rid)
+    ctx.summary(best={"sampler": "ddim", "nfe": 20})
+    ctx.table("t", [{"cfg": {"w": 3}, "note": "[red]not a style[/]"}])
+    queue.finish(store, rid, "w", "failed", "ValueError: bad [SQL: x]")
+    code, out, _ = cli("show", rid)
+    assert "exp [beta]" in out and "[SQL: x]" in out and "[red]not a style[/]" in out
+    code, out, _ = cli("runs")
+    assert "exp [beta]" in out
+    code, out, _ = cli("export", rid, "--format", "md")
+    assert "best[sampler]" in out and "cfg[w]" in out

@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from store.db import StoreError
@@ -68,9 +69,9 @@ def validate(spec: Annotated[Path, typer.Argument(help="job YAML")],
         print_json({"name": job.name, "kind": job.kind, "runs": [
             {"name": n, "spec": s.model_dump(mode="json")} for n, s in job.runs]})
         return
-    out.print(f"ok: {job.kind} experiment {job.name!r}, {len(job.runs)} run(s)")
+    out.print(f"ok: {job.kind} experiment {escape(repr(job.name))}, {len(job.runs)} run(s)")
     for name, _ in job.runs:
-        out.print(f"  - {name}")
+        out.print(f"  - {escape(name)}")
 
 
 @app.command()
@@ -98,7 +99,7 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
         runs=[queue.NewRun(name, s.model_dump(mode="json")) for name, s in job.runs])
     started = False if no_worker else ensure_worker(store)
     if not as_json:
-        out.print(f"experiment {exp_id} {job.name!r}: queued run(s) {', '.join(map(str, run_ids))}"
+        out.print(f"experiment {exp_id} {escape(repr(job.name))}: queued run(s) {', '.join(map(str, run_ids))}"
                   + (" (started a local worker)" if started else ""))
     if not wait:
         if as_json:
@@ -140,8 +141,8 @@ def follow(store, run_ids: list[int], quiet: bool = False) -> dict[int, str]:
                 if r in losses and losses[r][1] is not None:
                     info += f"  loss {losses[r][1]:.4g} @ {losses[r][0]}"
                 if run.error:
-                    info += f"  [red]{run.error}[/]"
-                bar.update(tasks[r], description=f"run {r} {run.name}", info=info,
+                    info += f"  [red]{escape(run.error)}[/]"
+                bar.update(tasks[r], description=f"run {r} {escape(run.name)}", info=info,
                            completed=run.progress_done, total=run.progress_total or None)
             if all(s in FINAL_STATES for s in statuses.values()):
                 return statuses
@@ -230,9 +231,9 @@ def rows_table(title: str, rows: list[dict]) -> Table:
     t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
     cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "run_name"]
     for c in cols:
-        t.add_column(c, no_wrap=True)
+        t.add_column(escape(c), no_wrap=True)  # user text: "[sampler]" is a column name, not markup
     for r in rows:
-        t.add_row(*(cell(r.get(c)) for c in cols))
+        t.add_row(*(escape(cell(r.get(c))) for c in cols))
     return t
 
 
@@ -263,10 +264,10 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
         table.add_column(col)
     for rec in records:
         done, total = rec["progress"]
-        table.add_row(str(rec["id"]), str(rec["experiment"]), rec["name"], rec["kind"],
+        table.add_row(str(rec["id"]), escape(str(rec["experiment"])), escape(rec["name"]), rec["kind"],
                       f"[{STATUS_STYLE[rec['status']]}]{rec['status']}[/]",
                       f"{done}/{total}" if total else "", (rec["started_at"] or "")[5:16].replace("T", " "),
-                      headline(rec["summary"]))
+                      escape(headline(rec["summary"])))
     out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
 
 
@@ -287,22 +288,22 @@ def show(run_id: Annotated[int, typer.Argument(help="run id")],
     if as_json:
         print_json(rec)
         return
-    out.print(f"[bold]run {rec['id']}[/] {rec['name']}  ({rec['kind']}, experiment {rec['experiment']})")
+    out.print(f"[bold]run {rec['id']}[/] {escape(rec['name'])}  ({rec['kind']}, experiment {escape(str(rec['experiment']))})")
     out.print(f"status: [{STATUS_STYLE[rec['status']]}]{rec['status']}[/]  attempt {rec['attempt']}  "
               f"device {rec['device'] or '-'}  started {rec['started_at'] or '-'}  finished {rec['finished_at'] or '-'}")
     if rec["error"]:
-        out.print(f"[red]error:[/] {rec['error']}")
+        out.print(f"[red]error:[/] {escape(rec['error'])}")
     if rec["summary"]:
         out.print("[bold]summary[/]")
         for k, v in rec["summary"].items():
-            out.print(f"  {k}: {json.dumps(v)}")
+            out.print(f"  {escape(k)}: {escape(json.dumps(v))}")
     for name, rows in rec["tables"].items():
         out.print(rows_table(name, rows))
     if rec["artifacts"]:
         out.print("[bold]artifacts[/]")
         for a in rec["artifacts"]:
-            out.print(f"  {a['kind']:<10} {a['name']}" + (f" @ {a['step']}" if a["step"] is not None else "")
-                      + f"  {a['path']}")
+            out.print(escape(f"  {a['kind']:<10} {a['name']}" + (f" @ {a['step']}" if a["step"] is not None else "")
+                             + f"  {a['path']}"))
 
 
 @app.command()

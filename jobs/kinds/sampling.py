@@ -3,9 +3,9 @@
 Method:
 1. The model: the EMA weights of a finished `images` run (model_run: its id), or one trained first
    in this run from an embedded `images` spec (train: ...), through the same training loop.
-2. Every sampler in the list (diffusers DDPM, DDIM with eta, DPM-Solver++ 2M, UniPC, Euler, each
-   built from the model's training schedule and prediction type) at every step count, on the same
-   seeds, labels and guidance scale; the reference row is DDPM over all training timesteps
+2. Every sampler in the list (diffusers DDPM, DDIM with eta, DPM-Solver++ 2M and its SDE variant,
+   UniPC, Euler, each built from the model's training schedule and prediction type) at every step
+   count, on the same seeds, labels and guidance scale; the reference row is DDPM over all training timesteps
    (1000 for the paper preset).
 3. Per (sampler, steps): NFE (both passes of guidance counted), wall time, images per second,
    class accuracy and classifier-FID by the dataset's reference classifier (see jobs.metrics.reference;
@@ -44,7 +44,7 @@ class Spec(BaseSpec):
     model_run: int | None = Field(None, ge=1, description="id of a succeeded `images` run whose model to sample")
     train: images.Spec | None = Field(None, description="or: an `images` spec to train the model in this run")
     samplers: list[SamplerChoice] = Field(
-        default_factory=lambda: [SamplerChoice(name=n) for n in ("ddim", "dpmsolver++", "unipc", "euler")],
+        default_factory=lambda: [SamplerChoice(name=n) for n in ("ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler")],
         min_length=1, max_length=16)
     steps: list[int] = Field([10, 20], min_length=1, max_length=32, description="step counts to try per sampler")
     guidance_scale: float = Field(1.0, ge=0, le=100)
