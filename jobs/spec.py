@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+)
 
 from jobs.kinds import kind_names, load_kind
 
@@ -29,6 +37,20 @@ class SpecError(Exception):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else problems
         super().__init__("\n".join(self.problems))
+
+
+def _existing_path(value: str, info: ValidationInfo) -> str:
+    """Relative to the spec file's folder (see resolve), made absolute, and it must exist."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path((info.context or {}).get("base_dir") or Path.cwd()) / path
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    return str(path.resolve())
+
+
+# A file or folder a spec names: stored absolute, so a run does not depend on the worker's directory.
+ExistingPath = Annotated[str, AfterValidator(_existing_path)]
 
 
 class BaseSpec(BaseModel):

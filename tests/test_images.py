@@ -246,3 +246,34 @@ def test_relative_data_path_is_taken_from_the_spec_file_and_stored_absolute(home
     assert out.returncode == 2 and "bad.yaml:2: data.path:" in out.stderr and "nope.npz does not exist" in out.stderr
     runs = json.loads(subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True, text=True).stdout)
     assert [r["id"] for r in runs] == [rid]  # the bad spec stored nothing
+
+
+class _TinyFeatures(torch.nn.Module):
+    """A stand-in for Inception (the real weights are a download): pooled pixel statistics."""
+
+    num_features = 6
+
+    def forward(self, x):
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1).double()
+
+
+def test_inception_fid_through_torchmetrics():
+    from jobs.metrics.inception import InceptionFID
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand((300, 1, 8, 8), generator=g) * 2 - 1
+    fid = InceptionFID("cpu", feature=_TinyFeatures(), batch_size=64).set_real(real)
+    same = fid(torch.rand((300, 1, 8, 8), generator=g) * 2 - 1)
+    shifted = fid((torch.rand((300, 1, 8, 8), generator=g) * 2 - 1) * 0.5)
+    assert 0 <= same < 0.01 < shifted
+    assert fid(torch.rand((300, 1, 8, 8), generator=g) * 2 - 1) < 0.01  # the real set's features are kept
+
+
+def test_inception_fid_without_its_network_fails_before_training(store, tmp_path):
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"not a checkpoint")
+    spec = tiny_spec(sample={"inception_fid": True, "inception_weights": str(bad)})
+    rid = new_run(store, spec)
+    with pytest.raises(RuntimeError, match="inception_fid"):
+        images.run(RunContext(store, rid), spec)
+    assert not artifacts(store, rid, "checkpoint")  # it failed first, not after training

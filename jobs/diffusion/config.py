@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobs.spec import ExistingPath
+
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler"]
 ImageDatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"]
 Toy2DName = Literal["swissroll", "moons", "gaussians"]
@@ -36,3 +38,12 @@ class SamplerSpec(Strict):
     name: SamplerName
     steps: int = Field(ge=1, le=10_000)
     eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity")
+
+
+class InceptionOptions(BaseModel):
+    """Real Inception FID next to classifier-FID (optional: pip install 'workbench[fid]')."""
+
+    inception_fid: bool = Field(False, description="also report Inception FID against the test images "
+                                                   "(torchmetrics; slow on CPU)")
+    inception_weights: ExistingPath | None = Field(None, description="a local weights-inception-2015-12-05 file "
+                                                                     "(offline); default: torch's hub cache")

@@ -19,13 +19,12 @@ The EMA weights are kept as the file artifact `model.safetensors`: the sampling 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from jobs.diffusion.config import ImageDatasetName, SamplerSpec, Strict, TrainSpec
-from jobs.spec import BaseSpec
+from jobs.diffusion.config import ImageDatasetName, InceptionOptions, SamplerSpec, Strict, TrainSpec
+from jobs.spec import BaseSpec, ExistingPath
 
 # imported by run(); the worker loads them once, up front
 PRELOAD = (
@@ -46,24 +45,12 @@ MODEL_FILE = "model.safetensors"
 
 class DataSpec(Strict):
     name: ImageDatasetName = "digits"
-    path: str | None = Field(None, description="a .npz (x_train/y_train/x_test/y_test), or the imagefolder root")
+    path: ExistingPath | None = Field(None, description="a .npz (x_train/y_train/x_test/y_test), or the imagefolder "
+                                                       "root; relative to the spec file")
     image_size: int | None = Field(None, ge=4, le=512, description="resize to this side (digits: 16 upsamples)")
     n_train: int | None = Field(None, ge=1, le=10_000_000, description="use only the first n training images")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="imagefolder: share held out as test images")
     hflip: bool = Field(False, description="random horizontal flips in training (natural images, not digits)")
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """Relative to the spec file (see jobs.spec.resolve); stored absolute; must exist at submit."""
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = Path((info.context or {}).get("base_dir") or Path.cwd()) / path
-        if not path.exists():
-            raise ValueError(f"{path} does not exist")
-        return str(path.resolve())
 
 
 class UNetSpec(Strict):
@@ -86,7 +73,7 @@ class UNetSpec(Strict):
         return self
 
 
-class EvalSpec(Strict):
+class EvalSpec(Strict, InceptionOptions):
     sampler: SamplerSpec = SamplerSpec(name="ddim", steps=20)
     guidance_scales: list[float] = Field([0.0, 1.0, 3.0], min_length=1, max_length=32)
     n_samples: int = Field(200, ge=10, le=1_000_000, description="samples per guidance scale for the metrics")
@@ -162,12 +149,16 @@ def load_data(spec: Spec) -> ImageData:
 
 def run(ctx: RunContext, spec: Spec) -> None:
     from jobs.metrics import reference
+    from jobs.metrics.inception import maybe_inception_fid
 
+    inception = maybe_inception_fid(spec.sample, ctx.device)  # first: a missing network fails at once
     data = load_data(spec)
     judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
+    if inception is not None:
+        inception.set_real(data.x_test)
     model, schedule = train_model(ctx, spec, data)
-    evaluate(ctx, spec, data, model, schedule, judge)
+    evaluate(ctx, spec, data, model, schedule, judge, inception)
 
 
 def train_model(ctx: RunContext, spec: Spec, data: ImageData) -> tuple[UNetDenoiser, object]:
@@ -208,8 +199,10 @@ def train_model(ctx: RunContext, spec: Spec, data: ImageData) -> tuple[UNetDenoi
     return ema_model, schedule
 
 
-def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, schedule, judge) -> None:
-    """Class accuracy and classifier-FID of samples per guidance scale, with the real-data floor."""
+def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, schedule, judge,
+             inception=None) -> None:
+    """Class accuracy and classifier-FID (and Inception FID if asked) of samples per guidance scale,
+    with the real-data floor."""
     import torch
 
     from jobs.diffusion.samplers import sample_batched
@@ -232,6 +225,8 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
                "seconds": r.seconds, "images_per_second": n / r.seconds,
                "class_accuracy": float((j.predictions == y.cpu().numpy()).mean()) if conditional else None,
                "classifier_fid": judge.fid(j, data.x_test), "classifier_fid_floor": floor}
+        if inception is not None:
+            row["inception_fid"] = inception(r.x)
         rows.append(row)
         ctx.event(f"w = {w:g}: class accuracy {row['class_accuracy'] if conditional else '-'}, "
                   f"classifier-FID {row['classifier_fid']:.4g} (real train vs test: {floor:.4g}), "
@@ -240,6 +235,8 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
     headline = next((r for r in rows if r["guidance_scale"] == 1.0), rows[0])
     summary = {"classifier_fid": headline["classifier_fid"], "classifier_fid_floor": floor,
                "classifier_fid_scale": headline["guidance_scale"], "nfe": headline["nfe"]}
+    if inception is not None:
+        summary["inception_fid"] = headline["inception_fid"]
     if conditional:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in rows}
     ctx.summary(**summary)

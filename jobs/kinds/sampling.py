@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jobs.diffusion.config import SamplerName, Strict
+from jobs.diffusion.config import InceptionOptions, SamplerName, Strict
 from jobs.figures import pyplot
 from jobs.kinds import images
 from jobs.spec import BaseSpec, deep_merge
@@ -39,7 +39,7 @@ class SamplerChoice(Strict):
     eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity (0: deterministic)")
 
 
-class Spec(BaseSpec):
+class Spec(BaseSpec, InceptionOptions):
     kind: Literal["sampling"] = "sampling"
     model_run: int | None = Field(None, ge=1, description="id of a succeeded `images` run whose model to sample")
     train: images.Spec | None = Field(None, description="or: an `images` spec to train the model in this run")
@@ -118,10 +118,14 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     from jobs.diffusion.samplers import sample_batched
     from jobs.metrics import reference
+    from jobs.metrics.inception import maybe_inception_fid
 
+    inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     src, data, model, schedule = source_model(ctx, spec)
     judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
+    if inception is not None:
+        inception.set_real(data.x_test)
     conditional = model.num_classes > 0
     n = spec.n_samples
     y = torch.arange(n, device=ctx.device) % data.num_classes if conditional else None
@@ -140,6 +144,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
                "seconds": r.seconds, "images_per_second": n / r.seconds,
                "classifier_fid": judge.fid(j, data.x_test),
                "class_accuracy": float((j.predictions == y.cpu().numpy()).mean()) if conditional else None}
+        if inception is not None:
+            row["inception_fid"] = inception(r.x)
         row["fid_vs_reference"] = row["classifier_fid"] / rows[0]["classifier_fid"] if rows else 1.0
         rows.append(row)
         strips.append(r.x[:spec.grid_columns].cpu())
@@ -156,6 +162,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
                 fewest_nfe_within_10pct=best and {"sampler": best["sampler"], "steps": best["steps"],
                                                   "nfe": best["nfe"], "classifier_fid": best["classifier_fid"]},
                 nfe_saving=best and ref["nfe"] / best["nfe"])
+    if inception is not None:
+        ctx.summary(reference_inception_fid=ref["inception_fid"])
 
 
 def quality_plot(rows: list[dict]):
