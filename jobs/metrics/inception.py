@@ -35,7 +35,7 @@ class InceptionFID:
         try:
             metric = FrechetInceptionDistance(feature=feature, normalize=True, reset_real_features=False,
                                               feature_extractor_weights_path=weights)
-        except Exception as e:  # noqa: BLE001 - a failed download, a corrupt file, no torch-fidelity
+        except Exception as e:  # noqa: BLE001 - a failed download, a corrupt file
             where = f"{torch.hub.get_dir()}/checkpoints/{WEIGHTS_FILE}"
             raise RuntimeError(f"inception_fid: cannot load the Inception weights ({type(e).__name__}: {e}). "
                                f"They download once into {where}; offline, put that file there or give its "
