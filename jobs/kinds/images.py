@@ -220,13 +220,10 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
         r = sample_batched(model, schedule, s.sampler.name, s.sampler.steps, (n, *data.shape),
                            y if conditional else None, w, model.null_class if conditional else None,
                            seed=spec.seed + 1, batch_size=s.batch_size, eta=s.sampler.eta, device=device)
-        j = judge.judge(r.x)
         row = {"guidance_scale": w, "sampler": s.sampler.name, "steps": s.sampler.steps, "nfe": r.nfe,
                "seconds": r.seconds, "images_per_second": n / r.seconds,
-               "class_accuracy": float((j.predictions == y.cpu().numpy()).mean()) if conditional else None,
-               "classifier_fid": judge.fid(j, data.x_test), "classifier_fid_floor": floor}
-        if inception is not None:
-            row["inception_fid"] = inception(r.x)
+               **judge.quality(r.x, y if conditional else None, data.x_test, inception),
+               "classifier_fid_floor": floor}
         rows.append(row)
         ctx.event(f"w = {w:g}: class accuracy {row['class_accuracy'] if conditional else '-'}, "
                   f"classifier-FID {row['classifier_fid']:.4g} (real train vs test: {floor:.4g}), "

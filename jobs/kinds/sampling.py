@@ -5,8 +5,8 @@ Method:
    in this run from an embedded `images` spec (train: ...), through the same training loop.
 2. Every sampler in the list (diffusers DDPM, DDIM with eta, DPM-Solver++ 2M and its SDE variant,
    UniPC, Euler, each built from the model's training schedule and prediction type) at every step
-   count, on the same seeds, labels and guidance scale; the reference row is DDPM over all training timesteps
-   (1000 for the paper preset).
+   count, on the same seeds, labels and guidance scale; the reference row is DDPM over all training
+   timesteps (1000 for the paper preset).
 3. Per (sampler, steps): NFE (both passes of guidance counted), wall time, images per second,
    class accuracy and classifier-FID by the dataset's reference classifier (see jobs.metrics.reference;
    not Inception FID), and that FID relative to the reference row's.
@@ -139,13 +139,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
                            batch_size=spec.batch_size, eta=eta, device=ctx.device)
         if not torch.isfinite(r.x).all():
             raise FloatingPointError(f"{name} with {steps} steps produced non-finite images")
-        j = judge.judge(r.x)
         row = {"sampler": name + (f" eta={eta:g}" if eta else ""), "steps": steps, "nfe": r.nfe,
                "seconds": r.seconds, "images_per_second": n / r.seconds,
-               "classifier_fid": judge.fid(j, data.x_test),
-               "class_accuracy": float((j.predictions == y.cpu().numpy()).mean()) if conditional else None}
-        if inception is not None:
-            row["inception_fid"] = inception(r.x)
+               **judge.quality(r.x, y, data.x_test, inception)}
         row["fid_vs_reference"] = row["classifier_fid"] / rows[0]["classifier_fid"] if rows else 1.0
         rows.append(row)
         strips.append(r.x[:spec.grid_columns].cpu())

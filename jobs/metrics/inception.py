@@ -43,9 +43,7 @@ class InceptionFID:
         self.metric, self.device, self.batch_size = metric.to(device), device, batch_size
 
     def set_real(self, real: torch.Tensor) -> InceptionFID:
-        self.metric.reset_real_features = True
-        self.metric.reset()
-        self.metric.reset_real_features = False
+        """The reference set, once: reset() between sample sets keeps its features."""
         self._add(real, real=True)
         return self
 

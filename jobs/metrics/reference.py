@@ -80,6 +80,17 @@ class ReferenceClassifier:
         feats = samples.features if isinstance(samples, Judgement) else self.judge(samples).features
         return frechet_distance(feats, self._real[id(real)])
 
+    def quality(self, x: torch.Tensor, y: torch.Tensor | None, real: torch.Tensor,
+                inception=None) -> dict[str, float | None]:
+        """What the image kinds report for one sample set: classifier-FID against `real`, class
+        accuracy (None without labels) and, when a run asks for it, Inception FID."""
+        j = self.judge(x)
+        out = {"classifier_fid": self.fid(j, real),
+               "class_accuracy": float((j.predictions == y.cpu().numpy()).mean()) if y is not None else None}
+        if inception is not None:
+            out["inception_fid"] = inception(x)
+        return out
+
 
 def cache_paths(home: Path, data: ImageData) -> tuple[Path, Path]:
     c, h, w = data.shape
