@@ -67,6 +67,10 @@ class BaseSpec(BaseModel):
                         description="auto: cuda, else mps, else cpu (within the worker's device slot)")
     sweep: dict[str, list[Any]] = Field(default_factory=dict,
                                         description="dotted field path -> values; one run per combination")
+    threads: int | None = Field(None, ge=1, le=4096, description="torch CPU threads (default: the worker's share "
+                                                                  "of the host's cores)")
+    no_progress_minutes: float = Field(30.0, ge=0.05, le=10_080, description="kill the run when it reports no "
+                                       "step, metric or event for this long (a hung run)")
 
     @classmethod
     def preset_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 from store.models import Base
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 30_000
+MOUNTINFO = Path("/proc/self/mountinfo")
+# SQLite's locking needs POSIX locks and shared memory that these file systems do not give reliably.
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
+              "beegfs", "davfs", "ncpfs")
+
+
+def busy_timeout_ms() -> int:
+    """How long a write waits for the database lock before it fails (a store fault the worker survives)."""
+    return int(os.environ.get("WORKBENCH_BUSY_TIMEOUT_MS", "30000"))
 
 
 class StoreError(Exception):
@@ -40,7 +48,7 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event choose the BEGIN mode
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")  # durable against process crashes in WAL mode
         cur.execute("PRAGMA foreign_keys = ON")
@@ -52,6 +60,44 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def mount_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The file-system type of the mount that holds `path` (Linux; None where it cannot be told)."""
+    if mountinfo is None:
+        try:
+            mountinfo = MOUNTINFO.read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        fstype = line.split(" - ", 1)[1].split()[0]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fstype
+    return best_type
+
+
+def refuse_network_fs(db_file: Path) -> None:
+    """SQLite with WAL corrupts or deadlocks on network and FUSE file systems: refuse them by name."""
+    fstype = mount_type(db_file.parent)
+    if fstype and (fstype in NETWORK_FS or fstype.startswith(("fuse.", "nfs"))) and fstype != "fuse.lxcfs":
+        raise StoreError(
+            f"{db_file} is on a {fstype} file system, where SQLite's locking is unsafe (runs and metrics can be "
+            f"lost or corrupted). Put $WORKBENCH_HOME on a local disk, or point $WORKBENCH_DB_URL at a database "
+            f"server (postgresql+psycopg://...) and keep only artifacts on the shared mount.")
+
+
+def db_now_sql(dialect: str) -> str:
+    """The database's clock in Unix seconds: leases are measured on one clock, not each host's."""
+    if dialect == "sqlite":
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+    return "extract(epoch from clock_timestamp())"
+
+
 class Store:
     """A handle on one database and its artifact directory."""
 
@@ -61,7 +107,10 @@ class Store:
         self.url = url or database_url(self.home)
         self.engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":
+            if (db_file := self.engine.url.database) and db_file != ":memory:":
+                refuse_network_fs(Path(db_file).resolve())
             _configure_sqlite(self.engine)
+        self.now_sql = db_now_sql(self.engine.dialect.name)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._migrate()
 
@@ -88,6 +137,11 @@ class Store:
     def read(self) -> Iterator[Session]:
         with Session(self._reader, expire_on_commit=False) as session, session.begin():
             yield session
+
+    def now(self) -> float:
+        """The database's time (Unix seconds)."""
+        with self.engine.connect() as conn:
+            return float(conn.exec_driver_sql(f"SELECT {self.now_sql}").scalar())
 
     def integrity_check(self) -> str:
         with self.engine.connect() as conn:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from store.db import Store
 from store.models import Artifact, Experiment, MetricPoint, ResultTable, Run, RunEvent
-from store.queue import UnknownRun
+from store.queue import UnknownRun, is_stale, needs_gpu
 
 
 def iso(t: float | None) -> str | None:
@@ -48,11 +48,23 @@ def headline(summary: dict[str, Any]) -> str:
     return f"{key}={numeric[key]:.4g}" if key else ""
 
 
-def run_row(run: Run, experiment_name: str | None = None) -> dict[str, Any]:
-    """The short form of a run, as `workbench runs --json` prints it."""
+def status_label(run: Run, now: float) -> str:
+    """The status as a person should read it: a running run whose lease lapsed is `running (stale)`, a
+    queued run that only a GPU slot may take is `queued (needs a GPU)`. `now` is Store.now()."""
+    if is_stale(run, now):
+        return "running (stale)"
+    if run.status == "queued" and needs_gpu(run.spec or {}):
+        return "queued (needs a GPU)"
+    return run.status
+
+
+def run_row(run: Run, experiment_name: str | None = None, now: float | None = None) -> dict[str, Any]:
+    """The short form of a run, as `workbench runs --json` prints it. `label` is status_label's (needs `now`)."""
     return {
         "id": run.id, "experiment": experiment_name if experiment_name is not None else run.experiment_id,
         "experiment_id": run.experiment_id, "name": run.name, "kind": run.kind, "status": run.status,
+        "label": status_label(run, now) if now is not None else run.status,
+        "stale": now is not None and is_stale(run, now),
         "priority": run.priority, "attempt": run.attempt, "device": run.device,
         "progress": [run.progress_done, run.progress_total],
         "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
@@ -118,9 +130,10 @@ def show(store: Store, run_id: int) -> dict[str, Any]:
         if run is None:
             raise UnknownRun(run_id)
         exp = s.get(Experiment, run.experiment_id)
+    now = store.now()
     return {
         "id": run.id, "experiment": exp.name, "experiment_id": exp.id, "name": run.name, "kind": run.kind,
-        "status": run.status, "spec": run.spec, "priority": run.priority, "attempt": run.attempt,
+        "status": run.status, "label": status_label(run, now), "stale": is_stale(run, now), "spec": run.spec, "priority": run.priority, "attempt": run.attempt,
         "device": run.device, "worker": run.worker_id, "pid": run.pid,
         "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
         "progress": [run.progress_done, run.progress_total],

@@ -1,7 +1,9 @@
-"""The run queue: submit, atomic claim, heartbeat, cancel, finish, reap, retry.
+"""The run queue: submit, atomic claim, lease renewal, cancel, finish, reap, retry.
 
 All state changes are single BEGIN IMMEDIATE transactions; a claim is one UPDATE ... RETURNING, so
-no two workers can ever get the same run.
+no two workers can ever get the same run. A claimed run is held under a lease: (worker, attempt),
+renewed by the worker's heartbeat and measured on the database's clock. Only workers reap lapsed
+leases; readers show such a run as stale. Whoever holds a run's current attempt is its only writer.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, literal_column, not_, or_, select, update
 
 from store.db import Store, StoreError
 from store.models import FINAL_STATES, RETRYABLE_STATES, Experiment, Run, RunEvent, Worker
@@ -34,6 +36,20 @@ class NewRun:
 class UnknownRun(StoreError):
     def __init__(self, run_id: int):
         super().__init__(f"no run with id {run_id}")
+
+
+def db_now(store: Store):
+    """The database's clock as a SQL expression (see store.db.db_now_sql)."""
+    return literal_column(store.now_sql)
+
+
+def needs_gpu(spec: dict[str, Any]) -> bool:
+    return str(spec.get("device", "auto")).startswith("cuda")
+
+
+def is_stale(run: Run, now: float) -> bool:
+    """A running run whose lease lapsed (`now` from Store.now()): its worker or process is gone or stuck."""
+    return run.status == "running" and run.heartbeat_at is not None and now - run.heartbeat_at > heartbeat_timeout()
 
 
 def _event(session, run_id: int, message: str, level: str = "info") -> None:
@@ -58,15 +74,22 @@ def submit(store: Store, *, name: str, kind: str, spec_text: str, sweep: dict[st
 
 
 def claim(store: Store, worker_id: str, device: str) -> Run | None:
-    """Atomically take the highest-priority, oldest queued run and mark it running."""
+    """Atomically take the highest-priority, oldest queued run this slot can run and mark it running.
+
+    A CPU slot never takes a run whose spec says `device: cuda`. The run's attempt goes up by one: the
+    new attempt is the run's only writer from now on.
+    """
     now = time.time()
     with store.write() as s:
-        next_id = (select(Run.id).where(Run.status == "queued")
+        runnable = [Run.status == "queued"]
+        if device == "cpu":
+            runnable.append(not_(func.coalesce(Run.spec["device"].as_string(), "auto").like("cuda%")))
+        next_id = (select(Run.id).where(*runnable)
                    .order_by(Run.priority.desc(), Run.id).limit(1).scalar_subquery())
         run = s.execute(
             update(Run).where(Run.id == next_id, Run.status == "queued")
             .values(status="running", worker_id=worker_id, device=device, started_at=now,
-                    heartbeat_at=now, attempt=Run.attempt + 1, finished_at=None, pid=None)
+                    heartbeat_at=db_now(store), attempt=Run.attempt + 1, finished_at=None, pid=None)
             .returning(Run)
         ).scalar_one_or_none()
         if run is not None:
@@ -79,16 +102,27 @@ def set_pid(store: Store, run_id: int, pid: int) -> None:
         s.execute(update(Run).where(Run.id == run_id).values(pid=pid))
 
 
-def heartbeat_runs(store: Store, worker_id: str, run_ids: list[int]) -> set[int]:
-    """Refresh the heartbeat of a worker and its runs; returns the ids whose cancel was requested."""
-    now = time.time()
+@dataclass(frozen=True)
+class Renewal:
+    kept: set[int]  # runs whose lease this worker still holds, renewed now
+    cancelled: set[int]  # of those, the ones the user asked to cancel
+
+
+def renew_leases(store: Store, worker_id: str, held: dict[int, int]) -> Renewal:
+    """Renew the worker's heartbeat and its runs' leases ({run id: attempt}).
+
+    A run missing from `kept` was taken from this worker (reaped while it was slow, then retried):
+    its process must stop at once, and must not record an outcome.
+    """
     with store.write() as s:
-        s.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
-        if not run_ids:
-            return set()
-        s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running", Run.worker_id == worker_id)
-                  .values(heartbeat_at=now))
-        return set(s.scalars(select(Run.id).where(Run.id.in_(run_ids), Run.cancel_requested)))
+        s.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=db_now(store)))
+        if not held:
+            return Renewal(set(), set())
+        mine = [and_(Run.id == rid, Run.attempt == attempt) for rid, attempt in held.items()]
+        rows = s.execute(
+            update(Run).where(or_(*mine), Run.status == "running", Run.worker_id == worker_id)
+            .values(heartbeat_at=db_now(store)).returning(Run.id, Run.cancel_requested)).all()
+        return Renewal({r for r, _ in rows}, {r for r, c in rows if c})
 
 
 def request_cancel(store: Store, run_id: int) -> str:
@@ -109,12 +143,15 @@ def request_cancel(store: Store, run_id: int) -> str:
 
 
 def finish(store: Store, run_id: int, worker_id: str, status: str, error: str | None = None,
-           traceback: str | None = None) -> bool:
+           traceback: str | None = None, attempt: int | None = None) -> bool:
     """Record the end of a run this worker holds; False if it no longer holds it (reaped meanwhile)."""
     assert status in FINAL_STATES
+    held = [Run.id == run_id, Run.status == "running", Run.worker_id == worker_id]
+    if attempt is not None:
+        held.append(Run.attempt == attempt)
     with store.write() as s:
         done = s.execute(
-            update(Run).where(Run.id == run_id, Run.status == "running", Run.worker_id == worker_id)
+            update(Run).where(*held)
             .values(status=status, finished_at=time.time(), error=error, traceback=traceback,
                     cancel_requested=False)
         ).rowcount
@@ -124,9 +161,12 @@ def finish(store: Store, run_id: int, worker_id: str, status: str, error: str | 
 
 
 def reap_stale(store: Store, timeout: float | None = None) -> list[int]:
-    """Mark running runs whose heartbeat stopped as interrupted; returns their ids."""
-    cutoff = time.time() - (heartbeat_timeout() if timeout is None else timeout)
-    with store.read() as s:  # cheap check first, so readers do not take the write lock for nothing
+    """Mark running runs whose lease lapsed as interrupted; returns their ids. Workers call this, readers never.
+
+    Ages are measured on the database's clock, so hosts whose clocks disagree cannot reap each other's runs.
+    """
+    cutoff = db_now(store) - (heartbeat_timeout() if timeout is None else timeout)
+    with store.read() as s:  # cheap check first, so a worker does not take the write lock for nothing
         if not s.scalar(select(func.count()).select_from(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)):
             return []
     with store.write() as s:
@@ -140,13 +180,20 @@ def reap_stale(store: Store, timeout: float | None = None) -> list[int]:
 
 
 def retry(store: Store, run_id: int) -> None:
-    """Queue a failed, cancelled or interrupted run again; it resumes from its last checkpoint."""
+    """Queue a failed, cancelled or interrupted run again; it resumes from its last checkpoint.
+
+    A running run whose lease lapsed (stale) can be retried too: it is interrupted and queued in one
+    transaction, on the same clock and condition a worker's reaper uses.
+    """
     with store.write() as s:
         run = s.get(Run, run_id)
         if run is None:
             raise UnknownRun(run_id)
-        if run.status not in RETRYABLE_STATES:
-            raise StoreError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs can be retried")
+        if run.status == "running" and is_stale(run, float(s.scalar(select(db_now(store))))):
+            _event(s, run_id, "interrupted: lease lapsed (retried by the user)", "warning")
+        elif run.status not in RETRYABLE_STATES:
+            raise StoreError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs "
+                             "(or running ones whose lease lapsed) can be retried")
         run.status, run.error, run.traceback, run.cancel_requested = "queued", None, None, False
         run.finished_at = None
         _event(s, run_id, "queued again (retry)")
@@ -161,8 +208,8 @@ def set_priority(store: Store, run_id: int, priority: int) -> None:
 # --- workers -------------------------------------------------------------------------------------
 
 def register_worker(store: Store, devices: list[str]) -> str:
-    now = time.time()
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{int(now * 1000) % 100000}"
+    now = store.now()
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000) % 100000}"
     with store.write() as s:
         s.add(Worker(id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), devices=devices,
                      started_at=now, heartbeat_at=now))
@@ -175,7 +222,7 @@ def stop_worker(store: Store, worker_id: str) -> None:
 
 
 def live_workers(store: Store) -> list[Worker]:
-    cutoff = time.time() - heartbeat_timeout()
+    cutoff = store.now() - heartbeat_timeout()
     with store.read() as s:
         return list(s.scalars(select(Worker).where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff)))
 

@@ -13,8 +13,9 @@ from jobs.diffusion.denoisers import MLPDenoiser
 from jobs.diffusion.guidance import drop_labels, guided_eps
 from jobs.diffusion.samplers import sample
 from jobs.diffusion.schedules import make_schedule, q_sample
-from jobs.diffusion.train import NonFiniteLoss, TrainConfig, train
+from jobs.diffusion.train import NonFiniteLoss, TrainConfig, restore_training_state, train
 from store import queue
+from store.queries import artifacts
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
@@ -106,12 +107,14 @@ def test_resumed_training_equals_uninterrupted_training(store):
     def batches_then_stop(gen):
         nonlocal calls
         calls += 1
-        if calls == 20:
-            ctx.request_stop()  # as a cancel would; the loop stops at the next checked step
+        if calls == 17:
+            ctx.request_stop()  # as a cancel would, between two log steps
         return _toy_batches(gen)
 
     with pytest.raises(RunCancelled):
         train(ctx, model, sched, batches_then_stop, cfg, g, null_class=2)
+    # The stop is honoured within one step, with a checkpoint of that step (not at the next log step).
+    assert [a.step for a in artifacts(store, ctx.run_id, "checkpoint")] == [17]
     model, sched, g = _fresh(seed=123)  # a new process: fresh weights and RNG, all restored from disk
     ctx._stop.clear()
     resumed = train(ctx, model, sched, _toy_batches, cfg, g, null_class=2)
@@ -141,3 +144,28 @@ def test_stochastic_samplers_follow_their_seed():
     for name in ("ddpm", "sde-dpmsolver++"):
         a, b, c = (sample(m, s, name, 8, (5, 2), generator=torch.Generator().manual_seed(seed)).x for seed in (1, 1, 2))
         assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_a_checkpoint_is_restored_onto_the_model_device(store):
+    """Every restored tensor lands on the run's device: the meta device stands in for a GPU here.
+
+    Before the fix the EMA's shadow weights stayed on the CPU, so its first step after a resume on a GPU
+    mixed devices and crashed: the ema.step below does the same on meta.
+    """
+    from diffusers.training_utils import EMAModel
+
+    ctx = _context(store)
+    model, sched, g = _fresh()
+    train(ctx, model, sched, _toy_batches, TrainConfig(steps=3, batch_size=8, lr=1e-2, checkpoint_every=3), g, 2)
+    state = ctx.restore()
+
+    model = MLPDenoiser(2, 16, 2, num_classes=2).to("meta")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    ema = EMAModel(MLPDenoiser(2, 16, 2, num_classes=2).parameters(), foreach=True)  # built on the CPU
+    assert restore_training_state(state, model, opt, lr_schedule, ema, torch.Generator()) == 3
+    moments = [v for st in opt.state.values() for k, v in st.items() if k != "step"]  # torch keeps `step` on CPU
+    misplaced = [t.device for t in [*model.parameters(), *moments, *ema.shadow_params] if t.device.type != "meta"]
+    assert moments and not misplaced
+    ema.step(model.parameters())

@@ -55,9 +55,12 @@ def test_training_resumes_to_the_same_weights(store):
 
     rid = new_run(store, spec)
     ctx = RunContext(store, rid)
-    ctx.should_stop = lambda: True  # asked at the first step whose losses were checked: step 6, a checkpoint
+    ctx.should_stop = lambda: True  # honoured at the end of step 1
     with pytest.raises(RunCancelled):
         images.train_model(ctx, spec, data)
+    queue.finish(store, rid, "w", "cancelled")
+    queue.retry(store, rid)
+    assert queue.claim(store, "w", "cpu").attempt == 2
     resumed, _ = images.train_model(RunContext(store, rid, attempt=2), spec, data)
     a, b = ema_weights(whole), ema_weights(resumed)
     assert a.keys() == b.keys()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,11 +135,16 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
         if victim == "worker":
             worker.wait()
             wait_for(lambda: not alive(child), 10, "the orphaned run process to exit")
-            # Nobody heartbeats the run any more; the next reader past the timeout marks it.
-            wait_for(lambda: subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True)
-                     and get_run(store, rid).status == "interrupted", 3 * float(HEARTBEAT_TIMEOUT) + 10,
-                     "the run to be marked interrupted")
+            # Nobody renews the lease any more: readers show the run as stale and change nothing ...
+            def listed():
+                out = subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True, text=True).stdout
+                return next(r for r in json.loads(out) if r["id"] == rid)
+            row = wait_for(lambda: (r := listed())["stale"] and r, 3 * float(HEARTBEAT_TIMEOUT) + 10, "stale")
+            assert row["status"] == "running" and row["label"] == "running (stale)"
+            assert get_run(store, rid).status == "running", "a reader reaped the run"
+            # ... and the next worker reaps it.
             worker = start_worker(env)
+            wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "the new worker to reap the run")
         else:
             wait_for(lambda: get_run(store, rid).status == "interrupted", 10, "the worker to notice")
         assert store.integrity_check() == "ok"

@@ -77,7 +77,7 @@ def test_cancel_retry_and_finish(store):
     run = queue.claim(store, "w", "cpu")
     assert run.id == b
     assert queue.request_cancel(store, b) == "running"
-    assert queue.heartbeat_runs(store, "w", [b]) == {b}
+    assert queue.renew_leases(store, "w", {b: run.attempt}) == queue.Renewal({b}, {b})
     assert queue.finish(store, b, "w", "cancelled")
     assert not queue.finish(store, b, "w", "succeeded")  # no longer held
     queue.retry(store, b)
@@ -99,6 +99,86 @@ def test_reap_marks_silent_runs_interrupted(store):
     assert queue.reap_stale(store, timeout=60) == [a]
     with store.read() as s:
         assert s.get(Run, a).status == "interrupted"
+
+
+def test_a_lease_taken_from_a_slow_worker_stays_taken(store):
+    """Reaped while its worker was slow, then retried and claimed again: the old holder keeps nothing."""
+    (a,) = _submit(store)
+    first = queue.claim(store, "w1", "cpu")
+    with store.write() as s:
+        s.execute(update(Run).where(Run.id == a).values(heartbeat_at=store.now() - 120))
+    assert queue.reap_stale(store, timeout=60) == [a]
+    queue.retry(store, a)
+    second = queue.claim(store, "w2", "cpu")
+    assert second.attempt == first.attempt + 1
+    renewal = queue.renew_leases(store, "w1", {a: first.attempt})
+    assert renewal.kept == set(), "the slow worker was told it still holds the run"
+    assert not queue.finish(store, a, "w1", "failed", attempt=first.attempt)
+    assert queue.renew_leases(store, "w2", {a: second.attempt}).kept == {a}
+    # The same worker id with an old attempt (a worker that retried its own run) holds nothing either.
+    assert queue.renew_leases(store, "w2", {a: first.attempt}).kept == set()
+    assert queue.finish(store, a, "w2", "succeeded", attempt=second.attempt)
+
+
+def test_lease_ages_use_the_database_clock(store, monkeypatch):
+    """A host whose clock runs an hour ahead must not reap a run whose lease was just renewed."""
+    (a,) = _submit(store)
+    queue.claim(store, "w", "cpu")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    assert queue.reap_stale(store, timeout=60) == []
+    wid = queue.register_worker(store, ["cpu"])
+    assert wid in [w.id for w in queue.live_workers(store)]
+    with store.read() as s:
+        assert not queue.is_stale(s.get(Run, a), store.now())
+
+
+def test_a_stale_run_can_be_retried_and_a_live_one_cannot(store):
+    (a,) = _submit(store)
+    queue.claim(store, "w", "cpu")
+    with pytest.raises(StoreError, match="is running"):
+        queue.retry(store, a)
+    with store.write() as s:
+        s.execute(update(Run).where(Run.id == a).values(heartbeat_at=store.now() - 3600))
+    queue.retry(store, a)
+    with store.read() as s:
+        assert s.get(Run, a).status == "queued"
+
+
+def test_a_cuda_run_is_never_claimed_by_a_cpu_slot(store):
+    gpu_run, cpu_run = queue.submit(store, name="t", kind="sleep", spec_text="", sweep={}, runs=[
+        queue.NewRun("g", {"kind": "sleep", "device": "cuda"}), queue.NewRun("c", {"kind": "sleep"})])[1]
+    assert queue.claim(store, "w", "cpu").id == cpu_run
+    assert queue.claim(store, "w", "cpu") is None
+    assert queue.claim(store, "w", "0").id == gpu_run
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:35 / /mnt/lab rw,relatime shared:2 - nfs4 server:/export rw,vers=4.2
+41 40 0:36 / /mnt/lab/local\\040disk rw shared:3 - ext4 /dev/sdb1 rw
+42 22 0:37 / /home/me/remote rw,nosuid - fuse.sshfs me@box:/data rw
+"""
+
+
+@pytest.mark.parametrize("path, fstype", [("/home/me/wb", "ext4"), ("/mnt/lab/wb", "nfs4"),
+                                          ("/mnt/lab/local disk/wb", "ext4"), ("/home/me/remote/x", "fuse.sshfs"),
+                                          ("/mnt/labx", "ext4")])
+def test_mount_type_finds_the_innermost_mount(path, fstype):
+    from store.db import mount_type
+
+    assert mount_type(path, MOUNTINFO) == fstype
+
+
+def test_a_store_on_a_network_file_system_is_refused(tmp_path, monkeypatch):
+    import store.db
+
+    info = tmp_path / "mountinfo"
+    info.write_text(f"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n40 22 0:35 / {tmp_path} rw - nfs4 srv:/x rw\n")
+    monkeypatch.setattr(store.db, "MOUNTINFO", info)
+    with pytest.raises(StoreError, match=r"nfs4 file system.*WORKBENCH_DB_URL"):
+        Store(home=tmp_path / "wb")
+    assert not (tmp_path / "wb" / "workbench.db").exists()
 
 
 def test_workers_registry(store):

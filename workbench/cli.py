@@ -123,21 +123,20 @@ def follow(store, run_ids: list[int], quiet: bool = False) -> dict[int, str]:
     """Show a progress bar per run with its latest loss until every run has ended."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from store import queue
     from store.models import FINAL_STATES
-    from store.queries import get_run, latest_metrics
+    from store.queries import get_run, latest_metrics, status_label
 
     statuses: dict[int, str] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=err, disable=quiet) as bar:
         tasks = {r: bar.add_task(f"run {r}", total=None, info="queued") for r in run_ids}
         while True:
-            queue.reap_stale(store)
+            now = store.now()
             losses = latest_metrics(store, run_ids, "loss")
             for r in run_ids:
                 run = get_run(store, r)
                 statuses[r] = run.status
-                info = f"[{STATUS_STYLE.get(run.status, 'white')}]{run.status}[/]"
+                info = f"[{STATUS_STYLE.get(run.status, 'white')}]{status_label(run, now)}[/]"
                 if r in losses and losses[r][1] is not None:
                     info += f"  loss {losses[r][1]:.4g} @ {losses[r][0]}"
                 if run.error:
@@ -156,8 +155,14 @@ def worker(devices: Annotated[str, typer.Option(help="cpu, cpu:N, GPU indices li
            once: Annotated[bool, typer.Option("--once", help="exit when the queue is empty")] = False,
            max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="exit after N runs")] = None,
            idle_exit: Annotated[float | None, typer.Option("--idle-exit", min=0, help="exit after S idle seconds")] = None,
+           threads: Annotated[int | None, typer.Option("--threads", min=1, max=4096,
+                                                       help="torch CPU threads per run (default: the cores split "
+                                                            "between this worker's CPU slots; a spec's threads wins)")] = None,
+           stop_grace: Annotated[float, typer.Option("--stop-grace", min=0, max=86400,
+                                                     help="seconds a stopped run gets to checkpoint, plus two of "
+                                                          "its steps, before it is killed")] = 10.0,
            exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False) -> None:
-    """Run queued runs, one per device slot."""
+    """Run queued runs, one per device slot. Ctrl-C: runs checkpoint and end interrupted; twice: at once."""
     from jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers, parse_devices
 
     try:
@@ -169,8 +174,8 @@ def worker(devices: Annotated[str, typer.Option(help="cpu, cpu:N, GPU indices li
     if exclusive and (lock := hold_exclusive_lock(store.home)) is None:
         out.print("another auto-started worker is running; exiting")
         return
-    w = Worker(store, slots, once=once, max_jobs=max_jobs, idle_exit=idle_exit,
-               log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
+    w = Worker(store, slots, once=once, max_jobs=max_jobs, idle_exit=idle_exit, threads=threads,
+               stop_grace=stop_grace, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
     install_signal_handlers(w)
     code = w.run()
     del lock
@@ -212,7 +217,6 @@ def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
 
     store = open_store()
     _run_ids_exist(store, run_ids)
-    queue.reap_stale(store)
     for r in run_ids:
         try:
             queue.retry(store, r)
@@ -243,19 +247,18 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
          limit: Annotated[int | None, typer.Option(min=1, help="only the newest N")] = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List runs."""
-    from store import queue
     from store.models import RUN_STATES
     from store.queries import experiment_names, headline, list_runs, run_row
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
     store = open_store()
-    queue.reap_stale(store)
     rows = list_runs(store, status=status, kind=kind)
     if limit:
         rows = rows[-limit:]
     names = experiment_names(store, {r.experiment_id for r in rows})
-    records = [run_row(r, names.get(r.experiment_id)) for r in rows]
+    now = store.now()
+    records = [run_row(r, names.get(r.experiment_id), now) for r in rows]
     if as_json:
         print_json(records)
         return
@@ -265,7 +268,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
     for rec in records:
         done, total = rec["progress"]
         table.add_row(str(rec["id"]), escape(str(rec["experiment"])), escape(rec["name"]), rec["kind"],
-                      f"[{STATUS_STYLE[rec['status']]}]{rec['status']}[/]",
+                      f"[{STATUS_STYLE[rec['status']]}]{rec['label']}[/]",
                       f"{done}/{total}" if total else "", (rec["started_at"] or "")[5:16].replace("T", " "),
                       escape(headline(rec["summary"])))
     out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
@@ -275,12 +278,10 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
 def show(run_id: Annotated[int, typer.Argument(help="run id")],
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one run: spec, status, summary, result tables, artifacts."""
-    from store import queue
     from store.queries import show as show_run
     from store.queue import UnknownRun
 
     store = open_store()
-    queue.reap_stale(store)
     try:
         rec = show_run(store, run_id)
     except UnknownRun as e:
@@ -289,7 +290,7 @@ def show(run_id: Annotated[int, typer.Argument(help="run id")],
         print_json(rec)
         return
     out.print(f"[bold]run {rec['id']}[/] {escape(rec['name'])}  ({rec['kind']}, experiment {escape(str(rec['experiment']))})")
-    out.print(f"status: [{STATUS_STYLE[rec['status']]}]{rec['status']}[/]  attempt {rec['attempt']}  "
+    out.print(f"status: [{STATUS_STYLE[rec['status']]}]{rec['label']}[/]  attempt {rec['attempt']}  "
               f"device {rec['device'] or '-'}  started {rec['started_at'] or '-'}  finished {rec['finished_at'] or '-'}")
     if rec["error"]:
         out.print(f"[red]error:[/] {escape(rec['error'])}")

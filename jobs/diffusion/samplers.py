@@ -15,6 +15,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from jobs.context import alive
 from jobs.diffusion.config import SamplerName
 from jobs.diffusion.guidance import guided_eps, passes
 
@@ -72,6 +73,7 @@ def sample(model, training: DDPMScheduler, sampler: SamplerName, steps: int, sha
     for t in sched.timesteps:
         eps = guided_eps(model, sched.scale_model_input(x, t), t, y, w, null_class)
         x = sched.step(eps, t, x, **step_kwargs).prev_sample
+        alive()  # a long evaluation logs nothing: tell the worker's watchdog it is not hung
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     n_steps = len(sched.timesteps)

@@ -79,22 +79,13 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)
     start = 0
     if (state := ctx.restore()) is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        ema.load_state_dict(state["ema"])
-        generator.set_state(state["generator"])
-        if "torch_rng" in state:  # dropout draws from the global generator
-            torch.set_rng_state(state["torch_rng"])
-        if on_gpu and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"])
-        start = state["step"]
+        start = restore_training_state(state, model, opt, lr_schedule, ema, generator)
 
     def save(step: int) -> None:
         ctx.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "lr_schedule": lr_schedule.state_dict(), "ema": ema.state_dict(),
                         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step}
-                       | ({"cuda_rng": torch.cuda.get_rng_state()} if on_gpu else {}), step)
+                       | ({"cuda_rng": torch.cuda.get_rng_state(device)} if on_gpu else {}), step)
 
     def ema_copy() -> nn.Module:
         copied = copy.deepcopy(model)
@@ -117,8 +108,9 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
         lr_schedule.step()
         ema.step(model.parameters())
         pending.append(loss.detach())
+        stop = ctx.should_stop()  # asked every step (an event; cheap): a stop is honoured within one step
         last = step == cfg.steps
-        if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
+        if stop or step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
             values = torch.stack(pending).float().cpu().tolist()
             first = step - len(values) + 1
             for i, v in enumerate(values):
@@ -128,11 +120,28 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
             pending.clear()
             ctx.log(step, loss=sum(values) / len(values), lr=lr_schedule.get_last_lr()[0])
             ctx.progress(step, cfg.steps)
-        if step % cfg.checkpoint_every == 0 or last:
-            save(step)
+        if stop or step % cfg.checkpoint_every == 0 or last:
+            save(step)  # after the losses up to this step were checked: never a checkpoint of a diverged model
+        if stop:
+            raise RunCancelled
         if on_sample and cfg.sample_every and (step % cfg.sample_every == 0 or last):
             on_sample(step, ema_copy())  # draws from its own generator: training randomness is untouched
-        if not pending and ctx.should_stop():  # only at a step whose losses were checked
-            save(step)
-            raise RunCancelled
     return ema_copy()
+
+
+def restore_training_state(state: dict, model: nn.Module, opt: torch.optim.Optimizer, lr_schedule,
+                           ema: EMAModel, generator: torch.Generator) -> int:
+    """Put a checkpoint (tensors on the CPU, as RunContext.restore gives them) back with every tensor on
+    the model's device; returns its step. Each part goes through its own API, which knows its placement."""
+    device = next(model.parameters()).device
+    model.load_state_dict(state["model"])  # copies into the parameters, on their device
+    opt.load_state_dict(state["optimizer"])  # casts the moments to their parameters' device (step: torch's choice)
+    lr_schedule.load_state_dict(state["lr_schedule"])
+    ema.load_state_dict(state["ema"])
+    ema.to(device)  # EMAModel keeps the tensors it was given, on the CPU: its next step would mix devices
+    generator.set_state(state["generator"])  # a CUDA generator also takes its state as a CPU byte tensor
+    if "torch_rng" in state:  # dropout draws from the global generator
+        torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return int(state["step"])

@@ -22,6 +22,7 @@ class Spec(BaseSpec):
     steps: int = Field(1, ge=1, le=1_000_000)
     checkpoint_every: int = Field(10, ge=1, le=1_000_000)
     fail_at_step: int | None = Field(None, ge=0, description="raise an error at this step (for testing)")
+    hang_at_step: int | None = Field(None, ge=0, description="stop reporting at this step, as a hung run does")
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
@@ -33,6 +34,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
             raise RunCancelled
         if spec.fail_at_step is not None and step == spec.fail_at_step:
             raise RuntimeError(f"failing at step {step} as the spec asks")
+        while spec.hang_at_step is not None and step == spec.hang_at_step:
+            time.sleep(1.0)  # alive, silent and deaf to stop requests: what a deadlocked run looks like
         time.sleep(spec.seconds / spec.steps)
         ctx.log(step, loss=math.exp(-step / max(spec.steps, 1)))
         ctx.progress(step, spec.steps)

@@ -59,7 +59,8 @@ class RunsFeed:
         # Only running runs change without an event (progress, summary); queued ones wait for "started".
         self.active = {r.id for r in rows if r.status == "running"}
         self.known = (self.known | {r.id for r in rows}) - gone
-        return [run_row(r, self.experiments.get(r.experiment_id)) for r in rows], gone
+        now = self.store.now() if rows else 0.0
+        return [run_row(r, self.experiments.get(r.experiment_id), now) for r in rows], gone
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.text import Text
 from sqlalchemy import select
 from textual import work
@@ -14,6 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from store import queue
 from store.models import Run
+from store.queries import status_label
 from workbench.tui.screens.runs import run_queue_op
 from workbench.tui.widgets import STATUS_STYLE, progress_text
 
@@ -52,23 +51,22 @@ class QueueScreen(Screen):
     def poll(self) -> None:
         store = self.app.store
         try:
-            queue.reap_stale(store)
             workers = queue.live_workers(store)
+            now = store.now()
             with store.read() as s:
                 runs = list(s.scalars(select(Run).where(Run.status.in_(("queued", "running")))
                                       .order_by(Run.status.desc(), Run.priority.desc(), Run.id)))
         except Exception as e:  # noqa: BLE001
             self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3, markup=False)
             return
-        self.app.call_from_thread(self.apply, workers, runs)
+        self.app.call_from_thread(self.apply, workers, runs, now)
 
-    def apply(self, workers, runs) -> None:
-        now = time.time()
+    def apply(self, workers, runs, db_now: float) -> None:
         wt = self.query_one("#workers-table", DataTable)
         wt.clear()
         for w in workers:
             mine = [str(r.id) for r in runs if r.worker_id == w.id and r.status == "running"]
-            wt.add_row(w.id, ",".join(w.devices), str(w.pid), f"{now - w.heartbeat_at:.0f} s ago",
+            wt.add_row(w.id, ",".join(w.devices), str(w.pid), f"{db_now - w.heartbeat_at:.0f} s ago",
                        ", ".join(mine) or "idle")
         if not workers:
             wt.add_row("no live worker", "", "", "", "press w to start one")
@@ -76,7 +74,7 @@ class QueueScreen(Screen):
         cursor = rt.cursor_row
         rt.clear()
         for r in runs:
-            rt.add_row(str(r.id), r.name, r.kind, Text(r.status, style=STATUS_STYLE[r.status]), str(r.priority),
+            rt.add_row(str(r.id), r.name, r.kind, Text(status_label(r, db_now), style=STATUS_STYLE[r.status]), str(r.priority),
                        r.device or "", progress_text(r.progress_done, r.progress_total), r.worker_id or "",
                        key=str(r.id))
         if runs:

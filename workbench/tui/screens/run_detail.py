@@ -148,8 +148,8 @@ class RunDetailScreen(Screen):
 
     def show_overview(self, rec: dict) -> None:
         style = STATUS_STYLE.get(rec["status"], "")
-        self.sub_title = f"run {rec['id']} {rec['name']} ({rec['kind']}): {rec['status']}"
-        lines = [f"[b]status[/] [{style}]{rec['status']}[/]   attempt {rec['attempt']}   device {rec['device'] or '-'}",
+        self.sub_title = f"run {rec['id']} {rec['name']} ({rec['kind']}): {rec['label']}"
+        lines = [f"[b]status[/] [{style}]{rec['label']}[/]   attempt {rec['attempt']}   device {rec['device'] or '-'}",
                  f"[b]created[/] {rec['created_at']}   [b]started[/] {rec['started_at'] or '-'}   "
                  f"[b]finished[/] {rec['finished_at'] or '-'}"]
         if rec["error"]:

@@ -146,7 +146,7 @@ class RunsScreen(Screen):
                                                    Text(f"{n} run(s)", style="dim"), "", "", "", "", "", "")))
             wanted.append((str(r["id"]), (
                 "●" if r["id"] in self.marked else "", str(r["id"]), str(r["experiment"]), r["name"], r["kind"],
-                Text(r["status"], style=STATUS_STYLE.get(r["status"], "")), progress_text(*r["progress"]),
+                Text(r["label"], style=STATUS_STYLE.get(r["status"], "")), progress_text(*r["progress"]),
                 _started(r), _duration(r, now), headline(r["summary"]))))
         current = [str(k.value) for k in table.rows]
         if current == [k for k, _ in wanted]:  # same rows in the same order: update cells in place
