@@ -206,16 +206,20 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
     except LostOwnership as e:
         result = ("lost", str(e), None)
     except BaseException as e:  # noqa: BLE001 - everything a kind raises fails its run, store faults excepted
+        fault = is_store_fault(e) or is_store_fault(e.__cause__ or e)
+        result = ("interrupted" if fault else "failed",
+                  f"store fault: {e}" if fault else f"{type(e).__name__}: {e}", traceback.format_exc())
         try:
             ctx.flush()
         except Exception:  # noqa: BLE001
             pass
-        traceback.print_exc()
-        fault = is_store_fault(e) or is_store_fault(e.__cause__ or e)
-        result = ("interrupted" if fault else "failed",
-                  f"store fault: {e}" if fault else f"{type(e).__name__}: {e}", traceback.format_exc())
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:  # output.log may sit on the very disk that is full: the result must reach the worker anyway
+        if result[0] != "succeeded" and len(result) > 2 and result[2]:
+            sys.stderr.write(result[2])
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        pass
     send(result)
     conn.close()
 

@@ -11,6 +11,7 @@ import copy
 import itertools
 import json
 import typing
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -29,6 +30,11 @@ from pydantic import (
 from jobs.kinds import kind_names, load_kind
 
 MAX_SWEEP_RUNS = 10_000
+# Bounds on a spec document's structure: a job spec is a page of YAML, never more.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_DEPTH = 32
+MAX_SPEC_NODES = 100_000  # counting what aliases expand to ("billion laughs")
+MAX_NAME_LENGTH = 200
 
 
 class SpecError(Exception):
@@ -37,6 +43,22 @@ class SpecError(Exception):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else problems
         super().__init__("\n".join(self.problems))
+
+
+def check_name(name: str) -> str:
+    """A name shown in terminals and tables: printable, no control or format characters (NUL, ESC, a
+    bidi override), not blank, not padded, at most MAX_NAME_LENGTH characters."""
+    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")})
+    if bad:
+        raise ValueError("contains control or format characters ("
+                         + ", ".join(f"U+{ord(c):04X}" for c in bad) + "); use printable text")
+    if not name.strip():
+        raise ValueError("is blank")
+    if name != name.strip():
+        raise ValueError("starts or ends with whitespace")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"is {len(name)} characters long; at most {MAX_NAME_LENGTH}")
+    return name
 
 
 def _existing_path(value: str, info: ValidationInfo) -> str:
@@ -60,7 +82,8 @@ class BaseSpec(BaseModel):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}}
 
     kind: str
-    name: str | None = Field(None, max_length=200, description="experiment name; defaults to the file name")
+    name: Annotated[str, AfterValidator(check_name)] | None = Field(
+        None, max_length=MAX_NAME_LENGTH, description="experiment name; defaults to the file name")
     preset: Literal["smoke", "paper"] = Field("smoke", description="size preset; fields you set override it")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
@@ -108,14 +131,54 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
     return out
 
 
+def _check_structure(node: yaml.Node | None, source: str) -> None:
+    """Refuse what no job spec needs and what would blow up later: nesting past MAX_SPEC_DEPTH, more
+    than MAX_SPEC_NODES nodes once aliases are expanded, and duplicate keys (YAML keeps the last one
+    silently, so a second `steps:` would override the first without a word)."""
+    stack, seen = [(node, 1)], 0
+    while stack:
+        n, depth = stack.pop()
+        if n is None:
+            continue
+        seen += 1
+        if seen > MAX_SPEC_NODES:
+            raise SpecError(f"{source}: the document expands to more than {MAX_SPEC_NODES} values "
+                            "(aliases included); a job spec is far smaller")
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(f"{source}:{n.start_mark.line + 1}: nested more than {MAX_SPEC_DEPTH} levels deep")
+        if isinstance(n, yaml.MappingNode):
+            keys: dict[Any, int] = {}
+            for k, v in n.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else id(k)
+                if key in keys:
+                    raise SpecError(f"{source}:{k.start_mark.line + 1}: duplicate key {key!r} (first on line "
+                                    f"{keys[key]})")
+                keys[key] = k.start_mark.line + 1
+                stack += [(k, depth + 1), (v, depth + 1)]
+        elif isinstance(n, yaml.SequenceNode):
+            stack += [(v, depth + 1) for v in n.value]
+
+
 def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]]:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: {len(text.encode('utf-8', 'surrogatepass'))} bytes; a job spec is at most "
+                        f"{MAX_SPEC_BYTES} bytes")
+    if bad := next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None):
+        line = text[:text.index(bad)].count("\n") + 1
+        raise SpecError(f"{source}:{line}: control character U+{ord(bad):04X} in the document")
     try:
-        data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_structure(node, source)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise SpecError(f"{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: nested too deeply (at most {MAX_SPEC_DEPTH} levels)") from None
+    except ValueError as e:  # an integer of more digits than Python converts (4300)
+        raise SpecError(f"{source}: a value cannot be read (a number of thousands of digits?): "
+                        f"{str(e).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a job spec must be a YAML mapping with a `kind:` field, got {type(data).__name__}")
     return data, (_line_map(node) if node is not None else {})
@@ -220,6 +283,11 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None, base_di
         raise SpecError(f"{_where(source, lines, ('sweep',))}: sweep: {n_runs} combinations, more than {MAX_SWEEP_RUNS}")
 
     exp_name = raw.get("name") or name or Path(source).stem
+    try:
+        check_name(str(exp_name))
+    except ValueError as e:
+        where = _where(source, lines, ("name",)) if "name" in raw else source
+        raise SpecError(f"{where}: name: {exp_name!r} {e}") from None
     runs: list[tuple[str, BaseSpec]] = []
     combo_problems: dict[str, list[str]] = {}  # problem -> labels of the sweep runs that have it
     for combo in itertools.product(*sweep.values()) if sweep else [()]:
@@ -239,7 +307,13 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None, base_di
                 combo_problems.setdefault(f"{_where(source, combo_lines, loc)}: {_dotted(loc)}: {msg}", []).append(label)
             continue
         spec.name = exp_name
-        runs.append((f"{exp_name} {label}".strip(), spec))
+        run_name = f"{exp_name} {label}".strip()
+        try:
+            check_name(run_name[:MAX_NAME_LENGTH])
+        except ValueError as e:
+            problems.append(f"{_where(source, lines, ('sweep',))}: sweep: the run name {run_name!r} {e}")
+            continue
+        runs.append((run_name, spec))
     n_combos = len(runs) + len({lab for labels in combo_problems.values() for lab in labels})
     for problem, labels in combo_problems.items():  # a problem every sweep run shares is said once
         problems += [problem] if len(labels) == n_combos else [f"{problem} [sweep {lab}]" for lab in labels]

@@ -53,6 +53,26 @@ BAD_SPECS = [
     ("sleep negative seconds", "kind: sleep\nseconds: -1\n", "seconds"),
     ("sleep absurd seconds", "kind: sleep\nseconds: 1e12\n", "seconds"),
     ("name too long", "kind: sleep\nname: " + "x" * 300 + "\n", "name"),
+    # The class of hostile or broken documents: structure, size, characters, numbers.
+    ("deeply nested flow", "kind: sleep\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("deeply nested block", "kind: sleep\n" + "".join("  " * i + f"a{i}:\n" for i in range(40)) + "  " * 40
+     + "b: 1\n", "job.yaml:34: nested more than 32 levels"),
+    ("billion laughs", "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{n}: &{n} [" + ",".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcd", "bcde")) + "kind: sleep\n",
+     "more than 100000 values"),
+    ("NUL in name", 'kind: sleep\nname: "a\\0b"\n', "job.yaml:2: name: 'a\\x00b' contains control"),
+    ("escape sequence in name", 'kind: sleep\nname: "x\\e[2J"\n', "U+001B"),
+    ("bidi override in name", 'kind: sleep\nname: "a\\u202eb"\n', "U+202E"),
+    ("blank name", "kind: sleep\nname: '  '\n", "is blank"),
+    ("escape sequence swept into a name", 'kind: sleep\nsweep:\n  name: ["a\\e[2J"]\n', "U+001B"),
+    ("duplicate key", "kind: sleep\nsteps: 3\nsteps: 4\n", "job.yaml:3: duplicate key 'steps' (first on line 2)"),
+    ("duplicate nested key", "kind: images\ntrain:\n  lr: 0.1\n  lr: 0.2\n", "job.yaml:4: duplicate key 'lr'"),
+    ("a 5000-digit integer", "kind: sleep\nseed: " + "9" * 5000 + "\n", "cannot be read"),
+    ("a float past double range", "kind: sleep\nseconds: 1e400\n", "seconds"),
+    ("a 2 MB document", "kind: sleep\nname: " + "x" * 2_000_000 + "\n", "at most 1048576 bytes"),
+    ("raw control character", "kind: sleep\x07\n", "job.yaml:1: control character U+0007"),
+    ("threads zero", "kind: sleep\nthreads: 0\n", "threads"),
+    ("no_progress_minutes too small", "kind: sleep\nno_progress_minutes: 0\n", "no_progress_minutes"),
 ]
 
 
@@ -118,3 +138,10 @@ def test_cancel_finished_run_exits_2(store, cli, tmp_path):
     assert cli("cancel", "1")[0] == 0  # queued -> cancelled at once
     code, _, err = cli("cancel", "1")
     assert code == 2 and "cancelled" in err
+
+
+def test_a_file_name_with_an_escape_sequence_is_not_an_experiment_name(seeded, store, cli, tmp_path):
+    """The experiment is named after the file when the spec names none: that name is checked too."""
+    code, _, err = cli("submit", write_spec(tmp_path, "kind: sleep\n", "evil\x1b[2J.yaml"), "--no-worker")
+    assert code == 2 and "U+001B" in err
+    assert snapshot(store) == seeded

@@ -1,0 +1,314 @@
+"""The worker on the machines it is made for: CUDA and the fork server, one owner per run, Ctrl-C,
+hung runs, device slots shared by several workers, and store faults it must outlive.
+
+Each test names the defect it catches in its docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from store.db import Store
+from store.models import MetricPoint, Run, RunEvent
+from store.queries import get_run, show
+from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
+from tests.test_runner import alive, diagnose, submit, wait_for
+
+
+@pytest.fixture
+def env(home, tmp_path):
+    # Device locks are host-wide; each test gets its own lock folder, so tests never share slots.
+    return subprocess_env(home, WORKBENCH_LOCK_DIR=str(tmp_path / "locks"))
+
+
+def start_worker(env, *args: str, devices: str = "cpu", new_session: bool = False) -> subprocess.Popen:
+    return subprocess.Popen(wb_command("worker", "--devices", devices, *args), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session)
+
+
+def events(store: Store, run_id: int) -> list[str]:
+    with store.read() as s:
+        return list(s.scalars(select(RunEvent.message).where(RunEvent.run_id == run_id).order_by(RunEvent.id)))
+
+
+def stop(*procs: subprocess.Popen) -> str:
+    out = ""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        out += p.communicate(timeout=30)[0] or ""
+    return out
+
+
+# --- CUDA and the fork server ---------------------------------------------------------------------
+
+PROBE = textwrap.dedent("""
+    import os, sys, torch
+    calls = []
+    real = torch._C._cuda_getDeviceCount
+    def recorded():
+        import traceback
+        calls.append("".join(traceback.format_stack(limit=6)))
+        return real()
+    torch._C._cuda_getDeviceCount = recorded
+    import jobs.preload  # what the fork server imports: torch, diffusers, every kind
+    assert "diffusers" in sys.modules
+    during = list(calls)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3 if torch._C._cuda_isInBadFork() else 0)
+    _, status = os.waitpid(pid, 0)
+    torch.cuda.is_available()  # after the preload, torch's own function (and our recorder) is back
+    print(len(during), os.waitstatus_to_exitcode(status), len(calls) > len(during))
+    if during:
+        print(during[0])
+""")
+
+
+def test_the_fork_server_preload_never_queries_the_cuda_runtime():
+    """Catches: importing diffusers in the fork server calls cudaGetDeviceCount (through
+    torch.accelerator.is_available), which poisons every fork for CUDA."""
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    during, child_status, restored = out.stdout.split("\n", 1)[0].split()
+    assert during == "0", f"the CUDA runtime was queried while preloading:\n{out.stdout}"
+    assert child_status == "0", "a child forked after the preload is in torch's 'bad fork' state"
+    assert restored == "True", "torch.cuda's own functions were not put back after the preload"
+
+
+def test_runs_pin_their_gpu_before_cuda_can_start(env, home, tmp_path):
+    """Catches: a child that sets CUDA_VISIBLE_DEVICES after CUDA started (or never), and a fork server
+    that touched CUDA. Slot 0 is a GPU slot with no GPU behind it here: the run still records what it got."""
+    ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 1\nsteps: 5\nsweep:\n  seed: [1, 2]\n"))
+    worker = start_worker(env, "--once", devices="cpu,0")
+    try:
+        assert worker.wait(timeout=120) == 0, stop(worker)
+        store = Store(home=home)
+        first = {r: events(store, r)[2] for r in ids}  # queued, started, then the process's own first event
+        assert all("fork server never touched CUDA" in e for e in first.values()), first
+        assigned = sorted(e.split("CUDA_VISIBLE_DEVICES=")[1].split()[0] for e in first.values())
+        assert assigned == ["''", "'0'"], first
+    finally:
+        stop(worker)
+
+
+# --- one owner per run ----------------------------------------------------------------------------
+
+def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, tmp_path):
+    """Catches: a worker that goes on writing (or records an outcome) for a run taken from it while it
+    was slow. Worker A is frozen (SIGSTOP) while its run process keeps running; worker B, on another
+    host (its own lock folder), reaps the lapsed lease; the run is retried and B runs attempt 2. The old
+    process must stop writing at once, and A, thawed, must kill it and record nothing."""
+    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT="3")
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 30\nsteps: 300\ncheckpoint_every: 10\n"))
+    a = start_worker(env)
+    b = None
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress_done >= 15, 60, "progress")
+        old_pid = get_run(store, rid).pid
+        os.kill(a.pid, signal.SIGSTOP)
+        b = start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / "other-host")))
+        wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "worker B to reap the run")
+        assert alive(old_pid), "the test needs the old process alive when its lease is taken"
+        assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
+        wait_for(lambda: get_run(store, rid).attempt == 2 and get_run(store, rid).status == "running", 30,
+                 "worker B to start attempt 2")
+        taken_at = time.time()
+        wait_for(lambda: not alive(old_pid), 10, "the superseded process to stop by itself at its next write")
+        os.kill(a.pid, signal.SIGCONT)
+        wait_for(lambda: get_run(store, rid).status == "succeeded", 90, "attempt 2 to finish")
+        time.sleep(2)  # A has renewed (and found nothing) at least once since it was thawed
+        rec = show(store, rid)
+        assert rec["attempt"] == 2 and rec["worker"].split(":")[1] == str(b.pid)
+        with store.read() as s:
+            late = s.scalars(select(MetricPoint.step).where(MetricPoint.run_id == rid, MetricPoint.attempt == 1,
+                                                           MetricPoint.wall_time > taken_at + 0.5)).all()
+            finished = s.scalars(select(RunEvent.message).where(RunEvent.run_id == rid,
+                                                                RunEvent.message.like("succeeded%"))).all()
+        assert late == [], f"the old attempt wrote metrics after the new one started: steps {late}"
+        assert len(finished) == 1
+        assert rec["summary"]["resumed_from"] >= 10  # attempt 2 resumed from attempt 1's checkpoint
+        ckpt = [x for x in rec["artifacts"] if x["kind"] == "checkpoint"]
+        assert all(Path(x["path"]).name.startswith("a2-") for x in ckpt)
+    finally:
+        if a.poll() is None:
+            os.kill(a.pid, signal.SIGCONT)
+        log_a = stop(a)
+        stop(*([b] if b else []))
+    assert "was taken from this worker" in log_a or "ended after losing the run" in log_a, log_a
+
+
+# --- Ctrl-C, hung runs ----------------------------------------------------------------------------
+
+def test_ctrl_c_on_a_foreground_worker_checkpoints_and_interrupts(env, home, tmp_path):
+    """Catches: Ctrl-C reaching the run's process as KeyboardInterrupt and the run marked failed."""
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 60\nsteps: 600\ncheckpoint_every: 1000\n"))
+    worker = start_worker(env, new_session=True)  # its own process group: the terminal's Ctrl-C, not pytest's
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress_done >= 10, 60, "progress")
+        os.killpg(worker.pid, signal.SIGINT)  # what a terminal does: the whole foreground group gets it
+        assert worker.wait(timeout=60) == 0
+        rec = show(store, rid)
+        assert rec["status"] == "interrupted", diagnose(store, rid)
+        assert any(x["kind"] == "checkpoint" for x in rec["artifacts"]), "it stopped without saving first"
+    finally:
+        stop(worker)
+
+
+def test_a_hung_run_is_killed_with_a_reason(env, home, tmp_path):
+    """Catches: a run whose process is alive but makes no progress holding its slot forever."""
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 1\nsteps: 10\nhang_at_step: 3\n"
+                                              "no_progress_minutes: 0.05\n"))
+    worker = start_worker(env, "--once")
+    try:
+        assert worker.wait(timeout=120) == 0
+        rec = show(Store(home=home), rid)
+        assert rec["status"] == "failed" and rec["error"].startswith("no progress for 0.05 min"), rec["error"]
+    finally:
+        stop(worker)
+
+
+# --- devices --------------------------------------------------------------------------------------
+
+def test_two_workers_on_one_host_never_share_the_cpu(env, home, tmp_path):
+    """Catches: a manual worker beside the auto-started one, each putting a run on the same CPU slot."""
+    ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 1.5\nsteps: 3\nsweep:\n  seed: [1, 2, 3, 4]\n"))
+    workers = [start_worker(env, "--idle-exit", "2") for _ in range(2)]
+    try:
+        for w in workers:
+            assert w.wait(timeout=120) == 0
+        store = Store(home=home)
+        with store.read() as s:
+            spans = sorted((r.started_at, r.finished_at) for r in s.scalars(select(Run).where(Run.id.in_(ids))))
+        assert all(r.status == "succeeded" for r in map(lambda i: get_run(store, i), ids))
+        overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+        assert not overlaps, f"two runs held the CPU at once: {overlaps}"
+    finally:
+        stop(*workers)
+
+
+def test_a_cuda_run_waits_for_a_gpu_and_threads_can_be_set(env, home, tmp_path):
+    """Catches: a `device: cuda` run claimed (and failed) by a CPU-only worker; --threads and the spec's
+    threads ignored."""
+    gpu_run, = submit(env, write_spec(tmp_path, "kind: sleep\ndevice: cuda\n", "gpu.yaml"))
+    cpu_run, spec_run = submit(env, write_spec(tmp_path, "kind: sleep\nsweep:\n  threads: [null, 2]\n", "cpu.yaml"))
+    worker = start_worker(env, "--once", "--threads", "1")
+    try:
+        assert worker.wait(timeout=120) == 0
+        store = Store(home=home)
+        assert get_run(store, gpu_run).status == "queued"
+        listed = json.loads(subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True,
+                                           text=True).stdout)
+        assert {r["id"]: r["label"] for r in listed}[gpu_run] == "queued (needs a GPU)"
+        assert "1 CPU thread(s)" in events(store, cpu_run)[2]
+        assert "2 CPU thread(s)" in events(store, spec_run)[2]
+    finally:
+        stop(worker)
+
+
+# --- store faults ---------------------------------------------------------------------------------
+
+def test_a_locked_database_loses_no_metric_and_no_run(env, home, tmp_path):
+    """Catches: one 'database is locked' ending the worker loop (and its runs), or metrics dropped
+    when a flush meets the lock. Another process holds the write lock for 4 s, longer than the 1 s
+    busy timeout the worker is given."""
+    env = dict(env, WORKBENCH_BUSY_TIMEOUT_MS="1000")
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 8\nsteps: 80\ncheckpoint_every: 1000\n"))
+    worker = start_worker(env, "--once")
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress_done >= 10, 60, "progress")
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sqlite3, time
+            c = sqlite3.connect({str(home / 'workbench.db')!r}, isolation_level=None)
+            c.execute("BEGIN IMMEDIATE"); time.sleep(4); c.execute("COMMIT")
+        """)])
+        assert holder.wait(timeout=30) == 0
+        assert worker.wait(timeout=120) == 0, stop(worker)
+        log = worker.stdout.read()
+        assert "store fault" in log and "locked" in log, log
+        rec = show(store, rid)
+        assert rec["status"] == "succeeded", diagnose(store, rid)
+        with store.read() as s:
+            steps = set(s.scalars(select(MetricPoint.step).where(MetricPoint.run_id == rid)))
+        assert steps == set(range(1, 81)), f"steps lost: {sorted(set(range(1, 81)) - steps)}"
+    finally:
+        stop(worker)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 6 MiB tmpfs (root only): the store on it can be filled, or remounted read-only."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_interrupts_the_run_resumably(small_fs, tmp_path):
+    """Catches: a full disk failing the run (or killing the worker), and half-written files left
+    behind. The run is interrupted, the worker lives on, and once there is room again a retry resumes
+    from the last checkpoint and succeeds."""
+    home = small_fs / "wb"
+    env = subprocess_env(home, WORKBENCH_LOCK_DIR=str(tmp_path / "locks"), WORKBENCH_BUSY_TIMEOUT_MS="1000")
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 40\nsteps: 400\ncheckpoint_every: 20\n"))
+    worker = start_worker(env)
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress_done >= 45, 60, "progress past two checkpoints")
+        with open(small_fs / "filler", "wb") as f:  # fill every free byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        time.sleep(8)  # the run meets the fault at its next checkpoint; the worker cannot record it yet
+        assert worker.poll() is None, "the worker died of a store fault:\n" + stop(worker)
+        (small_fs / "filler").unlink()
+        wait_for(lambda: get_run(store, rid).status == "interrupted", 60, "the run to be recorded as interrupted")
+        rec = show(store, rid)
+        assert rec["error"].startswith("store fault"), rec["error"]
+        assert not list(home.rglob("*.tmp*")), "half-written files were left behind"
+        assert store.integrity_check() == "ok"
+        assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
+        wait_for(lambda: get_run(store, rid).status == "succeeded", 120, "the retried run to succeed")
+        assert show(store, rid)["summary"]["resumed_from"] >= 40
+        assert worker.poll() is None
+    finally:
+        log = stop(worker)
+        store.dispose()
+    assert "store fault" in log, log
+
+
+def test_a_read_only_store_is_refused_cleanly_and_nothing_changes(small_fs, tmp_path):
+    """Catches: a traceback (or a half-started worker) on a store that cannot be written. Linux refuses to
+    remount a file system read-only while files on it are open for writing, so a store that turns
+    read-only under a running worker cannot be staged here; this is the state such a store is found in."""
+    home = small_fs / "wb"
+    env = subprocess_env(home, WORKBENCH_LOCK_DIR=str(tmp_path / "locks"))
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 1\nsteps: 5\n"))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        for args in (["worker", "--devices", "cpu", "--once"], ["retry", str(rid)], ["runs"]):
+            out = subprocess.run(wb_command(*args), env=env, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 2 and "read-only file system" in out.stderr, (args, out.stderr)
+            assert "Traceback" not in out.stderr
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    assert get_run(Store(home=home), rid).status == "queued"
