@@ -58,7 +58,7 @@ BAD_SPECS = [
     ("deeply nested block", "kind: sleep\n" + "".join("  " * i + f"a{i}:\n" for i in range(40)) + "  " * 40
      + "b: 1\n", "job.yaml:34: nested more than 32 levels"),
     ("billion laughs", "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
-        f"{n}: &{n} [" + ",".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcd", "bcde")) + "kind: sleep\n",
+        f"{n}: &{n} [" + ",".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcd", "bcde", strict=True)) + "kind: sleep\n",
      "more than 100000 values"),
     ("NUL in name", 'kind: sleep\nname: "a\\0b"\n', "job.yaml:2: name: 'a\\x00b' contains control"),
     ("escape sequence in name", 'kind: sleep\nname: "x\\e[2J"\n', "U+001B"),

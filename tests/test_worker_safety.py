@@ -193,7 +193,7 @@ def test_two_workers_on_one_host_never_share_the_cpu(env, home, tmp_path):
         with store.read() as s:
             spans = sorted((r.started_at, r.finished_at) for r in s.scalars(select(Run).where(Run.id.in_(ids))))
         assert all(r.status == "succeeded" for r in map(lambda i: get_run(store, i), ids))
-        overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+        overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
         assert not overlaps, f"two runs held the CPU at once: {overlaps}"
     finally:
         stop(*workers)
