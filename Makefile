@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.wbhome
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-all gpu-check bench clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,14 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# Everything, the slow stress checks included.
+test-all: venv
+	$(BIN)/python -m pytest -q -m ''
+
+# On a CUDA machine: the images smoke spec on the GPU through the real worker, killed and resumed.
+gpu-check: venv
+	$(BIN)/python bench/gpu_check.py
 
 bench: venv
 	$(BIN)/python bench/overhead.py

@@ -77,18 +77,16 @@ def main() -> int:
         before = points()
         os.kill(run.pid if victim == "child" else worker.pid, signal.SIGKILL)
         kills += 1
-        if victim == "worker":
+        if victim == "worker":  # only workers reap: a new one marks the orphaned run once its lease lapses
             worker.wait()
-        reaped = wait(lambda: (subprocess.run([*wb, "runs"], env=env, cwd=ROOT, capture_output=True) and
-                               get_run(store, rid).status == "interrupted"), 30)
+            worker = subprocess.Popen([*wb, "worker", "--devices", "cpu"], env=env, cwd=ROOT,
+                                      stdout=subprocess.DEVNULL)
+        reaped = wait(lambda: get_run(store, rid).status == "interrupted", 30)
         integrity = store.integrity_check()
         kept = before <= points()
         ok &= bool(reaped) and integrity == "ok" and kept
         print(f"kill {kills}: {victim:6s} at progress {run.progress_done}/{run.progress_total}: "
               f"interrupted={bool(reaped)} integrity={integrity} metrics kept={kept}")
-        if victim == "worker":
-            worker = subprocess.Popen([*wb, "worker", "--devices", "cpu"], env=env, cwd=ROOT,
-                                      stdout=subprocess.DEVNULL)
         subprocess.run([*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True, capture_output=True)
     worker.terminate()
     rec = show(store, rid)

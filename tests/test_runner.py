@@ -166,7 +166,9 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
 
 def test_concurrent_submitters_and_workers_run_each_once(env, home, tmp_path):
     spec = write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3, 4, 5]\n")
-    workers = [start_worker(env, "--idle-exit", "5") for _ in range(3)]
+    # Three hosts' workers (each its own device locks): the claim alone must keep them from sharing a run.
+    workers = [start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / f"host{i}")), "--idle-exit", "5")
+               for i in range(3)]
     script = ("import subprocess, sys\n"
               f"for _ in range(4): subprocess.run({wb_command('submit', spec, '--no-worker')!r}, check=True,"
               " stdout=subprocess.DEVNULL)\n")

@@ -1,7 +1,8 @@
 """The worker on the machines it is made for: CUDA and the fork server, one owner per run, Ctrl-C,
 hung runs, device slots shared by several workers, and store faults it must outlive.
 
-Each test names the defect it catches in its docstring.
+Each test names the defect it catches in its docstring. Three take 20-60 s each and carry the `slow`
+marker (`make test-all` runs them).
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from tests.test_runner import alive, diagnose, submit, wait_for
 
 
 @pytest.fixture
-def env(home, tmp_path):
-    # Device locks are host-wide; each test gets its own lock folder, so tests never share slots.
-    return subprocess_env(home, WORKBENCH_LOCK_DIR=str(tmp_path / "locks"))
+def env(home):
+    return subprocess_env(home)  # with its own device-lock folder
 
 
 def start_worker(env, *args: str, devices: str = "cpu", new_session: bool = False) -> subprocess.Popen:
@@ -182,6 +182,7 @@ def test_a_hung_run_is_killed_with_a_reason(env, home, tmp_path):
 
 # --- devices --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_workers_on_one_host_never_share_the_cpu(env, home, tmp_path):
     """Catches: a manual worker beside the auto-started one, each putting a run on the same CPU slot."""
     ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 1.5\nsteps: 3\nsweep:\n  seed: [1, 2, 3, 4]\n"))
@@ -220,6 +221,7 @@ def test_a_cuda_run_waits_for_a_gpu_and_threads_can_be_set(env, home, tmp_path):
 
 # --- store faults ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_locked_database_loses_no_metric_and_no_run(env, home, tmp_path):
     """Catches: one 'database is locked' ending the worker loop (and its runs), or metrics dropped
     when a flush meets the lock. Another process holds the write lock for 4 s, longer than the 1 s
@@ -260,6 +262,7 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_interrupts_the_run_resumably(small_fs, tmp_path):
     """Catches: a full disk failing the run (or killing the worker), and half-written files left
     behind. The run is interrupted, the worker lives on, and once there is room again a retry resumes
