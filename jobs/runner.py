@@ -439,16 +439,15 @@ class Worker:
         try:
             while slot.result is None and slot.conn.poll():
                 message = slot.conn.recv()
-                if message[0] == "alive":
-                    now = time.monotonic()
-                    slot.last_alive = now
-                    step = message[1]
+                if message[0] == "alive":  # ("alive", step or None, the run's time.time() when sent)
+                    slot.last_alive = time.monotonic()
+                    _, step, sent = message
                     if step is not None:
                         if slot.last_step is not None and step > slot.last_step[0]:
-                            per_step = (now - slot.last_step[1]) / (step - slot.last_step[0])
+                            per_step = (sent - slot.last_step[1]) / (step - slot.last_step[0])
                             slot.step_seconds = per_step if not slot.step_seconds else 0.7 * slot.step_seconds + 0.3 * per_step
                         if slot.last_step is None or step != slot.last_step[0]:
-                            slot.last_step = (step, now)
+                            slot.last_step = (step, sent)
                 else:
                     slot.result = message
         except (EOFError, OSError):

@@ -310,3 +310,23 @@ def test_every_kind_template_is_a_valid_spec(preset):
     for kind in kind_names():
         job = load_job(template(kind, preset), "template")
         assert job.kind == kind and job.runs[0][1].preset == preset
+
+
+async def test_stale_and_gpu_waiting_runs_are_labelled_not_reaped(filled):
+    """The TUI reads; only workers reap. A running run whose lease lapsed reads `running (stale)` and
+    stays running in the store; a `device: cuda` run no slot may take reads `queued (needs a GPU)`."""
+    store, ids = filled
+    with store.write() as s:
+        s.execute(update(Run).where(Run.id == ids[2]).values(heartbeat_at=store.now() - 3600))
+    _, (gpu_run,) = queue.submit(store, name="gpu", kind="sleep", spec_text="", sweep={},
+                                 runs=[queue.NewRun("gpu", {"kind": "sleep", "device": "cuda"})])
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 4)
+        assert str(table.get_cell(str(ids[2]), "status")) == "running (stale)"
+        assert str(table.get_cell(str(gpu_run), "status")) == "queued (needs a GPU)"
+        await pilot.press("u")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "QueueScreen")
+        await pilot.pause(0.5)
+    assert queue_get(store, ids[2]).status == "running"

@@ -180,6 +180,22 @@ def test_a_hung_run_is_killed_with_a_reason(env, home, tmp_path):
         stop(worker)
 
 
+def test_the_stop_grace_grows_with_the_step_time(store):
+    """Catches: a fixed grace that kills a run whose steps are slow before it can checkpoint."""
+    import multiprocessing
+
+    from jobs.runner import Worker
+
+    worker = Worker(store, ["cpu"], stop_grace=10.0)
+    slot = worker.slots[0]
+    slot.conn, child = multiprocessing.Pipe()
+    for step, sent in [(10, 100.0), (20, 150.0), (30, 200.0), (30, 201.0)]:  # 5 s a step
+        child.send(("alive", step, sent))
+    worker._receive(slot)
+    assert slot.step_seconds == pytest.approx(5.0)
+    assert worker._grace(slot) == pytest.approx(20.0)
+
+
 # --- devices --------------------------------------------------------------------------------------
 
 @pytest.mark.slow

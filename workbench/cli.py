@@ -113,7 +113,7 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
         if as_json:
             print_json({"experiment_id": exp_id, "run_ids": run_ids})
         return
-    statuses = follow(store, run_ids, quiet=as_json)
+    statuses = follow(store, run_ids, quiet=as_json, keep_worker=not no_worker)
     from store.export import collect
     from store.queries import show as show_run
 
@@ -127,8 +127,11 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
     raise typer.Exit(0 if all(s == "succeeded" for s in statuses.values()) else 1)
 
 
-def follow(store, run_ids: list[int], quiet: bool = False) -> dict[int, str]:
-    """Show a progress bar per run with its latest loss until every run has ended."""
+def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = False) -> dict[int, str]:
+    """Show a progress bar per run with its latest loss until every run has ended.
+
+    With keep_worker, a worker is started again when the one running them died (it would reap a stale
+    run and go on with the queue); following itself never changes a run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from store.models import FINAL_STATES
@@ -138,6 +141,7 @@ def follow(store, run_ids: list[int], quiet: bool = False) -> dict[int, str]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=err, disable=quiet) as bar:
         tasks = {r: bar.add_task(f"run {r}", total=None, info="queued") for r in run_ids}
+        last_check = time.monotonic()
         while True:
             now = store.now()
             losses = latest_metrics(store, run_ids, "loss")
@@ -153,6 +157,11 @@ def follow(store, run_ids: list[int], quiet: bool = False) -> dict[int, str]:
                            completed=run.progress_done, total=run.progress_total or None)
             if all(s in FINAL_STATES for s in statuses.values()):
                 return statuses
+            if keep_worker and time.monotonic() - last_check >= 5.0:
+                last_check = time.monotonic()
+                from jobs.runner import ensure_worker
+
+                ensure_worker(store)
             time.sleep(0.5)
 
 
