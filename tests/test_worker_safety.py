@@ -110,15 +110,17 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
     host (its own lock folder), reaps the lapsed lease; the run is retried and B runs attempt 2. The old
     process must stop writing at once, and A, thawed, must kill it and record nothing."""
     env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT="3")
-    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 30\nsteps: 300\ncheckpoint_every: 10\n"))
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 24\nsteps: 240\ncheckpoint_every: 10\n"))
     a = start_worker(env)
     b = None
     store = Store(home=home)
     try:
-        wait_for(lambda: get_run(store, rid).progress_done >= 15, 60, "progress")
+        wait_for(lambda: get_run(store, rid).status == "running", 60, "worker A to start the run")
+        b = start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / "other-host")))
+        while "ready" not in b.stdout.readline():  # B's fork server is up: it will reap within seconds
+            assert b.poll() is None, stop(b)
         old_pid = get_run(store, rid).pid
         os.kill(a.pid, signal.SIGSTOP)
-        b = start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / "other-host")))
         wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "worker B to reap the run")
         assert alive(old_pid), "the test needs the old process alive when its lease is taken"
         assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
