@@ -275,6 +275,16 @@ class RunContext:
             return state
         return None
 
+    def remove_partial_files(self) -> int:
+        """Delete temporary files an earlier attempt left in the run's folder: a write that could not even
+        clean up after itself (the disk turned read-only under it, or the process was killed mid-write).
+        The worker calls it when an attempt starts; returns how many it removed."""
+        removed = 0
+        for tmp in self.dir.rglob(".*.tmp*") if self.dir.exists() else ():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     # --- control ---------------------------------------------------------------------------------
 
     def request_stop(self) -> None:

@@ -195,6 +195,8 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
         if poisoned and slot != "cpu":
             raise RuntimeError("the worker's fork server initialised CUDA before forking this run, so it cannot use "
                                "its GPU; report this as a workbench bug")
+        if removed := ctx.remove_partial_files():
+            ctx.event(f"removed {removed} partly written file(s) an earlier attempt left")
         spec = spec_from_dict(ctx.spec)
         ctx.device = resolve_device(spec.device, slot)
         try:
@@ -319,8 +321,12 @@ class Worker:
                     time.sleep(backoff)
                 if busy := self._busy():
                     idle_since = time.monotonic()
-                    if self.forced and all(b.outcome is not None for b in busy):
-                        return 0  # outcomes the store would not take: their leases lapse, a worker reaps them
+                    if self.stopping and all(b.outcome is not None for b in busy):
+                        # Stopping with outcomes the store would not take: exit anyway. Their leases lapse and
+                        # the next worker marks them interrupted, resumable from their last checkpoint.
+                        self.log(f"exiting with {len(busy)} run(s) the store could not record; they will be "
+                                 "marked interrupted once their leases lapse")
+                        return 0
                 elif self.stopping or (self.max_jobs is not None and self.started >= self.max_jobs) or self.once:
                     return 0
                 elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:

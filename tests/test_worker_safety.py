@@ -1,7 +1,7 @@
 """The worker on the machines it is made for: CUDA and the fork server, one owner per run, Ctrl-C,
 hung runs, device slots shared by several workers, and store faults it must outlive.
 
-Each test names the defect it catches in its docstring. Three take 20-60 s each and carry the `slow`
+Each test names the defect it catches in its docstring. Four take 20-70 s each and carry the `slow`
 marker (`make test-all` runs them).
 """
 
@@ -333,3 +333,68 @@ def test_a_read_only_store_is_refused_cleanly_and_nothing_changes(small_fs, tmp_
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     assert get_run(Store(home=home), rid).status == "queued"
+
+
+@pytest.fixture
+def ext4_image(tmp_path):
+    """A 32 MiB ext4 file system on a loop device with errors=remount-ro (root only): the kernel can be
+    made to turn it read-only under open files, as it does on a disk error."""
+    image, mnt = tmp_path / "disk.img", tmp_path / "disk"
+    mnt.mkdir()
+    made = (os.geteuid() == 0 and subprocess.run(["truncate", "-s", "32M", str(image)]).returncode == 0
+            and subprocess.run(["mkfs.ext4", "-q", str(image)], capture_output=True).returncode == 0
+            and subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(mnt)],
+                               capture_output=True).returncode == 0)
+    if not made:
+        pytest.skip("needs root, mkfs.ext4 and a loop device")
+    yield image, mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _device_of(mnt: Path) -> str:
+    line = next(x for x in Path("/proc/mounts").read_text().splitlines() if x.split()[1] == str(mnt))
+    return Path(line.split()[0]).name
+
+
+@pytest.mark.slow
+def test_a_store_that_turns_read_only_under_a_running_worker(ext4_image, tmp_path):
+    """Catches: a worker that dies, or hangs on Ctrl-C, when its store's disk turns read-only mid-run
+    (ext4's emergency remount after a disk error), and a run lost or failed because of it. The worker
+    must log the fault, stop cleanly on Ctrl-C, and leave the run resumable: once the disk is repaired
+    the next worker marks it interrupted and a retry resumes it from its last checkpoint."""
+    image, mnt = ext4_image
+    home = mnt / "wb"
+    env = subprocess_env(home, WORKBENCH_HEARTBEAT_TIMEOUT="3", WORKBENCH_BUSY_TIMEOUT_MS="1000")
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 30\nsteps: 300\ncheckpoint_every: 20\n"))
+    worker = start_worker(env, new_session=True)
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress_done >= 45, 60, "progress past two checkpoints")
+        store.dispose()
+        Path(f"/sys/fs/ext4/{_device_of(mnt)}/trigger_fs_error").write_text("1")
+        time.sleep(6)  # the run meets the read-only disk at its next checkpoint
+        assert worker.poll() is None, "the worker died of a read-only store:\n" + stop(worker)
+        os.killpg(worker.pid, signal.SIGINT)
+        assert worker.wait(timeout=60) == 0, "the worker did not stop on Ctrl-C"
+    finally:
+        log = stop(worker)
+    assert "store fault" in log, log
+    subprocess.run(["umount", str(mnt)], check=True)
+    subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True)  # repair, as an admin would
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    store = Store(home=home)
+    assert store.integrity_check() == "ok"
+    worker = start_worker(env)
+    try:
+        try:
+            wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "the next worker to mark the run")
+            assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
+            wait_for(lambda: get_run(store, rid).status == "succeeded", 120, "the retried run to succeed")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{diagnose(store, rid, worker)}\nfirst worker:\n{log}") from None
+        assert show(store, rid)["summary"]["resumed_from"] >= 40
+        # A write cut off by the read-only disk could not remove its temporary file then; the next attempt did.
+        assert not list(home.rglob("*.tmp*")), "half-written files were left behind"
+    finally:
+        stop(worker)
+        store.dispose()
