@@ -1,0 +1,118 @@
+"""Estimates with their uncertainty: the one place a kind turns repeated draws into a reported number.
+
+- `mean_ci(values)`: the mean over repeats (seeds, sample sets) with a t-interval.
+- `bootstrap_ci(values, statistic)`: a BCa bootstrap interval, for statistics whose sampling
+  distribution is skewed (ratios, medians).
+- `share_ci(successes, n)`: a share (an accuracy over n draws) with its Wilson interval.
+- `paired_ci(a, b)`: the difference a - b of two settings measured on the same draws (same seeds,
+  same sample sets), with its t-interval: how settings are compared. Two settings' own intervals
+  overlapping says little when their draws share most of their noise; the paired interval says it.
+
+All come back as an `Estimate` (value, interval, number of draws), which writes itself into a run's
+summary as `key`, `key_ci` and `key_n`. One draw gives no interval: its ends are NaN (stored as null).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float  # the point estimate: a mean, a share, a difference
+    low: float  # the interval's ends (NaN when the draws cannot give one)
+    high: float
+    n: int  # the draws it came from
+    sd: float = math.nan  # standard deviation of the draws, where there are draws
+    confidence: float = CONFIDENCE
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def contains(self, x: float) -> bool:
+        return self.has_interval and self.low <= x <= self.high
+
+    def excludes(self, x: float) -> bool:
+        """True only when the interval exists and lies wholly on one side of x (a difference from x
+        the draws support)."""
+        return self.has_interval and not self.low <= x <= self.high
+
+    def summary(self, key: str) -> dict[str, object]:
+        """`{key: value, key_ci: [low, high], key_n: n}`, the shape every kind's summary uses."""
+        return {key: self.value, f"{key}_ci": [self.low, self.high], f"{key}_n": self.n}
+
+    def __str__(self) -> str:
+        if not self.has_interval:
+            return f"{self.value:.4g} (n={self.n}, no interval)"
+        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}] (n={self.n})"
+
+
+def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    x = np.asarray(values, dtype=float).ravel()
+    if x.size == 0:
+        raise ValueError("no draws to estimate from")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{int((~np.isfinite(x)).sum())} of {x.size} draws are not finite")
+    return x
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Estimate:
+    """Mean of independent draws with a Student t-interval (sample standard deviation, n - 1 degrees)."""
+    from scipy import stats
+
+    x = _finite(values)
+    n, mean = x.size, float(x.mean())
+    if n < 2:
+        return Estimate(mean, math.nan, math.nan, n, confidence=confidence)
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n, sd, confidence)
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean,
+                 confidence: float = CONFIDENCE, n_resamples: int = 2000, seed: int = 0) -> Estimate:
+    """`statistic` of the draws with a BCa bootstrap interval (scipy.stats.bootstrap, seeded)."""
+    from scipy import stats
+
+    x = _finite(values)
+    value = float(statistic(x))
+    if x.size < 2 or np.ptp(x) == 0:
+        return Estimate(value, math.nan, math.nan, x.size, float(x.std(ddof=1)) if x.size > 1 else math.nan,
+                        confidence)
+    import inspect
+
+    seeded = {("rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"):
+              np.random.default_rng(seed)}  # scipy renamed it in 1.15
+    res = stats.bootstrap((x,), lambda s, axis=-1: np.apply_along_axis(statistic, axis, s),
+                          confidence_level=confidence, n_resamples=n_resamples, method="BCa", **seeded)
+    return Estimate(value, float(res.confidence_interval.low), float(res.confidence_interval.high), x.size,
+                    float(x.std(ddof=1)), confidence)
+
+
+def share_ci(successes: int, n: int, confidence: float = CONFIDENCE) -> Estimate:
+    """A share of n draws with its Wilson score interval (good at shares near 0 or 1, unlike k/n +- z*se)."""
+    from scipy import stats
+
+    if n < 1:
+        raise ValueError("a share needs at least one draw")
+    if not 0 <= successes <= n:
+        raise ValueError(f"{successes} successes out of {n} draws")
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Estimate(successes / n, float(ci.low), float(ci.high), int(n), confidence=confidence)
+
+
+def paired_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+              confidence: float = CONFIDENCE) -> Estimate:
+    """The mean difference a - b over draws both settings share (draw i of a and of b: the same seed or
+    sample set), with its t-interval."""
+    x, y = _finite(a), _finite(b)
+    if x.shape != y.shape:
+        raise ValueError(f"paired draws must match one to one: {x.size} and {y.size}")
+    return mean_ci(x - y, confidence)

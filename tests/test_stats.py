@@ -1,0 +1,86 @@
+"""jobs.metrics.stats against what the intervals promise, counted over simulated experiments, and
+against published values; never against the module's own formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from jobs.metrics.stats import Estimate, bootstrap_ci, mean_ci, paired_ci, share_ci
+
+
+def test_the_t_interval_covers_the_true_mean_95_percent_of_the_time():
+    """2000 experiments of 8 draws: a z-interval (1.96 instead of t's 2.36) or a population sd (ddof=0)
+    covers about 92 % or less, outside the band; the band is +- 3 binomial sds around 0.95."""
+    rng = np.random.default_rng(0)
+    hits = sum(mean_ci(rng.normal(3.0, 2.0, 8)).contains(3.0) for _ in range(2000))
+    assert 0.935 <= hits / 2000 <= 0.965, hits / 2000
+
+
+def test_the_t_interval_of_known_draws():
+    """Draws 1..5: mean 3, sd sqrt(2.5), t(0.975, 4) = 2.776 (tables) -> 3 +- 1.963."""
+    e = mean_ci([1, 2, 3, 4, 5])
+    assert (e.value, e.n) == (3.0, 5) and e.sd == pytest.approx(math.sqrt(2.5))
+    assert (e.low, e.high) == pytest.approx((3 - 1.963, 3 + 1.963), abs=1e-3)
+
+
+def test_one_draw_gives_no_interval_and_bad_draws_are_refused():
+    e = mean_ci([0.7])
+    assert e.value == 0.7 and not e.has_interval and not e.contains(0.7) and not e.excludes(0.0)
+    assert "no interval" in str(e)
+    with pytest.raises(ValueError, match="not finite"):
+        mean_ci([1.0, float("nan")])
+    with pytest.raises(ValueError, match="no draws"):
+        mean_ci([])
+
+
+@pytest.mark.parametrize("k, n, low, high", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634),
+                                             (9, 10, 0.5958, 0.9821), (95, 100, 0.8882, 0.9785)])
+def test_wilson_intervals_match_published_values(k, n, low, high):
+    """Wilson score intervals without continuity correction (Newcombe 1998, Table I, and calculators);
+    a normal-approximation interval would give (0, 0) for 0/10 and an upper end above 1 for 95/100."""
+    e = share_ci(k, n)
+    assert e.value == k / n and e.n == n
+    assert (e.low, e.high) == pytest.approx((low, high), abs=2e-4)
+
+
+def test_a_share_needs_sensible_counts():
+    with pytest.raises(ValueError):
+        share_ci(3, 0)
+    with pytest.raises(ValueError):
+        share_ci(11, 10)
+
+
+def test_a_paired_comparison_sees_what_two_separate_intervals_hide():
+    """Two settings measured on the same 10 seeds: the seed moves both by +-1, the setting by 0.1. Their
+    own intervals overlap, yet the paired difference excludes zero; unpaired draws must be refused."""
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0, 1.0, 10)
+    a = 5.0 + seed_effect + rng.normal(0, 0.02, 10)
+    b = 4.9 + seed_effect + rng.normal(0, 0.02, 10)
+    ea, eb = mean_ci(a), mean_ci(b)
+    assert ea.low < eb.high and eb.low < ea.high  # overlapping
+    d = paired_ci(a, b)
+    assert d.excludes(0.0) and d.contains(0.1)
+    with pytest.raises(ValueError, match="one to one"):
+        paired_ci(a, b[:9])
+
+
+def test_bootstrap_covers_a_skewed_mean_and_is_reproducible():
+    """Means of 30 exponential draws (skewed): BCa covers the true mean about 95 % of the time (200
+    experiments: +- 3 sds is 0.90-1.0); an interval around the wrong statistic or a swapped tail falls out."""
+    rng = np.random.default_rng(2)
+    hits = sum(bootstrap_ci(rng.exponential(2.0, 30), n_resamples=999).contains(2.0) for _ in range(200))
+    assert 0.90 <= hits / 200 <= 1.0, hits / 200
+    x = rng.exponential(2.0, 30)
+    assert bootstrap_ci(x, np.median) == bootstrap_ci(x, np.median)
+    assert bootstrap_ci(x, np.median).value == float(np.median(x))
+
+
+def test_an_estimate_writes_itself_into_a_summary():
+    e = Estimate(0.93, 0.9, 0.95, 200)
+    assert e.summary("guided_accuracy") == {"guided_accuracy": 0.93, "guided_accuracy_ci": [0.9, 0.95],
+                                            "guided_accuracy_n": 200}
+    assert str(e) == "0.93 [0.9, 0.95] (n=200)"
