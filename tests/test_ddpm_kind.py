@@ -41,6 +41,11 @@ def test_tiny_ddpm_run_reports_everything(home, tmp_path):
     acc = s["guided_accuracy"]
     assert list(acc) == ["0.0", "1.0", "3.0"]
     assert acc["3.0"] > acc["0.0"] + 0.3  # guidance works even on a tiny model
+    # Each accuracy is a share of the 400 samples, with its interval: a count over 400, inside its interval.
+    assert s["guided_accuracy_n"] == 400 and list(s["guided_accuracy_ci"]) == list(acc)
+    for w, (low, high) in s["guided_accuracy_ci"].items():
+        assert float(acc[w] * 400).is_integer() and low <= acc[w] <= high
+        assert 0 < high - low < 0.2  # n = 400: at most about +- 0.05 around a share near one half
     rows = rec["tables"]["samplers"]
     assert [(r["sampler"], r["guidance_scale"], r["nfe"]) for r in rows] == [
         ("ddpm", 0.0, 200), ("ddpm", 1.0, 200), ("ddpm", 3.0, 400),

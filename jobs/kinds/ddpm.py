@@ -24,7 +24,7 @@ from jobs.spec import BaseSpec
 # imported by run(); the worker loads them once, up front
 PRELOAD = (
     "matplotlib.pyplot", "jobs.data.toy2d", "jobs.diffusion.denoisers", "jobs.diffusion.samplers",
-    "jobs.diffusion.schedules", "jobs.diffusion.train", "jobs.metrics.distances")
+    "jobs.diffusion.schedules", "jobs.diffusion.train", "jobs.metrics.distances", "jobs.metrics.stats", "scipy.stats")
 
 if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
     import numpy as np
@@ -77,6 +77,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     from jobs.diffusion.schedules import make_schedule
     from jobs.diffusion.train import TrainConfig, train
     from jobs.metrics.distances import energy_distance
+    from jobs.metrics.stats import share_ci
 
     device = ctx.device
     torch.manual_seed(spec.seed)
@@ -122,7 +123,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
             row["samples_per_second"] = n / row["seconds"]
             if labelled:
                 pred = np.concatenate([data.classify(x.numpy()) for x in xs])
-                row["class_accuracy"] = float((pred == np.tile(y.cpu().numpy(), sets)).mean())
+                correct = int((pred == np.tile(y.cpu().numpy(), sets)).sum())
+                row.update(share_ci(correct, len(pred)).columns("class_accuracy"))  # Wilson interval
             rows.append(row)
             label = f"{s_spec.name}_{s_spec.steps}" + (f"_w{w:g}" if labelled else "")
             ctx.image(f"samples/{label}", spec.train.steps, scatter_figure(xs[0].numpy(), y, data, row))
@@ -137,6 +139,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
                "energy_distance_ratio": headline["energy_distance"] / floor, "nfe": headline["nfe"]}
     if labelled:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in reference}
+        summary["guided_accuracy_ci"] = {str(float(r["guidance_scale"])): [r["class_accuracy_ci_low"],
+                                                                          r["class_accuracy_ci_high"]] for r in reference}
+        summary["guided_accuracy_n"] = reference[0]["class_accuracy_n"]
     ctx.summary(**summary)
 
 

@@ -29,7 +29,8 @@ from jobs.spec import BaseSpec, ExistingPath
 # imported by run(); the worker loads them once, up front
 PRELOAD = (
     "torch", "torchvision", "safetensors.torch", "jobs.data.images", "jobs.diffusion.denoisers",
-    "jobs.diffusion.samplers", "jobs.diffusion.schedules", "jobs.diffusion.train", "jobs.metrics.reference")
+    "jobs.diffusion.samplers", "jobs.diffusion.schedules", "jobs.diffusion.train", "jobs.metrics.reference",
+    "jobs.metrics.stats", "scipy.stats")
 
 if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
     import numpy as np
@@ -236,6 +237,9 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
         summary["inception_fid"] = headline["inception_fid"]
     if conditional:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in rows}
+        summary["guided_accuracy_ci"] = {str(float(r["guidance_scale"])): [r["class_accuracy_ci_low"],
+                                                                          r["class_accuracy_ci_high"]] for r in rows}
+        summary["guided_accuracy_n"] = rows[0]["class_accuracy_n"]
     ctx.summary(**summary)
 
 

@@ -84,9 +84,12 @@ class ReferenceClassifier:
                 inception=None) -> dict[str, float | None]:
         """What the image kinds report for one sample set: classifier-FID against `real`, class
         accuracy (None without labels) and, when a run asks for it, Inception FID."""
+        from jobs.metrics.stats import share_ci
+
         j = self.judge(x)
-        out = {"classifier_fid": self.fid(j, real),
-               "class_accuracy": float((j.predictions == y.cpu().numpy()).mean()) if y is not None else None}
+        out: dict[str, float | None] = {"classifier_fid": self.fid(j, real), "class_accuracy": None}
+        if y is not None:  # a share of len(x) samples: with its Wilson interval
+            out.update(share_ci(int((j.predictions == y.cpu().numpy()).sum()), len(x)).columns("class_accuracy"))
         if inception is not None:
             out["inception_fid"] = inception(x)
         return out

@@ -48,6 +48,10 @@ class Estimate:
         """`{key: value, key_ci: [low, high], key_n: n}`, the shape every kind's summary uses."""
         return {key: self.value, f"{key}_ci": [self.low, self.high], f"{key}_n": self.n}
 
+    def columns(self, key: str) -> dict[str, object]:
+        """`{key, key_ci_low, key_ci_high, key_n}`: the columns of a result table's estimated value."""
+        return {key: self.value, f"{key}_ci_low": self.low, f"{key}_ci_high": self.high, f"{key}_n": self.n}
+
     def __str__(self) -> str:
         if not self.has_interval:
             return f"{self.value:.4g} (n={self.n}, no interval)"
