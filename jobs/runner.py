@@ -135,11 +135,16 @@ class DeviceLock:
 
 # --- the child -----------------------------------------------------------------------------------
 
-def _probe_fork_server(conn) -> None:
-    """The worker's first fork: report whether the fork server had initialised CUDA (torch's own record)."""
+def _fork_is_poisoned() -> bool:
+    """In a forked process: had its parent initialised CUDA before forking (torch's own record)?"""
     import torch
 
-    conn.send(bool(getattr(torch._C, "_cuda_isInBadFork", lambda: False)()))
+    return bool(getattr(torch._C, "_cuda_isInBadFork", lambda: False)())
+
+
+def _probe_fork_server(conn) -> None:
+    """The worker's first fork: report whether the fork server had initialised CUDA."""
+    conn.send(_fork_is_poisoned())
     conn.close()
 
 
@@ -150,7 +155,7 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
-    poisoned = bool(getattr(torch._C, "_cuda_isInBadFork", lambda: False)())
+    poisoned = _fork_is_poisoned()
     log_path = run_dir(Path(home), run_id) / "output.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab", buffering=0) as out:
@@ -208,7 +213,7 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
     except LostOwnership as e:
         result = ("lost", str(e), None)
     except BaseException as e:  # noqa: BLE001 - everything a kind raises fails its run, store faults excepted
-        fault = is_store_fault(e) or is_store_fault(e.__cause__ or e)
+        fault = is_store_fault(e) or (e.__cause__ is not None and is_store_fault(e.__cause__))
         result = ("interrupted" if fault else "failed",
                   f"store fault: {e}" if fault else f"{type(e).__name__}: {e}", traceback.format_exc())
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from store.models import Base
@@ -112,7 +113,13 @@ class Store:
             _configure_sqlite(self.engine)
         self.now_sql = db_now_sql(self.engine.dialect.name)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")
-        self._migrate()
+        try:
+            self._migrate()
+        except DBAPIError as e:  # SQLite in WAL mode cannot even open a database on a read-only disk
+            if os.statvfs(self.home).f_flag & os.ST_RDONLY:
+                raise StoreError(f"cannot open the store: {self.home} is on a read-only file system (remount it "
+                                 "read-write, or set $WORKBENCH_HOME to a writable folder)") from e
+            raise
 
     def _migrate(self) -> None:
         with self.engine.connect() as conn:

@@ -42,14 +42,6 @@ def open_store():
     except StoreError as e:
         bad_input(str(e))
     except Exception as e:  # noqa: BLE001 - e.g. an unreadable database file
-        import os
-
-        from store.db import workbench_home
-
-        home = workbench_home()
-        if os.statvfs(home).f_flag & os.ST_RDONLY:
-            bad_input(f"cannot open the store: {home} is on a read-only file system (remount it read-write, "
-                      "or set $WORKBENCH_HOME to a writable folder)")
         bad_input(f"cannot open the store: {str(e).splitlines()[0]}")
 
 
