@@ -19,7 +19,6 @@ from jobs.context import alive
 from jobs.diffusion.config import SamplerName
 from jobs.diffusion.guidance import guided_eps, passes
 
-
 # Samplers start no noisier than log-SNR -10.2 (diffusers' lambda_min_clipped = -5.1 for DPM-Solver, applied
 # to every sampler). The linear schedule ends there anyway (abar_999 = 4.0e-5); the cosine schedule's last
 # four steps take abar from 3.9e-5 down to 2.4e-9, where every sampler's first x_0 estimate,
