@@ -37,7 +37,7 @@ def get_run(store: Store, run_id: int) -> Run:
     return run
 
 
-HEADLINE_KEYS = ("classifier_fid", "reference_fid", "energy_distance")  # the quality figure, where a kind has one
+HEADLINE_KEYS = ("classifier_fid", "reference_classifier_fid", "energy_distance")  # the quality figure, where a kind has one
 
 
 def headline(summary: dict[str, Any]) -> str:

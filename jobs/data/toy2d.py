@@ -32,13 +32,17 @@ class Toy2D:
         return self.region(x)
 
 
-def _swissroll(n: int, seed: int) -> tuple[np.ndarray, None]:
+def _swissroll(n: int, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, None]:
     x, _ = make_swiss_roll(n, noise=0.5, random_state=seed)
     return (x[:, [0, 2]] / 5.0).astype(np.float32), None
 
 
-def _moons(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    x, y = make_moons(n, noise=0.08, random_state=seed)
+def _moons(n: int, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.bincount(labels, minlength=2) if labels is not None else n
+    x, y = make_moons(tuple(int(c) for c in counts) if labels is not None else n, noise=0.08, random_state=seed)
+    if labels is not None:  # point i from class labels[i]
+        x = np.concatenate([x[y == c] for c in (0, 1)])[np.argsort(np.argsort(labels, kind="stable"), kind="stable")]
+        y = labels
     return ((x - [0.5, 0.25]) * 1.5).astype(np.float32), y.astype(np.int64)
 
 
@@ -47,16 +51,18 @@ def gaussian_centers(k: int = 8) -> np.ndarray:
     return GAUSSIAN_RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def _gaussians(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _gaussians(n: int, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    y = rng.integers(0, 8, n)
+    y = rng.integers(0, 8, n) if labels is None else labels
     x = gaussian_centers()[y] + GAUSSIAN_STD * rng.standard_normal((n, 2))
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def make_points(name: Toy2DName, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """n fresh points (and labels) of a dataset; different seeds give independent draws."""
-    return {"swissroll": _swissroll, "moons": _moons, "gaussians": _gaussians}[name](n, seed)
+def make_points(name: Toy2DName, n: int, seed: int,
+                labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """n fresh points (and labels) of a dataset; different seeds give independent draws. labels (labelled
+    sets): point i is drawn from class labels[i], so a real sample can have a sample set's class balance."""
+    return {"swissroll": _swissroll, "moons": _moons, "gaussians": _gaussians}[name](n, seed, labels)
 
 
 def load_toy2d(name: Toy2DName, n_train: int, n_test: int, seed: int) -> Toy2D:

@@ -131,15 +131,17 @@ def sample(model, training: DDPMScheduler, sampler: SamplerName, steps: int, sha
 def sample_batched(model, training: DDPMScheduler, sampler: SamplerName, steps: int, shape: tuple[int, ...],
                    y: torch.Tensor | None, w: float, null_class: int | None, seed: int, batch_size: int,
                    eta: float = 0.0, device: str | torch.device = "cpu") -> SampleResult:
-    """`sample` over len(y) (or shape[0]) samples in chunks of batch_size, from one seeded generator:
-    the same seed gives the same noise to every sampler and guidance scale."""
+    """`sample` over len(y) (or shape[0]) samples in chunks of batch_size. The starting noise of all of
+    them is drawn first from one seeded generator, so sample i starts from the same noise for every
+    sampler, step count and guidance scale (the stochastic samplers then draw their fresh noise from it)."""
     generator = torch.Generator(device).manual_seed(seed)
+    noise = torch.randn(shape, generator=generator, device=device)
     n = shape[0]
     xs, seconds, nfe = [], 0.0, 0
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
         r = sample(model, training, sampler, steps, (m, *shape[1:]), y=None if y is None else y[i:i + m], w=w,
-                   null_class=null_class, eta=eta, generator=generator, device=device)
+                   null_class=null_class, eta=eta, generator=generator, device=device, noise=noise[i:i + m])
         xs.append(r.x)
         seconds += r.seconds
         nfe = r.nfe

@@ -7,8 +7,14 @@ Method, top to bottom:
 3. Training: the shared loop in jobs.diffusion.train (AdamW, warm-up + cosine, EMA, checkpoints).
 4. Sampling: each sampler in the spec (diffusers DDPM / DDIM ...) at each guidance scale w, with
    eps = eps_uncond + w (eps_cond - eps_uncond).
-5. Evaluation: energy distance of samples to held-out data next to the real-vs-real floor; for
-   labelled data the fraction of samples that land in their class's region, per w; NFE and time.
+5. Evaluation over R = sample.eval_sets independent sample sets of n points each: the unbiased energy
+   distance of each set to the held-out data (mean and t-interval over the R sets), next to the floor: the
+   same distance for R fresh real samples of the same n and the same class balance as the sample sets
+   (labels 0, 1, ..., K-1, 0, ...), whose expectation is about 0; each set and floor draw k against the same
+   fresh reference draw k of n_test points, so the excess (model - floor) is a paired difference with its
+   t-interval (0 inside it: no difference from real data that R sets of n can show); the ratio of the two as
+   V-statistics (a real sample scores 1) with Fieller's interval; for labelled data the share of samples that land in their
+   class's region, per w, with its Wilson interval over all R * n samples; NFE and time.
 """
 
 from __future__ import annotations
@@ -39,8 +45,12 @@ class ModelSpec(Strict):
 
 
 class SampleSpec(Strict):
-    n_samples: int = Field(2000, ge=2, le=1_000_000, description="samples per evaluation set")
-    eval_sets: int = Field(4, ge=1, le=100, description="independent sample sets averaged in the energy distance")
+    # Many small sets beat few large ones: each set's distance (and the real floor's) has noise of about
+    # 0.7x the finite-sample term whatever n is, so the ratio's interval narrows with R; n sets only how
+    # small a difference shows. All R sets are drawn in one batch, so R costs no extra sampler steps.
+    n_samples: int = Field(400, ge=2, le=1_000_000, description="n: samples per evaluation set")
+    eval_sets: int = Field(20, ge=2, le=1000, description="R: independent sample sets (and real floor draws) "
+                                                          "behind each energy distance and its interval")
     guidance_scales: list[float] = Field([0.0, 1.0, 3.0], min_length=1, max_length=64)
     samplers: list[SamplerSpec] = Field(
         default_factory=lambda: [SamplerSpec(name="ddpm", steps=1000), SamplerSpec(name="ddim", steps=50)],
@@ -77,7 +87,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     from jobs.diffusion.schedules import make_schedule
     from jobs.diffusion.train import TrainConfig, train
     from jobs.metrics.distances import energy_distance
-    from jobs.metrics.stats import share_ci
+    from jobs.metrics.stats import mean_ci, paired_ci, ratio_ci, share_ci, summary_entry
 
     device = ctx.device
     torch.manual_seed(spec.seed)
@@ -101,42 +111,56 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     ema_model = train(ctx, model, schedule, batches, TrainConfig(**spec.train.model_dump()), gen, null_class)
 
-    # Evaluation: every sampler at every guidance scale, on the same seeds.
-    held_out = torch.from_numpy(data.x_test)
+    # Evaluation: every sampler at every guidance scale, on the same R sample sets' seeds. Set k and real
+    # floor draw k are both measured against reference draw k (n_test fresh points of the data), so their
+    # difference cancels the reference's own noise: the excess is a paired comparison.
     n, sets = spec.sample.n_samples, spec.sample.eval_sets
-    floor = float(np.mean([energy_distance(torch.from_numpy(make_points(spec.dataset, n, 10_000 + spec.seed * 100 + k)[0]),
-                                           held_out) for k in range(sets)]))
+    y_np = np.arange(n) % data.num_classes if labelled else None
+    y = torch.from_numpy(y_np).to(device) if labelled else None
+    refs = [torch.from_numpy(make_points(spec.dataset, spec.n_test, 20_000 + spec.seed * 1000 + k)[0])
+            for k in range(sets)]
+    floor_u, floor_v = [], []  # R real samples with the sample sets' size and class balance
+    for k, ref in enumerate(refs):
+        real = torch.from_numpy(make_points(spec.dataset, n, 10_000 + spec.seed * 1000 + k, y_np)[0])
+        floor_u.append(energy_distance(real, ref))
+        floor_v.append(energy_distance(real, ref, unbiased=False))
+    floor = mean_ci(floor_u)
     scales = spec.sample.guidance_scales if labelled else [None]
     rows = []
     for s_spec in spec.sample.samplers:
         for w in scales:
             eval_gen = torch.Generator(device).manual_seed(spec.seed + 1)
-            y = torch.arange(n, device=device) % data.num_classes if labelled else None
-            results = [sample(ema_model, schedule, s_spec.name, s_spec.steps, (n, 2), y=y, w=w if labelled else 1.0,
-                              null_class=null_class, eta=s_spec.eta, generator=eval_gen, device=device)
-                       for _ in range(sets)]
-            xs = [r.x.float().cpu() for r in results]
-            row = {"sampler": s_spec.name, "steps": s_spec.steps, "guidance_scale": w, "nfe": results[0].nfe,
-                   "seconds": float(np.mean([r.seconds for r in results])),
-                   "energy_distance": float(np.mean([energy_distance(x, held_out) for x in xs])),
-                   "energy_distance_floor": floor}
+            r = sample(ema_model, schedule, s_spec.name, s_spec.steps, (n * sets, 2),
+                       y=y.repeat(sets) if labelled else None, w=w if labelled else 1.0, null_class=null_class,
+                       eta=s_spec.eta, generator=eval_gen, device=device)
+            xs = list(r.x.float().cpu().split(n))  # R independent sets of n
+            model_u = [energy_distance(x, ref) for x, ref in zip(xs, refs, strict=True)]
+            model_v = [energy_distance(x, ref, unbiased=False) for x, ref in zip(xs, refs, strict=True)]
+            row = {"sampler": s_spec.name, "steps": s_spec.steps, "guidance_scale": w, "nfe": r.nfe,
+                   "seconds": r.seconds / sets,
+                   **mean_ci(model_u).columns("energy_distance"),
+                   **floor.columns("energy_distance_floor"),
+                   **paired_ci(model_u, floor_u).columns("energy_distance_excess"),
+                   **ratio_ci(model_v, floor_v).columns("energy_distance_ratio")}
             row["samples_per_second"] = n / row["seconds"]
             if labelled:
                 pred = np.concatenate([data.classify(x.numpy()) for x in xs])
-                correct = int((pred == np.tile(y.cpu().numpy(), sets)).sum())
+                correct = int((pred == np.tile(y_np, sets)).sum())
                 row.update(share_ci(correct, len(pred)).columns("class_accuracy"))  # Wilson interval
             rows.append(row)
             label = f"{s_spec.name}_{s_spec.steps}" + (f"_w{w:g}" if labelled else "")
             ctx.image(f"samples/{label}", spec.train.steps, scatter_figure(xs[0].numpy(), y, data, row))
-            ctx.event(f"{label}: energy distance {row['energy_distance']:.4g} (floor {floor:.4g})"
-                      + (f", class accuracy {row['class_accuracy']:.3f}" if labelled else ""))
+            ctx.event(f"{label}: energy distance {mean_ci(model_u)}, real floor {floor}, excess "
+                      f"{paired_ci(model_u, floor_u)}, ratio to a real sample {ratio_ci(model_v, floor_v)}"
+                      + (f"; class accuracy {share_ci(correct, len(pred))}" if labelled else ""))
     ctx.table("samplers", rows)
 
     reference = [r for r in rows if r["sampler"] == spec.sample.samplers[0].name
                  and r["steps"] == spec.sample.samplers[0].steps]
     headline = next((r for r in reference if r["guidance_scale"] in (None, 1.0)), reference[0])
-    summary = {"energy_distance": headline["energy_distance"], "energy_distance_floor": floor,
-               "energy_distance_ratio": headline["energy_distance"] / floor, "nfe": headline["nfe"]}
+    summary = {"nfe": headline["nfe"]}
+    for key in ("energy_distance", "energy_distance_floor", "energy_distance_excess", "energy_distance_ratio"):
+        summary.update(summary_entry(headline, key))
     if labelled:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in reference}
         summary["guided_accuracy_ci"] = {str(float(r["guidance_scale"])): [r["class_accuracy_ci_low"],

@@ -10,9 +10,11 @@ Method, top to bottom:
    and channels_last on GPU, checkpoint/resume), with sample grids per guidance scale every
    sample.every steps, drawn with the EMA weights.
 4. Evaluation by a reference classifier the workbench trains once per dataset and caches in the
-   store: class accuracy of guided samples per guidance scale, and classifier-FID (Frechet distance
-   of its features; not Inception FID, comparable only within the workbench) next to the same
-   distance between real train and test images (the floor).
+   store, over R = sample.eval_sets sets of N = sample.n_samples samples per guidance scale: class
+   accuracy of guided samples (Wilson interval over all R * N), classifier-FID and classifier-KID
+   (distances between its features of samples and of test images; not Inception FID, comparable only
+   within the workbench) as mean and t-interval over the R sets, next to their floor: the same
+   distances for R sets of N real training images.
 The EMA weights are kept as the file artifact `model.safetensors`: the sampling kind loads them.
 """
 
@@ -77,7 +79,10 @@ class UNetSpec(Strict):
 class EvalSpec(Strict, InceptionOptions):
     sampler: SamplerSpec = SamplerSpec(name="ddim", steps=20)
     guidance_scales: list[float] = Field([0.0, 1.0, 3.0], min_length=1, max_length=32)
-    n_samples: int = Field(200, ge=10, le=1_000_000, description="samples per guidance scale for the metrics")
+    n_samples: int = Field(200, ge=10, le=1_000_000, description="N: samples per evaluation set (FID depends on N: "
+                                                                 "compare runs at the same N, next to the floor)")
+    eval_sets: int = Field(5, ge=2, le=100, description="R: sample sets per guidance scale (and real floor sets) "
+                                                        "behind each figure's interval")
     batch_size: int = Field(500, ge=1, le=100_000)
     every: int = Field(0, ge=0, le=10_000_000, description="sample grids every so many training steps (0: at the end)")
     grid_columns: int = Field(8, ge=1, le=64, description="samples per class in a grid")
@@ -207,32 +212,33 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
     import torch
 
     from jobs.diffusion.samplers import sample_batched
+    from jobs.metrics.stats import summary_entry
 
     device, s = ctx.device, spec.sample
-    n = s.n_samples
+    n, sets = s.n_samples, s.eval_sets
     k = data.num_classes
     conditional = model.num_classes > 0
-    y = torch.arange(n, device=device) % k
-    rng = torch.Generator().manual_seed(spec.seed)
-    real_subset = data.x_train[torch.randperm(len(data.x_train), generator=rng)[:min(n, len(data.x_train))]]
-    floor = judge.fid(real_subset, data.x_test)
+    y = (torch.arange(n, device=device) % k).repeat(sets)  # R sets of N, each class-balanced
+    floor = judge.floor(data.x_train, data.x_test, n, sets, seed=spec.seed)
     rows = []
     for w in (s.guidance_scales if conditional else [1.0]):
-        r = sample_batched(model, schedule, s.sampler.name, s.sampler.steps, (n, *data.shape),
+        r = sample_batched(model, schedule, s.sampler.name, s.sampler.steps, (n * sets, *data.shape),
                            y if conditional else None, w, model.null_class if conditional else None,
                            seed=spec.seed + 1, batch_size=s.batch_size, eta=s.sampler.eta, device=device)
+        quality, _ = judge.quality(r.x, y if conditional else None, data.x_test, sets, inception)
         row = {"guidance_scale": w, "sampler": s.sampler.name, "steps": s.sampler.steps, "nfe": r.nfe,
-               "seconds": r.seconds, "images_per_second": n / r.seconds,
-               **judge.quality(r.x, y if conditional else None, data.x_test, inception),
-               "classifier_fid_floor": floor}
+               "seconds": r.seconds, "images_per_second": n * sets / r.seconds, **quality, **floor}
         rows.append(row)
-        ctx.event(f"w = {w:g}: class accuracy {row['class_accuracy'] if conditional else '-'}, "
-                  f"classifier-FID {row['classifier_fid']:.4g} (real train vs test: {floor:.4g}), "
-                  f"{r.seconds:.1f} s for {n} images")
+        ctx.event(f"w = {w:g}: class accuracy {_ci(row, 'class_accuracy') if conditional else '-'}, "
+                  f"classifier-FID {_ci(row, 'classifier_fid')} (real: {_ci(row, 'classifier_fid_floor')}), "
+                  f"classifier-KID {_ci(row, 'classifier_kid')} (real: {_ci(row, 'classifier_kid_floor')}); "
+                  f"{sets} sets of {n}, {r.seconds:.1f} s")
     ctx.table("guidance", rows)
     headline = next((r for r in rows if r["guidance_scale"] == 1.0), rows[0])
-    summary = {"classifier_fid": headline["classifier_fid"], "classifier_fid_floor": floor,
-               "classifier_fid_scale": headline["guidance_scale"], "nfe": headline["nfe"]}
+    summary = {"classifier_fid_scale": headline["guidance_scale"], "classifier_fid_samples": n,
+               "nfe": headline["nfe"]}
+    for key in ("classifier_fid", "classifier_fid_floor", "classifier_kid", "classifier_kid_floor"):
+        summary.update(summary_entry(headline, key))
     if inception is not None:
         summary["inception_fid"] = headline["inception_fid"]
     if conditional:
@@ -241,6 +247,10 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
                                                                           r["class_accuracy_ci_high"]] for r in rows}
         summary["guided_accuracy_n"] = rows[0]["class_accuracy_n"]
     ctx.summary(**summary)
+
+
+def _ci(row: dict, key: str) -> str:
+    return f"{row[key]:.4g} [{row[f'{key}_ci_low']:.4g}, {row[f'{key}_ci_high']:.4g}]"
 
 
 # --- the trained model as a file (for the sampling kind) --------------------------------------------

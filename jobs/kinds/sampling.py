@@ -7,11 +7,15 @@ Method:
    UniPC, Euler, each built from the model's training schedule and prediction type) at every step
    count, on the same seeds, labels and guidance scale; the reference row is DDPM over all training
    timesteps (1000 for the paper preset).
-3. Per (sampler, steps): NFE (both passes of guidance counted), wall time, images per second,
-   class accuracy and classifier-FID by the dataset's reference classifier (see jobs.metrics.reference;
-   not Inception FID), and that FID relative to the reference row's.
-Pictures: classifier-FID against NFE per sampler, and the first samples of every row side by side
-(same noise, so rows differ only by the sampler).
+3. Per (sampler, steps), over R = eval_sets sets of N = n_samples samples, every sampler starting set k
+   from the same noise: NFE (both passes of guidance counted), wall time, images per second, class
+   accuracy (Wilson interval), classifier-FID and -KID by the dataset's reference classifier (see
+   jobs.metrics.reference; not Inception FID) as mean and t-interval over the R sets, next to the real
+   floor at the same N; and the FID's paired difference from the reference row's, set by set, with its
+   interval and the verdict it supports: "better", "matches" (at most 10 % of the reference FID worse),
+   "worse" or "unresolved". Only "better" and "matches" rows count as a match.
+Pictures: classifier-FID against NFE per sampler with interval bars, and the first samples of every row
+side by side (same noise, so rows differ only by the sampler).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ if TYPE_CHECKING:  # torch and the rest are imported where they run: validating 
     from jobs.context import RunContext
 
 
+MATCH_MARGIN = 0.10  # a sampler "matches" the reference when its FID is, with 95 % confidence, at most 10 % worse
+
+
 class SamplerChoice(Strict):
     name: SamplerName
     eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity (0: deterministic)")
@@ -48,7 +55,9 @@ class Spec(BaseSpec, InceptionOptions):
         min_length=1, max_length=16)
     steps: list[int] = Field([10, 20], min_length=1, max_length=32, description="step counts to try per sampler")
     guidance_scale: float = Field(1.0, ge=0, le=100)
-    n_samples: int = Field(200, ge=10, le=1_000_000)
+    n_samples: int = Field(200, ge=10, le=1_000_000, description="N: samples per evaluation set")
+    eval_sets: int = Field(5, ge=2, le=100, description="R: sample sets per sampler, each starting from the "
+                                                        "same noise for every sampler (paired comparisons)")
     batch_size: int = Field(500, ge=1, le=100_000)
     grid_columns: int = Field(10, ge=1, le=32, description="samples per row in the side-by-side grid")
 
@@ -56,10 +65,10 @@ class Spec(BaseSpec, InceptionOptions):
         # Trains a tiny digits model first (100-step chain so that the full-DDPM reference stays quick).
         "smoke": {"train": {"kind": "images", "preset": "smoke", "timesteps": 100,
                             "train": {"steps": 100, "checkpoint_every": 50}},
-                  "n_samples": 100, "steps": [5, 10]},
+                  "n_samples": 150, "eval_sets": 3, "steps": [5, 10]},
         # Trains the images paper model (MNIST) first; model_run: ID samples one trained before instead.
-        "paper": {"train": {"kind": "images", "preset": "paper"}, "steps": [5, 10, 20, 50], "n_samples": 5000,
-                  "batch_size": 2500},
+        "paper": {"train": {"kind": "images", "preset": "paper"}, "steps": [5, 10, 20, 50], "n_samples": 2000,
+                  "eval_sets": 5, "batch_size": 2500},
     }
 
     @classmethod
@@ -116,9 +125,10 @@ def source_model(ctx: RunContext, spec: Spec):
 def run(ctx: RunContext, spec: Spec) -> None:
     import torch
 
-    from jobs.diffusion.samplers import sample_batched
+    from jobs.diffusion.samplers import sample_batched, sampling_timesteps
     from jobs.metrics import reference
     from jobs.metrics.inception import maybe_inception_fid
+    from jobs.metrics.stats import mean_ci, paired_ci, summary_entry, verdict
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     src, data, model, schedule = source_model(ctx, spec)
@@ -127,50 +137,72 @@ def run(ctx: RunContext, spec: Spec) -> None:
     if inception is not None:
         inception.set_real(data.x_test)
     conditional = model.num_classes > 0
-    n = spec.n_samples
-    y = torch.arange(n, device=ctx.device) % data.num_classes if conditional else None
-    full = schedule.config.num_train_timesteps
+    n, sets = spec.n_samples, spec.eval_sets
+    y = (torch.arange(n, device=ctx.device) % data.num_classes).repeat(sets) if conditional else None
+    floor = judge.floor(data.x_train, data.x_test, n, sets, seed=spec.seed)
+    full = sampling_timesteps(schedule)  # the whole chain (996 steps for the cosine schedule)
     configs = [("ddpm", full, 0.0)] + [(s.name, k, s.eta) for s in spec.samplers for k in spec.steps
-                                        if not (s.name == "ddpm" and k == full)]
-    rows, strips = [], []
+                                        if not (s.name == "ddpm" and k >= full)]
+    rows, strips, reference = [], [], None
     for i, (name, steps, eta) in enumerate(configs):
-        r = sample_batched(model, schedule, name, steps, (n, *data.shape), y, spec.guidance_scale,
+        r = sample_batched(model, schedule, name, steps, (n * sets, *data.shape), y, spec.guidance_scale,
                            model.null_class if conditional else None, seed=spec.seed + 1,
                            batch_size=spec.batch_size, eta=eta, device=ctx.device)
         if not torch.isfinite(r.x).all():
             raise FloatingPointError(f"{name} with {steps} steps produced non-finite images")
+        quality, per_set = judge.quality(r.x, y, data.x_test, sets, inception)
         row = {"sampler": name + (f" eta={eta:g}" if eta else ""), "steps": steps, "nfe": r.nfe,
-               "seconds": r.seconds, "images_per_second": n / r.seconds,
-               **judge.quality(r.x, y, data.x_test, inception)}
-        row["fid_vs_reference"] = row["classifier_fid"] / rows[0]["classifier_fid"] if rows else 1.0
+               "seconds": r.seconds, "images_per_second": n * sets / r.seconds, **quality, **floor}
+        if reference is None:
+            reference = per_set["classifier_fid"]
+        else:  # set k against the reference's set k: same noise, same test images
+            diff = paired_ci(per_set["classifier_fid"], reference)
+            row.update(diff.columns("fid_minus_reference"))
+            row["verdict"] = verdict(diff, MATCH_MARGIN * rows[0]["classifier_fid"])
         rows.append(row)
         strips.append(r.x[:spec.grid_columns].cpu())
         ctx.progress(i + 1, len(configs))
         ctx.event(f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
-                  f"{row['classifier_fid']:.4g} ({row['fid_vs_reference']:.3f}x the reference)")
+                  f"{mean_ci(per_set['classifier_fid'])}"
+                  + (f", minus the reference's {paired_ci(per_set['classifier_fid'], reference)}: {row['verdict']}"
+                     if len(rows) > 1 else " (the reference)"))
     ctx.table("samplers", rows)
     ctx.image("fid_vs_nfe", None, quality_plot(rows))
     ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))
     ref = rows[0]
-    close = [r for r in rows[1:] if r["classifier_fid"] <= 1.1 * ref["classifier_fid"]]
-    best = min(close, key=lambda r: (r["nfe"], r["classifier_fid"])) if close else None
-    ctx.summary(reference_fid=ref["classifier_fid"], reference_nfe=ref["nfe"],
-                fewest_nfe_within_10pct=best and {"sampler": best["sampler"], "steps": best["steps"],
-                                                  "nfe": best["nfe"], "classifier_fid": best["classifier_fid"]},
+    matching = [r for r in rows[1:] if r["verdict"] in ("better", "matches")]
+    best = min(matching, key=lambda r: (r["nfe"], r["classifier_fid"])) if matching else None
+    ctx.summary(**{f"reference_{k}": v for k, v in summary_entry(ref, "classifier_fid").items()},
+                reference_nfe=ref["nfe"], classifier_fid_samples=n,
+                **summary_entry(ref, "classifier_fid_floor"),
+                fewest_nfe_matching_reference=best and {
+                    "sampler": best["sampler"], "steps": best["steps"], "nfe": best["nfe"],
+                    "classifier_fid": best["classifier_fid"],
+                    "fid_minus_reference_ci": [best["fid_minus_reference_ci_low"], best["fid_minus_reference_ci_high"]],
+                    "verdict": best["verdict"]},
                 nfe_saving=best and ref["nfe"] / best["nfe"])
     if inception is not None:
         ctx.summary(reference_inception_fid=ref["inception_fid"])
 
 
 def quality_plot(rows: list[dict]):
+    """classifier-FID against NFE per sampler, each point with its interval over the R sets; the reference
+    (full DDPM chain) and the real floor as bands."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ref = rows[0]
     for name in dict.fromkeys(r["sampler"] for r in rows[1:]):
-        pts = sorted((r["nfe"], r["classifier_fid"]) for r in rows[1:] if r["sampler"] == name)
-        ax.plot(*zip(*pts, strict=True), marker="o", label=name)
-    ax.axhline(ref["classifier_fid"], color="black", linestyle="--", label=f"DDPM {ref['steps']} steps")
-    ax.axhline(1.1 * ref["classifier_fid"], color="gray", linestyle=":", label="+10 %")
+        pts = sorted((r["nfe"], r["classifier_fid"], r["classifier_fid_ci_low"], r["classifier_fid_ci_high"])
+                     for r in rows[1:] if r["sampler"] == name)
+        nfe, fid, low, high = (list(v) for v in zip(*pts, strict=True))
+        ax.errorbar(nfe, fid, yerr=[[f - lo for f, lo in zip(fid, low, strict=True)],
+                                    [h - f for f, h in zip(fid, high, strict=True)]],
+                    marker="o", capsize=3, label=name)
+    ax.axhspan(ref["classifier_fid_ci_low"], ref["classifier_fid_ci_high"], color="black", alpha=0.15,
+               label=f"DDPM {ref['steps']} steps (95 % CI)")
+    ax.axhline(ref["classifier_fid"], color="black", linestyle="--")
+    ax.axhspan(ref["classifier_fid_floor_ci_low"], ref["classifier_fid_floor_ci_high"], color="tab:green",
+               alpha=0.2, label=f"real images, same N ({ref['classifier_fid_n']} sets)")
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations (NFE)")
     ax.set_ylabel("classifier-FID (lower is better)")

@@ -5,8 +5,13 @@ time it is needed and cached in the store (`cache/reference/`), so every run on 
 by the same network. It gives:
 - class accuracy of guided samples (does a sample of class y look like a y?), and
 - classifier-FID: the Frechet distance between its 128-d penultimate features of samples and of
-  test images. This is NOT Inception FID: it is comparable only between runs judged by the same
-  reference classifier in the workbench, never with published FID numbers.
+  test images, and classifier-KID, the unbiased kernel distance between the same features. These are
+  NOT Inception FID/KID: comparable only between runs judged by the same reference classifier in the
+  workbench, never with published numbers.
+Both come over R sample sets of N samples each (mean, t-interval), next to their floor: the same
+distances for R disjoint sets of N real training images. FID's expectation shrinks with N (at N = 100
+it is far above 0 even for real images), so a FID means something only next to its floor at the same N;
+KID's does not depend on N.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from jobs.data.images import ImageData
-from jobs.metrics.distances import frechet_distance
+from jobs.metrics.distances import frechet_distance, kernel_distance
 
 RECIPE = "cnn-v1"  # bump when the architecture or training recipe changes: old caches are then ignored
 FEATURES = 128
@@ -73,26 +78,50 @@ class ReferenceClassifier:
             preds.append(self.net.head(f).argmax(1).cpu())
         return Judgement(torch.cat(feats).numpy(), torch.cat(preds).numpy())
 
-    def fid(self, samples: np.ndarray | Judgement, real: torch.Tensor) -> float:
-        """classifier-FID of samples (images or their judgement) against real images (features cached)."""
+    def real_features(self, real: torch.Tensor) -> np.ndarray:
+        """Features of a real image set, computed once per set."""
         if id(real) not in self._real:
             self._real[id(real)] = self.judge(real).features
-        feats = samples.features if isinstance(samples, Judgement) else self.judge(samples).features
-        return frechet_distance(feats, self._real[id(real)])
+        return self._real[id(real)]
 
-    def quality(self, x: torch.Tensor, y: torch.Tensor | None, real: torch.Tensor,
-                inception=None) -> dict[str, float | None]:
-        """What the image kinds report for one sample set: classifier-FID against `real`, class
-        accuracy (None without labels) and, when a run asks for it, Inception FID."""
-        from jobs.metrics.stats import share_ci
+    def fid(self, samples: torch.Tensor | Judgement, real: torch.Tensor) -> float:
+        """classifier-FID of one set of samples (images or their judgement) against real images."""
+        feats = samples.features if isinstance(samples, Judgement) else self.judge(samples).features
+        return frechet_distance(feats, self.real_features(real))
+
+    def quality(self, x: torch.Tensor, y: torch.Tensor | None, real: torch.Tensor, sets: int,
+                inception=None) -> tuple[dict[str, object], dict[str, list[float]]]:
+        """What the image kinds report for R = `sets` sample sets stacked in x (set k: rows k*N to (k+1)*N):
+        classifier-FID and -KID against `real` as mean and interval over the sets, class accuracy over all
+        samples with its Wilson interval (None without labels), and, when a run asks for it, Inception
+        FID of all samples. Also returns each set's FID and KID, for paired comparisons."""
+        from jobs.metrics.stats import mean_ci, share_ci
 
         j = self.judge(x)
-        out: dict[str, float | None] = {"classifier_fid": self.fid(j, real), "class_accuracy": None}
-        if y is not None:  # a share of len(x) samples: with its Wilson interval
+        real_f = self.real_features(real)
+        per_set = {"classifier_fid": [frechet_distance(f, real_f) for f in np.split(j.features, sets)],
+                   "classifier_kid": [kernel_distance(f, real_f) for f in np.split(j.features, sets)]}
+        out: dict[str, object] = {}
+        for key, values in per_set.items():
+            out.update(mean_ci(values).columns(key))
+        out["class_accuracy"] = None
+        if y is not None:  # a share of all R * N samples
             out.update(share_ci(int((j.predictions == y.cpu().numpy()).sum()), len(x)).columns("class_accuracy"))
         if inception is not None:
             out["inception_fid"] = inception(x)
-        return out
+        return out, per_set
+
+    def floor(self, train: torch.Tensor, real: torch.Tensor, n: int, sets: int, seed: int) -> dict[str, object]:
+        """classifier-FID and -KID of R = `sets` sets of n real training images against `real` (disjoint
+        sets while the training images last): what a perfect sampler would score at this N."""
+        from jobs.metrics.stats import mean_ci
+
+        g = torch.Generator().manual_seed(seed)
+        order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(-(-n * sets // len(train)))])
+        feats = np.split(self.judge(train[order[:n * sets]]).features, sets)
+        real_f = self.real_features(real)
+        return {**mean_ci([frechet_distance(f, real_f) for f in feats]).columns("classifier_fid_floor"),
+                **mean_ci([kernel_distance(f, real_f) for f in feats]).columns("classifier_kid_floor")}
 
 
 def cache_paths(home: Path, data: ImageData) -> tuple[Path, Path]:

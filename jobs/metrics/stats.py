@@ -4,6 +4,8 @@
 - `bootstrap_ci(values, statistic)`: a BCa bootstrap interval, for statistics whose sampling
   distribution is skewed (ratios, medians).
 - `share_ci(successes, n)`: a share (an accuracy over n draws) with its Wilson interval.
+- `ratio_ci(a, b)`: mean(a) / mean(b) for two independent sets of draws (a model's distance over the
+  real-vs-real floor), with Fieller's interval, which stays honest when the denominator is noisy.
 - `paired_ci(a, b)`: the difference a - b of two settings measured on the same draws (same seeds,
   same sample sets), with its t-interval: how settings are compared. Two settings' own intervals
   overlapping says little when their draws share most of their noise; the paired interval says it.
@@ -120,3 +122,54 @@ def paired_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
     if x.shape != y.shape:
         raise ValueError(f"paired draws must match one to one: {x.size} and {y.size}")
     return mean_ci(x - y, confidence)
+
+
+def ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+             confidence: float = CONFIDENCE) -> Estimate:
+    """mean(a) / mean(b) for independent draws a and b, with Fieller's interval: the ratios r for which
+    mean(a) - r mean(b) is within its t-interval of 0 (Welch degrees of freedom). When the denominator's
+    own interval reaches 0 the ratio is unbounded and the interval's ends are NaN. n is the smaller
+    number of draws."""
+    from scipy import stats
+
+    x, y = _finite(a), _finite(b)
+    ma, mb = float(x.mean()), float(y.mean())
+    value = ma / mb if mb else math.nan
+    n = min(x.size, y.size)
+    if n < 2:
+        return Estimate(value, math.nan, math.nan, n, confidence=confidence)
+    va, vb = float(x.var(ddof=1)) / x.size, float(y.var(ddof=1)) / y.size
+    # Welch-Satterthwaite degrees of freedom of mean(a) - r mean(b) at the estimate r
+    parts = (va, value ** 2 * vb) if math.isfinite(value) else (va, vb)
+    df_ = sum(parts) ** 2 / sum(p ** 2 / (m - 1) for p, m in zip(parts, (x.size, y.size), strict=True) if p > 0) \
+        if sum(parts) > 0 else math.inf
+    t = float(stats.t.ppf(0.5 + confidence / 2, df_))
+    # (ma - r mb)^2 <= t^2 (va + r^2 vb): a quadratic in r, bounded when mb is clear of 0
+    qa, qb, qc = mb ** 2 - t ** 2 * vb, -2 * ma * mb, ma ** 2 - t ** 2 * va
+    disc = qb ** 2 - 4 * qa * qc
+    if qa <= 0 or disc < 0:
+        return Estimate(value, math.nan, math.nan, n, confidence=confidence)
+    root = math.sqrt(disc)
+    return Estimate(value, (-qb - root) / (2 * qa), (-qb + root) / (2 * qa), n, confidence=confidence)
+
+
+def summary_entry(row: dict, key: str) -> dict[str, object]:
+    """A result-table row's estimated column (key, key_ci_low, key_ci_high, key_n) as summary keys:
+    key, key_ci, key_n."""
+    return {key: row[key], f"{key}_ci": [row[f"{key}_ci_low"], row[f"{key}_ci_high"]], f"{key}_n": row[f"{key}_n"]}
+
+
+def verdict(difference: Estimate, margin: float) -> str:
+    """What a paired difference (setting - reference, lower is better) supports, with `margin` the largest
+    difference that still counts as a match: "better" (the interval lies below 0), "matches" (it lies
+    below +margin: at most that much worse), "worse" (it lies above 0 and reaches past the margin), or
+    "unresolved" (it straddles 0 and reaches past the margin, or there is no interval: too few draws)."""
+    if not difference.has_interval:
+        return "unresolved"
+    if difference.high < 0:
+        return "better"
+    if difference.high <= margin:
+        return "matches"
+    if difference.low > 0:
+        return "worse"
+    return "unresolved"
