@@ -28,6 +28,31 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def readable(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row or a flattened summary for people: each estimate's interval and number of draws
+    folded into its value's cell (`0.0016 [0.0012, 0.002] n=20`), the separate keys dropped. The
+    machine formats (CSV, JSON, `--json`) keep them separate."""
+    def parts(key: str) -> tuple[str, str]:
+        base, bracket, sub = key.partition("[")
+        return base, bracket + sub
+
+    folded: set[str] = set()
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        base, sub = parts(key)
+        ci = row.get(f"{base}_ci{sub}")
+        low, high = (ci if isinstance(ci, list) and len(ci) == 2 else
+                     (row.get(f"{base}_ci_low{sub}"), row.get(f"{base}_ci_high{sub}")))
+        n = row.get(f"{base}_n{sub}", row.get(f"{base}_n"))
+        if isinstance(value, int | float) and (low is not None or high is not None):
+            out[key] = f"{cell(value)} [{cell(low)}, {cell(high)}]" + (f" n={n}" if n is not None else "")
+            folded |= {f"{base}_ci{sub}", f"{base}_ci_low{sub}", f"{base}_ci_high{sub}", f"{base}_n{sub}",
+                       f"{base}_n"}
+        else:
+            out[key] = value
+    return {k: v for k, v in out.items() if k not in folded}
+
+
 def collect(records: list[dict[str, Any]], table: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Stack the tables of several `show` records: {table name: rows with run columns first}."""
     stacked: dict[str, list[dict[str, Any]]] = {}
@@ -50,7 +75,7 @@ def cell(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
+        return f"{v:.4g}" if math.isfinite(v) else "-"
     if isinstance(v, list | dict):
         return json.dumps(v)
     return str(v)

@@ -45,7 +45,12 @@ def headline(summary: dict[str, Any]) -> str:
     summary = summary or {}
     numeric = {k: v for k, v in summary.items() if isinstance(v, float | int) and not isinstance(v, bool)}
     key = next((k for k in HEADLINE_KEYS if k in numeric), next(iter(numeric), None))
-    return f"{key}={numeric[key]:.4g}" if key else ""
+    if not key:
+        return ""
+    ci = summary.get(f"{key}_ci")
+    interval = (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if isinstance(ci, list) and len(ci) == 2
+                and all(isinstance(v, float | int) for v in ci) else "")
+    return f"{key}={numeric[key]:.4g}{interval}"
 
 
 def status_label(run: Run, now: float) -> str:

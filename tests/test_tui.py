@@ -35,9 +35,15 @@ def fill_store(store, running: bool = True) -> list[int]:
             gradient = np.linspace(0, 1, 16 * 16 * 3).reshape(16, 16, 3)
             ctx.image("samples", 25, gradient)
             ctx.image("samples", 50, 1 - gradient)
-            ctx.table("samplers", [{"sampler": "ddpm", "steps": 1000, "nfe": 1000, "seconds": 1.5 + i},
-                                   {"sampler": "ddim", "steps": 50, "nfe": 50, "seconds": 0.1}])
-            ctx.summary(energy_distance=0.0015 + 0.001 * i, guided_accuracy={"0.0": 0.12, "3.0": 0.99})
+            ctx.table("samplers", [{"sampler": "ddpm", "steps": 1000, "nfe": 1000, "seconds": 1.5 + i,
+                                    "energy_distance": 0.0015, "energy_distance_ci_low": 0.001,
+                                    "energy_distance_ci_high": 0.002, "energy_distance_n": 20},
+                                   {"sampler": "ddim", "steps": 50, "nfe": 50, "seconds": 0.1,
+                                    "energy_distance": 0.003, "energy_distance_ci_low": 0.0024,
+                                    "energy_distance_ci_high": 0.0036, "energy_distance_n": 20}])
+            ctx.summary(energy_distance=0.0015 + 0.001 * i, energy_distance_ci=[0.001 + 0.001 * i, 0.002 + 0.001 * i],
+                        energy_distance_n=20, guided_accuracy={"0.0": 0.12, "3.0": 0.99},
+                        guided_accuracy_ci={"0.0": [0.113, 0.127], "3.0": [0.987, 0.992]}, guided_accuracy_n=8000)
             queue.finish(store, rid, "host:1", "succeeded")
     if not running:
         queue.finish(store, ids[2], "host:1", "failed", "RuntimeError: loss is nan at step 21",

@@ -239,8 +239,9 @@ def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
 # --- browsing ------------------------------------------------------------------------------------
 
 def rows_table(title: str, rows: list[dict]) -> Table:
-    from store.export import cell
+    from store.export import cell, readable
 
+    rows = [readable(r) for r in rows]
     t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
     cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "run_name"]
     for c in cols:
@@ -305,8 +306,10 @@ def show(run_id: Annotated[int, typer.Argument(help="run id")],
         out.print(f"[red]error:[/] {escape(rec['error'])}")
     if rec["summary"]:
         out.print("[bold]summary[/]")
-        for k, v in rec["summary"].items():
-            out.print(f"  {escape(k)}: {escape(json.dumps(v))}")
+        from store.export import cell, flatten, readable
+
+        for k, v in readable(flatten(rec["summary"])).items():
+            out.print(f"  {escape(k)}: {escape(cell(v))}")
     for name, rows in rec["tables"].items():
         out.print(rows_table(name, rows))
     if rec["artifacts"]:

@@ -3,7 +3,6 @@ and the event log (with the error and traceback of a failed run)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import yaml
@@ -28,7 +27,7 @@ from textual.widgets import (
 )
 
 from store import queue
-from store.export import cell
+from store.export import cell, flatten, readable
 from store.models import Artifact
 from store.queries import UnknownRun, artifacts, events, show, tables
 from workbench.tui.feeds import MetricFeed
@@ -154,8 +153,8 @@ class RunDetailScreen(Screen):
                  f"[b]finished[/] {rec['finished_at'] or '-'}"]
         if rec["error"]:
             lines.append(f"[red b]error[/] [red]{escape(rec['error'])}[/]")
-        for k, v in rec["summary"].items():
-            lines.append(f"  [b]{escape(k)}[/] {escape(json.dumps(v)) if not isinstance(v, float) else f'{v:.6g}'}")
+        for k, v in readable(flatten(rec["summary"])).items():  # estimates with their intervals and n
+            lines.append(f"  [b]{escape(k)}[/] {escape(cell(v))}")
         self.query_one("#summary", Static).update("\n".join(lines))
         spec_yaml = yaml.safe_dump(rec["spec"], sort_keys=False)
         self.query_one("#spec", Static).update(Syntax(spec_yaml, "yaml", line_numbers=False, word_wrap=True))
@@ -271,6 +270,7 @@ class RunDetailScreen(Screen):
 
 def fill_data_table(table: DataTable, rows: list[dict]) -> None:
     table.clear(columns=True)
+    rows = [readable(r) for r in rows]
     cols = list(dict.fromkeys(k for r in rows for k in r))
     for c in cols:
         table.add_column(c, key=c)
