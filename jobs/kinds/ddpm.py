@@ -141,6 +141,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
                    **mean_ci(model_u).columns("energy_distance"),
                    **floor.columns("energy_distance_floor"),
                    **paired_ci(model_u, floor_u).columns("energy_distance_excess"),
+                   # Fieller treats the two as independent; sharing references correlates them
+                   # positively, which only widens the interval (conservative)
                    **ratio_ci(model_v, floor_v).columns("energy_distance_ratio")}
             row["samples_per_second"] = n / row["seconds"]
             if labelled:

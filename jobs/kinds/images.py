@@ -107,8 +107,8 @@ class Spec(BaseSpec):
                             "dropout": 0.1, "norm_groups": 32, "attention_head_dim": 32},
                   "train": {"steps": 30_000, "batch_size": 256, "lr": 2e-4, "warmup_steps": 500,
                             "ema_decay": 0.9995, "checkpoint_every": 2000, "log_every": 50},
-                  "sample": {"sampler": {"name": "ddpm", "steps": 1000}, "n_samples": 5000, "every": 5000,
-                             "batch_size": 2500}},
+                  "sample": {"sampler": {"name": "ddpm", "steps": 1000}, "n_samples": 2000, "eval_sets": 5,
+                             "every": 5000, "batch_size": 2500}},
     }
     # `preset: paper` with data.name: cifar10 gets CIFAR-10 sizes instead: the DDPM paper's 32x32 UNet
     # layout (attention at 16x16), flips, and a longer run; evaluation as for MNIST.
@@ -117,8 +117,8 @@ class Spec(BaseSpec):
                                "layers_per_block": 2, "dropout": 0.1, "norm_groups": 32, "attention_head_dim": 64},
                      "train": {"steps": 100_000, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000,
                                "ema_decay": 0.9999, "checkpoint_every": 5000, "log_every": 50},
-                     "sample": {"sampler": {"name": "ddpm", "steps": 1000}, "n_samples": 5000, "every": 10_000,
-                                "batch_size": 1000}}
+                     "sample": {"sampler": {"name": "ddpm", "steps": 1000}, "n_samples": 2000, "eval_sets": 5,
+                                "every": 10_000, "batch_size": 1000}}
 
     @classmethod
     def preset_fields(cls, raw):
