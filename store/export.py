@@ -28,29 +28,58 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def readable(row: dict[str, Any]) -> dict[str, Any]:
-    """A result row or a flattened summary for people: each estimate's interval and number of draws
-    folded into its value's cell (`0.0016 [0.0012, 0.002] n=20`), the separate keys dropped. The
-    machine formats (CSV, JSON, `--json`) keep them separate."""
-    def parts(key: str) -> tuple[str, str]:
-        base, bracket, sub = key.partition("[")
-        return base, bracket + sub
-
+def readable(row: dict[str, Any], with_n: bool = True) -> dict[str, Any]:
+    """A result row or a flattened summary for people: each estimate's interval (and, with_n, its number
+    of draws) folded into its value's cell, `0.0016 [0.00121, 0.002] n=20`, the separate keys dropped.
+    The machine formats (CSV, JSON, `--json`) keep them separate."""
     folded: set[str] = set()
     out: dict[str, Any] = {}
     for key, value in row.items():
-        base, sub = parts(key)
-        ci = row.get(f"{base}_ci{sub}")
-        low, high = (ci if isinstance(ci, list) and len(ci) == 2 else
-                     (row.get(f"{base}_ci_low{sub}"), row.get(f"{base}_ci_high{sub}")))
-        n = row.get(f"{base}_n{sub}", row.get(f"{base}_n"))
+        base, sub = _split(key)
+        low, high, n = _interval(row, base, sub)
         if isinstance(value, int | float) and (low is not None or high is not None):
-            out[key] = f"{cell(value)} [{cell(low)}, {cell(high)}]" + (f" n={n}" if n is not None else "")
+            out[key] = f"{cell(value)} [{_end(low)}, {_end(high)}]" + (f" n={n}" if with_n and n is not None else "")
             folded |= {f"{base}_ci{sub}", f"{base}_ci_low{sub}", f"{base}_ci_high{sub}", f"{base}_n{sub}",
                        f"{base}_n"}
         else:
             out[key] = value
     return {k: v for k, v in out.items() if k not in folded}
+
+
+def readable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`readable` for a table: a column whose estimates all come from the same number of draws says so
+    once, in its name (`energy_distance (n=20)`), not in every cell."""
+    ns: dict[str, set] = {}
+    for row in rows:
+        for key in row:
+            base, sub = _split(key)
+            low, high, n = _interval(row, base, sub)
+            if low is not None or high is not None:
+                ns.setdefault(key, set()).add(n)
+    shared = {k: next(iter(v)) for k, v in ns.items() if len(v) == 1 and None not in v}
+    out = []
+    for row in rows:
+        r = readable(row, with_n=False)
+        out.append({(f"{k} (n={shared[k]})" if k in shared else k): (
+            v if k in shared or k not in ns else f"{v} n={_interval(row, *_split(k))[2]}") for k, v in r.items()})
+    return out
+
+
+def _split(key: str) -> tuple[str, str]:
+    """`guided_accuracy[3.0]` -> (`guided_accuracy`, `[3.0]`)."""
+    base, bracket, sub = key.partition("[")
+    return base, bracket + sub
+
+
+def _interval(row: dict[str, Any], base: str, sub: str) -> tuple[Any, Any, Any]:
+    ci = row.get(f"{base}_ci{sub}")
+    low, high = ci if isinstance(ci, list) and len(ci) == 2 else (row.get(f"{base}_ci_low{sub}"),
+                                                                  row.get(f"{base}_ci_high{sub}"))
+    return low, high, row.get(f"{base}_n{sub}", row.get(f"{base}_n"))
+
+
+def _end(v: Any) -> str:
+    return cell(v)
 
 
 def collect(records: list[dict[str, Any]], table: str | None = None) -> dict[str, list[dict[str, Any]]]:

@@ -239,9 +239,9 @@ def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
 # --- browsing ------------------------------------------------------------------------------------
 
 def rows_table(title: str, rows: list[dict]) -> Table:
-    from store.export import cell, readable
+    from store.export import cell, readable_rows
 
-    rows = [readable(r) for r in rows]
+    rows = readable_rows(rows)
     t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
     cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "run_name"]
     for c in cols:

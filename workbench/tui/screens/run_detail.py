@@ -27,7 +27,7 @@ from textual.widgets import (
 )
 
 from store import queue
-from store.export import cell, flatten, readable
+from store.export import cell, flatten, readable, readable_rows
 from store.models import Artifact
 from store.queries import UnknownRun, artifacts, events, show, tables
 from workbench.tui.feeds import MetricFeed
@@ -270,7 +270,7 @@ class RunDetailScreen(Screen):
 
 def fill_data_table(table: DataTable, rows: list[dict]) -> None:
     table.clear(columns=True)
-    rows = [readable(r) for r in rows]
+    rows = readable_rows(rows)
     cols = list(dict.fromkeys(k for r in rows for k in r))
     for c in cols:
         table.add_column(c, key=c)
