@@ -7,14 +7,16 @@ Method, top to bottom:
 3. Training: the shared loop in jobs.diffusion.train (AdamW, warm-up + cosine, EMA, checkpoints).
 4. Sampling: each sampler in the spec (diffusers DDPM / DDIM ...) at each guidance scale w, with
    eps = eps_uncond + w (eps_cond - eps_uncond).
-5. Evaluation over R = sample.eval_sets independent sample sets of n points each: the unbiased energy
-   distance of each set to the held-out data (mean and t-interval over the R sets), next to the floor: the
-   same distance for R fresh real samples of the same n and the same class balance as the sample sets
-   (labels 0, 1, ..., K-1, 0, ...; plain draws for unconditional samples, w = 0); each set and floor draw k against the same
-   fresh reference draw k of n_test points, so the excess (model - floor) is a paired difference with its
-   t-interval (0 inside it: no difference from real data that R sets of n can show); the ratio of the two as
-   V-statistics (a real sample scores 1) with Fieller's interval; for labelled data the share of samples that land in their
-   class's region, per w, with its Wilson interval over all R * n samples; NFE and time.
+5. Evaluation over R = sample.eval_sets independent sample sets of n points each (drawn in one batch):
+   - energy distance (unbiased) of set k to reference draw k (n_test fresh points of the data): mean and
+     t-interval over the R sets;
+   - its floor: the same for R real samples of n points with the sample sets' class balance (labels
+     0, 1, ..., K-1, 0, ...; plain draws for unconditional samples, w = 0), floor draw k against
+     reference draw k too, so the excess (model - floor) is a paired difference with its t-interval
+     (0 inside it: no difference from real data that R sets of n can show);
+   - the ratio of the two as V-statistics (a real sample of the same size scores 1), Fieller's interval;
+   - for labelled data, the share of samples that land in their class's region per w, with its Wilson
+     interval over all R * n samples; NFE and time.
 """
 
 from __future__ import annotations
