@@ -21,7 +21,7 @@ import math
 import pytest
 import torch
 
-from jobs.diffusion.samplers import make_sampler, sample
+from jobs.diffusion.samplers import NextTimestepDDIM, make_sampler, sample
 from jobs.diffusion.schedules import make_schedule
 
 DETERMINISTIC = ("ddim", "dpmsolver++", "unipc", "euler")
@@ -224,3 +224,27 @@ def test_samplers_start_at_the_noisiest_usable_timestep(schedule_name):
             s.set_timesteps(steps)
             ts = [round(float(t)) for t in s.timesteps]
             assert ts[0] == start and len(ts) == steps, (name, steps, ts[:3])
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_next_timestep_ddim_is_diffusers_ddim_where_that_one_is_right(eta):
+    """At step counts that divide T the two DDIMs take the same steps: the same samples from the same noise,
+    with everything `sample` hands DDIM (x_0 clipping for pixel models, the clipped-output re-derivation
+    that strong guidance needs, eta's fresh noise). A step that dropped those arguments fails here."""
+    from diffusers import DDIMScheduler
+
+    import jobs.diffusion.samplers as samplers
+
+    schedule = make_schedule("linear", T, clip_sample=True)
+    model = GaussianModel(schedule, torch.tensor([[0.9, -0.8], [0.0, 0.0]]), torch.eye(2) * 0.3)
+    noise = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(512, dtype=torch.long)
+    ours = sample(model, schedule, "ddim", 20, (512, 2), y=y, w=3.0, null_class=1, eta=eta, noise=noise,
+                  generator=torch.Generator().manual_seed(1)).x
+    try:
+        samplers.NextTimestepDDIM = DDIMScheduler
+        theirs = sample(model, schedule, "ddim", 20, (512, 2), y=y, w=3.0, null_class=1, eta=eta, noise=noise,
+                        generator=torch.Generator().manual_seed(1)).x
+    finally:
+        samplers.NextTimestepDDIM = NextTimestepDDIM
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()

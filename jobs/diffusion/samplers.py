@@ -48,6 +48,10 @@ class NextTimestepDDIM(DDIMScheduler):
         finally:
             self._internal_dict = config
 
+    # `sample` passes eta, generator and use_clipped_model_output only to a step whose signature names
+    # them: this one takes them all through to DDIM's
+    step.__signature__ = inspect.signature(DDIMScheduler.step)
+
 
 def sampling_timesteps(training: DDPMScheduler) -> int:
     """How many of the training timesteps the samplers use: all of them up to log-SNR >= MIN_LOG_SNR."""
