@@ -40,8 +40,6 @@ def test_tiny_ddpm_run_reports_everything(home, tmp_path):
     for key in ("energy_distance", "energy_distance_floor", "energy_distance_excess", "energy_distance_ratio"):
         low, high = s[f"{key}_ci"]
         assert s[f"{key}_n"] == 4 and low < s[key] < high, key  # 4 sets of 100: a mean with its interval
-    # 400 training steps leave the model visibly off the data: more than a real sample of 100 scores
-    assert s["energy_distance_excess_ci"][0] > 0 and s["energy_distance_ratio_ci"][0] > 1
     acc = s["guided_accuracy"]
     assert list(acc) == ["0.0", "1.0", "3.0"]
     assert acc["3.0"] > acc["0.0"] + 0.3  # guidance works even on a tiny model
@@ -55,6 +53,9 @@ def test_tiny_ddpm_run_reports_everything(home, tmp_path):
         ("ddpm", 0.0, 200), ("ddpm", 1.0, 200), ("ddpm", 3.0, 400),
         ("ddim", 0.0, 20), ("ddim", 1.0, 20), ("ddim", 3.0, 40)]
     assert all(r["seconds"] > 0 for r in rows)
+    # Strong guidance narrows each class well past the data: a distance real samples do not reach
+    w3 = [r for r in rows if r["guidance_scale"] == 3.0]
+    assert all(r["energy_distance_excess_ci_low"] > 0 and r["energy_distance_ratio_ci_low"] > 1 for r in w3), w3
     names = {a["name"] for a in rec["artifacts"]}
     assert {"forward_process", "checkpoint", "samples/ddpm_200_w3", "samples/ddim_20_w0"} <= names
     for a in rec["artifacts"]:
