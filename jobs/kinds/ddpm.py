@@ -143,25 +143,24 @@ def run(ctx: RunContext, spec: Spec) -> None:
             floor = mean_ci(floor_u)
             model_u = [energy_distance(x, ref) for x, ref in zip(xs, refs, strict=True)]
             model_v = [energy_distance(x, ref, unbiased=False) for x, ref in zip(xs, refs, strict=True)]
+            distance, excess = mean_ci(model_u), paired_ci(model_u, floor_u)
+            # Fieller treats the two as independent; sharing references correlates them positively,
+            # which only widens the interval (conservative)
+            ratio = ratio_ci(model_v, floor_v)
             row = {"sampler": s_spec.name, "steps": s_spec.steps, "guidance_scale": w, "nfe": r.nfe,
-                   "seconds": r.seconds / sets,
-                   **mean_ci(model_u).columns("energy_distance"),
-                   **floor.columns("energy_distance_floor"),
-                   **paired_ci(model_u, floor_u).columns("energy_distance_excess"),
-                   # Fieller treats the two as independent; sharing references correlates them
-                   # positively, which only widens the interval (conservative)
-                   **ratio_ci(model_v, floor_v).columns("energy_distance_ratio")}
+                   "seconds": r.seconds / sets, **distance.columns("energy_distance"),
+                   **floor.columns("energy_distance_floor"), **excess.columns("energy_distance_excess"),
+                   **ratio.columns("energy_distance_ratio")}
             row["samples_per_second"] = n / row["seconds"]
             if labelled:
                 pred = np.concatenate([data.classify(x.numpy()) for x in xs])
-                correct = int((pred == np.tile(y_np, sets)).sum())
-                row.update(share_ci(correct, len(pred)).columns("class_accuracy"))  # Wilson interval
+                accuracy = share_ci(int((pred == np.tile(y_np, sets)).sum()), len(pred))  # Wilson interval
+                row.update(accuracy.columns("class_accuracy"))
             rows.append(row)
             label = f"{s_spec.name}_{s_spec.steps}" + (f"_w{w:g}" if labelled else "")
             ctx.image(f"samples/{label}", spec.train.steps, scatter_figure(xs[0].numpy(), y, data, row))
-            ctx.event(f"{label}: energy distance {mean_ci(model_u)}, real floor {floor}, excess "
-                      f"{paired_ci(model_u, floor_u)}, ratio to a real sample {ratio_ci(model_v, floor_v)}"
-                      + (f"; class accuracy {share_ci(correct, len(pred))}" if labelled else ""))
+            ctx.event(f"{label}: energy distance {distance}, real floor {floor}, excess {excess}, ratio to a "
+                      f"real sample {ratio}" + (f"; class accuracy {accuracy}" if labelled else ""))
     ctx.table("samplers", rows)
 
     reference = [r for r in rows if r["sampler"] == spec.sample.samplers[0].name

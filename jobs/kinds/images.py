@@ -213,6 +213,7 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
 
     from jobs.diffusion.samplers import sample_batched
     from jobs.metrics.stats import summary_entry
+    from store.export import readable
 
     device, s = ctx.device, spec.sample
     n, sets = s.n_samples, s.eval_sets
@@ -229,10 +230,11 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
         row = {"guidance_scale": w, "sampler": s.sampler.name, "steps": s.sampler.steps, "nfe": r.nfe,
                "seconds": r.seconds, "images_per_second": n * sets / r.seconds, **quality, **floor}
         rows.append(row)
-        ctx.event(f"w = {w:g}: class accuracy {_ci(row, 'class_accuracy') if conditional else '-'}, "
-                  f"classifier-FID {_ci(row, 'classifier_fid')} (real: {_ci(row, 'classifier_fid_floor')}), "
-                  f"classifier-KID {_ci(row, 'classifier_kid')} (real: {_ci(row, 'classifier_kid_floor')}); "
-                  f"{sets} sets of {n}, {r.seconds:.1f} s")
+        shown = readable(row)
+        ctx.event(f"w = {w:g}: class accuracy {shown['class_accuracy'] if conditional else '-'}, "
+                  f"classifier-FID {shown['classifier_fid']} (real: {shown['classifier_fid_floor']}), "
+                  f"classifier-KID {shown['classifier_kid']} (real: {shown['classifier_kid_floor']}); "
+                  f"{r.seconds:.1f} s")
     ctx.table("guidance", rows)
     headline = next((r for r in rows if r["guidance_scale"] == 1.0), rows[0])
     summary = {"classifier_fid_scale": headline["guidance_scale"], "classifier_fid_samples": n,
@@ -247,10 +249,6 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
                                                                           r["class_accuracy_ci_high"]] for r in rows}
         summary["guided_accuracy_n"] = rows[0]["class_accuracy_n"]
     ctx.summary(**summary)
-
-
-def _ci(row: dict, key: str) -> str:
-    return f"{row[key]:.4g} [{row[f'{key}_ci_low']:.4g}, {row[f'{key}_ci_high']:.4g}]"
 
 
 # --- the trained model as a file (for the sampling kind) --------------------------------------------

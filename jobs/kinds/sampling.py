@@ -128,7 +128,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
     from jobs.diffusion.samplers import sample_batched, sampling_timesteps
     from jobs.metrics import reference
     from jobs.metrics.inception import maybe_inception_fid
-    from jobs.metrics.stats import mean_ci, paired_ci, summary_entry, verdict
+    from jobs.metrics.stats import paired_ci, summary_entry, verdict
+    from store.export import readable
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     src, data, model, schedule = source_model(ctx, spec)
@@ -154,18 +155,17 @@ def run(ctx: RunContext, spec: Spec) -> None:
         row = {"sampler": name + (f" eta={eta:g}" if eta else ""), "steps": steps, "nfe": r.nfe,
                "seconds": r.seconds, "images_per_second": n * sets / r.seconds, **quality, **floor}
         if reference is None:
-            reference = per_set["classifier_fid"]
+            reference, compared = per_set["classifier_fid"], " (the reference)"
         else:  # set k against the reference's set k: same noise, same test images
             diff = paired_ci(per_set["classifier_fid"], reference)
             row.update(diff.columns("fid_minus_reference"))
             row["verdict"] = verdict(diff, MATCH_MARGIN * rows[0]["classifier_fid"])
+            compared = f", minus the reference's {diff}: {row['verdict']}"
         rows.append(row)
         strips.append(r.x[:spec.grid_columns].cpu())
         ctx.progress(i + 1, len(configs))
         ctx.event(f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
-                  f"{mean_ci(per_set['classifier_fid'])}"
-                  + (f", minus the reference's {paired_ci(per_set['classifier_fid'], reference)}: {row['verdict']}"
-                     if len(rows) > 1 else " (the reference)"))
+                  f"{readable(row)['classifier_fid']}{compared}")
     ctx.table("samplers", rows)
     ctx.image("fid_vs_nfe", None, quality_plot(rows))
     ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))

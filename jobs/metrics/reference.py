@@ -99,8 +99,9 @@ class ReferenceClassifier:
 
         j = self.judge(x)
         real_f = self.real_features(real)
-        per_set = {"classifier_fid": [frechet_distance(f, real_f) for f in np.split(j.features, sets)],
-                   "classifier_kid": [kernel_distance(f, real_f) for f in np.split(j.features, sets)]}
+        feats = np.split(j.features, sets)
+        per_set = {"classifier_fid": [frechet_distance(f, real_f) for f in feats],
+                   "classifier_kid": [kernel_distance(f, real_f) for f in feats]}
         out: dict[str, object] = {}
         for key, values in per_set.items():
             out.update(mean_ci(values).columns(key))
