@@ -1,4 +1,8 @@
-"""RunContext: the only API an experiment kind uses to report results and checkpoint.
+"""RunContext: the only API an experiment kind uses to report results, checkpoint, and build on other runs.
+
+A kind's `run(ctx, spec)` gets one. Each method below says what it takes, what it returns, what it
+costs and what survives a crash (a kill, an OOM, a lost machine) of the run's process; "written" means
+committed to the store, visible to the TUI and `workbench show`, and kept by a resumed attempt.
 
 Scalars are buffered and written about once a second in one transaction, so logging every step
 costs microseconds; a store fault (locked, full or read-only) while flushing them keeps them in the
@@ -20,7 +24,8 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,33 @@ class StoreFault(Exception):
     """The store could not take a write (locked past the timeout, disk full, read-only, corrupt)."""
 
 
+class UnusableRun(ValueError):
+    """A run named as input (`model_run: ID`, say) cannot serve: missing, not succeeded, of another kind,
+    or without the artifact asked for. The message names the run and what it lacks."""
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A succeeded run, read once: what a kind needs to build on it (see RunContext.finished_run)."""
+
+    id: int
+    kind: str
+    name: str
+    spec: dict[str, Any]  # the resolved spec it ran with (validate it with its kind's Spec)
+    summary: dict[str, Any]
+    tables: dict[str, list[dict[str, Any]]]
+    artifacts: dict[str, Path]  # name -> absolute path of its newest file or image of that name
+
+    def artifact(self, name: str) -> Path:
+        """The path of its artifact `name`; UnusableRun, naming the ones it has, when there is none."""
+        path = self.artifacts.get(name)
+        if path is None or not path.exists():
+            have = ", ".join(sorted(self.artifacts)) or "none"
+            raise UnusableRun(f"run {self.id} ({self.kind}) has no {'file for ' if path else ''}artifact {name!r} "
+                              f"(it has: {have})")
+        return path
+
+
 def is_store_fault(e: BaseException) -> bool:
     """A fault of the store (database or artifact disk), not of the run's own code."""
     if isinstance(e, StoreFault | DBAPIError):
@@ -74,7 +106,16 @@ def alive() -> None:
 
 
 class RunContext:
-    """What a kind's `run(ctx, spec)` gets. Made by the worker in the run's process; tests make their own."""
+    """What a kind's `run(ctx, spec)` gets. Made by the worker in the run's process; tests make their own.
+
+    Attributes:
+        store: the Store (SQLite or PostgreSQL); `store.home` is the folder artifacts and caches live under.
+        run_id: this run's id.
+        attempt: 1 for the first attempt, one more for each retry or resume; checkpoints are per attempt.
+        device: the device slot the worker gave the run ("cpu", "cuda:0", ...): put tensors there.
+        spec: the run's resolved spec as stored (a dict); the kind gets it validated as `spec` too.
+        dir: the run's artifact folder, `store.home / "runs" / str(run_id)`.
+    """
 
     def __init__(self, store: Store, run_id: int, *, device: str = "cpu", attempt: int | None = None,
                  on_activity: Callable[[int | None], None] | None = None):
@@ -106,7 +147,13 @@ class RunContext:
         return _OwnedWrite(self)
 
     def alive(self, step: int | None = None) -> None:
-        """Progress without a result to report: keeps the worker's no-progress watchdog quiet."""
+        """Progress without a result to report: keeps the worker's no-progress watchdog
+        (`no_progress_minutes`) from killing a long loop that logs nothing.
+
+        Args:
+            step: the step reached, if the loop has one (the worker times its steps with it).
+        Cost: a clock read; tells the worker at most once a second. Writes nothing to the store.
+        """
         if step is not None:
             self._step = int(step)
         now = time.monotonic()
@@ -117,7 +164,16 @@ class RunContext:
     # --- scalars ---------------------------------------------------------------------------------
 
     def log(self, step: int, **scalars: float) -> None:
-        """Buffer scalars at `step`; written within about a second. A store fault keeps them buffered."""
+        """Record scalars (a loss, a learning rate) at `step`: the curves of the TUI's Curves tab.
+
+        Args:
+            step: the x value (a training step); logging a step again (after a resume) replaces it.
+            **scalars: name -> float; NaN is kept as a gap, infinities as +-1e308.
+        Cost: about a microsecond (a buffer append); the buffer is written at most once a second, in
+            one transaction, by the call that finds it due.
+        After a crash: up to the last second of points is lost; a store fault keeps them buffered
+            for the next flush. `checkpoint` flushes first, so a resume never lacks points before it.
+        """
         now = time.time()
         with self._lock:
             self._buffer.append((int(step), now, scalars))
@@ -126,13 +182,21 @@ class RunContext:
             self.flush(raise_fault=False)
 
     def progress(self, done: int, total: int) -> None:
-        """`done` of `total` units (steps) finished; shown as the run's progress bar."""
+        """`done` of `total` units (steps, configurations) finished: the run's progress bar.
+
+        Cost: none until the next flush (with the scalars). After a crash: the last flushed value stays.
+        """
         self._progress = (int(done), int(total))
         self.alive(done)
 
     def flush(self, raise_fault: bool = True) -> None:
-        """Write the buffered scalars and progress now. On a store fault they stay buffered for the next
-        flush; the fault is raised (as StoreFault) unless raise_fault is False."""
+        """Write the buffered scalars and progress now (kinds rarely need to; `checkpoint` and the
+        worker's `close` do).
+
+        Args:
+            raise_fault: raise StoreFault when the store cannot take them (they stay buffered either way).
+        Cost: one transaction for all of them.
+        """
         with self._lock:
             buffered, self._buffer = self._buffer, []
             progress, self._progress = self._progress, None
@@ -160,27 +224,62 @@ class RunContext:
     # --- results ---------------------------------------------------------------------------------
 
     def summary(self, **values: Any) -> None:
-        """Headline numbers of the run (merged into what earlier calls stored)."""
+        """The run's headline numbers, merged into what earlier calls stored (a key given again wins).
+
+        Args:
+            **values: JSON-able values (numbers, strings, lists, mappings; numpy and 0-d tensors are
+                converted). An estimate gives `key`, `key_ci` = [low, high] and `key_n`
+                (`Estimate.summary(key)` in jobs.metrics.stats); the kind's HEADLINE names the one the
+                runs list shows.
+        Cost: one transaction. After a crash: written at once; a resumed attempt sees it (and may
+            overwrite it). Raises StoreFault or LostOwnership (see the module docstring).
+        """
         values = _jsonable(values)
         with self._write() as s:
             run = s.get(Run, self.run_id)
             run.summary = {**(run.summary or {}), **values}
 
     def table(self, name: str, rows: list[dict[str, Any]]) -> None:
-        """A result table (list of flat rows); a second call with the same name replaces it."""
+        """A result table: the TUI's Tables tab, `workbench export`, `show --json`.
+
+        Args:
+            name: the table's name; a second call with the same name replaces the table.
+            rows: flat dicts, one per row, JSON-able values; estimates as `key`, `key_ci_low`,
+                `key_ci_high`, `key_n` columns (`Estimate.columns(key)`), which people see folded into
+                `value [low, high] n=N`.
+        Cost: one transaction; the rows are stored as one JSON document (keep tables to thousands of rows).
+        After a crash: written at once, replaced whole: never half a table.
+        """
         rows = _jsonable(list(rows))
         with self._write() as s:
             s.execute(delete(ResultTable).where(ResultTable.run_id == self.run_id, ResultTable.name == name))
             s.add(ResultTable(run_id=self.run_id, name=name, rows=rows, created_at=time.time()))
 
     def event(self, message: str, level: str = "info") -> None:
-        """A line in the run's event log (the TUI's Log tab)."""
+        """A line in the run's event log (the TUI's Log tab).
+
+        Args:
+            message: one line for a person: what happened, with its numbers.
+            level: "info", "warning" or "error".
+        Cost: one transaction (about a millisecond): for milestones, not for every step.
+        """
         with self._write() as s:
             s.add(RunEvent(run_id=self.run_id, time=time.time(), level=level, message=message))
         self.alive()
 
     def image(self, name: str, step: int | None, image: Any, **meta: Any) -> Path:
-        """Save a PNG (PIL image, HxW/HxWxC array in [0,1] or uint8, or matplotlib figure)."""
+        """A picture (a sample grid, a plot): the TUI's Images tab, where `[` `]` step through its steps.
+
+        Args:
+            name: a path-like name ("samples/w3"); the same name at another step is another picture.
+            step: the training step it shows, or None for one picture of the run.
+            image: a PIL image, an HxW or HxWxC array (uint8, or floats in [0, 1]), a tensor, or a
+                matplotlib figure.
+            **meta: JSON-able notes stored with it.
+        Returns: the PNG's path under `dir/images/`.
+        Cost: PNG encoding plus one transaction. After a crash: the file is written atomically
+            (never a torn PNG); the same (name, step) written again replaces it.
+        """
         data = _png_bytes(image)
         rel = f"images/{name}/{step:08d}.png" if step is not None else f"images/{name}.png"
         path = artifact_path(self.store.home, self.run_id, rel)
@@ -189,7 +288,15 @@ class RunContext:
         return path
 
     def file(self, name: str, data: bytes, **meta: Any) -> Path:
-        """A file artifact under the run's files/ (a trained model, say), replaced when written again."""
+        """A file artifact (a trained model, a cache of features) that other runs find by name
+        through `finished_run(id).artifact(name)`.
+
+        Args:
+            name: its file name under `dir/files/`; written again, it is replaced.
+            data: the bytes.
+            **meta: JSON-able notes stored with it (a description, its spec).
+        Returns: its path. Cost: writing the bytes (atomically) plus one transaction.
+        """
         path = artifact_path(self.store.home, self.run_id, f"files/{name}")
         self._write_file(path, data)
         self._add_artifact(name, "file", path, None, meta, replace=True)
@@ -223,8 +330,11 @@ class RunContext:
     # --- checkpoints -----------------------------------------------------------------------------
 
     def checkpoint(self, state: dict[str, Any], step: int) -> None:
-        """Save `state` (nested dicts/lists of tensors and plain values) as the run's last checkpoint.
+        """Save `state` (nested dicts, lists and tuples of tensors, arrays and plain values) as the run's
+        last checkpoint, which `restore` gives back to a resumed attempt.
 
+        Cost: the buffered metrics are flushed, the tensors copied to the CPU and written (safetensors)
+        with fsync: seconds for a large model, so checkpoint every few minutes, not every step.
         Metrics are flushed first, so a resumed run never lacks points from before its checkpoint.
         The file (tensors, with the state's structure in its metadata) is named by attempt and step and
         written atomically; the run's checkpoint row then points at it, in a transaction that checks
@@ -247,7 +357,8 @@ class RunContext:
         self.event(f"checkpoint at step {step}")
 
     def restore(self) -> dict[str, Any] | None:
-        """The last checkpoint's state with its tensors on the CPU, or None when the run has none.
+        """The last checkpoint's state with its tensors on the CPU, or None when the run has none (a
+        first attempt, or one that never checkpointed). Call it once, before the loop.
 
         Put each part where it belongs through its own API: `model.load_state_dict` and
         `optimizer.load_state_dict` copy onto their parameters' device, an EMA needs `.to(device)`,
@@ -285,6 +396,37 @@ class RunContext:
             removed += 1
         return removed
 
+    # --- other runs ------------------------------------------------------------------------------
+
+    def finished_run(self, run_id: int, kinds: Iterable[str] | None = None) -> FinishedRun:
+        """Another run to build on (the model of `model_run: ID`, say), read once from the store.
+
+        Args:
+            run_id: the run's id.
+            kinds: the kinds this run may be of (None: any).
+        Returns:
+            FinishedRun: its spec, summary, tables, and its file and image artifacts by name.
+        Raises:
+            UnusableRun: no such run, it has not succeeded (queued, running, failed, cancelled, interrupted
+                runs cannot serve: their results may be partial), or it is of another kind.
+        Costs: one read transaction, plus the run's tables (rows are JSON; a few ms for typical runs).
+        Writes nothing: safe to call again after a crash and resume.
+        """
+        from store.queries import UnknownRun, artifacts, get_run, tables
+
+        try:
+            run = get_run(self.store, run_id)
+        except UnknownRun:
+            raise UnusableRun(f"run {run_id}: no such run") from None
+        wanted = tuple(kinds) if kinds is not None else None
+        if run.status != "succeeded" or (wanted and run.kind not in wanted):
+            need = f"a succeeded {' or '.join(wanted)} run" if wanted else "a succeeded run"
+            raise UnusableRun(f"run {run_id} ({run.name}) is a {run.status} {run.kind} run; it must be {need}")
+        files = {a.name: self.store.home / a.path for a in artifacts(self.store, run_id)  # newest last
+                 if a.kind in ("file", "image")}
+        return FinishedRun(run.id, run.kind, run.name, run.spec or {}, run.summary or {}, tables(self.store, run_id),
+                           files)
+
     # --- control ---------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -292,9 +434,13 @@ class RunContext:
         self._stop.set()
 
     def should_stop(self) -> bool:
-        """True once a stop was requested; kinds checkpoint and raise RunCancelled. Cheap enough to ask at
-        every step: the worker's request arrives as an event; the store is read at most once a second
-        (for contexts outside a worker)."""
+        """True once a stop was requested (cancel, Ctrl-C, SIGTERM, a lapsed lease): the kind then
+        checkpoints if it has something worth keeping and raises RunCancelled.
+
+        Cost: cheap enough to ask at every step: the worker's request arrives as an event; the store is
+        read at most once a second (for contexts outside a worker). A kind that never asks is killed
+        after the worker's grace period and resumes from its last checkpoint.
+        """
         if not self._stop.is_set() and time.monotonic() - self._last_stop_check >= STOP_CHECK_INTERVAL:
             self._last_stop_check = time.monotonic()
             try:

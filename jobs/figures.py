@@ -1,6 +1,12 @@
-"""matplotlib for run pictures: headless (Agg), imported only by the runs that draw."""
+"""Run pictures: image grids, and matplotlib headless (Agg), imported only by the runs that draw."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 def pyplot():
@@ -11,3 +17,24 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def to_pixels(x: torch.Tensor, scale: int = 1) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> uint8 grid rows; the caller arranges them."""
+    import torch
+
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    if scale > 1:
+        x = x.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+    return x.numpy()
+
+
+def grid_image(x: torch.Tensor, rows: int, cols: int) -> np.ndarray:
+    """A rows x cols grid (HxWxC uint8) with 1-pixel gaps; small images are scaled up to stay legible."""
+    import torch
+    from torchvision.utils import make_grid
+
+    scale = max(1, 32 // x.shape[-1])
+    pixels = torch.from_numpy(to_pixels(x[:rows * cols], scale))
+    grid = make_grid(pixels, nrow=cols, padding=1, pad_value=255)
+    return grid.permute(1, 2, 0).numpy()

@@ -1,4 +1,4 @@
-"""Engine, SQLite pragmas, transactions and the schema version.
+"""Engine, SQLite pragmas, transactions, and opening (upgrading) the schema (see store.schema).
 
 Every write runs in `BEGIN IMMEDIATE`, so a writer takes the lock up front and two writers never
 deadlock upgrading read locks; reads run in deferred transactions and never block writers (WAL).
@@ -16,9 +16,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from store.models import Base
+from store.schema import SCHEMA_VERSION, NewerSchema, stored_version, upgrade
 
-SCHEMA_VERSION = 1
 MOUNTINFO = Path("/proc/self/mountinfo")
 # SQLite's locking needs POSIX locks and shared memory that these file systems do not give reliably.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
@@ -122,17 +121,20 @@ class Store:
             raise
 
     def _migrate(self) -> None:
+        """Create or upgrade the schema. The version is read without the write lock (a store that is
+        current, the usual case, never waits for a busy writer) and read again under it, so two
+        processes opening an old database upgrade it once."""
         with self.engine.connect() as conn:
-            version = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"database {self.url} has schema version {version}, newer than this workbench "
-                f"({SCHEMA_VERSION}); upgrade workbench"
-            )
-        if version < SCHEMA_VERSION:
+            current = stored_version(conn) == SCHEMA_VERSION
+        if current:
+            return
+        try:
             with self.engine.begin() as conn:
-                Base.metadata.create_all(conn)
-                conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if upgrade(conn) and self.engine.dialect.name == "sqlite":
+                    # older workbenches read only this: they refuse a database they cannot read
+                    conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except NewerSchema as e:
+            raise StoreError(f"database {self.url} has {e}; upgrade workbench") from None
 
     @contextmanager
     def write(self) -> Iterator[Session]:

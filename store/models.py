@@ -86,6 +86,8 @@ class Artifact(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[float] = mapped_column(Float)
 
+    __table_args__ = (Index("ix_artifacts_run_name", "run_id", "name"),)
+
 
 class ResultTable(Base):
     __tablename__ = "result_tables"
@@ -118,3 +120,11 @@ class Worker(Base):
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     stopped_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class StoreMeta(Base):
+    """Facts about the database itself: its schema version (see store.schema)."""
+
+    __tablename__ = "store_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -37,14 +37,12 @@ def get_run(store: Store, run_id: int) -> Run:
     return run
 
 
-HEADLINE_KEYS = ("classifier_fid", "reference_classifier_fid", "energy_distance")  # the quality figure, where a kind has one
-
-
-def headline(summary: dict[str, Any]) -> str:
-    """The run's headline figure, as `key=value`: a known quality key, else its first numeric value."""
+def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
+    """The run's headline figure, as `key=value [low, high]`: the first of `keys` (its kind's HEADLINE,
+    see jobs.kinds.headline_keys) that the summary has, else its first numeric value."""
     summary = summary or {}
     numeric = {k: v for k, v in summary.items() if isinstance(v, float | int) and not isinstance(v, bool)}
-    key = next((k for k in HEADLINE_KEYS if k in numeric), next(iter(numeric), None))
+    key = next((k for k in keys if k in numeric), next(iter(numeric), None))
     if not key:
         return ""
     ci = summary.get(f"{key}_ci")

@@ -85,3 +85,37 @@ def test_should_stop_sees_cancel(store):
     queue.request_cancel(store, ctx.run_id)
     ctx._last_stop_check = 0.0
     assert ctx.should_stop()
+
+
+def test_finished_run_serves_a_succeeded_run_and_names_what_is_wrong_otherwise(store):
+    import pytest
+
+    from jobs.context import UnusableRun
+
+    done = _ctx(store)
+    done.summary(loss=0.5)
+    done.table("t", [{"a": 1}])
+    done.file("model.safetensors", b"first")
+    done.file("model.safetensors", b"second")  # written again: the newest one serves
+    done.image("grid", 3, np.zeros((4, 4), np.uint8))
+    queue.finish(store, done.run_id, "w", "succeeded")
+    failed = _ctx(store)
+    queue.finish(store, failed.run_id, "w", "failed")
+    running = _ctx(store)
+
+    ctx = _ctx(store)
+    run = ctx.finished_run(done.run_id, kinds=["sleep"])
+    assert (run.id, run.kind, run.summary, run.tables) == (done.run_id, "sleep", {"loss": 0.5}, {"t": [{"a": 1}]})
+    assert run.artifact("model.safetensors").read_bytes() == b"second"
+    assert run.artifact("grid").suffix == ".png"
+    with pytest.raises(UnusableRun, match=r"has no artifact 'weights' \(it has: grid, model.safetensors\)"):
+        run.artifact("weights")
+    with pytest.raises(UnusableRun, match=f"run {done.run_id} .* is a succeeded sleep run; it must be a "
+                                          "succeeded images run"):
+        ctx.finished_run(done.run_id, kinds=["images"])
+    with pytest.raises(UnusableRun, match="is a failed sleep run; it must be a succeeded run"):
+        ctx.finished_run(failed.run_id)
+    with pytest.raises(UnusableRun, match="is a running sleep run"):
+        ctx.finished_run(running.run_id)
+    with pytest.raises(UnusableRun, match="run 999: no such run"):
+        ctx.finished_run(999)

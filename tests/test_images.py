@@ -11,6 +11,7 @@ from PIL import Image
 
 from jobs.context import RunCancelled, RunContext
 from jobs.data.images import DataError, ImageData, load_images
+from jobs.diffusion import image_model
 from jobs.diffusion.config import SamplerName
 from jobs.diffusion.denoisers import UNetDenoiser
 from jobs.diffusion.samplers import sample
@@ -49,18 +50,18 @@ def ema_weights(model) -> dict[str, torch.Tensor]:
 
 def test_training_resumes_to_the_same_weights(store):
     spec = tiny_spec()
-    data = images.load_data(spec)
-    whole, _ = images.train_model(RunContext(store, new_run(store, spec)), spec, data)
+    data = image_model.load_data(spec)
+    whole, _ = image_model.train_model(RunContext(store, new_run(store, spec)), spec, data)
 
     rid = new_run(store, spec)
     ctx = RunContext(store, rid)
     ctx.should_stop = lambda: True  # honoured at the end of step 1
     with pytest.raises(RunCancelled):
-        images.train_model(ctx, spec, data)
+        image_model.train_model(ctx, spec, data)
     queue.finish(store, rid, "w", "cancelled")
     queue.retry(store, rid)
     assert queue.claim(store, "w", "cpu").attempt == 2
-    resumed, _ = images.train_model(RunContext(store, rid, attempt=2), spec, data)
+    resumed, _ = image_model.train_model(RunContext(store, rid, attempt=2), spec, data)
     a, b = ema_weights(whole), ema_weights(resumed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed training differs from uninterrupted training"
@@ -186,7 +187,7 @@ def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
 
 def test_sampling_rejects_a_run_that_is_not_a_finished_images_run(home, tmp_path):
     (bad,) = run_spec(home, write_spec(tmp_path, "kind: sampling\nmodel_run: 999\n"))
-    assert bad["status"] == "failed" and "model_run 999: no such run" in bad["error"]
+    assert bad["status"] == "failed" and "model_run: run 999: no such run" in bad["error"]
 
 
 def test_spec_checks():

@@ -9,8 +9,9 @@ from sqlalchemy import update
 
 from store import queue
 from store.artifacts import UnsafeArtifactName, artifact_path
-from store.db import SCHEMA_VERSION, Store, StoreError
+from store.db import Store, StoreError
 from store.models import Run
+from store.schema import SCHEMA_VERSION
 
 
 def _submit(store, n=1, priority=0, kind="sleep"):
@@ -29,8 +30,8 @@ def test_pragmas_and_schema_version(store):
 
 def test_newer_schema_is_refused(store, home):
     with store.engine.begin() as c:
-        c.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match="newer"):
+        c.exec_driver_sql(f"UPDATE store_meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this workbench"):
         Store(home=home)
 
 

@@ -257,6 +257,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
          limit: Annotated[int | None, typer.Option(min=1, help="only the newest N")] = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List runs."""
+    from jobs.kinds import headline_keys
     from store.models import RUN_STATES
     from store.queries import experiment_names, headline, list_runs, run_row
 
@@ -280,7 +281,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
         table.add_row(str(rec["id"]), escape(str(rec["experiment"])), escape(rec["name"]), rec["kind"],
                       f"[{STATUS_STYLE[rec['status']]}]{rec['label']}[/]",
                       f"{done}/{total}" if total else "", (rec["started_at"] or "")[5:16].replace("T", " "),
-                      escape(headline(rec["summary"])))
+                      escape(headline(rec["summary"], headline_keys(rec["kind"]))))
     out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
 
 

@@ -1,6 +1,8 @@
-"""Experiment kinds: one module each, holding `Spec` (a BaseSpec subclass) and `run(ctx, spec)`.
+"""Experiment kinds: one module each, holding `Spec` (a BaseSpec subclass) and `run(ctx, spec)`, and
+optionally `PRELOAD` and `HEADLINE` (the summary keys the runs list shows first, best first).
 
-A new kind is a new module here; it is found by its file name. Importing it must stay cheap (pydantic,
+A new kind is a new module here, or in a folder named in $WORKBENCH_KINDS_PATH (os.pathsep-separated;
+a built-in kind of the same name wins); it is found by its file name. Importing it must stay cheap (pydantic,
 no torch): the CLI and the TUI import every kind to validate specs. Its run imports torch and the
 rest inside its functions, and lists those modules in `PRELOAD`: the worker imports them once in its
 fork server, so a run starts without paying for them.
@@ -9,8 +11,12 @@ fork server, so a run starts without paying for them.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+from functools import cache
 from types import ModuleType
+
+__path__ += [p for p in os.environ.get("WORKBENCH_KINDS_PATH", "").split(os.pathsep) if p]
 
 
 def kind_names() -> list[str]:
@@ -29,3 +35,12 @@ def load_kind(name: str) -> ModuleType:
     if name not in kind_names():
         raise KeyError(name)
     return importlib.import_module(f"{__name__}.{name}")
+
+
+@cache
+def headline_keys(kind: str) -> tuple[str, ...]:
+    """The summary keys a kind names as its headline (none for an unknown or retired kind)."""
+    try:
+        return tuple(getattr(load_kind(kind), "HEADLINE", ()))
+    except KeyError:
+        return ()

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
+from jobs.diffusion import image_model
 from jobs.diffusion.config import InceptionOptions, SamplerName, Strict
-from jobs.figures import pyplot
-from jobs.kinds import images
-from jobs.spec import BaseSpec, deep_merge
+from jobs.diffusion.image_model import WithImageModel
+from jobs.figures import grid_image, pyplot
 
 # imported by run(); the worker loads them once, up front
-PRELOAD = (*images.PRELOAD, "matplotlib.pyplot")
+PRELOAD = (*image_model.PRELOAD, "jobs.metrics.reference", "jobs.metrics.stats", "scipy.stats", "matplotlib.pyplot")
+HEADLINE = ("reference_classifier_fid",)  # the summary keys the runs list shows first
 
 if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
     import torch
@@ -46,10 +47,8 @@ class SamplerChoice(Strict):
     eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity (0: deterministic)")
 
 
-class Spec(BaseSpec, InceptionOptions):
+class Spec(WithImageModel, InceptionOptions):
     kind: Literal["sampling"] = "sampling"
-    model_run: int | None = Field(None, ge=1, description="id of a succeeded `images` run whose model to sample")
-    train: images.Spec | None = Field(None, description="or: an `images` spec to train the model in this run")
     samplers: list[SamplerChoice] = Field(
         default_factory=lambda: [SamplerChoice(name=n) for n in ("ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler")],
         min_length=1, max_length=16)
@@ -71,55 +70,11 @@ class Spec(BaseSpec, InceptionOptions):
                   "eval_sets": 5, "batch_size": 2500},
     }
 
-    @classmethod
-    def preset_fields(cls, raw):
-        """A document that names model_run samples that model: the preset's embedded training gives way."""
-        fields = super().preset_fields(raw)
-        return {k: v for k, v in fields.items() if k != "train"} if raw.get("model_run") is not None else fields
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _train_preset(cls, value):
-        """The embedded images spec gets its own preset under its fields, as a top-level one would."""
-        if isinstance(value, dict):
-            value = deep_merge(images.Spec.preset_fields(value), value)
-        return value
-
     @model_validator(mode="after")
-    def _exactly_one(self):
-        if (self.model_run is None) == (self.train is None):
-            raise ValueError("give exactly one of model_run (a finished images run) and train (an images spec)")
+    def _steps_increase(self):
         if self.steps != sorted(set(self.steps)) or self.steps[0] < 1:
             raise ValueError("steps must be distinct and increasing, e.g. [5, 10, 20]")
         return self
-
-
-def source_model(ctx: RunContext, spec: Spec):
-    """(images spec, data, EMA model, schedule) of the model to sample."""
-    if spec.train is not None:
-        data = images.load_data(spec.train)
-        model, schedule = images.train_model(ctx, spec.train, data)
-        return spec.train, data, model, schedule
-    from store.queries import UnknownRun, artifacts, get_run
-
-    try:
-        run = get_run(ctx.store, spec.model_run)
-    except UnknownRun:
-        raise ValueError(f"model_run {spec.model_run}: no such run") from None
-    if run.kind != "images" or run.status != "succeeded":
-        raise ValueError(f"model_run {spec.model_run}: a {run.status} {run.kind} run; it must be a succeeded "
-                         "images run")
-    files = [a for a in artifacts(ctx.store, spec.model_run, "file") if a.name == images.MODEL_FILE]
-    if not files:
-        raise ValueError(f"model_run {spec.model_run}: has no {images.MODEL_FILE} (trained before it was kept?)")
-    src = images.Spec.model_validate(run.spec)
-    data = images.load_data(src)
-    model = images.load_model(ctx.store.home / files[-1].path, src, data, ctx.device)
-    from jobs.diffusion.schedules import make_schedule
-
-    schedule = make_schedule(src.schedule, src.timesteps, clip_sample=True)
-    ctx.event(f"sampling the model of run {spec.model_run} ({run.name})")
-    return src, data, model, schedule
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
@@ -132,7 +87,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
     from store.export import readable
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
-    src, data, model, schedule = source_model(ctx, spec)
+    source = image_model.source_model(ctx, spec)
+    data, model, schedule = source.data, source.model, source.schedule
     judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     if inception is not None:
@@ -217,7 +173,7 @@ def side_by_side(rows: list[dict], strips: list[torch.Tensor]):
     plt = pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * strips[0].shape[0], 1.1 * len(rows)), squeeze=False)
     for ax, row, x in zip(axes[:, 0], rows, strips, strict=True):
-        ax.imshow(images.grid_image(x, 1, len(x)), cmap="gray")
+        ax.imshow(grid_image(x, 1, len(x)), cmap="gray")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(f"{row['sampler']}\n{row['steps']} st.", rotation=0, ha="right", va="center", fontsize=8)

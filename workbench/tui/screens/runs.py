@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from jobs.kinds import headline_keys
 from store import queue
 from store.db import StoreError
 from store.queries import headline
@@ -120,7 +121,7 @@ class RunsScreen(Screen):
                 and (not words or words in f"{r['id']} {r['experiment']} {r['name']} {r['kind']}".lower())]
         key = {"id": lambda r: r["id"], "started": lambda r: r["started_at"] or "",
                "progress": lambda r: (r["progress"][0] / r["progress"][1]) if r["progress"][1] else 0,
-               "duration": lambda r: _duration(r, time.time()), "headline": lambda r: headline(r["summary"]),
+               "duration": lambda r: _duration(r, time.time()), "headline": lambda r: headline(r["summary"], headline_keys(r["kind"])),
                }.get(self.sort_column, lambda r: str(r.get(self.sort_column, "")))
         rows.sort(key=key, reverse=self.sort_reverse)
         if self.grouped:
@@ -147,7 +148,7 @@ class RunsScreen(Screen):
             wanted.append((str(r["id"]), (
                 "●" if r["id"] in self.marked else "", str(r["id"]), str(r["experiment"]), r["name"], r["kind"],
                 Text(r["label"], style=STATUS_STYLE.get(r["status"], "")), progress_text(*r["progress"]),
-                _started(r), _duration(r, now), headline(r["summary"]))))
+                _started(r), _duration(r, now), headline(r["summary"], headline_keys(r["kind"])))))
         current = [str(k.value) for k in table.rows]
         if current == [k for k, _ in wanted]:  # same rows in the same order: update cells in place
             for key, cells in wanted:
