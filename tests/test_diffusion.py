@@ -172,3 +172,33 @@ def test_a_checkpoint_is_restored_onto_the_model_device(store):
     misplaced = [t.device for t in [*model.parameters(), *moments, *ema.shadow_params] if t.device.type != "meta"]
     assert moments and not misplaced
     ema.step(model.parameters())
+
+
+def test_a_channels_last_model_gets_its_moments_back_in_its_own_layout(store):
+    """Checkpoints store tensors contiguous; a channels_last model (as training uses on a GPU) must get
+    its AdamW moments and EMA weights back with its own strides. Fused AdamW on CUDA refuses anything
+    else: `retry` of a GPU run failed on an H100 ("params, grads, exp_avgs, and exp_avg_sqs must have
+    same dtype, device, and layout"). The CPU's fused kernel does not check, so this checks the strides."""
+    from diffusers.training_utils import EMAModel
+
+    ctx = _context(store)
+
+    def parts():
+        model = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+        return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), EMAModel(model.parameters())
+
+    model, opt, lr_schedule, ema = parts()
+    model(torch.randn(2, 3, 8, 8)).square().mean().backward()
+    opt.step()
+    ema.step(model.parameters())
+    ctx.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
+                    "lr_schedule": lr_schedule.state_dict(), "generator": torch.Generator().get_state(),
+                    "step": 1}, 1)
+
+    model, opt, lr_schedule, ema = parts()
+    assert restore_training_state(ctx.restore(), model, opt, lr_schedule, ema, torch.Generator()) == 1
+    w = model.weight
+    assert w.stride() != w.contiguous().stride()  # the layout under test
+    assert opt.state[w]["exp_avg"].stride() == opt.state[w]["exp_avg_sq"].stride() == w.stride()
+    assert ema.shadow_params[0].stride() == w.stride()

@@ -136,12 +136,24 @@ def restore_training_state(state: dict, model: nn.Module, opt: torch.optim.Optim
     device = next(model.parameters()).device
     model.load_state_dict(state["model"])  # copies into the parameters, on their device
     opt.load_state_dict(state["optimizer"])  # casts the moments to their parameters' device (step: torch's choice)
+    for param, moments in opt.state.items():
+        for key, value in moments.items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                moments[key] = like(param, value)
     lr_schedule.load_state_dict(state["lr_schedule"])
     ema.load_state_dict(state["ema"])
-    ema.to(device)  # EMAModel keeps the tensors it was given, on the CPU: its next step would mix devices
+    # EMAModel keeps the tensors it was given, on the CPU: its next step would mix devices
+    ema.shadow_params = [like(p, s) for p, s in zip(model.parameters(), ema.shadow_params, strict=True)]
     generator.set_state(state["generator"])  # a CUDA generator also takes its state as a CPU byte tensor
     if "torch_rng" in state:  # dropout draws from the global generator
         torch.set_rng_state(state["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     return int(state["step"])
+
+
+def like(param: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """`saved` on `param`'s device and with its strides. Checkpoints store tensors contiguous and
+    `load_state_dict` keeps that, but fused AdamW on CUDA wants each moment laid out like its
+    parameter: a channels_last model's first step after a resume failed on an H100 without this."""
+    return torch.empty_like(param, dtype=saved.dtype).copy_(saved)
