@@ -1,4 +1,5 @@
-"""Result tables -> CSV, Markdown, LaTeX or JSON.
+"""Exports, for the CLI (`workbench export`) and the TUI alike: result tables -> CSV, Markdown, LaTeX or
+JSON; curves -> one PNG per metric with every run overlaid; sample images -> the newest of each, copied.
 
 Exporting several runs stacks each named table across them with `run` and `run_name` columns in
 front; the `summary` table holds one row per run with its headline numbers (nested mappings such
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,48 @@ def write(tables: dict[str, list[dict[str, Any]]], fmt: str, path: Path) -> list
         return written
     path.write_text(render(tables, fmt))
     return [path]
+
+
+def export_runs(store, run_ids: list[int], fmt: str, path: Path, tables: bool = True, curves: bool = False,
+                samples: bool = False, table: str | None = None) -> list[Path]:
+    """Write what was asked for at and next to `path`: the tables (all, or only `table`) in `fmt`;
+    `<stem>-curve-<metric>.png` per metric; `<stem>-images/run<id>-<name>.png`. Returns the files written."""
+    from store.queries import artifacts, metric_keys, metric_series, show
+
+    path = Path(path).expanduser()
+    written: list[Path] = []
+    if tables:
+        written += write(collect([show(store, r) for r in run_ids], table), fmt, path)
+    if curves:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = sorted({k for r in run_ids for k in metric_keys(store, r)})
+        for key in keys:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for r in run_ids:
+                if series := metric_series(store, r, key):
+                    ax.plot(*zip(*series, strict=True), label=f"run {r}")
+            ax.set_xlabel("step")
+            ax.set_ylabel(key)
+            ax.legend()
+            out = path.with_name(f"{path.stem}-curve-{key}.png")
+            fig.savefig(out, dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            written.append(out)
+    if samples:
+        folder = path.with_name(f"{path.stem}-images")
+        for r in run_ids:
+            latest: dict[str, object] = {}
+            for a in artifacts(store, r, "image"):
+                latest[a.name] = a  # artifacts come in id order: the last one is the newest
+            for name, a in latest.items():
+                src = store.home / a.path
+                if src.exists():
+                    out = folder / f"run{r}-{name.replace('/', '_')}.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, out)
+                    written.append(out)
+    return written

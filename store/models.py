@@ -5,14 +5,32 @@ Times are Unix seconds (REAL): heartbeats compare with arithmetic, and sorting i
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
-RETRYABLE_STATES = ("failed", "cancelled", "interrupted")
+
+class RunStatus(StrEnum):
+    """A run's life cycle: queued -> running -> one of the final states; retry queues a final run again.
+    Members are strings, so they compare equal to the stored values."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # stopped by the worker's side (a kill, a lost lease, a full disk): resumable
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+RUN_STATES = tuple(RunStatus)
+FINAL_STATES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
+RETRYABLE_STATES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
 
 
 class Base(DeclarativeBase):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from store.db import Store
-from store.models import Artifact, Experiment, MetricPoint, ResultTable, Run, RunEvent
+from store.models import Artifact, Experiment, MetricPoint, ResultTable, Run, RunEvent, RunStatus
 from store.queue import UnknownRun, is_stale, needs_gpu
 
 
@@ -61,18 +62,67 @@ def status_label(run: Run, now: float) -> str:
     return run.status
 
 
-def run_row(run: Run, experiment_name: str | None = None, now: float | None = None) -> dict[str, Any]:
-    """The short form of a run, as `workbench runs --json` prints it. `label` is status_label's (needs `now`)."""
-    return {
-        "id": run.id, "experiment": experiment_name if experiment_name is not None else run.experiment_id,
-        "experiment_id": run.experiment_id, "name": run.name, "kind": run.kind, "status": run.status,
-        "label": status_label(run, now) if now is not None else run.status,
-        "stale": now is not None and is_stale(run, now),
-        "priority": run.priority, "attempt": run.attempt, "device": run.device,
-        "progress": [run.progress_done, run.progress_total],
-        "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
-        "summary": run.summary or {},
-    }
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run as the CLI and the TUI show it: read once, never attached to a session. Times are Unix
+    seconds; `label` is status_label's (`running (stale)`, `queued (needs a GPU)`)."""
+
+    id: int
+    experiment: str
+    experiment_id: int
+    name: str
+    kind: str
+    status: RunStatus
+    label: str
+    stale: bool
+    priority: int
+    attempt: int
+    device: str | None
+    worker: str | None
+    progress: tuple[int, int]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    summary: dict[str, Any]
+
+    def duration(self, now: float) -> float | None:
+        """Seconds it ran (so far, for a running run); None before it started."""
+        if self.started_at is None:
+            return None
+        return max(0.0, (self.finished_at or now) - self.started_at)
+
+    def as_json(self) -> dict[str, Any]:
+        """The shape of `workbench runs --json` (ISO times)."""
+        out = asdict(self)
+        out.pop("worker")
+        out["progress"] = list(self.progress)
+        out["status"] = str(self.status)
+        for k in ("created_at", "started_at", "finished_at"):
+            out[k] = iso(out[k])
+        return out
+
+
+def run_record(run: Run, experiment_name: str | None, now: float) -> RunRecord:
+    """`now` is Store.now(): staleness is judged on the database's clock."""
+    return RunRecord(run.id, experiment_name if experiment_name is not None else str(run.experiment_id),
+                     run.experiment_id, run.name, run.kind, RunStatus(run.status), status_label(run, now),
+                     is_stale(run, now), run.priority, run.attempt, run.device, run.worker_id,
+                     (run.progress_done, run.progress_total), run.created_at, run.started_at, run.finished_at,
+                     dict(run.summary or {}))
+
+
+def run_records(store: Store, runs: list[Run]) -> list[RunRecord]:
+    names = experiment_names(store, {r.experiment_id for r in runs})
+    now = store.now()
+    return [run_record(r, names.get(r.experiment_id), now) for r in runs]
+
+
+def active_runs(store: Store) -> list[RunRecord]:
+    """Queued and running runs, running first, then by priority and age: the queue screen's list."""
+    with store.read() as s:
+        runs = list(s.scalars(select(Run).where(Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
+                              .order_by(Run.status.desc(), Run.priority.desc(), Run.id)))
+    return run_records(store, runs)
 
 
 def experiment_names(store: Store, ids: set[int]) -> dict[int, str]:

@@ -6,7 +6,7 @@ import numpy as np
 
 from jobs.context import RunContext
 from store import queue
-from workbench.tui.feeds import MetricFeed, downsample
+from store.feeds import MetricFeed, downsample
 
 
 def naive_downsample(steps, values, max_points):

@@ -14,6 +14,7 @@ from jobs.context import RunContext
 from store import queue
 from store.models import Artifact, Run, RunEvent
 from workbench.tui.app import WorkbenchApp
+from workbench.tui.components import CurvesView, ImagesView
 
 T0 = 1_700_000_000.0  # fixed times, so screens render the same on every machine
 
@@ -67,6 +68,11 @@ def make_app(store) -> WorkbenchApp:
     return WorkbenchApp(store, image_mode="halfcell", poll_interval=0.1, auto_worker=False)
 
 
+def picked_image(screen) -> str | None:
+    views = screen.query(ImagesView)  # empty until the screen has composed
+    return views.first().picked if views else None
+
+
 async def wait_until(pilot, predicate, timeout: float = 5.0):
     for _ in range(int(timeout / 0.05)):
         if predicate():
@@ -104,8 +110,10 @@ async def test_curve_updates_as_points_arrive(filled):
         await wait_until(pilot, lambda: max(screen.metrics.series["loss"]) == 60, timeout=1.5)
         x, y = screen.metrics.xy("loss")
         assert x[-1] == 60 and y[-1] == pytest.approx(0.001)
+        await pilot.press("2")  # number keys switch tabs
+        assert screen.query_one("#tabs").active == "tab-curves"
         await pilot.press("l")
-        assert screen.log_y
+        assert screen.query_one(CurvesView).log_y
 
 
 async def test_image_artifacts_and_step_navigation(filled):
@@ -114,8 +122,8 @@ async def test_image_artifacts_and_step_navigation(filled):
     async with app.run_test(size=(100, 30)) as pilot:
         app.open_run(ids[0])
         screen = app.screen
-        await wait_until(pilot, lambda: screen.image_name == "samples")
-        screen.query_one("#tabs").active = "tab-images"
+        await wait_until(pilot, lambda: picked_image(screen) == "samples")
+        await pilot.press("3")
         await pilot.pause(0.2)
         picture = screen.query_one("#picture")
         assert picture.display and picture.image is not None
@@ -133,7 +141,7 @@ async def test_missing_and_corrupt_images_show_a_message(filled):
     async with app.run_test(size=(100, 30)) as pilot:
         app.open_run(ids[0])
         screen = app.screen
-        await wait_until(pilot, lambda: screen.image_name == "samples")
+        await wait_until(pilot, lambda: picked_image(screen) == "samples")
         assert "cannot show image" in str(screen.query_one("#image-error").render())
         for a in queue_artifacts(store, ids[0]):
             (store.home / a.path).unlink()  # missing
@@ -193,11 +201,15 @@ async def test_compare_two_runs(filled):
         await wait_until(pilot, lambda: screen.query_one("#spec-diff").row_count > 0)
         diff = screen.query_one("#spec-diff")
         assert [diff.get_row_at(i)[0] for i in range(diff.row_count)] == ["seed"]
-        results = screen.query_one("#cmp-results-table")
-        assert results.row_count == 2
-        screen.query_one("#cmp-table").value = "samplers"
+        results = screen.query_one("#result-table")
+        assert results.row_count == 2  # the summary table: one row per run
+        screen.query_one("#table-select").value = "samplers"
         await wait_until(pilot, lambda: results.row_count == 4)
         assert set(screen.feeds[ids[0]].series) == {"loss"}
+        await pilot.press("2")  # the images of both runs, each run's listed by name
+        images = screen.query_one(ImagesView)
+        await wait_until(pilot, lambda: images.names() == [f"run {ids[1]}: samples", f"run {ids[0]}: samples"]
+                         or images.names() == [f"run {ids[0]}: samples", f"run {ids[1]}: samples"])
 
 
 @pytest.mark.parametrize("fmt", ["csv", "md", "latex", "json"])
@@ -336,3 +348,45 @@ async def test_stale_and_gpu_waiting_runs_are_labelled_not_reaped(filled):
         await wait_until(pilot, lambda: type(app.screen).__name__ == "QueueScreen")
         await pilot.pause(0.5)
     assert queue_get(store, ids[2]).status == "running"
+
+
+async def test_half_cell_images_keep_their_aspect_ratio(filled):
+    """A 4:1 picture in a pane that is far taller than it needs: drawn 4:1 (a cell is two half-cell
+    pixels tall), not stretched to the pane's height and squeezed sideways as a fixed height made it."""
+    store, ids = filled
+    RunContext(store, ids[2]).image("wide", None, np.tile(np.linspace(0, 1, 64), (16, 1)))  # still running
+    app = make_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.open_run(ids[2])
+        screen = app.screen
+        await wait_until(pilot, lambda: picked_image(screen) == "wide")
+        await pilot.press("3")
+        await pilot.pause(0.3)
+        picture = screen.query_one("#picture")
+        width, height = picture.region.width, picture.region.height
+        assert height >= 10 and width / (2 * height) == pytest.approx(4.0, rel=0.1), (width, height)
+
+
+async def test_a_read_slower_than_the_poll_interval_loses_nothing(filled, monkeypatch):
+    """Reads are incremental (each advances the feed): a slow one must be waited for, never cancelled and
+    its result dropped, or the runs it read never show."""
+    import time
+
+    from store.feeds import RunsFeed
+
+    store, ids = filled
+    slow = RunsFeed.poll
+
+    def slow_poll(self):
+        time.sleep(0.25)  # the app polls every 0.1 s
+        return slow(self)
+
+    monkeypatch.setattr(RunsFeed, "poll", slow_poll)
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3)
+        for name in ("late 1", "late 2"):
+            queue.submit(store, name=name, kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun(name, {"kind": "sleep"})])
+            await pilot.pause(0.15)
+        await wait_until(pilot, lambda: table.row_count == 5, timeout=3.0)

@@ -259,7 +259,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
     """List runs."""
     from jobs.kinds import headline_keys
     from store.models import RUN_STATES
-    from store.queries import experiment_names, headline, list_runs, run_row
+    from store.queries import headline, list_runs, run_records
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
@@ -267,9 +267,7 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
     rows = list_runs(store, status=status, kind=kind)
     if limit:
         rows = rows[-limit:]
-    names = experiment_names(store, {r.experiment_id for r in rows})
-    now = store.now()
-    records = [run_row(r, names.get(r.experiment_id), now) for r in rows]
+    records = [r.as_json() for r in run_records(store, rows)]
     if as_json:
         print_json(records)
         return
@@ -324,14 +322,21 @@ def show(run_id: Annotated[int, typer.Argument(help="run id")],
 def export(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
            fmt: Annotated[str, typer.Option("--format", "-f", help="csv, md, latex or json")] = "csv",
            output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
-           table: Annotated[str | None, typer.Option(help="only this table (e.g. summary, samplers)")] = None) -> None:
-    """Export runs' result tables (and a summary table) to CSV, Markdown, LaTeX or JSON."""
+           table: Annotated[str | None, typer.Option(help="only this table (e.g. summary, samplers)")] = None,
+           curves: Annotated[bool, typer.Option("--curves", help="also each metric's curves as PNG, runs "
+                                                                "overlaid (<output stem>-curve-<metric>.png)")] = False,
+           samples: Annotated[bool, typer.Option("--samples", help="also the newest of each image artifact "
+                                                                  "(<output stem>-images/)")] = False) -> None:
+    """Export runs' result tables (and a summary table) to CSV, Markdown, LaTeX or JSON; curves and sample
+    images as PNG files next to them."""
     from store import export as exporter
     from store.queries import show as show_run
     from store.queue import UnknownRun
 
     if fmt not in exporter.FORMATS:
         bad_input(f"--format: unknown format {fmt!r}; one of {', '.join(exporter.FORMATS)}")
+    if (curves or samples) and output is None:
+        bad_input("--curves and --samples write PNG files next to --output: give --output (-o) a file name")
     store = open_store()
     try:
         records = [show_run(store, r) for r in run_ids]
@@ -344,7 +349,7 @@ def export(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
         sys.stdout.write(exporter.render(tables, fmt))
         return
     try:
-        written = exporter.write(tables, fmt, output)
+        written = exporter.export_runs(store, run_ids, fmt, output, curves=curves, samples=samples, table=table)
     except OSError as e:
         bad_input(f"cannot write {output}: {e.strerror}")
     err.print("wrote " + ", ".join(map(str, written)))

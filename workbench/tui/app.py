@@ -1,19 +1,22 @@
 """The workbench TUI. Bare `workbench` opens it over the same store the CLI uses.
 
-Reads never run on the UI thread: screens poll the store from thread workers (named groups,
-exclusive, so a slow read is never stacked) and apply the results on the UI thread.
+The app is the only place that opens screens (`open_*` and the actions below); screens never import
+screens. Live screens follow the store through workbench.tui.live.LiveScreen (reads in thread workers,
+typed messages back); queue writes go through `queue_op`, off the UI thread too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from store.db import Store
-from workbench.tui import widgets  # noqa: F401 - textual-image must query the terminal before Textual starts
+from store.db import Store, StoreError
+from workbench.tui import components  # noqa: F401 - textual-image must query the terminal before Textual starts
+from workbench.tui.messages import Notice
 
 POLL_INTERVAL = 0.5
 
@@ -41,6 +44,8 @@ class WorkbenchApp(App):
 
         self.push_screen(RunsScreen())
 
+    # --- opening screens -------------------------------------------------------------------------
+
     def action_help(self) -> None:
         from workbench.tui.screens.help import HelpScreen
 
@@ -61,6 +66,38 @@ class WorkbenchApp(App):
         from workbench.tui.screens.run_detail import RunDetailScreen
 
         self.push_screen(RunDetailScreen(run_id))
+
+    def open_compare(self, run_ids: list[int]) -> None:
+        from workbench.tui.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(run_ids))
+
+    def open_export(self, run_ids: list[int]) -> None:
+        from workbench.tui.screens.export import ExportScreen
+
+        self.push_screen(ExportScreen(run_ids))
+
+    def open_path_prompt(self, then: Callable[[str | None], None]) -> None:
+        from workbench.tui.screens.path_prompt import PathPrompt
+
+        self.push_screen(PathPrompt(), then)
+
+    # --- queue writes ----------------------------------------------------------------------------
+
+    @work(thread=True, group="queue-ops")
+    def queue_op(self, op: Callable, run_id: int, message: str, *args) -> None:
+        """`op(store, run_id, *args)` (a store.queue write) off the UI thread: a locked database delays
+        it, never the interface. Says `message` when done, or what went wrong."""
+        try:
+            op(self.store, run_id, *args)
+            self.post_message(Notice(message))
+        except StoreError as e:
+            self.post_message(Notice(str(e), "error"))
+        except Exception as e:  # noqa: BLE001
+            self.post_message(Notice(f"store not writable: {e}", "error"))
+
+    def on_notice(self, message: Notice) -> None:
+        self.notify(message.text, severity=message.severity, markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from textual import on, work
@@ -13,49 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
 from store import export as exporter
-from store.queries import artifacts, metric_keys, metric_series, show
-
-
-def export_runs(store, run_ids: list[int], fmt: str, path: Path, tables: bool = True, curves: bool = False,
-                samples: bool = False) -> list[Path]:
-    """Write what was asked for next to `path`; returns the files written."""
-    path = Path(path).expanduser()
-    written: list[Path] = []
-    if tables:
-        written += exporter.write(exporter.collect([show(store, r) for r in run_ids]), fmt, path)
-    if curves:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        keys = sorted({k for r in run_ids for k in metric_keys(store, r)})
-        for key in keys:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for r in run_ids:
-                if series := metric_series(store, r, key):
-                    ax.plot(*zip(*series, strict=True), label=f"run {r}")
-            ax.set_xlabel("step")
-            ax.set_ylabel(key)
-            ax.legend()
-            out = path.with_name(f"{path.stem}-curve-{key}.png")
-            fig.savefig(out, dpi=100, bbox_inches="tight")
-            plt.close(fig)
-            written.append(out)
-    if samples:
-        folder = path.with_name(f"{path.stem}-images")
-        for r in run_ids:
-            latest: dict[str, object] = {}
-            for a in artifacts(store, r, "image"):
-                latest[a.name] = a  # artifacts come in id order: the last one is the newest
-            for name, a in latest.items():
-                src = store.home / a.path
-                if src.exists():
-                    out = folder / f"run{r}-{name.replace('/', '_')}.png"
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, out)
-                    written.append(out)
-    return written
+from workbench.tui.messages import Exported
 
 
 class ExportScreen(ModalScreen):
@@ -98,10 +55,14 @@ class ExportScreen(ModalScreen):
     @work(thread=True, exclusive=True, group="export")
     def write(self, fmt: str, path: Path, tables: bool, curves: bool, samples: bool) -> None:
         try:
-            written = export_runs(self.app.store, self.run_ids, fmt, path, tables, curves, samples)
+            self.post_message(Exported(exporter.export_runs(self.app.store, self.run_ids, fmt, path, tables,
+                                                            curves, samples)))
         except Exception as e:  # noqa: BLE001 - shown to the user, who picks another path
-            self.app.call_from_thread(self.notify, f"export failed: {e}", severity="error", markup=False)
+            self.post_message(Exported([], f"export failed: {e}"))
+
+    def on_exported(self, message: Exported) -> None:
+        if message.error:
+            self.notify(message.error, severity="error", markup=False)
             return
-        self.app.call_from_thread(self.notify, "wrote " + ", ".join(p.name for p in written) if written
-                                  else "nothing to write")
-        self.app.call_from_thread(self.dismiss, written)
+        self.notify("wrote " + ", ".join(p.name for p in message.written) if message.written else "nothing to write")
+        self.dismiss(message.written)

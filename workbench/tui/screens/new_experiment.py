@@ -9,13 +9,15 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Header, Input, Label, Select, Static, TextArea
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Select, Static, TextArea
+from textual.worker import get_current_worker
 
 from jobs.kinds import kind_names, load_kind
 from jobs.spec import SpecError, load_job, resolve
 from store import queue
+from workbench.tui.messages import SpecChecked
 
 VALIDATE_DELAY = 0.3
 
@@ -27,22 +29,6 @@ def template(kind: str, preset: str) -> str:
     head = {"kind": kind, "name": f"my-{kind}", "preset": preset}
     return (yaml.safe_dump(head, sort_keys=False) + yaml.safe_dump(body, sort_keys=False)
             + "# sweep:            # one run per combination, e.g.\n#   seed: [0, 1, 2]\n")
-
-
-class PathPrompt(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss_none", "Cancel")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="path-dialog"):
-            yield Label("Load a spec file (path):")
-            yield Input(placeholder="examples/quickstart.yaml", id="load-path")
-
-    @on(Input.Submitted, "#load-path")
-    def submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value)
-
-    def action_dismiss_none(self) -> None:
-        self.dismiss(None)
 
 
 class NewExperimentScreen(Screen):
@@ -98,13 +84,17 @@ class NewExperimentScreen(Screen):
 
     @work(thread=True, exclusive=True, group="validate")
     def check(self, text: str) -> None:
+        worker = get_current_worker()
         try:
             job = load_job(text, "spec", base_dir=self.base_dir)
+            message = SpecChecked([], f"valid: {job.kind}, {len(job.runs)} run(s)  (ctrl+s submits)")
         except SpecError as e:
-            self.app.call_from_thread(self.show_problems, e.problems, None)
-            return
-        self.app.call_from_thread(self.show_problems, [], f"valid: {job.kind}, {len(job.runs)} run(s)  "
-                                                         "(ctrl+s submits)")
+            message = SpecChecked(e.problems, None)
+        if not worker.is_cancelled:  # a newer edit's check took over
+            self.post_message(message)
+
+    def on_spec_checked(self, message: SpecChecked) -> None:
+        self.show_problems(message.problems, message.ok)
 
     def show_problems(self, problems: list[str], ok: str | None) -> None:
         self.problems = problems
@@ -135,7 +125,7 @@ class NewExperimentScreen(Screen):
             self.base_dir = Path(path).expanduser().resolve().parent
             self.query_one("#editor", TextArea).text = text
 
-        self.app.push_screen(PathPrompt(), loaded)
+        self.app.open_path_prompt(loaded)
 
     def action_submit(self) -> None:
         text = self.query_one("#editor", TextArea).text

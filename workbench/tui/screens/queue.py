@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from rich.text import Text
-from sqlalchemy import select
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from store import queue
-from store.models import Run
-from store.queries import status_label
-from workbench.tui.screens.runs import run_queue_op
-from workbench.tui.widgets import STATUS_STYLE, progress_text
+from store.queries import active_runs
+from workbench.tui.components import STATUS_STYLE, progress_text
+from workbench.tui.live import LiveScreen
+from workbench.tui.messages import QueuePolled
 
 
-class QueueScreen(Screen):
+class QueueScreen(LiveScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("enter", "open", "Open", show=False),
@@ -43,40 +40,29 @@ class QueueScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.poll()
-        self.set_interval(self.app.poll_interval, self.poll)
+        super().on_mount()
         self.query_one("#queue-runs").focus()
 
-    @work(thread=True, exclusive=True, group="queue-poll", exit_on_error=False)
-    def poll(self) -> None:
+    def read(self) -> QueuePolled:
         store = self.app.store
-        try:
-            workers = queue.live_workers(store)
-            now = store.now()
-            with store.read() as s:
-                runs = list(s.scalars(select(Run).where(Run.status.in_(("queued", "running")))
-                                      .order_by(Run.status.desc(), Run.priority.desc(), Run.id)))
-        except Exception as e:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3, markup=False)
-            return
-        self.app.call_from_thread(self.apply, workers, runs, now)
+        return QueuePolled(queue.live_workers(store), active_runs(store), store.now())
 
-    def apply(self, workers, runs, db_now: float) -> None:
+    def on_queue_polled(self, message: QueuePolled) -> None:
+        runs, db_now = message.runs, message.now
         wt = self.query_one("#workers-table", DataTable)
         wt.clear()
-        for w in workers:
-            mine = [str(r.id) for r in runs if r.worker_id == w.id and r.status == "running"]
+        for w in message.workers:
+            mine = [str(r.id) for r in runs if r.worker == w.id and r.status == "running"]
             wt.add_row(w.id, ",".join(w.devices), str(w.pid), f"{db_now - w.heartbeat_at:.0f} s ago",
                        ", ".join(mine) or "idle")
-        if not workers:
+        if not message.workers:
             wt.add_row("no live worker", "", "", "", "press w to start one")
         rt = self.query_one("#queue-runs", DataTable)
         cursor = rt.cursor_row
         rt.clear()
         for r in runs:
-            rt.add_row(str(r.id), r.name, r.kind, Text(status_label(r, db_now), style=STATUS_STYLE[r.status]), str(r.priority),
-                       r.device or "", progress_text(r.progress_done, r.progress_total), r.worker_id or "",
-                       key=str(r.id))
+            rt.add_row(str(r.id), r.name, r.kind, Text(r.label, style=STATUS_STYLE[r.status]), str(r.priority),
+                       r.device or "", progress_text(*r.progress), r.worker or "", key=str(r.id))
         if runs:
             rt.move_cursor(row=min(cursor, len(runs) - 1))
 
@@ -92,7 +78,7 @@ class QueueScreen(Screen):
 
     def _op(self, op, *args) -> None:
         if (rid := self.current_run()) is not None:
-            run_queue_op(self, op, rid, f"run {rid}: done", *args)
+            self.app.queue_op(op, rid, f"run {rid}: done", *args)
 
     def action_cancel_run(self) -> None:
         self._op(queue.request_cancel)

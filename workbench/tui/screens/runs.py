@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from jobs.kinds import headline_keys
 from store import queue
-from store.db import StoreError
-from store.queries import headline
-from workbench.tui.feeds import RunsFeed
-from workbench.tui.widgets import STATUS_STYLE, progress_text
+from store.feeds import RunsFeed
+from store.queries import RunRecord, headline
+from workbench.tui.components import STATUS_STYLE, progress_text
+from workbench.tui.live import LiveScreen
+from workbench.tui.messages import RunsPolled
 
 COLUMNS = ("", "id", "experiment", "name", "kind", "status", "progress", "started", "duration", "headline")
 SORTABLE = COLUMNS[1:]
 PAGE = 1000  # rows shown at once: a DataTable measures every cell, so 10 000 rows would take seconds
+FILTER_DELAY = 0.05  # seconds of quiet typing before the filter applies: a fast typist waits for one render
 
 
 def parse_filter(text: str) -> tuple[dict[str, str], str]:
@@ -37,20 +38,31 @@ def parse_filter(text: str) -> tuple[dict[str, str], str]:
     return fields, " ".join(words)
 
 
-def _started(row: dict) -> str:
-    return (row["started_at"] or "")[5:16].replace("T", " ")
+def _started(r: RunRecord) -> str:
+    return datetime.fromtimestamp(r.started_at, UTC).strftime("%m-%d %H:%M") if r.started_at else ""
 
 
-def _duration(row: dict, now: float) -> str:
-    if not row["started_at"]:
+def _duration(r: RunRecord, now: float) -> str:
+    secs = r.duration(now)
+    if secs is None:
         return ""
-    start = datetime.fromisoformat(row["started_at"]).timestamp()
-    end = datetime.fromisoformat(row["finished_at"]).timestamp() if row["finished_at"] else now
-    secs = max(0, int(end - start))
+    secs = int(secs)
     return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
 
 
-class RunsScreen(Screen):
+def _headline(r: RunRecord) -> str:
+    return headline(r.summary, headline_keys(r.kind))
+
+
+def _headline_value(r: RunRecord) -> tuple:
+    """Sorts by the headline's key, then its number (not its text: 10.5 after 9.8)."""
+    text = _headline(r)
+    key = text.split("=", 1)[0]
+    value = r.summary.get(key)
+    return (not text, key, value if isinstance(value, int | float) else 0.0)
+
+
+class RunsScreen(LiveScreen):
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
         Binding("space", "mark", "Mark"),
@@ -67,7 +79,7 @@ class RunsScreen(Screen):
 
     def __init__(self):
         super().__init__()
-        self.rows: dict[int, dict] = {}
+        self.rows: dict[int, RunRecord] = {}
         self.marked: set[int] = set()
         self.sort_column = "id"
         self.sort_reverse = True  # newest first
@@ -75,6 +87,7 @@ class RunsScreen(Screen):
         self.grouped = False
         self.filter_text = ""
         self.feed: RunsFeed | None = None
+        self._filter_timer = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -88,44 +101,41 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         self.feed = RunsFeed(self.app.store)
-        self.poll()
-        self.set_interval(self.app.poll_interval, self.poll)
+        super().on_mount()
         self.query_one(DataTable).focus()
 
     # --- data ------------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="runs-poll", exit_on_error=False)
-    def poll(self) -> None:
-        try:
-            changed, gone = self.feed.poll()
-        except Exception as e:  # noqa: BLE001 - a locked or vanished database must not kill the TUI
-            self.app.call_from_thread(self.notify, f"store not readable: {e}", severity="warning", timeout=3, markup=False)
-            return
-        if changed or gone or any(r["status"] == "running" for r in self.rows.values()):
-            self.app.call_from_thread(self.apply, changed, gone)
+    def read(self) -> RunsPolled | None:
+        changed, gone = self.feed.poll()
+        running = any(r.status == "running" for r in self.rows.values())  # durations move
+        return RunsPolled(changed, gone) if changed or gone or running else None
 
-    def apply(self, changed: list[dict], gone: set[int]) -> None:
-        for row in changed:
-            self.rows[row["id"]] = row
-        for rid in gone:
+    def on_runs_polled(self, message: RunsPolled) -> None:
+        for r in message.changed:
+            self.rows[r.id] = r
+        for rid in message.gone:
             self.rows.pop(rid, None)
             self.marked.discard(rid)
         self.render_table()
 
-    def visible(self) -> list[dict]:
+    def visible(self) -> list[RunRecord]:
         fields, words = parse_filter(self.filter_text)
+        exp = fields.get("exp", "").lower()
         rows = [r for r in self.rows.values()
-                if (not fields.get("status") or r["status"] == fields["status"])
-                and (not fields.get("kind") or r["kind"] == fields["kind"])
-                and (not fields.get("exp") or fields["exp"].lower() in str(r["experiment"]).lower())
-                and (not words or words in f"{r['id']} {r['experiment']} {r['name']} {r['kind']}".lower())]
-        key = {"id": lambda r: r["id"], "started": lambda r: r["started_at"] or "",
-               "progress": lambda r: (r["progress"][0] / r["progress"][1]) if r["progress"][1] else 0,
-               "duration": lambda r: _duration(r, time.time()), "headline": lambda r: headline(r["summary"], headline_keys(r["kind"])),
-               }.get(self.sort_column, lambda r: str(r.get(self.sort_column, "")))
+                if (not fields.get("status") or r.status == fields["status"])
+                and (not fields.get("kind") or r.kind == fields["kind"])
+                and (not exp or exp in r.experiment.lower())
+                and (not words or words in f"{r.id} {r.experiment} {r.name} {r.kind}".lower())]
+        now = time.time()
+        key = {"id": lambda r: r.id, "started": lambda r: r.started_at or 0.0,
+               "progress": lambda r: (r.progress[0] / r.progress[1]) if r.progress[1] else 0.0,
+               "duration": lambda r: r.duration(now) or 0.0, "headline": _headline_value,
+               "status": lambda r: r.label, "experiment": lambda r: r.experiment.lower(),
+               }.get(self.sort_column, lambda r: str(getattr(r, self.sort_column)))
         rows.sort(key=key, reverse=self.sort_reverse)
         if self.grouped:
-            rows.sort(key=lambda r: r["experiment_id"])
+            rows.sort(key=lambda r: r.experiment_id)
         return rows
 
     def render_table(self) -> None:
@@ -136,19 +146,19 @@ class RunsScreen(Screen):
         self.query_one("#runs-count", Static).update(
             f"{len(matching):,} of {len(self.rows):,} runs" if len(rows) == len(matching) else
             f"showing {len(rows):,} of {len(matching):,} runs: narrow them with the filter, or press m for more")
-        per_experiment = Counter(r["experiment_id"] for r in rows)
+        per_experiment = Counter(r.experiment_id for r in rows)
         wanted: list[tuple[str, tuple]] = []
         last_exp = None
         for r in rows:
-            if self.grouped and r["experiment_id"] != last_exp:
-                last_exp = r["experiment_id"]
+            if self.grouped and r.experiment_id != last_exp:
+                last_exp = r.experiment_id
                 n = per_experiment[last_exp]
-                wanted.append((f"exp-{last_exp}", ("▾", "", Text(str(r["experiment"]), style="bold"),
+                wanted.append((f"exp-{last_exp}", ("▾", "", Text(r.experiment, style="bold"),
                                                    Text(f"{n} run(s)", style="dim"), "", "", "", "", "", "")))
-            wanted.append((str(r["id"]), (
-                "●" if r["id"] in self.marked else "", str(r["id"]), str(r["experiment"]), r["name"], r["kind"],
-                Text(r["label"], style=STATUS_STYLE.get(r["status"], "")), progress_text(*r["progress"]),
-                _started(r), _duration(r, now), headline(r["summary"], headline_keys(r["kind"])))))
+            wanted.append((str(r.id), (
+                "●" if r.id in self.marked else "", str(r.id), r.experiment, r.name, r.kind,
+                Text(r.label, style=STATUS_STYLE.get(r.status, "")), progress_text(*r.progress),
+                _started(r), _duration(r, now), _headline(r))))
         current = [str(k.value) for k in table.rows]
         if current == [k for k, _ in wanted]:  # same rows in the same order: update cells in place
             for key, cells in wanted:
@@ -175,10 +185,15 @@ class RunsScreen(Screen):
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
-        self.render_table()
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(FILTER_DELAY, self.render_table)
 
     @on(Input.Submitted, "#filter")
     def filter_done(self) -> None:
+        if self._filter_timer is not None:  # enter applies the filter at once
+            self._filter_timer.stop()
+        self.render_table()
         self.query_one(DataTable).focus()
 
     def action_focus_filter(self) -> None:
@@ -234,19 +249,15 @@ class RunsScreen(Screen):
         return [rid] if rid is not None else []
 
     def action_compare(self) -> None:
-        from workbench.tui.screens.compare import CompareScreen
-
         runs = self.selection()
         if len(runs) < 2:
             self.notify("mark two or more runs with space to compare them", severity="warning")
             return
-        self.app.push_screen(CompareScreen(runs))
+        self.app.open_compare(runs)
 
     def action_export(self) -> None:
-        from workbench.tui.screens.export import ExportScreen
-
         if runs := self.selection():
-            self.app.push_screen(ExportScreen(runs))
+            self.app.open_export(runs)
 
     def action_cancel_run(self) -> None:
         self._queue_op(queue.request_cancel, "cancel")
@@ -256,16 +267,4 @@ class RunsScreen(Screen):
 
     def _queue_op(self, op, name: str) -> None:
         if (rid := self.current_run()) is not None:
-            run_queue_op(self, op, rid, f"run {rid}: {name} done")
-
-
-@work(thread=True, group="queue-ops")
-def run_queue_op(screen: Screen, op, run_id: int, message: str, *args) -> None:
-    """A queue write off the UI thread: a locked database delays it, never the interface."""
-    try:
-        op(screen.app.store, run_id, *args)
-        screen.app.call_from_thread(screen.notify, message)
-    except StoreError as e:
-        screen.app.call_from_thread(screen.notify, str(e), severity="error", markup=False)
-    except Exception as e:  # noqa: BLE001
-        screen.app.call_from_thread(screen.notify, f"store not writable: {e}", severity="error", markup=False)
+            self.app.queue_op(op, rid, f"run {rid}: {name} done")

@@ -1,4 +1,4 @@
-"""Incremental reads for the TUI: each poll returns only what changed since the last one.
+"""Incremental reads for live views (the TUI): each poll returns only what changed since the last one.
 
 Runs: new ids, plus the runs touched by a life-cycle event (queued, started, finished, retried ...)
 since the last seen event id, plus the runs that are running (progress and summary move). So a
@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from store.db import Store
 from store.models import Experiment, MetricPoint, Run, RunEvent
-from store.queries import run_row
+from store.queries import RunRecord, run_record
 
 
 @dataclass
@@ -32,12 +32,12 @@ class RunsFeed:
     # Poll threads can overlap (an exclusive worker's thread runs on after it is cancelled): one at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def poll(self) -> tuple[list[dict], set[int]]:
-        """(changed or new run rows, ids of runs that disappeared)."""
+    def poll(self) -> tuple[list[RunRecord], set[int]]:
+        """(changed or new runs, ids of runs that disappeared)."""
         with self.lock:
             return self._poll()
 
-    def _poll(self) -> tuple[list[dict], set[int]]:
+    def _poll(self) -> tuple[list[RunRecord], set[int]]:
         self.polls += 1
         deleted: set[int] = set()
         with self.store.read() as s:
@@ -60,7 +60,7 @@ class RunsFeed:
         self.active = {r.id for r in rows if r.status == "running"}
         self.known = (self.known | {r.id for r in rows}) - gone
         now = self.store.now() if rows else 0.0
-        return [run_row(r, self.experiments.get(r.experiment_id), now) for r in rows], gone
+        return [run_record(r, self.experiments.get(r.experiment_id), now) for r in rows], gone
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""LiveScreen: the one way a screen follows the store.
+
+Every poll interval `read()` runs in a thread worker and returns a typed message
+(workbench.tui.messages) or None when nothing changed. A tick that finds the last read still running
+skips (a slow read is never stacked, and never cancelled: reads are incremental, so a read's result
+must not be dropped). The message is posted unless the worker was cancelled, which happens when the
+screen closes. A failed read becomes StoreUnreadable: a warning, and the next poll tries again.
+"""
+
+from __future__ import annotations
+
+from textual import work
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import TabbedContent
+from textual.worker import Worker, get_current_worker
+
+from workbench.tui.components import CurvesView, ImagesView
+from workbench.tui.messages import StoreUnreadable
+
+
+class LiveScreen(Screen):
+    _reading: Worker | None = None
+
+    def on_mount(self) -> None:
+        self.poll()
+        self.set_interval(self.app.poll_interval, self.poll)
+
+    def read(self) -> Message | None:
+        """Read what changed (in a thread, never on the UI thread); None when nothing did."""
+        raise NotImplementedError
+
+    def poll(self) -> None:
+        if self._reading is None or self._reading.is_finished:
+            self._reading = self._read_in_thread()
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _read_in_thread(self) -> None:
+        worker = get_current_worker()
+        try:
+            message = self.read()
+        except Exception as e:  # noqa: BLE001 - a locked or vanished database must not kill the TUI
+            message = StoreUnreadable(str(e))
+        if message is not None and not worker.is_cancelled:
+            self.post_message(message)
+
+    def on_store_unreadable(self, message: StoreUnreadable) -> None:
+        self.notify(f"store not readable: {message.error}", severity="warning", timeout=3, markup=False)
+
+
+def tab_bindings(tabs: tuple[str, ...]) -> list[Binding]:
+    """Number keys for the tabs, in order. Kept out of the footer, which the tab bar already explains and
+    where the screen's own actions need the room; `?` lists them."""
+    return [Binding(str(i), f"tab('{t}')", t.capitalize(), show=False) for i, t in enumerate(tabs, 1)]
+
+
+class RunViewsScreen(LiveScreen):
+    """A live screen of tabs (`#tabs`, panes `tab-<name>`) with a CurvesView and an ImagesView: number
+    keys switch tabs (tab_bindings), `l` toggles the curves' log axis, `[` `]` step through images."""
+
+    def action_tab(self, name: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = f"tab-{name}"
+
+    def action_toggle_log(self) -> None:
+        curves = self.query_one(CurvesView)
+        curves.log_y = not curves.log_y
+
+    def action_image_step(self, delta: int) -> None:
+        self.query_one(ImagesView).step(delta)
