@@ -49,15 +49,22 @@ class LiveScreen(Screen):
         self.notify(f"store not readable: {message.error}", severity="warning", timeout=3, markup=False)
 
 
-def tab_bindings(tabs: tuple[str, ...]) -> list[Binding]:
-    """Number keys for the tabs, in order. Kept out of the footer, which the tab bar already explains and
-    where the screen's own actions need the room; `?` lists them."""
-    return [Binding(str(i), f"tab('{t}')", t.capitalize(), show=False) for i, t in enumerate(tabs, 1)]
+TABS = Binding.Group("Tabs", compact=True)
+STEP = Binding.Group("Step", compact=True)
+
+
+def view_bindings(tabs: tuple[str, ...]) -> list[Binding]:
+    """The keys a RunViewsScreen puts in its BINDINGS: number keys for `tabs` in order (the footer shows
+    them as one group, `12345 Tabs`), `l` for the curves' log axis, `[` `]` through the images' steps."""
+    return [*(Binding(str(i), f"tab('{t}')", t.capitalize(), group=TABS) for i, t in enumerate(tabs, 1)),
+            Binding("l", "toggle_log", "Log y"),
+            Binding("left_square_bracket", "image_step(-1)", "Prev step", key_display="[", group=STEP),
+            Binding("right_square_bracket", "image_step(1)", "Next step", key_display="]", group=STEP)]
 
 
 class RunViewsScreen(LiveScreen):
     """A live screen of tabs (`#tabs`, panes `tab-<name>`) with a CurvesView and an ImagesView: number
-    keys switch tabs (tab_bindings), `l` toggles the curves' log axis, `[` `]` step through images."""
+    keys switch tabs (view_bindings), `l` toggles the curves' log axis, `[` `]` step through images."""
 
     def action_tab(self, name: str) -> None:
         self.query_one("#tabs", TabbedContent).active = f"tab-{name}"

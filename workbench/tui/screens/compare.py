@@ -13,7 +13,7 @@ from store.export import collect, flatten
 from store.feeds import MetricFeed
 from store.queries import artifacts, show
 from workbench.tui.components import CurvesView, ImagesView, Picture, ResultTables, fill_data_table
-from workbench.tui.live import RunViewsScreen, tab_bindings
+from workbench.tui.live import RunViewsScreen, view_bindings
 from workbench.tui.messages import RunsCompared
 
 TABS = ("curves", "images", "spec", "results")
@@ -41,10 +41,7 @@ def flatten_dotted(d: dict, prefix: str = "") -> dict:
 
 class CompareScreen(RunViewsScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
-                *tab_bindings(TABS),
-                Binding("l", "toggle_log", "Log y"),
-                Binding("left_square_bracket", "image_step(-1)", "Prev step", key_display="["),
-                Binding("right_square_bracket", "image_step(1)", "Next step", key_display="]"),
+                *view_bindings(TABS),
                 Binding("e", "export", "Export")]
 
     def __init__(self, run_ids: list[int]):

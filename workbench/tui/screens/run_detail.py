@@ -20,7 +20,7 @@ from store.export import cell, flatten, readable
 from store.feeds import MetricFeed
 from store.queries import UnknownRun, artifacts, events, show, tables
 from workbench.tui.components import STATUS_STYLE, CurvesView, ImagesView, Picture, ResultTables
-from workbench.tui.live import RunViewsScreen, tab_bindings
+from workbench.tui.live import RunViewsScreen, view_bindings
 from workbench.tui.messages import RunGone, RunPolled
 
 TABS = ("overview", "curves", "images", "tables", "log")
@@ -29,10 +29,7 @@ TABS = ("overview", "curves", "images", "tables", "log")
 class RunDetailScreen(RunViewsScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        *tab_bindings(TABS),
-        Binding("l", "toggle_log", "Log y"),
-        Binding("left_square_bracket", "image_step(-1)", "Prev step", key_display="["),
-        Binding("right_square_bracket", "image_step(1)", "Next step", key_display="]"),
+        *view_bindings(TABS),
         Binding("e", "export", "Export"),
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "retry_run", "Retry"),
