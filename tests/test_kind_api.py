@@ -1,13 +1,11 @@
-"""The kind API: the README's example kind runs through a real worker, kinds declare their headline,
-and the import rules hold (kinds never import kinds, the store imports neither jobs nor workbench)."""
+"""The kind API: the README's example kind runs through a real worker, and kinds declare their headline.
+(The import rules, kinds never importing kinds among them, are in test_layering.py.)"""
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import subprocess
-import sys
 
 from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
 
@@ -63,33 +61,3 @@ def test_headline_prefers_the_kind_keys_then_the_first_number():
     assert headline(summary, ("classifier_fid",)) == "classifier_fid=3.25 [2.5, 4]"
     assert headline(summary) == "nfe=20"
     assert headline({"flag": True}) == ""
-
-
-def imports_of(path) -> set[str]:
-    """Every module a file imports, at any depth (function-local imports included)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names |= {f"{node.module}.{a.name}" for a in node.names}
-    return names
-
-
-def test_kinds_never_import_kinds():
-    for path in sorted((ROOT / "jobs" / "kinds").glob("*.py")):
-        if path.name == "__init__.py":
-            continue
-        others = {m for m in imports_of(path) if m.startswith("jobs.kinds")}
-        assert not others, f"{path.name} imports {sorted(others)}: move what it shares into the library"
-
-
-def test_the_store_imports_neither_jobs_nor_workbench():
-    for path in sorted((ROOT / "store").glob("*.py")):
-        bad = {m for m in imports_of(path) if m.split(".")[0] in ("jobs", "workbench")}
-        assert not bad, f"store/{path.name} imports {sorted(bad)}"
-    code = "import sys, store.db, store.queries, store.queue, store.export; print([m for m in sys.modules " \
-           "if m.split('.')[0] in ('jobs', 'workbench')])"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

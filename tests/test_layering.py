@@ -1,0 +1,89 @@
+"""The import rules of the house, read from the source (AST) and checked in fresh interpreters:
+
+- store <- jobs <- workbench: the store imports neither jobs nor workbench;
+- kinds never import kinds (what they share lives in the library: jobs.diffusion, jobs.metrics, ...);
+- screens never import screens (the app opens them), each screen module imports on its own, and the
+  TUI runs no SQL of its own (it asks store.queries and store.queue).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.conftest import ROOT
+
+SCREENS = ROOT / "workbench" / "tui" / "screens"
+
+
+def imports_of(path, package: str | None = None) -> set[str]:
+    """Every module a file imports, at any depth (function-local imports included); a relative import
+    is resolved against the file's package (by default, where the file sits under ROOT)."""
+    package = package or ".".join(path.relative_to(ROOT).parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names.add(module)
+            names |= {f"{module}.{a.name}" for a in node.names}
+    return names
+
+
+def modules(folder) -> list:
+    return [p for p in sorted(folder.glob("*.py")) if p.name != "__init__.py"]
+
+
+def test_imports_of_sees_every_form(tmp_path):
+    """The guards below are only as good as this reader: local, aliased and relative imports count."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from .runs import RunsScreen\n    import workbench.tui.screens.queue as q\n"
+                     "from .. import live\n")
+    found = imports_of(probe, "workbench.tui.screens")
+    assert {"workbench.tui.screens.runs", "workbench.tui.screens.queue", "workbench.tui.live"} <= found
+
+
+def test_kinds_never_import_kinds():
+    for path in modules(ROOT / "jobs" / "kinds"):
+        others = {m for m in imports_of(path) if m.startswith("jobs.kinds")}
+        assert not others, f"{path.name} imports {sorted(others)}: move what it shares into the library"
+
+
+def test_the_store_imports_neither_jobs_nor_workbench():
+    for path in sorted((ROOT / "store").glob("*.py")):
+        bad = {m for m in imports_of(path) if m.split(".")[0] in ("jobs", "workbench")}
+        assert not bad, f"store/{path.name} imports {sorted(bad)}"
+    code = "import sys, store.db, store.queries, store.queue, store.export, store.feeds; print([m for m in " \
+           "sys.modules if m.split('.')[0] in ('jobs', 'workbench')])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_screens_never_import_screens():
+    for path in modules(SCREENS):
+        others = {m for m in imports_of(path) if m.startswith("workbench.tui.screens")}
+        assert not others, f"{path.name} imports {sorted(others)}: share through tui/components or let the app open it"
+
+
+def test_the_tui_runs_no_sql():
+    for path in sorted((ROOT / "workbench").rglob("*.py")):
+        sql = {m for m in imports_of(path) if m.split(".")[0] in ("sqlalchemy", "sqlite3")}
+        assert not sql, f"{path.relative_to(ROOT)} imports {sorted(sql)}: queries belong in store/"
+
+
+def test_each_screen_module_imports_alone():
+    """In a fresh interpreter each, so that no screen works only because another was imported first."""
+    def load(path):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        return module, subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT,
+                                      capture_output=True, text=True)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(load, [*modules(SCREENS), SCREENS / "__init__.py"]))
+    assert len(results) >= 8
+    failed = {m: r.stderr.strip().splitlines()[-1] for m, r in results if r.returncode}
+    assert not failed, failed
