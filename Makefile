@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml
 demo: venv
 	WORKBENCH_HOME=$(DEMO_HOME) $(BIN)/workbench submit examples/quickstart.yaml --wait
 
+# Lint and format are checked first: a style slip fails in a second, not after the suite.
 test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # Everything, the slow stress checks included.
