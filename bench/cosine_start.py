@@ -22,8 +22,10 @@ from jobs.metrics.stats import mean_ci
 
 torch.manual_seed(0)
 schedule = make_schedule("cosine", 1000)
-print(f"cosine schedule: abar_995 = {float(schedule.alphas_cumprod[995]):.3g}, "
-      f"abar_999 = {float(schedule.alphas_cumprod[999]):.3g}")
+print(
+    f"cosine schedule: abar_995 = {float(schedule.alphas_cumprod[995]):.3g}, "
+    f"abar_999 = {float(schedule.alphas_cumprod[999]):.3g}"
+)
 print(f"{'data':10} {'sampler':16} {'start':>5}  energy distance (5 sets)          max |x|")
 for dataset in ("swissroll", "gaussians"):
     data = load_toy2d(dataset, 20_000, 4000, 0)
@@ -49,8 +51,17 @@ for dataset in ("swissroll", "gaussians"):
             eds, worst = [], 0.0
             for s in range(5):
                 labels = torch.arange(2000) % k if k else None
-                r = samplers.sample(model, schedule, name, 1000 if name == "ddpm" else 20, (2000, 2), y=labels,
-                                    w=1.0, null_class=k if k else None, generator=torch.Generator().manual_seed(s))
+                r = samplers.sample(
+                    model,
+                    schedule,
+                    name,
+                    1000 if name == "ddpm" else 20,
+                    (2000, 2),
+                    y=labels,
+                    w=1.0,
+                    null_class=k if k else None,
+                    generator=torch.Generator().manual_seed(s),
+                )
                 eds.append(energy_distance(r.x, held_out))
                 worst = max(worst, float(r.x.abs().max()))
             print(f"{dataset:10} {name:16} {start:5d}  {mean_ci(eds)!s:34} {worst:8.3g}", flush=True)

@@ -53,11 +53,15 @@ def main() -> int:
     from store.queries import events, get_run, show
 
     home = Path(tempfile.mkdtemp(prefix="wb-gpu-check-"))
-    env = dict(os.environ, WORKBENCH_HOME=str(home), WORKBENCH_LOCK_DIR=str(home / "locks"), PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, WORKBENCH_HOME=str(home), WORKBENCH_LOCK_DIR=str(home / "locks"), PYTHONUNBUFFERED="1"
+    )
     env.pop("WORKBENCH_DB_URL", None)
     wb = [sys.executable, "-m", "workbench"]
     (home / "job.yaml").write_text(SPEC)
-    (home / "pair.yaml").write_text(SPEC.replace("name: gpu-check", "name: gpu-pair") + "sweep:\n  seed: [1, 2]\n")
+    (home / "pair.yaml").write_text(
+        SPEC.replace("name: gpu-check", "name: gpu-pair") + "sweep:\n  seed: [1, 2]\n"
+    )
     results: list[tuple[str, bool, str]] = []
 
     def check(name: str, ok: bool, detail: str) -> bool:
@@ -65,8 +69,14 @@ def main() -> int:
         return bool(ok)
 
     def submit(spec: str) -> list[int]:
-        out = subprocess.run([*wb, "submit", str(home / spec), "--no-worker", "--json"], env=env, cwd=ROOT,
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [*wb, "submit", str(home / spec), "--no-worker", "--json"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return json.loads(out)["run_ids"]
 
     def wait(pred, timeout: float) -> bool:
@@ -78,8 +88,13 @@ def main() -> int:
         return False
 
     devices = ",".join(str(i) for i in range(min(n_gpus, 2)))
-    worker = subprocess.Popen([*wb, "worker", "--devices", devices], env=env, cwd=ROOT,
-                              stdout=open(home / "worker.log", "w"), stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [*wb, "worker", "--devices", devices],
+        env=env,
+        cwd=ROOT,
+        stdout=open(home / "worker.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     store = Store(home=home)
     try:
         (rid,) = submit("job.yaml")
@@ -87,8 +102,11 @@ def main() -> int:
         run = get_run(store, rid)
         first = events(store, rid)
         process_line = next((e.message for e in first if e.message.startswith("process ")), "")
-        check("run starts on a GPU slot", started and run.device in devices.split(","),
-              f"slot {run.device}, step {run.progress_done}; {process_line}")
+        check(
+            "run starts on a GPU slot",
+            started and run.device in devices.split(","),
+            f"slot {run.device}, step {run.progress_done}; {process_line}",
+        )
         check("fork server left CUDA alone", "never touched CUDA" in process_line, process_line)
         gpu_line = next((e.message for e in first if "parameters on cuda" in e.message), "")
         check("model on cuda (bf16 autocast, channels_last)", bool(gpu_line), gpu_line)
@@ -97,24 +115,42 @@ def main() -> int:
             os.kill(run.pid, signal.SIGKILL)
             interrupted = wait(lambda: get_run(store, rid).status == "interrupted", 60)
             check("SIGKILL mid-training -> interrupted", interrupted, f"killed at step {step_at_kill}")
-            subprocess.run([*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True, capture_output=True
+            )
             done = wait(lambda: get_run(store, rid).status in ("succeeded", "failed"), 1800)
             rec = show(store, rid)
-            resumed = [e.message for e in events(store, rid) if e.message.startswith("resumed from checkpoint")]
-            check("retry resumes from the checkpoint", bool(resumed) and rec["attempt"] == 2,
-                  f"{resumed[-1] if resumed else 'no resume event'}, attempt {rec['attempt']}")
-            check("resumed run succeeds on the GPU", done and rec["status"] == "succeeded" and rec["device"] != "cpu",
-                  f"{rec['status']} on slot {rec['device']}: {rec['error'] or ''} "
-                  f"guided_accuracy {rec['summary'].get('guided_accuracy')}")
+            resumed = [
+                e.message for e in events(store, rid) if e.message.startswith("resumed from checkpoint")
+            ]
+            check(
+                "retry resumes from the checkpoint",
+                bool(resumed) and rec["attempt"] == 2,
+                f"{resumed[-1] if resumed else 'no resume event'}, attempt {rec['attempt']}",
+            )
+            check(
+                "resumed run succeeds on the GPU",
+                done and rec["status"] == "succeeded" and rec["device"] != "cpu",
+                f"{rec['status']} on slot {rec['device']}: {rec['error'] or ''} "
+                f"guided_accuracy {rec['summary'].get('guided_accuracy')}",
+            )
         if n_gpus >= 2:
             a, b = submit("pair.yaml")
-            both = wait(lambda: all(get_run(store, r).status in ("succeeded", "failed") for r in (a, b)), 1800)
+            both = wait(
+                lambda: all(get_run(store, r).status in ("succeeded", "failed") for r in (a, b)), 1800
+            )
             ra, rb = get_run(store, a), get_run(store, b)
-            overlap = min(ra.finished_at or 0, rb.finished_at or 0) - max(ra.started_at or 0, rb.started_at or 0)
-            check("two runs side by side on two GPUs",
-                  both and ra.status == rb.status == "succeeded" and {ra.device, rb.device} == {"0", "1"}
-                  and overlap > 0, f"slots {ra.device}, {rb.device}; overlapped {overlap:.1f} s")
+            overlap = min(ra.finished_at or 0, rb.finished_at or 0) - max(
+                ra.started_at or 0, rb.started_at or 0
+            )
+            check(
+                "two runs side by side on two GPUs",
+                both
+                and ra.status == rb.status == "succeeded"
+                and {ra.device, rb.device} == {"0", "1"}
+                and overlap > 0,
+                f"slots {ra.device}, {rb.device}; overlapped {overlap:.1f} s",
+            )
         else:
             results.append(("two runs on two GPUs", None, "skipped: one GPU"))
     finally:
@@ -126,8 +162,10 @@ def main() -> int:
 
     import torch
 
-    print(f"\ngpu-check on {n_gpus} x {torch.cuda.get_device_name(0) if torch.cuda.is_available() else '?'}, "
-          f"torch {torch.__version__}, store {home}\n")
+    print(
+        f"\ngpu-check on {n_gpus} x {torch.cuda.get_device_name(0) if torch.cuda.is_available() else '?'}, "
+        f"torch {torch.__version__}, store {home}\n"
+    )
     print(f"| {'check':<46} | result | detail")
     print(f"|{'-' * 48}|--------|-------")
     for name, ok, detail in results:

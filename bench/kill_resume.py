@@ -46,14 +46,27 @@ def main() -> int:
     env.pop("WORKBENCH_DB_URL", None)
     (home / "job.yaml").write_text(SPEC)
     wb = [sys.executable, "-m", "workbench"]
-    rid = json.loads(subprocess.run([*wb, "submit", str(home / "job.yaml"), "--no-worker", "--json"], env=env,
-                                    check=True, capture_output=True, text=True, cwd=ROOT).stdout)["run_ids"][0]
+    rid = json.loads(
+        subprocess.run(
+            [*wb, "submit", str(home / "job.yaml"), "--no-worker", "--json"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout
+    )["run_ids"][0]
     store = Store(home=home)
 
     def points() -> set:
         with store.read() as s:
-            return set(s.execute(select(MetricPoint.key, MetricPoint.step, MetricPoint.attempt)
-                                 .where(MetricPoint.run_id == rid)).all())
+            return set(
+                s.execute(
+                    select(MetricPoint.key, MetricPoint.step, MetricPoint.attempt).where(
+                        MetricPoint.run_id == rid
+                    )
+                ).all()
+            )
 
     def wait(pred, timeout=120):
         end = time.monotonic() + timeout
@@ -63,7 +76,9 @@ def main() -> int:
 
     ok = True
     kills = 0
-    worker = subprocess.Popen([*wb, "worker", "--devices", "cpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [*wb, "worker", "--devices", "cpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     while True:
         wait(lambda: get_run(store, rid).status == "running" and get_run(store, rid).pid)
         if kills == args.kills:
@@ -79,29 +94,40 @@ def main() -> int:
         kills += 1
         if victim == "worker":  # only workers reap: a new one marks the orphaned run once its lease lapses
             worker.wait()
-            worker = subprocess.Popen([*wb, "worker", "--devices", "cpu"], env=env, cwd=ROOT,
-                                      stdout=subprocess.DEVNULL)
+            worker = subprocess.Popen(
+                [*wb, "worker", "--devices", "cpu"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
+            )
         reaped = wait(lambda: get_run(store, rid).status == "interrupted", 30)
         integrity = store.integrity_check()
         kept = before <= points()
         ok &= bool(reaped) and integrity == "ok" and kept
-        print(f"kill {kills}: {victim:6s} at progress {run.progress_done}/{run.progress_total}: "
-              f"interrupted={bool(reaped)} integrity={integrity} metrics kept={kept}")
-        subprocess.run([*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True, capture_output=True)
+        print(
+            f"kill {kills}: {victim:6s} at progress {run.progress_done}/{run.progress_total}: "
+            f"interrupted={bool(reaped)} integrity={integrity} metrics kept={kept}"
+        )
+        subprocess.run(
+            [*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True, capture_output=True
+        )
     worker.terminate()
     rec = show(store, rid)
     resumes = [e.message for e in events(store, rid) if e.message.startswith("resumed from")]
     with store.read() as s:
         for attempt, message in zip(range(2, rec["attempt"] + 1), resumes, strict=False):
             step = int(message.rsplit(" ", 1)[1])
-            first = min(s.scalars(select(MetricPoint.step).where(MetricPoint.run_id == rid,
-                                                                 MetricPoint.attempt == attempt)), default=None)
+            first = min(
+                s.scalars(
+                    select(MetricPoint.step).where(MetricPoint.run_id == rid, MetricPoint.attempt == attempt)
+                ),
+                default=None,
+            )
             redone = first is not None and first <= step
             ok &= not redone
             print(f"attempt {attempt}: {message}; first step logged {first} (nothing redone: {not redone})")
     ok &= rec["status"] == "succeeded"
-    print(f"final: {rec['status']} after {rec['attempt']} attempts; "
-          f"guided_accuracy {rec['summary'].get('guided_accuracy')}; all checks passed: {ok}")
+    print(
+        f"final: {rec['status']} after {rec['attempt']} attempts; "
+        f"guided_accuracy {rec['summary'].get('guided_accuracy')}; all checks passed: {ok}"
+    )
     return 0 if ok else 1
 
 

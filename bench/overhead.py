@@ -32,8 +32,13 @@ def submit_latency(n: int) -> None:
     home = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     env = dict(os.environ, WORKBENCH_HOME=str(home))
     env.pop("WORKBENCH_DB_URL", None)
-    worker = subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--devices", "cpu"], env=env,
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "worker", "--devices", "cpu"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     for line in worker.stdout:  # wait until the worker is warm
         if "ready" in line:
             break
@@ -42,8 +47,14 @@ def submit_latency(n: int) -> None:
     claim, first_log = [], []
     try:
         for _ in range(n):
-            (rid,) = queue.submit(store, name="bench", kind="sleep", spec_text=job.text, sweep={},
-                                  runs=[queue.NewRun("bench", job.runs[0][1].model_dump(mode="json"))])[1]
+            (rid,) = queue.submit(
+                store,
+                name="bench",
+                kind="sleep",
+                spec_text=job.text,
+                sweep={},
+                runs=[queue.NewRun("bench", job.runs[0][1].model_dump(mode="json"))],
+            )[1]
             while (run := get_run(store, rid)).status in ("queued", "running"):
                 time.sleep(0.01)
             claim.append(run.started_at - run.created_at)
@@ -58,10 +69,14 @@ def submit_latency(n: int) -> None:
     finally:
         worker.terminate()
         worker.wait()
-    print(f"submit -> claimed (running):      median {statistics.median(claim) * 1000:7.1f} ms, "
-          f"max {max(claim) * 1000:7.1f} ms   (goal <= 1000 ms)")
-    print(f"submit -> run code executing:     median {statistics.median(first_log) * 1000:7.1f} ms, "
-          f"max {max(first_log) * 1000:7.1f} ms")
+    print(
+        f"submit -> claimed (running):      median {statistics.median(claim) * 1000:7.1f} ms, "
+        f"max {max(claim) * 1000:7.1f} ms   (goal <= 1000 ms)"
+    )
+    print(
+        f"submit -> run code executing:     median {statistics.median(first_log) * 1000:7.1f} ms, "
+        f"max {max(first_log) * 1000:7.1f} ms"
+    )
 
 
 def log_overhead() -> None:
@@ -97,8 +112,9 @@ def log_overhead() -> None:
     step_s = (time.perf_counter() - t) / n
 
     store = Store(home=Path(tempfile.mkdtemp(prefix="wb-bench-")))
-    (rid,) = queue.submit(store, name="b", kind="sleep", spec_text="", sweep={},
-                          runs=[queue.NewRun("b", {"kind": "sleep"})])[1]
+    (rid,) = queue.submit(
+        store, name="b", kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun("b", {"kind": "sleep"})]
+    )[1]
     queue.claim(store, "w", "cpu")
     ctx = RunContext(store, rid)
     calls = 200_000
@@ -109,8 +125,10 @@ def log_overhead() -> None:
     log_s = (time.perf_counter() - t) / calls
     print(f"smoke ddpm training step:         {step_s * 1e3:7.3f} ms")
     print(f"ctx.log(step, loss=, lr=):        {log_s * 1e6:7.2f} us per call, flushes included")
-    print(f"log() / training step:            {log_s / step_s * 100:7.3f} %   (goal <= 1 %; "
-          "the training loop calls it once per 10 steps by default)")
+    print(
+        f"log() / training step:            {log_s / step_s * 100:7.3f} %   (goal <= 1 %; "
+        "the training loop calls it once per 10 steps by default)"
+    )
 
 
 if __name__ == "__main__":

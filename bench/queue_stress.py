@@ -30,8 +30,14 @@ def submitter(home: str, specs: int) -> None:
     store = Store(home=Path(home))
     for i in range(specs):  # the same functions `workbench submit` uses
         job = load_job(f"kind: sleep\nseed: {i}\n", f"stress-{os.getpid()}-{i}.yaml")
-        queue.submit(store, name=job.name, kind=job.kind, spec_text=job.text, sweep=job.sweep,
-                     runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs])
+        queue.submit(
+            store,
+            name=job.name,
+            kind=job.kind,
+            spec_text=job.text,
+            sweep=job.sweep,
+            runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs],
+        )
 
 
 def main() -> int:
@@ -50,9 +56,15 @@ def main() -> int:
     env = dict(os.environ, WORKBENCH_HOME=home)
     env.pop("WORKBENCH_DB_URL", None)
     t0 = time.perf_counter()
-    workers = [subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--devices", "cpu",
-                                 "--idle-exit", "10"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-               for _ in range(args.workers)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "workbench", "worker", "--devices", "cpu", "--idle-exit", "10"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(args.workers)
+    ]
     ctx = multiprocessing.get_context("spawn")
     subs = [ctx.Process(target=submitter, args=(home, args.specs)) for _ in range(args.submitters)]
     for p in subs:
@@ -68,16 +80,28 @@ def main() -> int:
     expected = args.submitters * args.specs
     with store.read() as s:
         runs = s.scalars(select(Run)).all()
-        starts = dict(s.execute(select(RunEvent.run_id, func.count()).where(RunEvent.message.like("started on%"))
-                                .group_by(RunEvent.run_id)).all())
-    ok = (len(runs) == expected and all(r.status == "succeeded" and r.attempt == 1 for r in runs)
-          and all(starts.get(r.id) == 1 for r in runs))
+        starts = dict(
+            s.execute(
+                select(RunEvent.run_id, func.count())
+                .where(RunEvent.message.like("started on%"))
+                .group_by(RunEvent.run_id)
+            ).all()
+        )
+    ok = (
+        len(runs) == expected
+        and all(r.status == "succeeded" and r.attempt == 1 for r in runs)
+        and all(starts.get(r.id) == 1 for r in runs)
+    )
     by_worker: dict[str, int] = {}
     for r in runs:
         by_worker[r.worker_id] = by_worker.get(r.worker_id, 0) + 1
-    print(f"{len(runs)} runs stored (expected {expected}); submitted in {t_submit:.1f} s by {args.submitters} processes")
-    print(f"drained by {args.workers} workers in about {elapsed:.1f} s ({len(runs) / elapsed:.1f} runs/s); "
-          f"per worker: {sorted(by_worker.values())}")
+    print(
+        f"{len(runs)} runs stored (expected {expected}); submitted in {t_submit:.1f} s by {args.submitters} processes"
+    )
+    print(
+        f"drained by {args.workers} workers in about {elapsed:.1f} s ({len(runs) / elapsed:.1f} runs/s); "
+        f"per worker: {sorted(by_worker.values())}"
+    )
     print(f"each run executed exactly once: {ok}; integrity_check: {store.integrity_check()}")
     return 0 if ok else 1
 

@@ -37,8 +37,9 @@ def make_unet(shape, channels, attention, device):
     from jobs.diffusion.denoisers import UNetDenoiser
 
     torch.manual_seed(0)
-    return UNetDenoiser(shape, channels, attention, layers_per_block=2 if len(channels) > 2 else 1,
-                        num_classes=10).to(device)
+    return UNetDenoiser(
+        shape, channels, attention, layers_per_block=2 if len(channels) > 2 else 1, num_classes=10
+    ).to(device)
 
 
 def sync(device):
@@ -94,8 +95,14 @@ def workbench_loop(x, y, shape, channels, attention, batch, steps, device) -> fl
     from store.db import Store
 
     store = Store(home=Path(tempfile.mkdtemp(prefix="wb-bench-")))
-    _, (rid,) = queue.submit(store, name="bench", kind="sleep", spec_text="", sweep={},
-                             runs=[queue.NewRun("bench", {"kind": "sleep"})])
+    _, (rid,) = queue.submit(
+        store,
+        name="bench",
+        kind="sleep",
+        spec_text="",
+        sweep={},
+        runs=[queue.NewRun("bench", {"kind": "sleep"})],
+    )
     queue.claim(store, "bench", device)
     ctx = RunContext(store, rid, device=device)
     model = make_unet(shape, channels, attention, device)
@@ -107,11 +114,26 @@ def workbench_loop(x, y, shape, channels, attention, batch, steps, device) -> fl
         idx = torch.randint(0, len(xd), (batch,), device=device, generator=g)
         return xd[idx], yd[idx]
 
-    cfg = TrainConfig(steps=steps + 2, batch_size=batch, lr=1e-4, warmup_steps=10, ema_decay=0.999,
-                      label_dropout=0.1, checkpoint_every=10_000_000, log_every=10)
+    cfg = TrainConfig(
+        steps=steps + 2,
+        batch_size=batch,
+        lr=1e-4,
+        warmup_steps=10,
+        ema_decay=0.999,
+        label_dropout=0.1,
+        checkpoint_every=10_000_000,
+        log_every=10,
+    )
     # checkpoint_every is out of reach, but train() saves at the last step: that one is not timed.
-    train(ctx, model, make_schedule("linear", 1000, clip_sample=True), batches, cfg,
-          torch.Generator(device).manual_seed(0), model.null_class)
+    train(
+        ctx,
+        model,
+        make_schedule("linear", 1000, clip_sample=True),
+        batches,
+        cfg,
+        torch.Generator(device).manual_seed(0),
+        model.null_class,
+    )
     sync(device)
     # marks[i] is the start of step i+1: time steps 2 .. steps+1 (the first is warm-up, the last saves)
     return (marks[steps + 1] - marks[1]) / steps
@@ -132,9 +154,12 @@ def main() -> None:
         y = torch.randint(0, 10, (4 * batch,), generator=g)
         plain = plain_loop(x, y, shape, channels, attention, batch, args.steps, args.device)
         ours = workbench_loop(x, y, shape, channels, attention, batch, args.steps, args.device)
-        print(f"{name:12s} {shape} channels {channels} batch {batch}: plain {batch / plain:8.1f} img/s "
-              f"({plain * 1000:7.1f} ms/step)  workbench {batch / ours:8.1f} img/s ({ours * 1000:7.1f} ms/step)  "
-              f"ratio {plain / ours:.2f}x", flush=True)
+        print(
+            f"{name:12s} {shape} channels {channels} batch {batch}: plain {batch / plain:8.1f} img/s "
+            f"({plain * 1000:7.1f} ms/step)  workbench {batch / ours:8.1f} img/s ({ours * 1000:7.1f} ms/step)  "
+            f"ratio {plain / ours:.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,17 @@ def fill(store, n_runs: int, n_points: int, big: int) -> int:
     per_exp = 100
     ids: list[int] = []
     for e in range(0, n_runs, per_exp):
-        ids += queue.submit(store, name=f"exp{e // per_exp}", kind="sleep", spec_text="", sweep={},
-                            runs=[queue.NewRun(f"exp{e // per_exp} seed={i}", {"kind": "sleep", "seed": i})
-                                  for i in range(min(per_exp, n_runs - e))])[1]
+        ids += queue.submit(
+            store,
+            name=f"exp{e // per_exp}",
+            kind="sleep",
+            spec_text="",
+            sweep={},
+            runs=[
+                queue.NewRun(f"exp{e // per_exp} seed={i}", {"kind": "sleep", "seed": i})
+                for i in range(min(per_exp, n_runs - e))
+            ],
+        )[1]
     big_run = ids[-1]
     rest = n_points - big
     rows = [(big_run, "loss", s, 1.0 / (s + 1), 0.0, 1) for s in range(big)]
@@ -38,7 +46,9 @@ def fill(store, n_runs: int, n_points: int, big: int) -> int:
         rows += [(rid, "loss", s, 1.0 / (s + 1), 0.0, 1) for s in range(per_run)]
     with store.write() as s:
         s.connection().exec_driver_sql(
-            "INSERT INTO metric_points (run_id, key, step, value, wall_time, attempt) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            "INSERT INTO metric_points (run_id, key, step, value, wall_time, attempt) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     print(f"filled {len(ids)} runs and {len(rows)} metric points in {time.perf_counter() - t:.1f} s")
     return big_run
 
@@ -56,13 +66,17 @@ async def measure(store, big_run: int) -> None:
         while not app.screen.rows or table.row_count < min(len(app.screen.rows), PAGE):
             await pilot.pause(0.01)
         await pilot.pause(0)
-        print(f"open the app, load {len(app.screen.rows)} runs, show the first {table.row_count}: "
-              f"{(time.perf_counter() - t0) * 1000:8.0f} ms")
+        print(
+            f"open the app, load {len(app.screen.rows)} runs, show the first {table.row_count}: "
+            f"{(time.perf_counter() - t0) * 1000:8.0f} ms"
+        )
 
         t = time.perf_counter()
         await pilot.press("slash", *"seed=7", "enter")  # filter over all 10 000 runs
         await pilot.pause(0)
-        print(f"filter them by text ({table.row_count} match):     {(time.perf_counter() - t) * 1000:8.0f} ms")
+        print(
+            f"filter them by text ({table.row_count} match):     {(time.perf_counter() - t) * 1000:8.0f} ms"
+        )
         await pilot.press("escape")
 
         t = time.perf_counter()
@@ -99,8 +113,10 @@ async def measure(store, big_run: int) -> None:
             await pilot.pause(0)
             times.append(time.perf_counter() - t)
         print("refresh times ms:", [round(t * 1000) for t in times])
-        print(f"refresh the curve (+100 points, of 100 000): median {statistics.median(times) * 1000:6.1f} ms, "
-              f"max {max(times) * 1000:6.1f} ms (goal <= 150 ms)")
+        print(
+            f"refresh the curve (+100 points, of 100 000): median {statistics.median(times) * 1000:6.1f} ms, "
+            f"max {max(times) * 1000:6.1f} ms (goal <= 150 ms)"
+        )
 
 
 def main() -> None:

@@ -24,8 +24,13 @@ def start_seconds(root: Path) -> float:
     env = dict(os.environ, WORKBENCH_HOME=home, WORKBENCH_LOCK_DIR=f"{home}/locks")
     env.pop("WORKBENCH_DB_URL", None)
     t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--devices", "cpu", "--idle-exit", "0"],
-                         cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "worker", "--devices", "cpu", "--idle-exit", "0"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     for line in p.stdout:
         if line.rstrip().endswith("ready"):
             break

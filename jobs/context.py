@@ -42,8 +42,10 @@ STOP_CHECK_INTERVAL = 1.0
 ACTIVITY_INTERVAL = 1.0
 MAX_BUFFERED_POINTS = 2_000_000  # kept through a store fault; past this the oldest are dropped
 CHECKPOINTS = "checkpoints"
-_INSERT_POINTS = (f"INSERT INTO {MetricPoint.__tablename__} (run_id, key, step, value, wall_time, attempt) "
-                  "VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_POINTS = (
+    f"INSERT INTO {MetricPoint.__tablename__} (run_id, key, step, value, wall_time, attempt) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 _STORE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
@@ -81,8 +83,10 @@ class FinishedRun:
         path = self.artifacts.get(name)
         if path is None or not path.exists():
             have = ", ".join(sorted(self.artifacts)) or "none"
-            raise UnusableRun(f"run {self.id} ({self.kind}) has no {'file for ' if path else ''}artifact {name!r} "
-                              f"(it has: {have})")
+            raise UnusableRun(
+                f"run {self.id} ({self.kind}) has no {'file for ' if path else ''}artifact {name!r} "
+                f"(it has: {have})"
+            )
         return path
 
 
@@ -117,8 +121,15 @@ class RunContext:
         dir: the run's artifact folder, `store.home / "runs" / str(run_id)`.
     """
 
-    def __init__(self, store: Store, run_id: int, *, device: str = "cpu", attempt: int | None = None,
-                 on_activity: Callable[[int | None], None] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        run_id: int,
+        *,
+        device: str = "cpu",
+        attempt: int | None = None,
+        on_activity: Callable[[int | None], None] | None = None,
+    ):
         self.store = store
         self.run_id = run_id
         self.device = device
@@ -203,15 +214,21 @@ class RunContext:
             self._last_flush = time.time()
         if not buffered and progress is None:
             return
-        points = [(self.run_id, k, step, _finite_or_none(v), wall, self.attempt)
-                  for step, wall, scalars in buffered for k, v in scalars.items()]
+        points = [
+            (self.run_id, k, step, _finite_or_none(v), wall, self.attempt)
+            for step, wall, scalars in buffered
+            for k, v in scalars.items()
+        ]
         try:
             with self._write() as s:
                 if points:  # plain executemany: the ORM's bulk insert costs several times more per row
                     s.connection().exec_driver_sql(_INSERT_POINTS, points)
                 if progress is not None:
-                    s.execute(update(Run).where(Run.id == self.run_id)
-                              .values(progress_done=progress[0], progress_total=progress[1]))
+                    s.execute(
+                        update(Run)
+                        .where(Run.id == self.run_id)
+                        .values(progress_done=progress[0], progress_total=progress[1])
+                    )
             self.store_fault = None
         except StoreFault as e:
             with self._lock:  # put them back in front of what was logged meanwhile
@@ -315,8 +332,9 @@ class RunContext:
         with self._write():
             pass
 
-    def _add_artifact(self, name: str, kind: str, path: Path, step: int | None, meta: dict[str, Any],
-                      replace: bool = False) -> None:
+    def _add_artifact(
+        self, name: str, kind: str, path: Path, step: int | None, meta: dict[str, Any], replace: bool = False
+    ) -> None:
         rel = relative_to_home(self.store.home, path)
         with self._write() as s:
             if replace:  # a resumed run that redoes a picture (or a checkpoint) replaces the old row
@@ -324,8 +342,17 @@ class RunContext:
                 if kind != "checkpoint":  # one checkpoint row per run; one image row per (name, step)
                     same.append(Artifact.step.is_(None) if step is None else Artifact.step == step)
                 s.execute(delete(Artifact).where(*same))
-            s.add(Artifact(run_id=self.run_id, name=name, kind=kind, path=rel, step=step, meta=_jsonable(meta),
-                           created_at=time.time()))
+            s.add(
+                Artifact(
+                    run_id=self.run_id,
+                    name=name,
+                    kind=kind,
+                    path=rel,
+                    step=step,
+                    meta=_jsonable(meta),
+                    created_at=time.time(),
+                )
+            )
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -368,8 +395,12 @@ class RunContext:
         from safetensors.torch import load
 
         with self.store.read() as s:
-            row = s.scalar(select(Artifact).where(Artifact.run_id == self.run_id, Artifact.kind == "checkpoint")
-                           .order_by(Artifact.id.desc()).limit(1))
+            row = s.scalar(
+                select(Artifact)
+                .where(Artifact.run_id == self.run_id, Artifact.kind == "checkpoint")
+                .order_by(Artifact.id.desc())
+                .limit(1)
+            )
         folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
         if row is not None and row.path.endswith(".safetensors") and (self.store.home / row.path).exists():
             path = self.store.home / row.path
@@ -421,11 +452,17 @@ class RunContext:
         wanted = tuple(kinds) if kinds is not None else None
         if run.status != "succeeded" or (wanted and run.kind not in wanted):
             need = f"a succeeded {' or '.join(wanted)} run" if wanted else "a succeeded run"
-            raise UnusableRun(f"run {run_id} ({run.name}) is a {run.status} {run.kind} run; it must be {need}")
-        files = {a.name: self.store.home / a.path for a in artifacts(self.store, run_id)  # newest last
-                 if a.kind in ("file", "image")}
-        return FinishedRun(run.id, run.kind, run.name, run.spec or {}, run.summary or {}, tables(self.store, run_id),
-                           files)
+            raise UnusableRun(
+                f"run {run_id} ({run.name}) is a {run.status} {run.kind} run; it must be {need}"
+            )
+        files = {
+            a.name: self.store.home / a.path
+            for a in artifacts(self.store, run_id)  # newest last
+            if a.kind in ("file", "image")
+        }
+        return FinishedRun(
+            run.id, run.kind, run.name, run.spec or {}, run.summary or {}, tables(self.store, run_id), files
+        )
 
     # --- control ---------------------------------------------------------------------------------
 
@@ -471,8 +508,10 @@ class _OwnedWrite:
             raise StoreFault(_short(e)) from e
         if row is None or row.status != "running" or row.attempt != self.ctx.attempt:
             self._cm.__exit__(None, None, None)
-            raise LostOwnership(f"run {self.ctx.run_id} attempt {self.ctx.attempt} no longer owns the run "
-                                f"({'deleted' if row is None else f'{row.status}, attempt {row.attempt}'})")
+            raise LostOwnership(
+                f"run {self.ctx.run_id} attempt {self.ctx.attempt} no longer owns the run "
+                f"({'deleted' if row is None else f'{row.status}, attempt {row.attempt}'})"
+            )
         return s
 
     def __exit__(self, exc_type, exc, tb):
@@ -490,6 +529,7 @@ def _short(e: DBAPIError) -> str:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
 
 def _finite_or_none(v: float) -> float | None:
     """SQLite stores NaN as NULL anyway; keep the row so a curve shows the gap."""

@@ -35,6 +35,6 @@ def grid_image(x: torch.Tensor, rows: int, cols: int) -> np.ndarray:
     from torchvision.utils import make_grid
 
     scale = max(1, 32 // x.shape[-1])
-    pixels = torch.from_numpy(to_pixels(x[:rows * cols], scale))
+    pixels = torch.from_numpy(to_pixels(x[: rows * cols], scale))
     grid = make_grid(pixels, nrow=cols, padding=1, pad_value=255)
     return grid.permute(1, 2, 0).numpy()

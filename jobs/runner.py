@@ -135,6 +135,7 @@ class DeviceLock:
 
 # --- the child -----------------------------------------------------------------------------------
 
+
 def _fork_is_poisoned() -> bool:
     """In a forked process: had its parent initialised CUDA before forking (torch's own record)?"""
     import torch
@@ -172,7 +173,9 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
                 pass
 
     store = Store(db_url, Path(home))
-    ctx = RunContext(store, run_id, attempt=attempt, on_activity=lambda step: send(("alive", step, time.time())))
+    ctx = RunContext(
+        store, run_id, attempt=attempt, on_activity=lambda step: send(("alive", step, time.time()))
+    )
     signal.signal(signal.SIGTERM, lambda *_: ctx.request_stop())  # a plain `kill` saves first, too
 
     def watch_parent() -> None:
@@ -194,12 +197,16 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
         from jobs.kinds import load_kind
         from jobs.spec import spec_from_dict
 
-        ctx.event(f"process {os.getpid()} in slot {slot}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} "
-                  f"set before CUDA could start; fork server {'HAD STARTED CUDA' if poisoned else 'never touched CUDA'}; "
-                  f"{threads} CPU thread(s)")
+        ctx.event(
+            f"process {os.getpid()} in slot {slot}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} "
+            f"set before CUDA could start; fork server {'HAD STARTED CUDA' if poisoned else 'never touched CUDA'}; "
+            f"{threads} CPU thread(s)"
+        )
         if poisoned and slot != "cpu":
-            raise RuntimeError("the worker's fork server initialised CUDA before forking this run, so it cannot use "
-                               "its GPU; report this as a workbench bug")
+            raise RuntimeError(
+                "the worker's fork server initialised CUDA before forking this run, so it cannot use "
+                "its GPU; report this as a workbench bug"
+            )
         if removed := ctx.remove_partial_files():
             ctx.event(f"removed {removed} partly written file(s) an earlier attempt left")
         spec = spec_from_dict(ctx.spec)
@@ -214,8 +221,11 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
         result = ("lost", str(e), None)
     except BaseException as e:  # noqa: BLE001 - everything a kind raises fails its run, store faults excepted
         fault = is_store_fault(e) or (e.__cause__ is not None and is_store_fault(e.__cause__))
-        result = ("interrupted" if fault else "failed",
-                  f"store fault: {e}" if fault else f"{type(e).__name__}: {e}", traceback.format_exc())
+        result = (
+            "interrupted" if fault else "failed",
+            f"store fault: {e}" if fault else f"{type(e).__name__}: {e}",
+            traceback.format_exc(),
+        )
         try:
             ctx.flush()
         except Exception:  # noqa: BLE001
@@ -232,6 +242,7 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
 
 
 # --- the worker ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Slot:
@@ -263,12 +274,23 @@ class Slot:
 
 
 class Worker:
-    def __init__(self, store: Store, devices: list[str], *, once: bool = False, max_jobs: int | None = None,
-                 idle_exit: float | None = None, threads: int | None = None,
-                 stop_grace: float = DEFAULT_STOP_GRACE, log=print):
+    def __init__(
+        self,
+        store: Store,
+        devices: list[str],
+        *,
+        once: bool = False,
+        max_jobs: int | None = None,
+        idle_exit: float | None = None,
+        threads: int | None = None,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        log=print,
+    ):
         self.store = store
         cpu_index = iter(range(len(devices)))
-        self.slots = [Slot(d, DeviceLock(f"cpu-{next(cpu_index)}" if d == "cpu" else f"gpu-{d}")) for d in devices]
+        self.slots = [
+            Slot(d, DeviceLock(f"cpu-{next(cpu_index)}" if d == "cpu" else f"gpu-{d}")) for d in devices
+        ]
         self.once, self.max_jobs, self.idle_exit = once, max_jobs, idle_exit
         self.stop_grace = stop_grace
         self.log = log
@@ -295,9 +317,13 @@ class Worker:
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.id = self._retrying("registering", lambda: queue.register_worker(self.store, [s.device for s in self.slots]))
-        self.log(f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.url}, "
-                 f"device locks in {lock_dir()})")
+        self.id = self._retrying(
+            "registering", lambda: queue.register_worker(self.store, [s.device for s in self.slots])
+        )
+        self.log(
+            f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.url}, "
+            f"device locks in {lock_dir()})"
+        )
         self._check_fork_server()
         self.log("ready")
         lease_thread = threading.Thread(target=self._renew_leases, daemon=True, name="leases")
@@ -329,10 +355,16 @@ class Worker:
                     if self.stopping and all(b.outcome is not None for b in busy):
                         # Stopping with outcomes the store would not take: exit anyway. Their leases lapse and
                         # the next worker marks them interrupted, resumable from their last checkpoint.
-                        self.log(f"exiting with {len(busy)} run(s) the store could not record; they will be "
-                                 "marked interrupted once their leases lapse")
+                        self.log(
+                            f"exiting with {len(busy)} run(s) the store could not record; they will be "
+                            "marked interrupted once their leases lapse"
+                        )
                         return 0
-                elif self.stopping or (self.max_jobs is not None and self.started >= self.max_jobs) or self.once:
+                elif (
+                    self.stopping
+                    or (self.max_jobs is not None and self.started >= self.max_jobs)
+                    or self.once
+                ):
                     return 0
                 elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:
                     self.log(f"idle for {self.idle_exit:.0f} s, exiting")
@@ -381,8 +413,10 @@ class Worker:
         poisoned = parent.recv() if parent.poll(600) else True
         probe.join()
         if poisoned:
-            self.log("warning: the fork server initialised CUDA before forking; GPU runs would fail, so runs "
-                     "start as fresh processes instead (slower starts)")
+            self.log(
+                "warning: the fork server initialised CUDA before forking; GPU runs would fail, so runs "
+                "start as fresh processes instead (slower starts)"
+            )
             self.mp = multiprocessing.get_context("spawn")
 
     def _renew_leases(self) -> None:
@@ -403,7 +437,9 @@ class Worker:
                         s.lost = True
                         if s.process is not None and s.process.is_alive():
                             s.process.kill()  # at once: the run has a new owner
-                        self.log(f"run {s.run_id}: attempt {s.attempt} was taken from this worker; process killed")
+                        self.log(
+                            f"run {s.run_id}: attempt {s.attempt} was taken from this worker; process killed"
+                        )
                     elif s.run_id in renewal.cancelled:
                         s.cancel_seen = True
 
@@ -419,20 +455,29 @@ class Worker:
             slot.lock.release()
             return False
         self.started += 1
-        threads = int(run.spec.get("threads") or (self.cpu_threads if slot.device == "cpu" else self.gpu_threads))
+        threads = int(
+            run.spec.get("threads") or (self.cpu_threads if slot.device == "cpu" else self.gpu_threads)
+        )
         parent_end, child_end = self.mp.Pipe(duplex=True)
         proc = self.mp.Process(
-            target=_child_main, name=f"workbench-run-{run.id}", daemon=False,
-            args=(child_end, self.store.url, str(self.store.home), run.id, run.attempt, slot.device, threads))
+            target=_child_main,
+            name=f"workbench-run-{run.id}",
+            daemon=False,
+            args=(child_end, self.store.url, str(self.store.home), run.id, run.attempt, slot.device, threads),
+        )
         with self._slots_lock:
             slot.run_id, slot.attempt, slot.conn = run.id, run.attempt, parent_end
-            slot.no_progress_s = 60 * float(run.spec.get("no_progress_minutes") or DEFAULT_NO_PROGRESS_MINUTES)
+            slot.no_progress_s = 60 * float(
+                run.spec.get("no_progress_minutes") or DEFAULT_NO_PROGRESS_MINUTES
+            )
             slot.last_alive = time.monotonic()
             proc.start()
             slot.process = proc
         child_end.close()
-        self.log(f"run {run.id} ({run.kind} {run.name!r}) attempt {run.attempt} started on {slot.device}, "
-                 f"pid {proc.pid}, {threads} thread(s)")
+        self.log(
+            f"run {run.id} ({run.kind} {run.name!r}) attempt {run.attempt} started on {slot.device}, "
+            f"pid {proc.pid}, {threads} thread(s)"
+        )
         queue.set_pid(self.store, run.id, proc.pid)
         return True
 
@@ -456,7 +501,11 @@ class Worker:
                     if step is not None:
                         if slot.last_step is not None and step > slot.last_step[0]:
                             per_step = (sent - slot.last_step[1]) / (step - slot.last_step[0])
-                            slot.step_seconds = per_step if not slot.step_seconds else 0.7 * slot.step_seconds + 0.3 * per_step
+                            slot.step_seconds = (
+                                per_step
+                                if not slot.step_seconds
+                                else 0.7 * slot.step_seconds + 0.3 * per_step
+                            )
                         if slot.last_step is None or step != slot.last_step[0]:
                             slot.last_step = (step, sent)
                 else:
@@ -478,8 +527,12 @@ class Worker:
                     elif now - slot.last_alive > slot.no_progress_s:
                         slot.stop_sent_at, slot.stop_reason = now, "hung"
                         proc.kill()
-                        self.log(f"run {slot.run_id}: no progress for {slot.no_progress_s / 60:g} min; killed")
-                if slot.stop_sent_at is not None and (self.forced or now - slot.stop_sent_at >= self._grace(slot)):
+                        self.log(
+                            f"run {slot.run_id}: no progress for {slot.no_progress_s / 60:g} min; killed"
+                        )
+                if slot.stop_sent_at is not None and (
+                    self.forced or now - slot.stop_sent_at >= self._grace(slot)
+                ):
                     proc.kill()
                 return
             proc.join()
@@ -487,9 +540,13 @@ class Worker:
             slot.outcome = self._outcome(slot, proc.exitcode)
         status, error, tb = slot.outcome
         if slot.lost or status == "lost":
-            self.log(f"run {slot.run_id}: attempt {slot.attempt} ended after losing the run; nothing recorded")
+            self.log(
+                f"run {slot.run_id}: attempt {slot.attempt} ended after losing the run; nothing recorded"
+            )
         else:
-            queue.finish(self.store, slot.run_id, self.id, status, error, tb, attempt=slot.attempt)  # may fault: retried
+            queue.finish(
+                self.store, slot.run_id, self.id, status, error, tb, attempt=slot.attempt
+            )  # may fault: retried
             self.log(f"run {slot.run_id} {status}" + (f": {error}" if error else ""))
         with self._slots_lock:
             slot.free()
@@ -497,7 +554,11 @@ class Worker:
     def _outcome(self, slot: Slot, exitcode: int | None) -> tuple[str, str | None, str | None]:
         result = slot.result
         if slot.stop_reason == "hung":
-            return "failed", f"no progress for {slot.no_progress_s / 60:g} min (no step or report from the run)", None
+            return (
+                "failed",
+                f"no progress for {slot.no_progress_s / 60:g} min (no step or report from the run)",
+                None,
+            )
         if result and result[0] in ("succeeded", "failed", "interrupted", "lost"):
             return result[0], *(list(result[1:]) + [None, None])[:2]
         if result and result[0] == "cancelled" and slot.stop_reason != "shutdown":
@@ -511,6 +572,7 @@ class Worker:
 
 
 # --- starting a worker in the background ---------------------------------------------------------
+
 
 def hold_exclusive_lock(home: Path):
     """Take the auto-worker lock, or return None when another auto-started worker holds it."""
@@ -532,9 +594,23 @@ def ensure_worker(store: Store, idle_exit: float = 600.0) -> bool:
     env = dict(os.environ, WORKBENCH_HOME=str(store.home), WORKBENCH_DB_URL=store.url)
     with open(logs / "worker.log", "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "workbench", "worker", "--devices", "auto", "--idle-exit", str(idle_exit),
-             "--exclusive"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "workbench",
+                "worker",
+                "--devices",
+                "auto",
+                "--idle-exit",
+                str(idle_exit),
+                "--exclusive",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
     return True
 
 

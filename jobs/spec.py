@@ -50,8 +50,11 @@ def check_name(name: str) -> str:
     bidi override), not blank, not padded, at most MAX_NAME_LENGTH characters."""
     bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")})
     if bad:
-        raise ValueError("contains control or format characters ("
-                         + ", ".join(f"U+{ord(c):04X}" for c in bad) + "); use printable text")
+        raise ValueError(
+            "contains control or format characters ("
+            + ", ".join(f"U+{ord(c):04X}" for c in bad)
+            + "); use printable text"
+        )
     if not name.strip():
         raise ValueError("is blank")
     if name != name.strip():
@@ -83,17 +86,27 @@ class BaseSpec(BaseModel):
 
     kind: str
     name: Annotated[str, AfterValidator(check_name)] | None = Field(
-        None, max_length=MAX_NAME_LENGTH, description="experiment name; defaults to the file name")
+        None, max_length=MAX_NAME_LENGTH, description="experiment name; defaults to the file name"
+    )
     preset: Literal["smoke", "paper"] = Field("smoke", description="size preset; fields you set override it")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
-                        description="auto: cuda, else mps, else cpu (within the worker's device slot)")
-    sweep: dict[str, list[Any]] = Field(default_factory=dict,
-                                        description="dotted field path -> values; one run per combination")
-    threads: int | None = Field(None, ge=1, le=4096, description="torch CPU threads (default: the worker's share "
-                                                                  "of the host's cores)")
-    no_progress_minutes: float = Field(30.0, ge=0.05, le=10_080, description="kill the run when it reports no "
-                                       "step, metric or event for this long (a hung run)")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="auto: cuda, else mps, else cpu (within the worker's device slot)",
+    )
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="dotted field path -> values; one run per combination"
+    )
+    threads: int | None = Field(
+        None, ge=1, le=4096, description="torch CPU threads (default: the worker's share of the host's cores)"
+    )
+    no_progress_minutes: float = Field(
+        30.0,
+        ge=0.05,
+        le=10_080,
+        description="kill the run when it reports no step, metric or event for this long (a hung run)",
+    )
 
     @classmethod
     def preset_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +127,7 @@ class Job:
 
 
 # --- YAML with line numbers ----------------------------------------------------------------------
+
 
 def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
     """Map each key path in a composed YAML document to its 1-based line."""
@@ -142,17 +156,22 @@ def _check_structure(node: yaml.Node | None, source: str) -> None:
             continue
         seen += 1
         if seen > MAX_SPEC_NODES:
-            raise SpecError(f"{source}: the document expands to more than {MAX_SPEC_NODES} values "
-                            "(aliases included); a job spec is far smaller")
+            raise SpecError(
+                f"{source}: the document expands to more than {MAX_SPEC_NODES} values "
+                "(aliases included); a job spec is far smaller"
+            )
         if depth > MAX_SPEC_DEPTH:
-            raise SpecError(f"{source}:{n.start_mark.line + 1}: nested more than {MAX_SPEC_DEPTH} levels deep")
+            raise SpecError(
+                f"{source}:{n.start_mark.line + 1}: nested more than {MAX_SPEC_DEPTH} levels deep"
+            )
         if isinstance(n, yaml.MappingNode):
             keys: dict[Any, int] = {}
             for k, v in n.value:
                 key = k.value if isinstance(k, yaml.ScalarNode) else id(k)
                 if key in keys:
-                    raise SpecError(f"{source}:{k.start_mark.line + 1}: duplicate key {key!r} (first on line "
-                                    f"{keys[key]})")
+                    raise SpecError(
+                        f"{source}:{k.start_mark.line + 1}: duplicate key {key!r} (first on line {keys[key]})"
+                    )
                 keys[key] = k.start_mark.line + 1
                 stack += [(k, depth + 1), (v, depth + 1)]
         elif isinstance(n, yaml.SequenceNode):
@@ -161,10 +180,12 @@ def _check_structure(node: yaml.Node | None, source: str) -> None:
 
 def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]]:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
-        raise SpecError(f"{source}: {len(text.encode('utf-8', 'surrogatepass'))} bytes; a job spec is at most "
-                        f"{MAX_SPEC_BYTES} bytes")
+        raise SpecError(
+            f"{source}: {len(text.encode('utf-8', 'surrogatepass'))} bytes; a job spec is at most "
+            f"{MAX_SPEC_BYTES} bytes"
+        )
     if bad := next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None):
-        line = text[:text.index(bad)].count("\n") + 1
+        line = text[: text.index(bad)].count("\n") + 1
         raise SpecError(f"{source}:{line}: control character U+{ord(bad):04X} in the document")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -177,10 +198,13 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]
     except RecursionError:
         raise SpecError(f"{source}: nested too deeply (at most {MAX_SPEC_DEPTH} levels)") from None
     except ValueError as e:  # an integer of more digits than Python converts (4300)
-        raise SpecError(f"{source}: a value cannot be read (a number of thousands of digits?): "
-                        f"{str(e).split(';')[0]}") from None
+        raise SpecError(
+            f"{source}: a value cannot be read (a number of thousands of digits?): {str(e).split(';')[0]}"
+        ) from None
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: a job spec must be a YAML mapping with a `kind:` field, got {type(data).__name__}")
+        raise SpecError(
+            f"{source}: a job spec must be a YAML mapping with a `kind:` field, got {type(data).__name__}"
+        )
     return data, (_line_map(node) if node is not None else {})
 
 
@@ -197,10 +221,15 @@ def _dotted(loc: tuple) -> str:
 
 # --- presets and sweeps --------------------------------------------------------------------------
 
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = (
+            deep_merge(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
+            else copy.deepcopy(v)
+        )
     return out
 
 
@@ -241,8 +270,9 @@ def resolve(spec_cls: type[BaseSpec], raw: dict[str, Any], base_dir: Path | None
     `base_dir` is where relative file paths in the spec (data.path) are taken from: the spec file's
     folder. They are stored absolute, so a run does not depend on the worker's working directory.
     """
-    return spec_cls.model_validate(deep_merge(spec_cls.preset_fields(raw), raw),
-                                   context={"base_dir": base_dir or Path.cwd()})
+    return spec_cls.model_validate(
+        deep_merge(spec_cls.preset_fields(raw), raw), context={"base_dir": base_dir or Path.cwd()}
+    )
 
 
 def load_job(text: str, source: str = "<spec>", name: str | None = None, base_dir: Path | None = None) -> Job:
@@ -255,13 +285,17 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None, base_di
     if kind is None:
         raise SpecError(f"{_where(source, lines, ())}: kind: missing; one of {', '.join(kind_names())}")
     if not isinstance(kind, str) or kind not in kind_names():
-        raise SpecError(f"{_where(source, lines, ('kind',))}: kind: unknown kind {kind!r}; "
-                        f"one of {', '.join(kind_names())}")
+        raise SpecError(
+            f"{_where(source, lines, ('kind',))}: kind: unknown kind {kind!r}; "
+            f"one of {', '.join(kind_names())}"
+        )
     spec_cls = load_kind(kind).Spec
 
     sweep = raw.pop("sweep", None) or {}
     if not isinstance(sweep, dict):
-        raise SpecError(f"{_where(source, lines, ('sweep',))}: sweep: must map dotted field paths to lists of values")
+        raise SpecError(
+            f"{_where(source, lines, ('sweep',))}: sweep: must map dotted field paths to lists of values"
+        )
     problems = []
     for path, values in sweep.items():
         where = _where(source, lines, ("sweep", path))
@@ -280,7 +314,9 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None, base_di
     for values in sweep.values():
         n_runs *= len(values)
     if n_runs > MAX_SWEEP_RUNS:
-        raise SpecError(f"{_where(source, lines, ('sweep',))}: sweep: {n_runs} combinations, more than {MAX_SWEEP_RUNS}")
+        raise SpecError(
+            f"{_where(source, lines, ('sweep',))}: sweep: {n_runs} combinations, more than {MAX_SWEEP_RUNS}"
+        )
 
     exp_name = raw.get("name") or name or Path(source).stem
     try:
@@ -302,9 +338,14 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None, base_di
         except ValidationError as e:
             for err in e.errors():
                 loc = tuple(err["loc"])
-                msg = err["msg"] + (f" (got {err['input']!r})" if "input" in err and err["type"] != "missing"
-                                    and not isinstance(err["input"], dict) else "")
-                combo_problems.setdefault(f"{_where(source, combo_lines, loc)}: {_dotted(loc)}: {msg}", []).append(label)
+                msg = err["msg"] + (
+                    f" (got {err['input']!r})"
+                    if "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict)
+                    else ""
+                )
+                combo_problems.setdefault(
+                    f"{_where(source, combo_lines, loc)}: {_dotted(loc)}: {msg}", []
+                ).append(label)
             continue
         spec.name = exp_name
         run_name = f"{exp_name} {label}".strip()

@@ -20,8 +20,22 @@ from store.schema import SCHEMA_VERSION, NewerSchema, stored_version, upgrade
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 # SQLite's locking needs POSIX locks and shared memory that these file systems do not give reliably.
-NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
-              "beegfs", "davfs", "ncpfs")
+NETWORK_FS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "afs",
+    "9p",
+    "ceph",
+    "glusterfs",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "davfs",
+    "ncpfs",
+)
 
 
 def busy_timeout_ms() -> int:
@@ -50,7 +64,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
         cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = FULL")  # WAL synced at every commit: a committed write survives an OS crash, a power cut, or a disk turned read-only
+        cur.execute(
+            "PRAGMA synchronous = FULL"
+        )  # WAL synced at every commit: a committed write survives an OS crash, a power cut, or a disk turned read-only
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
@@ -88,7 +104,8 @@ def refuse_network_fs(db_file: Path) -> None:
         raise StoreError(
             f"{db_file} is on a {fstype} file system, where SQLite's locking is unsafe (runs and metrics can be "
             f"lost or corrupted). Put $WORKBENCH_HOME on a local disk, or point $WORKBENCH_DB_URL at a database "
-            f"server (postgresql+psycopg://...) and keep only artifacts on the shared mount.")
+            f"server (postgresql+psycopg://...) and keep only artifacts on the shared mount."
+        )
 
 
 def db_now_sql(dialect: str) -> str:
@@ -116,8 +133,10 @@ class Store:
             self._migrate()
         except DBAPIError as e:  # SQLite in WAL mode cannot even open a database on a read-only disk
             if os.statvfs(self.home).f_flag & os.ST_RDONLY:
-                raise StoreError(f"cannot open the store: {self.home} is on a read-only file system (remount it "
-                                 "read-write, or set $WORKBENCH_HOME to a writable folder)") from e
+                raise StoreError(
+                    f"cannot open the store: {self.home} is on a read-only file system (remount it "
+                    "read-write, or set $WORKBENCH_HOME to a writable folder)"
+                ) from e
             raise
 
     def _migrate(self) -> None:

@@ -40,9 +40,16 @@ def readable(row: dict[str, Any], with_n: bool = True) -> dict[str, Any]:
         base, sub = _split(key)
         low, high, n = _interval(row, base, sub)
         if isinstance(value, int | float) and (low is not None or high is not None):
-            out[key] = f"{cell(value)} [{_end(low)}, {_end(high)}]" + (f" n={n}" if with_n and n is not None else "")
-            folded |= {f"{base}_ci{sub}", f"{base}_ci_low{sub}", f"{base}_ci_high{sub}", f"{base}_n{sub}",
-                       f"{base}_n"}
+            out[key] = f"{cell(value)} [{_end(low)}, {_end(high)}]" + (
+                f" n={n}" if with_n and n is not None else ""
+            )
+            folded |= {
+                f"{base}_ci{sub}",
+                f"{base}_ci_low{sub}",
+                f"{base}_ci_high{sub}",
+                f"{base}_n{sub}",
+                f"{base}_n",
+            }
         else:
             out[key] = value
     return {k: v for k, v in out.items() if k not in folded}
@@ -62,8 +69,14 @@ def readable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         r = readable(row, with_n=False)
-        out.append({(f"{k} (n={shared[k]})" if k in shared else k): (
-            v if k in shared or k not in ns else f"{v} n={_interval(row, *_split(k))[2]}") for k, v in r.items()})
+        out.append(
+            {
+                (f"{k} (n={shared[k]})" if k in shared else k): (
+                    v if k in shared or k not in ns else f"{v} n={_interval(row, *_split(k))[2]}"
+                )
+                for k, v in r.items()
+            }
+        )
     return out
 
 
@@ -75,8 +88,11 @@ def _split(key: str) -> tuple[str, str]:
 
 def _interval(row: dict[str, Any], base: str, sub: str) -> tuple[Any, Any, Any]:
     ci = row.get(f"{base}_ci{sub}")
-    low, high = ci if isinstance(ci, list) and len(ci) == 2 else (row.get(f"{base}_ci_low{sub}"),
-                                                                  row.get(f"{base}_ci_high{sub}"))
+    low, high = (
+        ci
+        if isinstance(ci, list) and len(ci) == 2
+        else (row.get(f"{base}_ci_low{sub}"), row.get(f"{base}_ci_high{sub}"))
+    )
     return low, high, row.get(f"{base}_n{sub}", row.get(f"{base}_n"))
 
 
@@ -88,13 +104,22 @@ def collect(records: list[dict[str, Any]], table: str | None = None) -> dict[str
     """Stack the tables of several `show` records: {table name: rows with run columns first}."""
     stacked: dict[str, list[dict[str, Any]]] = {}
     if table in (None, "summary"):
-        stacked["summary"] = [{"run": r["id"], "run_name": r["name"], "kind": r["kind"], "status": r["status"],
-                               **flatten(r["summary"])} for r in records]
+        stacked["summary"] = [
+            {
+                "run": r["id"],
+                "run_name": r["name"],
+                "kind": r["kind"],
+                "status": r["status"],
+                **flatten(r["summary"]),
+            }
+            for r in records
+        ]
     for r in records:
         for name, rows in r["tables"].items():
             if table is None or name == table:
                 stacked.setdefault(name, []).extend(
-                    {"run": r["id"], "run_name": r["name"], **flatten(row)} for row in rows)
+                    {"run": r["id"], "run_name": r["name"], **flatten(row)} for row in rows
+                )
     return stacked
 
 
@@ -129,8 +154,18 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -139,11 +174,19 @@ def latex_escape(text: str) -> str:
 
 def to_latex(rows: list[dict[str, Any]], caption: str) -> str:
     cols = _columns(rows)
-    align = "".join("r" if all(isinstance(r.get(c), int | float) for r in rows if r.get(c) is not None) else "l"
-                    for c in cols)
-    out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption)}}}",
-           f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-           " & ".join(latex_escape(c) for c in cols) + " \\\\", "\\midrule"]
+    align = "".join(
+        "r" if all(isinstance(r.get(c), int | float) for r in rows if r.get(c) is not None) else "l"
+        for c in cols
+    )
+    out = [
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{latex_escape(caption)}}}",
+        f"\\begin{{tabular}}{{{align}}}",
+        "\\toprule",
+        " & ".join(latex_escape(c) for c in cols) + " \\\\",
+        "\\midrule",
+    ]
     out += [" & ".join(latex_escape(cell(row.get(c))) for c in cols) + " \\\\" for row in rows]
     out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(out) + "\n"
@@ -181,8 +224,16 @@ def write(tables: dict[str, list[dict[str, Any]]], fmt: str, path: Path) -> list
     return [path]
 
 
-def export_runs(store, run_ids: list[int], fmt: str, path: Path, tables: bool = True, curves: bool = False,
-                samples: bool = False, table: str | None = None) -> list[Path]:
+def export_runs(
+    store,
+    run_ids: list[int],
+    fmt: str,
+    path: Path,
+    tables: bool = True,
+    curves: bool = False,
+    samples: bool = False,
+    table: str | None = None,
+) -> list[Path]:
     """Write what was asked for at and next to `path`: the tables (all, or only `table`) in `fmt`;
     `<stem>-curve-<metric>.png` per metric; `<stem>-images/run<id>-<name>.png`. Returns the files written."""
     from store.queries import artifacts, metric_keys, metric_series, show

@@ -44,14 +44,19 @@ class RunsFeed:
             if self.polls % self.sweep_every == 0 and self.known:
                 deleted = self.known - set(s.scalars(select(Run.id)))
             new = list(s.scalars(select(Run).where(Run.id > self.last_run_id).order_by(Run.id)))
-            touched = set(s.scalars(select(RunEvent.run_id).where(RunEvent.id > self.last_event_id).distinct()))
+            touched = set(
+                s.scalars(select(RunEvent.run_id).where(RunEvent.id > self.last_event_id).distinct())
+            )
             self.last_event_id = s.scalar(select(func.max(RunEvent.id))) or self.last_event_id
             refetch = (touched | self.active) - {r.id for r in new}
             changed = list(s.scalars(select(Run).where(Run.id.in_(refetch)))) if refetch else []
             missing_exp = {r.experiment_id for r in new + changed} - set(self.experiments)
             if missing_exp:
-                self.experiments.update(s.execute(select(Experiment.id, Experiment.name)
-                                                  .where(Experiment.id.in_(missing_exp))).all())
+                self.experiments.update(
+                    s.execute(
+                        select(Experiment.id, Experiment.name).where(Experiment.id.in_(missing_exp))
+                    ).all()
+                )
         if new:
             self.last_run_id = new[-1].id
         rows = new + changed
@@ -83,9 +88,11 @@ class MetricFeed:
 
     def _poll(self) -> bool:
         with self.store.read() as s:
-            rows = s.execute(select(MetricPoint.id, MetricPoint.key, MetricPoint.step, MetricPoint.value)
-                             .where(MetricPoint.run_id == self.run_id, MetricPoint.id > self.last_id)
-                             .order_by(MetricPoint.id)).all()
+            rows = s.execute(
+                select(MetricPoint.id, MetricPoint.key, MetricPoint.step, MetricPoint.value)
+                .where(MetricPoint.run_id == self.run_id, MetricPoint.id > self.last_id)
+                .order_by(MetricPoint.id)
+            ).all()
         appended: dict[str, list[tuple[int, float]]] = {}
         for _id, key, step, value in rows:
             points = self.series.setdefault(key, {})
@@ -100,8 +107,10 @@ class MetricFeed:
         for key, tail in appended.items():
             if key in self.arrays and tail:
                 steps, values = self.arrays[key]
-                self.arrays[key] = (np.concatenate([steps, np.array([p[0] for p in tail], dtype=np.int64)]),
-                                    np.concatenate([values, np.array([p[1] for p in tail], dtype=np.float64)]))
+                self.arrays[key] = (
+                    np.concatenate([steps, np.array([p[0] for p in tail], dtype=np.int64)]),
+                    np.concatenate([values, np.array([p[1] for p in tail], dtype=np.float64)]),
+                )
         if rows:
             self.last_id = rows[-1][0]
         return bool(rows)

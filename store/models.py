@@ -90,7 +90,10 @@ class MetricPoint(Base):
     wall_time: Mapped[float] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (Index("ix_metric_run_key_step", "run_id", "key", "step"), Index("ix_metric_run_id", "run_id", "id"))
+    __table_args__ = (
+        Index("ix_metric_run_key_step", "run_id", "key", "step"),
+        Index("ix_metric_run_id", "run_id", "id"),
+    )
 
 
 class Artifact(Base):

@@ -17,8 +17,13 @@ def iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
-def list_runs(store: Store, status: str | None = None, kind: str | None = None,
-              after_id: int = 0, limit: int | None = None) -> list[Run]:
+def list_runs(
+    store: Store,
+    status: str | None = None,
+    kind: str | None = None,
+    after_id: int = 0,
+    limit: int | None = None,
+) -> list[Run]:
     q = select(Run).where(Run.id > after_id).order_by(Run.id)
     if status:
         q = q.where(Run.status == status)
@@ -47,8 +52,11 @@ def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
     if not key:
         return ""
     ci = summary.get(f"{key}_ci")
-    interval = (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if isinstance(ci, list) and len(ci) == 2
-                and all(isinstance(v, float | int) for v in ci) else "")
+    interval = (
+        f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+        if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, float | int) for v in ci)
+        else ""
+    )
     return f"{key}={numeric[key]:.4g}{interval}"
 
 
@@ -104,11 +112,25 @@ class RunRecord:
 
 def run_record(run: Run, experiment_name: str | None, now: float) -> RunRecord:
     """`now` is Store.now(): staleness is judged on the database's clock."""
-    return RunRecord(run.id, experiment_name if experiment_name is not None else str(run.experiment_id),
-                     run.experiment_id, run.name, run.kind, RunStatus(run.status), status_label(run, now),
-                     is_stale(run, now), run.priority, run.attempt, run.device, run.worker_id,
-                     (run.progress_done, run.progress_total), run.created_at, run.started_at, run.finished_at,
-                     dict(run.summary or {}))
+    return RunRecord(
+        run.id,
+        experiment_name if experiment_name is not None else str(run.experiment_id),
+        run.experiment_id,
+        run.name,
+        run.kind,
+        RunStatus(run.status),
+        status_label(run, now),
+        is_stale(run, now),
+        run.priority,
+        run.attempt,
+        run.device,
+        run.worker_id,
+        (run.progress_done, run.progress_total),
+        run.created_at,
+        run.started_at,
+        run.finished_at,
+        dict(run.summary or {}),
+    )
 
 
 def run_records(store: Store, runs: list[Run]) -> list[RunRecord]:
@@ -120,8 +142,13 @@ def run_records(store: Store, runs: list[Run]) -> list[RunRecord]:
 def active_runs(store: Store) -> list[RunRecord]:
     """Queued and running runs, running first, then by priority and age: the queue screen's list."""
     with store.read() as s:
-        runs = list(s.scalars(select(Run).where(Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
-                              .order_by(Run.status.desc(), Run.priority.desc(), Run.id)))
+        runs = list(
+            s.scalars(
+                select(Run)
+                .where(Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
+                .order_by(Run.status.desc(), Run.priority.desc(), Run.id)
+            )
+        )
     return run_records(store, runs)
 
 
@@ -132,8 +159,12 @@ def experiment_names(store: Store, ids: set[int]) -> dict[int, str]:
 
 def tables(store: Store, run_id: int) -> dict[str, list[dict[str, Any]]]:
     with store.read() as s:
-        return {t.name: t.rows for t in s.scalars(select(ResultTable).where(ResultTable.run_id == run_id)
-                                                  .order_by(ResultTable.id))}
+        return {
+            t.name: t.rows
+            for t in s.scalars(
+                select(ResultTable).where(ResultTable.run_id == run_id).order_by(ResultTable.id)
+            )
+        }
 
 
 def artifacts(store: Store, run_id: int, kind: str | None = None) -> list[Artifact]:
@@ -146,33 +177,54 @@ def artifacts(store: Store, run_id: int, kind: str | None = None) -> list[Artifa
 
 def events(store: Store, run_id: int, after_id: int = 0) -> list[RunEvent]:
     with store.read() as s:
-        return list(s.scalars(select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
-                              .order_by(RunEvent.id)))
+        return list(
+            s.scalars(
+                select(RunEvent)
+                .where(RunEvent.run_id == run_id, RunEvent.id > after_id)
+                .order_by(RunEvent.id)
+            )
+        )
 
 
 def metric_keys(store: Store, run_id: int) -> list[str]:
     with store.read() as s:
-        return list(s.scalars(select(MetricPoint.key).where(MetricPoint.run_id == run_id).distinct()
-                              .order_by(MetricPoint.key)))
+        return list(
+            s.scalars(
+                select(MetricPoint.key)
+                .where(MetricPoint.run_id == run_id)
+                .distinct()
+                .order_by(MetricPoint.key)
+            )
+        )
 
 
 def metric_series(store: Store, run_id: int, key: str) -> list[tuple[int, float]]:
     """(step, value) sorted by step; where a resumed run logged a step twice, the newest value wins."""
-    newest = (select(func.max(MetricPoint.id)).where(MetricPoint.run_id == run_id, MetricPoint.key == key)
-              .group_by(MetricPoint.step))
+    newest = (
+        select(func.max(MetricPoint.id))
+        .where(MetricPoint.run_id == run_id, MetricPoint.key == key)
+        .group_by(MetricPoint.step)
+    )
     with store.read() as s:
-        rows = s.execute(select(MetricPoint.step, MetricPoint.value).where(MetricPoint.id.in_(newest))
-                         .order_by(MetricPoint.step)).all()
+        rows = s.execute(
+            select(MetricPoint.step, MetricPoint.value)
+            .where(MetricPoint.id.in_(newest))
+            .order_by(MetricPoint.step)
+        ).all()
     return [(int(a), float(b) if b is not None else float("nan")) for a, b in rows]
 
 
 def latest_metrics(store: Store, run_ids: list[int], key: str) -> dict[int, tuple[int, float]]:
     """The newest (step, value) of `key` for each run: what `submit --wait` shows."""
-    newest = (select(func.max(MetricPoint.id)).where(MetricPoint.run_id.in_(run_ids), MetricPoint.key == key)
-              .group_by(MetricPoint.run_id))
+    newest = (
+        select(func.max(MetricPoint.id))
+        .where(MetricPoint.run_id.in_(run_ids), MetricPoint.key == key)
+        .group_by(MetricPoint.run_id)
+    )
     with store.read() as s:
-        rows = s.execute(select(MetricPoint.run_id, MetricPoint.step, MetricPoint.value)
-                         .where(MetricPoint.id.in_(newest))).all()
+        rows = s.execute(
+            select(MetricPoint.run_id, MetricPoint.step, MetricPoint.value).where(MetricPoint.id.in_(newest))
+        ).all()
     return {r: (st, v) for r, st, v in rows}
 
 
@@ -185,13 +237,30 @@ def show(store: Store, run_id: int) -> dict[str, Any]:
         exp = s.get(Experiment, run.experiment_id)
     now = store.now()
     return {
-        "id": run.id, "experiment": exp.name, "experiment_id": exp.id, "name": run.name, "kind": run.kind,
-        "status": run.status, "label": status_label(run, now), "stale": is_stale(run, now), "spec": run.spec, "priority": run.priority, "attempt": run.attempt,
-        "device": run.device, "worker": run.worker_id, "pid": run.pid,
-        "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+        "id": run.id,
+        "experiment": exp.name,
+        "experiment_id": exp.id,
+        "name": run.name,
+        "kind": run.kind,
+        "status": run.status,
+        "label": status_label(run, now),
+        "stale": is_stale(run, now),
+        "spec": run.spec,
+        "priority": run.priority,
+        "attempt": run.attempt,
+        "device": run.device,
+        "worker": run.worker_id,
+        "pid": run.pid,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
         "progress": [run.progress_done, run.progress_total],
-        "error": run.error, "traceback": run.traceback, "summary": run.summary or {},
+        "error": run.error,
+        "traceback": run.traceback,
+        "summary": run.summary or {},
         "tables": tables(store, run_id),
-        "artifacts": [{"name": a.name, "kind": a.kind, "path": a.path, "step": a.step, "meta": a.meta}
-                      for a in artifacts(store, run_id)],
+        "artifacts": [
+            {"name": a.name, "kind": a.kind, "path": a.path, "step": a.step, "meta": a.meta}
+            for a in artifacts(store, run_id)
+        ],
     }

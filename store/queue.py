@@ -49,23 +49,45 @@ def needs_gpu(spec: dict[str, Any]) -> bool:
 
 def is_stale(run: Run, now: float) -> bool:
     """A running run whose lease lapsed (`now` from Store.now()): its worker or process is gone or stuck."""
-    return run.status == "running" and run.heartbeat_at is not None and now - run.heartbeat_at > heartbeat_timeout()
+    return (
+        run.status == "running"
+        and run.heartbeat_at is not None
+        and now - run.heartbeat_at > heartbeat_timeout()
+    )
 
 
 def _event(session, run_id: int, message: str, level: str = "info") -> None:
     session.add(RunEvent(run_id=run_id, time=time.time(), level=level, message=message))
 
 
-def submit(store: Store, *, name: str, kind: str, spec_text: str, sweep: dict[str, Any],
-           runs: list[NewRun], priority: int = 0) -> tuple[int, list[int]]:
+def submit(
+    store: Store,
+    *,
+    name: str,
+    kind: str,
+    spec_text: str,
+    sweep: dict[str, Any],
+    runs: list[NewRun],
+    priority: int = 0,
+) -> tuple[int, list[int]]:
     """Store one experiment and its runs as queued; returns (experiment id, run ids)."""
     now = time.time()
     with store.write() as s:
         exp = Experiment(name=name, kind=kind, spec_text=spec_text, sweep=sweep, created_at=now)
         s.add(exp)
         s.flush()
-        objs = [Run(experiment_id=exp.id, name=r.name, kind=kind, spec=r.spec, priority=priority,
-                    created_at=now, status="queued") for r in runs]
+        objs = [
+            Run(
+                experiment_id=exp.id,
+                name=r.name,
+                kind=kind,
+                spec=r.spec,
+                priority=priority,
+                created_at=now,
+                status="queued",
+            )
+            for r in runs
+        ]
         s.add_all(objs)
         s.flush()
         for r in objs:
@@ -84,12 +106,22 @@ def claim(store: Store, worker_id: str, device: str) -> Run | None:
         runnable = [Run.status == "queued"]
         if device == "cpu":
             runnable.append(not_(func.coalesce(Run.spec["device"].as_string(), "auto").like("cuda%")))
-        next_id = (select(Run.id).where(*runnable)
-                   .order_by(Run.priority.desc(), Run.id).limit(1).scalar_subquery())
+        next_id = (
+            select(Run.id).where(*runnable).order_by(Run.priority.desc(), Run.id).limit(1).scalar_subquery()
+        )
         run = s.execute(
-            update(Run).where(Run.id == next_id, Run.status == "queued")
-            .values(status="running", worker_id=worker_id, device=device, started_at=now,
-                    heartbeat_at=db_now(store), attempt=Run.attempt + 1, finished_at=None, pid=None)
+            update(Run)
+            .where(Run.id == next_id, Run.status == "queued")
+            .values(
+                status="running",
+                worker_id=worker_id,
+                device=device,
+                started_at=now,
+                heartbeat_at=db_now(store),
+                attempt=Run.attempt + 1,
+                finished_at=None,
+                pid=None,
+            )
             .returning(Run)
         ).scalar_one_or_none()
         if run is not None:
@@ -120,8 +152,11 @@ def renew_leases(store: Store, worker_id: str, held: dict[int, int]) -> Renewal:
             return Renewal(set(), set())
         mine = [and_(Run.id == rid, Run.attempt == attempt) for rid, attempt in held.items()]
         rows = s.execute(
-            update(Run).where(or_(*mine), Run.status == "running", Run.worker_id == worker_id)
-            .values(heartbeat_at=db_now(store)).returning(Run.id, Run.cancel_requested)).all()
+            update(Run)
+            .where(or_(*mine), Run.status == "running", Run.worker_id == worker_id)
+            .values(heartbeat_at=db_now(store))
+            .returning(Run.id, Run.cancel_requested)
+        ).all()
         return Renewal({r for r, _ in rows}, {r for r, c in rows if c})
 
 
@@ -142,8 +177,15 @@ def request_cancel(store: Store, run_id: int) -> str:
         return run.status
 
 
-def finish(store: Store, run_id: int, worker_id: str, status: str, error: str | None = None,
-           traceback: str | None = None, attempt: int | None = None) -> bool:
+def finish(
+    store: Store,
+    run_id: int,
+    worker_id: str,
+    status: str,
+    error: str | None = None,
+    traceback: str | None = None,
+    attempt: int | None = None,
+) -> bool:
     """Record the end of a run this worker holds; False if it no longer holds it (reaped meanwhile)."""
     assert status in FINAL_STATES
     held = [Run.id == run_id, Run.status == "running", Run.worker_id == worker_id]
@@ -151,12 +193,20 @@ def finish(store: Store, run_id: int, worker_id: str, status: str, error: str | 
         held.append(Run.attempt == attempt)
     with store.write() as s:
         done = s.execute(
-            update(Run).where(*held)
-            .values(status=status, finished_at=time.time(), error=error, traceback=traceback,
-                    cancel_requested=False)
+            update(Run)
+            .where(*held)
+            .values(
+                status=status,
+                finished_at=time.time(),
+                error=error,
+                traceback=traceback,
+                cancel_requested=False,
+            )
         ).rowcount
         if done:
-            _event(s, run_id, status + (f": {error}" if error else ""), "error" if status == "failed" else "info")
+            _event(
+                s, run_id, status + (f": {error}" if error else ""), "error" if status == "failed" else "info"
+            )
         return bool(done)
 
 
@@ -167,13 +217,23 @@ def reap_stale(store: Store, timeout: float | None = None) -> list[int]:
     """
     cutoff = db_now(store) - (heartbeat_timeout() if timeout is None else timeout)
     with store.read() as s:  # cheap check first, so a worker does not take the write lock for nothing
-        if not s.scalar(select(func.count()).select_from(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)):
+        if not s.scalar(
+            select(func.count()).select_from(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)
+        ):
             return []
     with store.write() as s:
-        ids = list(s.scalars(
-            update(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)
-            .values(status="interrupted", finished_at=time.time(), error="heartbeat lost (worker or run process died)")
-            .returning(Run.id)))
+        ids = list(
+            s.scalars(
+                update(Run)
+                .where(Run.status == "running", Run.heartbeat_at < cutoff)
+                .values(
+                    status="interrupted",
+                    finished_at=time.time(),
+                    error="heartbeat lost (worker or run process died)",
+                )
+                .returning(Run.id)
+            )
+        )
         for rid in ids:
             _event(s, rid, "interrupted: heartbeat lost", "warning")
         return ids
@@ -192,8 +252,10 @@ def retry(store: Store, run_id: int) -> None:
         if run.status == "running" and is_stale(run, float(s.scalar(select(db_now(store))))):
             _event(s, run_id, "interrupted: lease lapsed (retried by the user)", "warning")
         elif run.status not in RETRYABLE_STATES:
-            raise StoreError(f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs "
-                             "(or running ones whose lease lapsed) can be retried")
+            raise StoreError(
+                f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs "
+                "(or running ones whose lease lapsed) can be retried"
+            )
         run.status, run.error, run.traceback, run.cancel_requested = "queued", None, None, False
         run.finished_at = None
         _event(s, run_id, "queued again (retry)")
@@ -207,12 +269,21 @@ def set_priority(store: Store, run_id: int, priority: int) -> None:
 
 # --- workers -------------------------------------------------------------------------------------
 
+
 def register_worker(store: Store, devices: list[str]) -> str:
     now = store.now()
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000) % 100000}"
     with store.write() as s:
-        s.add(Worker(id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), devices=devices,
-                     started_at=now, heartbeat_at=now))
+        s.add(
+            Worker(
+                id=worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                devices=devices,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
     return worker_id
 
 
@@ -224,12 +295,20 @@ def stop_worker(store: Store, worker_id: str) -> None:
 def live_workers(store: Store) -> list[Worker]:
     cutoff = store.now() - heartbeat_timeout()
     with store.read() as s:
-        return list(s.scalars(select(Worker).where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff)))
+        return list(
+            s.scalars(select(Worker).where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff))
+        )
 
 
 def prune_workers(store: Store, keep_seconds: float = 86400.0) -> None:
     """Forget workers that stopped or went silent a day ago."""
     cutoff = time.time() - keep_seconds
     with store.write() as s:
-        s.execute(delete(Worker).where(or_(and_(Worker.stopped_at.is_not(None), Worker.stopped_at < cutoff),
-                                           Worker.heartbeat_at < cutoff)))
+        s.execute(
+            delete(Worker).where(
+                or_(
+                    and_(Worker.stopped_at.is_not(None), Worker.stopped_at < cutoff),
+                    Worker.heartbeat_at < cutoff,
+                )
+            )
+        )

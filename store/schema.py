@@ -27,7 +27,9 @@ META_TABLE = "store_meta"
 
 def _v2(conn: Connection) -> None:
     """The version in a table (PostgreSQL has no user_version); artifacts found by name (finished_run)."""
-    conn.execute(text(f"CREATE TABLE {META_TABLE} (key VARCHAR(64) NOT NULL PRIMARY KEY, value TEXT NOT NULL)"))
+    conn.execute(
+        text(f"CREATE TABLE {META_TABLE} (key VARCHAR(64) NOT NULL PRIMARY KEY, value TEXT NOT NULL)")
+    )
     conn.execute(text("CREATE INDEX ix_artifacts_run_name ON artifacts (run_id, name)"))
 
 
@@ -57,7 +59,9 @@ def stored_version(conn: Connection) -> int:
 
 def _set_version(conn: Connection, version: int) -> None:
     conn.execute(text(f"DELETE FROM {META_TABLE} WHERE key = 'schema_version'"))
-    conn.execute(text(f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', :v)"), {"v": str(version)})
+    conn.execute(
+        text(f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', :v)"), {"v": str(version)}
+    )
 
 
 def upgrade(conn: Connection) -> list[int]:

@@ -16,21 +16,34 @@ from tests.conftest import ROOT, write_spec
 @pytest.fixture
 def finished_runs(store, cli, tmp_path):
     """Two succeeded runs with summaries and a result table, written through RunContext."""
-    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2]\n"), "--no-worker", "--json")
+    code, out, _ = cli(
+        "submit", write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2]\n"), "--no-worker", "--json"
+    )
     ids = json.loads(out)["run_ids"]
     for i, rid in enumerate(ids):
         queue.claim(store, "w", "cpu")
         ctx = RunContext(store, rid)
         ctx.summary(energy_distance=0.001 * (i + 1), guided_accuracy={"0.0": 0.1, "3.0": 0.99})
-        ctx.table("samplers", [{"sampler": "ddpm", "steps": 1000, "nfe": 1000, "seconds": 1.5 + i},
-                               {"sampler": "ddim", "steps": 50, "nfe": 50, "seconds": 0.1}])
+        ctx.table(
+            "samplers",
+            [
+                {"sampler": "ddpm", "steps": 1000, "nfe": 1000, "seconds": 1.5 + i},
+                {"sampler": "ddim", "steps": 50, "nfe": 50, "seconds": 0.1},
+            ],
+        )
         queue.finish(store, rid, "w", "succeeded")
     return ids
 
 
 def test_submit_json_and_runs(cli, tmp_path):
-    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3]\n"),
-                       "--no-worker", "--json", "--priority", "3")
+    code, out, _ = cli(
+        "submit",
+        write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3]\n"),
+        "--no-worker",
+        "--json",
+        "--priority",
+        "3",
+    )
     assert code == 0
     ids = json.loads(out)["run_ids"]
     assert len(ids) == 3
@@ -43,8 +56,21 @@ def test_submit_json_and_runs(cli, tmp_path):
 
 def test_show_json_shape(finished_runs, cli):
     rec = json.loads(cli("show", finished_runs[0], "--json")[1])
-    for key in ("id", "experiment", "name", "kind", "status", "spec", "created_at", "started_at", "finished_at",
-                "error", "summary", "tables", "artifacts"):
+    for key in (
+        "id",
+        "experiment",
+        "name",
+        "kind",
+        "status",
+        "spec",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "summary",
+        "tables",
+        "artifacts",
+    ):
         assert key in rec
     assert rec["spec"]["kind"] == "sleep" and rec["spec"]["seed"] == 1
     assert rec["summary"]["guided_accuracy"]["3.0"] == 0.99
@@ -55,8 +81,12 @@ def test_export_every_format(finished_runs, cli, tmp_path):
     a, b = map(str, finished_runs)
     code, out, _ = cli("export", a, b, "--format", "csv", "--table", "samplers")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [(r["run"], r["sampler"], r["nfe"]) for r in rows] == [(a, "ddpm", "1000"), (a, "ddim", "50"),
-                                                                  (b, "ddpm", "1000"), (b, "ddim", "50")]
+    assert [(r["run"], r["sampler"], r["nfe"]) for r in rows] == [
+        (a, "ddpm", "1000"),
+        (a, "ddim", "50"),
+        (b, "ddpm", "1000"),
+        (b, "ddim", "50"),
+    ]
     cli("export", a, b, "--format", "csv", "-o", tmp_path / "out.csv")
     summary = list(csv.DictReader(open(tmp_path / "out-summary.csv")))
     assert summary[1]["guided_accuracy[3.0]"] == "0.99" and summary[1]["energy_distance"] == "0.002"
@@ -78,7 +108,11 @@ def test_export_every_format(finished_runs, cli, tmp_path):
 def test_schema_lists_every_kind(cli):
     code, out, _ = cli("schema")
     schema = json.loads(out)
-    kinds = {v["properties"]["kind"]["const"] for v in schema["$defs"].values() if "kind" in v.get("properties", {})}
+    kinds = {
+        v["properties"]["kind"]["const"]
+        for v in schema["$defs"].values()
+        if "kind" in v.get("properties", {})
+    }
     assert {"ddpm", "sleep"} <= kinds
 
 
@@ -100,7 +134,9 @@ def test_show_human_output(finished_runs, cli):
 
 def test_human_output_prints_brackets_literally(store, cli, tmp_path):
     """Names, errors and flattened keys like best[sampler] are text, not Rich markup."""
-    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\nname: exp [beta]\n"), "--no-worker", "--json")
+    code, out, _ = cli(
+        "submit", write_spec(tmp_path, "kind: sleep\nname: exp [beta]\n"), "--no-worker", "--json"
+    )
     (rid,) = json.loads(out)["run_ids"]
     queue.claim(store, "w", "cpu")
     ctx = RunContext(store, rid)

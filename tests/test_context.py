@@ -11,8 +11,9 @@ from store.queries import artifacts, metric_series, show
 
 
 def _ctx(store) -> RunContext:
-    (rid,) = queue.submit(store, name="t", kind="sleep", spec_text="", sweep={},
-                          runs=[queue.NewRun("r", {"kind": "sleep"})])[1]
+    (rid,) = queue.submit(
+        store, name="t", kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun("r", {"kind": "sleep"})]
+    )[1]
     queue.claim(store, "w", "cpu")
     return RunContext(store, rid)
 
@@ -45,8 +46,14 @@ def test_checkpoint_roundtrip_keeps_structure(store):
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     gen = torch.Generator().manual_seed(3)
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-             "step": 7, "array": np.arange(3), "nested": {"t": (1, 2.5, "x")}}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "generator": gen.get_state(),
+        "step": 7,
+        "array": np.arange(3),
+        "nested": {"t": (1, 2.5, "x")},
+    }
     ctx.checkpoint(state, 7)
     back = ctx.restore()
     assert back["step"] == 7 and back["nested"] == {"t": (1, 2.5, "x")}
@@ -105,13 +112,19 @@ def test_finished_run_serves_a_succeeded_run_and_names_what_is_wrong_otherwise(s
 
     ctx = _ctx(store)
     run = ctx.finished_run(done.run_id, kinds=["sleep"])
-    assert (run.id, run.kind, run.summary, run.tables) == (done.run_id, "sleep", {"loss": 0.5}, {"t": [{"a": 1}]})
+    assert (run.id, run.kind, run.summary, run.tables) == (
+        done.run_id,
+        "sleep",
+        {"loss": 0.5},
+        {"t": [{"a": 1}]},
+    )
     assert run.artifact("model.safetensors").read_bytes() == b"second"
     assert run.artifact("grid").suffix == ".png"
     with pytest.raises(UnusableRun, match=r"has no artifact 'weights' \(it has: grid, model.safetensors\)"):
         run.artifact("weights")
-    with pytest.raises(UnusableRun, match=f"run {done.run_id} .* is a succeeded sleep run; it must be a "
-                                          "succeeded images run"):
+    with pytest.raises(
+        UnusableRun, match=f"run {done.run_id} .* is a succeeded sleep run; it must be a succeeded images run"
+    ):
         ctx.finished_run(done.run_id, kinds=["images"])
     with pytest.raises(UnusableRun, match="is a failed sleep run; it must be a succeeded run"):
         ctx.finished_run(failed.run_id)

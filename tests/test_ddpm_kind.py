@@ -25,19 +25,42 @@ sample:
 
 def run_spec(home: Path, spec: Path) -> list[dict]:
     env = subprocess_env(home)
-    ids = json.loads(subprocess.run(wb_command("submit", spec, "--no-worker", "--json"), env=env, check=True,
-                                    capture_output=True, text=True).stdout)["run_ids"]
-    subprocess.run(wb_command("worker", "--devices", "cpu", "--once"), env=env, check=True, capture_output=True,
-                   timeout=600)
-    return [json.loads(subprocess.run(wb_command("show", r, "--json"), env=env, check=True, capture_output=True,
-                                      text=True).stdout) for r in ids]
+    ids = json.loads(
+        subprocess.run(
+            wb_command("submit", spec, "--no-worker", "--json"),
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )["run_ids"]
+    subprocess.run(
+        wb_command("worker", "--devices", "cpu", "--once"),
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return [
+        json.loads(
+            subprocess.run(
+                wb_command("show", r, "--json"), env=env, check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for r in ids
+    ]
 
 
 def test_tiny_ddpm_run_reports_everything(home, tmp_path):
     (rec,) = run_spec(home, write_spec(tmp_path, TINY))
     assert rec["status"] == "succeeded", rec["error"]
     s = rec["summary"]
-    for key in ("energy_distance", "energy_distance_floor", "energy_distance_excess", "energy_distance_ratio"):
+    for key in (
+        "energy_distance",
+        "energy_distance_floor",
+        "energy_distance_excess",
+        "energy_distance_ratio",
+    ):
         low, high = s[f"{key}_ci"]
         assert s[f"{key}_n"] == 4 and low < s[key] < high, key  # 4 sets of 100: a mean with its interval
     acc = s["guided_accuracy"]
@@ -50,12 +73,19 @@ def test_tiny_ddpm_run_reports_everything(home, tmp_path):
         assert 0 < high - low < 0.2  # n = 400: at most about +- 0.05 around a share near one half
     rows = rec["tables"]["samplers"]
     assert [(r["sampler"], r["guidance_scale"], r["nfe"]) for r in rows] == [
-        ("ddpm", 0.0, 200), ("ddpm", 1.0, 200), ("ddpm", 3.0, 400),
-        ("ddim", 0.0, 20), ("ddim", 1.0, 20), ("ddim", 3.0, 40)]
+        ("ddpm", 0.0, 200),
+        ("ddpm", 1.0, 200),
+        ("ddpm", 3.0, 400),
+        ("ddim", 0.0, 20),
+        ("ddim", 1.0, 20),
+        ("ddim", 3.0, 40),
+    ]
     assert all(r["seconds"] > 0 for r in rows)
     # Strong guidance narrows each class well past the data: a distance real samples do not reach
     w3 = [r for r in rows if r["guidance_scale"] == 3.0]
-    assert all(r["energy_distance_excess_ci_low"] > 0 and r["energy_distance_ratio_ci_low"] > 1 for r in w3), w3
+    assert all(
+        r["energy_distance_excess_ci_low"] > 0 and r["energy_distance_ratio_ci_low"] > 1 for r in w3
+    ), w3
     names = {a["name"] for a in rec["artifacts"]}
     assert {"forward_process", "checkpoint", "samples/ddpm_200_w3", "samples/ddim_20_w0"} <= names
     for a in rec["artifacts"]:

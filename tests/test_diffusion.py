@@ -60,9 +60,20 @@ def test_w0_sampling_equals_unconditional_sampling():
     m = MLPDenoiser(2, 16, 1, num_classes=3).eval()
     s = make_schedule("linear", 100)
     y = torch.tensor([0, 1, 2, 0])
-    guided = sample(m, s, "ddim", 10, (4, 2), y=y, w=0.0, null_class=3, generator=torch.Generator().manual_seed(1))
-    uncond = sample(m, s, "ddim", 10, (4, 2), y=torch.full_like(y, 3), w=1.0, null_class=3,
-                    generator=torch.Generator().manual_seed(1))
+    guided = sample(
+        m, s, "ddim", 10, (4, 2), y=y, w=0.0, null_class=3, generator=torch.Generator().manual_seed(1)
+    )
+    uncond = sample(
+        m,
+        s,
+        "ddim",
+        10,
+        (4, 2),
+        y=torch.full_like(y, 3),
+        w=1.0,
+        null_class=3,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert torch.equal(guided.x, uncond.x)
 
 
@@ -74,7 +85,9 @@ def test_every_sampler_gives_finite_samples_and_counts_nfe(sampler):
     y = torch.tensor([0, 1, 0, 1, 0, 1])
     rows = []  # every network call, by the number of samples it evaluated
     m.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
-    r = sample(m, s, sampler, 10, (6, 2), y=y, w=3.0, null_class=2, generator=torch.Generator().manual_seed(0))
+    r = sample(
+        m, s, sampler, 10, (6, 2), y=y, w=3.0, null_class=2, generator=torch.Generator().manual_seed(0)
+    )
     assert r.x.shape == (6, 2) and torch.isfinite(r.x).all()
     assert r.nfe == sum(rows) / 6 == 20  # counted on the model: both passes of guidance, every step
     rows.clear()
@@ -82,8 +95,9 @@ def test_every_sampler_gives_finite_samples_and_counts_nfe(sampler):
 
 
 def _context(store) -> RunContext:
-    (rid,) = queue.submit(store, name="t", kind="sleep", spec_text="", sweep={},
-                          runs=[queue.NewRun("r", {"kind": "sleep"})])[1]
+    (rid,) = queue.submit(
+        store, name="t", kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun("r", {"kind": "sleep"})]
+    )[1]
     queue.claim(store, "w", "cpu")
     return RunContext(store, rid)
 
@@ -95,7 +109,11 @@ def _toy_batches(g: torch.Generator):
 
 def _fresh(seed: int = 0):
     torch.manual_seed(seed)
-    return MLPDenoiser(2, 16, 2, num_classes=2), make_schedule("linear", 100), torch.Generator().manual_seed(seed)
+    return (
+        MLPDenoiser(2, 16, 2, num_classes=2),
+        make_schedule("linear", 100),
+        torch.Generator().manual_seed(seed),
+    )
 
 
 def test_resumed_training_equals_uninterrupted_training(store):
@@ -136,8 +154,15 @@ def test_non_finite_loss_stops_training(store):
 
     cfg = TrainConfig(steps=50, batch_size=8, lr=1e-3, log_every=10, checkpoint_every=100)
     with pytest.raises(NonFiniteLoss, match="loss is nan at step 1"):
-        train(_context(store), Broken(), make_schedule("linear", 100), _toy_batches, cfg,
-              torch.Generator().manual_seed(0), null_class=None)
+        train(
+            _context(store),
+            Broken(),
+            make_schedule("linear", 100),
+            _toy_batches,
+            cfg,
+            torch.Generator().manual_seed(0),
+            null_class=None,
+        )
 
 
 def test_stochastic_samplers_follow_their_seed():
@@ -145,7 +170,10 @@ def test_stochastic_samplers_follow_their_seed():
     m = MLPDenoiser(2, 16, 1).eval()
     s = make_schedule("linear", 100)
     for name in ("ddpm", "sde-dpmsolver++"):
-        a, b, c = (sample(m, s, name, 8, (5, 2), generator=torch.Generator().manual_seed(seed)).x for seed in (1, 1, 2))
+        a, b, c = (
+            sample(m, s, name, 8, (5, 2), generator=torch.Generator().manual_seed(seed)).x
+            for seed in (1, 1, 2)
+        )
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -160,7 +188,9 @@ def test_a_checkpoint_is_restored_onto_the_model_device(store):
 
     ctx = _context(store)
     model, sched, g = _fresh()
-    train(ctx, model, sched, _toy_batches, TrainConfig(steps=3, batch_size=8, lr=1e-2, checkpoint_every=3), g, 2)
+    train(
+        ctx, model, sched, _toy_batches, TrainConfig(steps=3, batch_size=8, lr=1e-2, checkpoint_every=3), g, 2
+    )
     state = ctx.restore()
 
     model = MLPDenoiser(2, 16, 2, num_classes=2).to("meta")
@@ -168,8 +198,12 @@ def test_a_checkpoint_is_restored_onto_the_model_device(store):
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     ema = EMAModel(MLPDenoiser(2, 16, 2, num_classes=2).parameters(), foreach=True)  # built on the CPU
     assert restore_training_state(state, model, opt, lr_schedule, ema, torch.Generator()) == 3
-    moments = [v for st in opt.state.values() for k, v in st.items() if k != "step"]  # torch keeps `step` on CPU
-    misplaced = [t.device for t in [*model.parameters(), *moments, *ema.shadow_params] if t.device.type != "meta"]
+    moments = [
+        v for st in opt.state.values() for k, v in st.items() if k != "step"
+    ]  # torch keeps `step` on CPU
+    misplaced = [
+        t.device for t in [*model.parameters(), *moments, *ema.shadow_params] if t.device.type != "meta"
+    ]
     assert moments and not misplaced
     ema.step(model.parameters())
 
@@ -192,9 +226,17 @@ def test_a_channels_last_model_gets_its_moments_back_in_its_own_layout(store):
     model(torch.randn(2, 3, 8, 8)).square().mean().backward()
     opt.step()
     ema.step(model.parameters())
-    ctx.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
-                    "lr_schedule": lr_schedule.state_dict(), "generator": torch.Generator().get_state(),
-                    "step": 1}, 1)
+    ctx.checkpoint(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "ema": ema.state_dict(),
+            "lr_schedule": lr_schedule.state_dict(),
+            "generator": torch.Generator().get_state(),
+            "step": 1,
+        },
+        1,
+    )
 
     model, opt, lr_schedule, ema = parts()
     assert restore_training_state(ctx.restore(), model, opt, lr_schedule, ema, torch.Generator()) == 1

@@ -16,7 +16,7 @@ from jobs.metrics.stats import mean_ci
 def mean_abs_normal(mu: float, var: float) -> float:
     """E|Z| for Z ~ N(mu, var) (the folded normal's mean)."""
     sd = math.sqrt(var)
-    return sd * math.sqrt(2 / math.pi) * math.exp(-mu ** 2 / (2 * var)) + mu * (1 - 2 * norm.cdf(-mu / sd))
+    return sd * math.sqrt(2 / math.pi) * math.exp(-(mu**2) / (2 * var)) + mu * (1 - 2 * norm.cdf(-mu / sd))
 
 
 def test_the_unbiased_energy_distance_is_unbiased_and_the_v_statistic_is_not():
@@ -26,8 +26,10 @@ def test_the_unbiased_energy_distance_is_unbiased_and_the_v_statistic_is_not():
     of one distribution the unbiased estimator averages 0."""
     exact = 2 * mean_abs_normal(0.5, 2) - 2 * mean_abs_normal(0.0, 2)
     rng = np.random.default_rng(0)
-    draws = [(torch.from_numpy(rng.normal(0, 1, (30, 1))), torch.from_numpy(rng.normal(0.5, 1, (30, 1))))
-             for _ in range(300)]
+    draws = [
+        (torch.from_numpy(rng.normal(0, 1, (30, 1))), torch.from_numpy(rng.normal(0.5, 1, (30, 1))))
+        for _ in range(300)
+    ]
     unbiased = mean_ci([energy_distance(x, y) for x, y in draws])
     v_stat = mean_ci([energy_distance(x, y, unbiased=False) for x, y in draws])
     assert exact == pytest.approx(0.1396, abs=1e-4)
@@ -53,7 +55,10 @@ def test_kernel_distance_is_torchmetrics_kid_statistic_and_unbiased_at_any_size(
 
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(200, 16)), rng.normal(0.2, 1.0, size=(200, 16))
-    assert kernel_distance(a, b) == pytest.approx(float(poly_mmd(torch.from_numpy(b), torch.from_numpy(a))),
-                                                  rel=1e-9)
-    null = mean_ci([kernel_distance(rng.normal(size=(40, 16)), rng.normal(size=(150, 16))) for _ in range(200)])
+    assert kernel_distance(a, b) == pytest.approx(
+        float(poly_mmd(torch.from_numpy(b), torch.from_numpy(a))), rel=1e-9
+    )
+    null = mean_ci(
+        [kernel_distance(rng.normal(size=(40, 16)), rng.normal(size=(150, 16))) for _ in range(200)]
+    )
     assert null.contains(0.0), null

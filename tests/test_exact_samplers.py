@@ -60,7 +60,7 @@ class MixtureModel(torch.nn.Module):
         a = self.abar[int(t.reshape(-1)[0])]
         v = a * self.var + 1 - a
         d = x.double()[:, None, :] - a.sqrt() * self.means[None]  # (n, K, dim)
-        post = torch.softmax(-(d ** 2).sum(-1) / (2 * v), dim=1)  # p(component k | x_t)
+        post = torch.softmax(-(d**2).sum(-1) / (2 * v), dim=1)  # p(component k | x_t)
         return ((1 - a).sqrt() / v * (post[..., None] * d).sum(1)).float()
 
 
@@ -110,7 +110,9 @@ MEANS = torch.tensor([[2.0, -1.0], [-1.0, 0.5]])  # class 0, then the null (unco
 COV = torch.tensor([[0.25, 0.06], [0.06, 0.09]])
 
 
-def run_gaussian(name: str, steps: int, schedule_name: str, w: float = 1.0, shift: int = 0, n: int | None = None):
+def run_gaussian(
+    name: str, steps: int, schedule_name: str, w: float = 1.0, shift: int = 0, n: int | None = None
+):
     """(mean error, covariance error) of samples against the exact N(mu_0 + w (mu_1 - mu_0), S): the mean
     error in units of the data's standard deviation, the covariance's as a relative (Frobenius) error."""
     schedule = make_schedule(schedule_name, T)
@@ -119,8 +121,18 @@ def run_gaussian(name: str, steps: int, schedule_name: str, w: float = 1.0, shif
     n = n or (8192 if name in DETERMINISTIC else 32768)
     x_t = exact_start(schedule, target, COV, whitened(n, 2, seed=steps))
     y = torch.zeros(n, dtype=torch.long)
-    r = sample(model, schedule, name, steps, (n, 2), y=y, w=w, null_class=1, noise=x_t,
-               generator=torch.Generator().manual_seed(1))
+    r = sample(
+        model,
+        schedule,
+        name,
+        steps,
+        (n, 2),
+        y=y,
+        w=w,
+        null_class=1,
+        noise=x_t,
+        generator=torch.Generator().manual_seed(1),
+    )
     x = r.x.double()
     mean_err = ((x.mean(0) - target.double()) / COV.diagonal().double().sqrt()).abs().max().item()
     cov_err = (torch.linalg.norm(torch.cov(x.T) - COV.double()) / torch.linalg.norm(COV.double())).item()
@@ -137,9 +149,9 @@ def cov_tolerance(name: str, steps: int) -> float:
     DDPM. The constants sit 1.2-2x above the errors measured at 5-50 steps on this data, whose variances
     (0.07-0.27) are small next to the noise's, the case where few steps hurt most."""
     if name in ("dpmsolver++", "unipc"):
-        return min(6 / steps, 50 / steps ** 2)
+        return min(6 / steps, 50 / steps**2)
     if name == "ddpm":
-        return 3 / steps ** 0.5
+        return 3 / steps**0.5
     return 6 / steps
 
 
@@ -196,10 +208,12 @@ def test_samplers_put_the_right_mass_on_each_mixture_component(name, schedule_na
     a = schedule.alphas_cumprod.double()[first_timestep(schedule)]
     g = torch.Generator().manual_seed(0)
     comp = torch.arange(n) % k
-    x_t = a.sqrt() * means.double()[comp] + (a * sd ** 2 + 1 - a).sqrt() * torch.randn(n, 2, generator=g,
-                                                                                         dtype=torch.float64)
-    r = sample(MixtureModel(schedule, means, sd ** 2), schedule, name, 50, (n, 2), noise=x_t.float(),
-               generator=g)
+    x_t = a.sqrt() * means.double()[comp] + (a * sd**2 + 1 - a).sqrt() * torch.randn(
+        n, 2, generator=g, dtype=torch.float64
+    )
+    r = sample(
+        MixtureModel(schedule, means, sd**2), schedule, name, 50, (n, 2), noise=x_t.float(), generator=g
+    )
     x = r.x.double()
     nearest = torch.cdist(x, means.double()).argmin(1)
     shares = torch.bincount(nearest, minlength=k) / n
@@ -239,12 +253,34 @@ def test_next_timestep_ddim_is_diffusers_ddim_where_that_one_is_right(eta):
     model = GaussianModel(schedule, torch.tensor([[0.9, -0.8], [0.0, 0.0]]), torch.eye(2) * 0.3)
     noise = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
     y = torch.zeros(512, dtype=torch.long)
-    ours = sample(model, schedule, "ddim", 20, (512, 2), y=y, w=3.0, null_class=1, eta=eta, noise=noise,
-                  generator=torch.Generator().manual_seed(1)).x
+    ours = sample(
+        model,
+        schedule,
+        "ddim",
+        20,
+        (512, 2),
+        y=y,
+        w=3.0,
+        null_class=1,
+        eta=eta,
+        noise=noise,
+        generator=torch.Generator().manual_seed(1),
+    ).x
     try:
         samplers.NextTimestepDDIM = DDIMScheduler
-        theirs = sample(model, schedule, "ddim", 20, (512, 2), y=y, w=3.0, null_class=1, eta=eta, noise=noise,
-                        generator=torch.Generator().manual_seed(1)).x
+        theirs = sample(
+            model,
+            schedule,
+            "ddim",
+            20,
+            (512, 2),
+            y=y,
+            w=3.0,
+            null_class=1,
+            eta=eta,
+            noise=noise,
+            generator=torch.Generator().manual_seed(1),
+        ).x
     finally:
         samplers.NextTimestepDDIM = NextTimestepDDIM
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()

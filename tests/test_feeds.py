@@ -39,8 +39,9 @@ def test_downsample_keeps_bucket_extremes_and_skips_nan():
 
 
 def test_metric_feed_arrays_follow_appends_and_relogged_steps(store):
-    _, (rid,) = queue.submit(store, name="e", kind="sleep", spec_text="", sweep={},
-                             runs=[queue.NewRun("e", {"kind": "sleep"})])
+    _, (rid,) = queue.submit(
+        store, name="e", kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun("e", {"kind": "sleep"})]
+    )
     queue.claim(store, "w", "cpu")
     ctx = RunContext(store, rid)
     feed = MetricFeed(store, rid)

@@ -24,11 +24,20 @@ from store.queries import artifacts, show
 from tests.conftest import write_spec
 from tests.test_ddpm_kind import run_spec
 
-TINY = {"kind": "images", "timesteps": 50, "data": {"name": "digits", "n_train": 300},
-        "model": {"channels": [16, 32], "attention": [False, True]},
-        "train": {"steps": 12, "batch_size": 32, "checkpoint_every": 6, "warmup_steps": 2, "ema_decay": 0.9},
-        "sample": {"sampler": {"name": "ddim", "steps": 5}, "n_samples": 20, "guidance_scales": [0.0, 3.0],
-                   "every": 6, "grid_columns": 2}}
+TINY = {
+    "kind": "images",
+    "timesteps": 50,
+    "data": {"name": "digits", "n_train": 300},
+    "model": {"channels": [16, 32], "attention": [False, True]},
+    "train": {"steps": 12, "batch_size": 32, "checkpoint_every": 6, "warmup_steps": 2, "ema_decay": 0.9},
+    "sample": {
+        "sampler": {"name": "ddim", "steps": 5},
+        "n_samples": 20,
+        "guidance_scales": [0.0, 3.0],
+        "every": 6,
+        "grid_columns": 2,
+    },
+}
 
 
 def tiny_spec(**over) -> images.Spec:
@@ -38,8 +47,14 @@ def tiny_spec(**over) -> images.Spec:
 
 
 def new_run(store, spec) -> int:
-    _, (rid,) = queue.submit(store, name="t", kind=spec.kind, spec_text="", sweep={},
-                             runs=[queue.NewRun("t", spec.model_dump(mode="json"))])
+    _, (rid,) = queue.submit(
+        store,
+        name="t",
+        kind=spec.kind,
+        spec_text="",
+        sweep={},
+        runs=[queue.NewRun("t", spec.model_dump(mode="json"))],
+    )
     queue.claim(store, "w", "cpu")
     return rid
 
@@ -67,10 +82,19 @@ def test_training_resumes_to_the_same_weights(store):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed training differs from uninterrupted training"
     # The grids: one per guidance scale at each sample.every step, and the forward process.
     names = {(x.name, x.step) for x in artifacts(store, rid, "image")}
-    assert {("samples/w0", 6), ("samples/w3", 6), ("samples/w0", 12), ("samples/w3", 12),
-            ("forward_process", None)} <= names
-    grid = np.asarray(Image.open(store.home / next(x.path for x in artifacts(store, rid, "image")
-                                                   if x.name == "samples/w3" and x.step == 12)))
+    assert {
+        ("samples/w0", 6),
+        ("samples/w3", 6),
+        ("samples/w0", 12),
+        ("samples/w3", 12),
+        ("forward_process", None),
+    } <= names
+    grid = np.asarray(
+        Image.open(
+            store.home
+            / next(x.path for x in artifacts(store, rid, "image") if x.name == "samples/w3" and x.step == 12)
+        )
+    )
     assert grid.shape[0] > 32 and grid.std() > 0  # ten class rows of upscaled 8x8 samples, not blank
 
 
@@ -84,8 +108,17 @@ def unet():
 def test_each_sampler_gives_finite_images_of_the_right_shape(unet, name):
     schedule = make_schedule("linear", 50, clip_sample=True)
     y = torch.arange(6) % 10
-    r = sample(unet, schedule, name, 4, (6, 1, 8, 8), y=y, w=3.0, null_class=unet.null_class,
-               generator=torch.Generator().manual_seed(0))
+    r = sample(
+        unet,
+        schedule,
+        name,
+        4,
+        (6, 1, 8, 8),
+        y=y,
+        w=3.0,
+        null_class=unet.null_class,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert r.x.shape == (6, 1, 8, 8) and torch.isfinite(r.x).all()
     assert r.nfe == 4 * 2  # two passes a step at w = 3
 
@@ -93,12 +126,32 @@ def test_each_sampler_gives_finite_images_of_the_right_shape(unet, name):
 def test_guidance_zero_is_unconditional_sampling(unet):
     schedule = make_schedule("linear", 50, clip_sample=True)
     y = torch.arange(8) % 10
-    guided = sample(unet, schedule, "ddim", 5, (8, 1, 8, 8), y=y, w=0.0, null_class=unet.null_class,
-                    generator=torch.Generator().manual_seed(3))
-    uncond = sample(unet, schedule, "ddim", 5, (8, 1, 8, 8), y=None, generator=torch.Generator().manual_seed(3))
+    guided = sample(
+        unet,
+        schedule,
+        "ddim",
+        5,
+        (8, 1, 8, 8),
+        y=y,
+        w=0.0,
+        null_class=unet.null_class,
+        generator=torch.Generator().manual_seed(3),
+    )
+    uncond = sample(
+        unet, schedule, "ddim", 5, (8, 1, 8, 8), y=None, generator=torch.Generator().manual_seed(3)
+    )
     assert torch.equal(guided.x, uncond.x) and guided.nfe == uncond.nfe == 5
-    other = sample(unet, schedule, "ddim", 5, (8, 1, 8, 8), y=y, w=3.0, null_class=unet.null_class,
-                   generator=torch.Generator().manual_seed(3))
+    other = sample(
+        unet,
+        schedule,
+        "ddim",
+        5,
+        (8, 1, 8, 8),
+        y=y,
+        w=3.0,
+        null_class=unet.null_class,
+        generator=torch.Generator().manual_seed(3),
+    )
     assert not torch.equal(guided.x, other.x)
 
 
@@ -106,7 +159,9 @@ def test_reference_classifier_is_cached_and_reused(tmp_path, monkeypatch):
     data = load_images("digits", n_train=400)
     trained = []
     real_train = reference.train_reference
-    monkeypatch.setattr(reference, "train_reference", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    monkeypatch.setattr(
+        reference, "train_reference", lambda *a, **k: trained.append(1) or real_train(*a, **k)
+    )
     first, cached1 = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)
     second, cached2 = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)
     assert (cached1, cached2, len(trained)) == (False, True, 1)
@@ -115,7 +170,10 @@ def test_reference_classifier_is_cached_and_reused(tmp_path, monkeypatch):
     assert np.array_equal(j1.predictions, j2.predictions) and j1.features.shape == (len(data.x_test), 128)
     # The floor with the real network: real training images against the test images. FID's expectation
     # falls as N grows (its bias), KID's does not (0 inside its interval at both sizes).
-    small, large = first.floor(data.x_train, data.x_test, 30, 5, seed=0), first.floor(data.x_train, data.x_test, 120, 3, 0)
+    small, large = (
+        first.floor(data.x_train, data.x_test, 30, 5, seed=0),
+        first.floor(data.x_train, data.x_test, 120, 3, 0),
+    )
     assert small["classifier_fid_floor_ci_low"] > large["classifier_fid_floor_ci_high"], (small, large)
     for f in (small, large):
         assert f["classifier_kid_floor_ci_low"] <= 0 <= f["classifier_kid_floor_ci_high"], f
@@ -129,17 +187,31 @@ def test_data_sources(tmp_path, monkeypatch):
     assert d.shape == (1, 16, 16) and d.num_classes == 10 and -1 <= d.x_train.min() < d.x_train.max() <= 1
     rng = np.random.default_rng(0)
     npz = tmp_path / "fake.npz"
-    np.savez(npz, x_train=rng.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8), y_train=np.arange(20) % 3,
-             x_test=rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8), y_test=np.arange(6) % 3)
+    np.savez(
+        npz,
+        x_train=rng.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8),
+        y_train=np.arange(20) % 3,
+        x_test=rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8),
+        y_test=np.arange(6) % 3,
+    )
     c = load_images("cifar10", path=str(npz))
     assert c.shape == (3, 4, 4) and c.class_names == ["airplane", "automobile", "bird"]
     for cls in ("cat", "dog"):
         (tmp_path / "folder" / cls).mkdir(parents=True)
         for i in range(5):
-            Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(tmp_path / "folder" / cls / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(
+                tmp_path / "folder" / cls / f"{i}.png"
+            )
     f = load_images("imagefolder", path=str(tmp_path / "folder"), test_fraction=0.2)
-    assert f.class_names == ["cat", "dog"] and len(f.x_train) == 8 and len(f.x_test) == 2 and f.shape == (1, 6, 6)
-    monkeypatch.setattr("torchvision.datasets.MNIST.__init__", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    assert (
+        f.class_names == ["cat", "dog"]
+        and len(f.x_train) == 8
+        and len(f.x_test) == 2
+        and f.shape == (1, 6, 6)
+    )
+    monkeypatch.setattr(
+        "torchvision.datasets.MNIST.__init__", lambda *a, **k: (_ for _ in ()).throw(OSError("offline"))
+    )
     with pytest.raises(DataError, match="data.path"):
         load_images("mnist")
     with pytest.raises(DataError, match="no such .npz"):
@@ -150,12 +222,20 @@ def test_data_sources(tmp_path, monkeypatch):
 
 def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
     """An images run reports its summary; a sampling run samples its model by id; the reference is reused."""
-    spec = write_spec(tmp_path, "\n".join(["kind: images", "timesteps: 20",
-                                           "data: {name: digits, n_train: 300}",
-                                           "model: {channels: [16, 32], attention: [false, true]}",
-                                           "train: {steps: 10, batch_size: 32, checkpoint_every: 10}",
-                                           "sample: {sampler: {name: ddim, steps: 5}, n_samples: 20, grid_columns: 2, "
-                                           "guidance_scales: [0.0, 1.0, 3.0]}"]))
+    spec = write_spec(
+        tmp_path,
+        "\n".join(
+            [
+                "kind: images",
+                "timesteps: 20",
+                "data: {name: digits, n_train: 300}",
+                "model: {channels: [16, 32], attention: [false, true]}",
+                "train: {steps: 10, batch_size: 32, checkpoint_every: 10}",
+                "sample: {sampler: {name: ddim, steps: 5}, n_samples: 20, grid_columns: 2, "
+                "guidance_scales: [0.0, 1.0, 3.0]}",
+            ]
+        ),
+    )
     (img,) = run_spec(home, spec)
     assert img["status"] == "succeeded", img["error"]
     s = img["summary"]
@@ -163,17 +243,31 @@ def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
     assert list(s["guided_accuracy"]) == ["0.0", "1.0", "3.0"]
     assert [r["nfe"] for r in img["tables"]["guidance"]] == [5, 5, 10]
 
-    spec2 = write_spec(tmp_path, f"kind: sampling\nmodel_run: {img['id']}\nsamplers: [{{name: ddim}}, "
-                                 "{name: dpmsolver++}, {name: euler}]\nsteps: [2, 4]\nn_samples: 20\n", "s.yaml")
+    spec2 = write_spec(
+        tmp_path,
+        f"kind: sampling\nmodel_run: {img['id']}\nsamplers: [{{name: ddim}}, "
+        "{name: dpmsolver++}, {name: euler}]\nsteps: [2, 4]\nn_samples: 20\n",
+        "s.yaml",
+    )
     (smp,) = run_spec(home, spec2)
     assert smp["status"] == "succeeded", smp["error"]
     rows = smp["tables"]["samplers"]
     assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [
-        ("ddpm", 20, 20), ("ddim", 2, 2), ("ddim", 4, 4), ("dpmsolver++", 2, 2), ("dpmsolver++", 4, 4),
-        ("euler", 2, 2), ("euler", 4, 4)]
+        ("ddpm", 20, 20),
+        ("ddim", 2, 2),
+        ("ddim", 4, 4),
+        ("dpmsolver++", 2, 2),
+        ("dpmsolver++", 4, 4),
+        ("euler", 2, 2),
+        ("euler", 4, 4),
+    ]
     for r in rows:
-        assert {"sampler", "steps", "nfe", "seconds", "images_per_second", "classifier_fid",
-                "class_accuracy"} <= set(r) and r["classifier_fid"] > 0 and r["seconds"] > 0
+        assert (
+            {"sampler", "steps", "nfe", "seconds", "images_per_second", "classifier_fid", "class_accuracy"}
+            <= set(r)
+            and r["classifier_fid"] > 0
+            and r["seconds"] > 0
+        )
     for r in rows:  # every figure over the smoke preset's 3 sets of 20, inside its own interval
         assert r["classifier_fid_n"] == r["classifier_kid_n"] == r["classifier_fid_floor_n"] == 3
         assert r["class_accuracy_n"] == 60
@@ -192,10 +286,13 @@ def test_sampling_rejects_a_run_that_is_not_a_finished_images_run(home, tmp_path
 
 def test_spec_checks():
     with pytest.raises(Exception, match="exactly one of model_run"):
-        resolve(sampling.Spec, {"kind": "sampling", "model_run": 3, "train": {"kind": "images", "timesteps": 50}})
+        resolve(
+            sampling.Spec, {"kind": "sampling", "model_run": 3, "train": {"kind": "images", "timesteps": 50}}
+        )
     assert resolve(sampling.Spec, {"kind": "sampling", "preset": "paper"}).train.data.name == "mnist"
-    cifar = resolve(images.Spec, {"kind": "images", "preset": "paper", "data": {"name": "cifar10"},
-                                  "train": {"steps": 7}})
+    cifar = resolve(
+        images.Spec, {"kind": "images", "preset": "paper", "data": {"name": "cifar10"}, "train": {"steps": 7}}
+    )
     assert cifar.model.channels == [128, 256, 256, 256] and cifar.data.hflip and cifar.train.steps == 7
     assert cifar.train.batch_size == 128  # the CIFAR-10 paper sizes, under the document's own fields
     assert resolve(images.Spec, {"kind": "images", "preset": "paper"}).model.channels == [64, 128, 256]
@@ -204,8 +301,14 @@ def test_spec_checks():
     s = resolve(sampling.Spec, {"kind": "sampling"})
     assert s.train.train.steps == 100 and s.train.train.batch_size == 128  # the embedded spec got its preset
     with pytest.raises(Exception, match="cannot halve"):
-        resolve(images.Spec, {"kind": "images", "data": {"name": "mnist"}, "model": {
-            "channels": [32, 32, 32, 32], "attention": [False] * 4}})
+        resolve(
+            images.Spec,
+            {
+                "kind": "images",
+                "data": {"name": "mnist"},
+                "model": {"channels": [32, 32, 32, 32], "attention": [False] * 4},
+            },
+        )
 
 
 def test_show_json_of_an_images_run_has_the_documented_keys(store):
@@ -233,23 +336,42 @@ def test_relative_data_path_is_taken_from_the_spec_file_and_stored_absolute(home
 
     (tmp_path / "specs" / "data").mkdir(parents=True)
     npz = tmp_path / "specs" / "data" / "tiny.npz"
-    np.savez(npz, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.arange(4) % 2,
-             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.arange(2))
+    np.savez(
+        npz,
+        x_train=np.zeros((4, 8, 8), np.uint8),
+        y_train=np.arange(4) % 2,
+        x_test=np.zeros((2, 8, 8), np.uint8),
+        y_test=np.arange(2),
+    )
     spec = write_spec(tmp_path / "specs", "kind: images\ndata: {name: mnist, path: data/tiny.npz}\n")
     monkeypatch.chdir(tmp_path)  # not the spec's folder: the path must not depend on where we stand
     env = subprocess_env(home)
-    out = subprocess.run(wb_command("submit", spec, "--no-worker", "--json"), env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        wb_command("submit", spec, "--no-worker", "--json"), env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     (rid,) = json.loads(out.stdout)["run_ids"]
-    rec = json.loads(subprocess.run(wb_command("show", rid, "--json"), env=env, capture_output=True,
-                                    text=True, check=True).stdout)
+    rec = json.loads(
+        subprocess.run(
+            wb_command("show", rid, "--json"), env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert rec["spec"]["data"]["path"] == str(npz.resolve())
 
-    bad = write_spec(tmp_path / "specs", "kind: images\ndata: {name: mnist, path: data/nope.npz}\n", "bad.yaml")
-    out = subprocess.run(wb_command("submit", bad, "--no-worker", "--json"), env=env, capture_output=True, text=True)
-    assert out.returncode == 2 and "bad.yaml:2: data.path:" in out.stderr and "nope.npz does not exist" in out.stderr
-    runs = json.loads(subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True, text=True).stdout)
+    bad = write_spec(
+        tmp_path / "specs", "kind: images\ndata: {name: mnist, path: data/nope.npz}\n", "bad.yaml"
+    )
+    out = subprocess.run(
+        wb_command("submit", bad, "--no-worker", "--json"), env=env, capture_output=True, text=True
+    )
+    assert (
+        out.returncode == 2
+        and "bad.yaml:2: data.path:" in out.stderr
+        and "nope.npz does not exist" in out.stderr
+    )
+    runs = json.loads(
+        subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True, text=True).stdout
+    )
     assert [r["id"] for r in runs] == [rid]  # the bad spec stored nothing
 
 
@@ -264,7 +386,9 @@ def test_inception_fid_pipeline_through_torchmetrics_agrees_with_our_frechet_dis
     data = load_images("digits", n_train=400)
     judge, _ = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)
 
-    class Features(torch.nn.Module):  # what torchmetrics hands it: [0, 1] RGB; the classifier wants [-1, 1] gray
+    class Features(
+        torch.nn.Module
+    ):  # what torchmetrics hands it: [0, 1] RGB; the classifier wants [-1, 1] gray
         num_features = reference.FEATURES
 
         def forward(self, x):
@@ -288,8 +412,11 @@ def test_inception_fid_without_its_network_fails_before_training(store, tmp_path
     # missing package: either way the message says which, and the run fails before it trains.
     import importlib.util
 
-    expected = ("cannot load the Inception weights" if importlib.util.find_spec("torch_fidelity")
-                else "inception_fid needs torch-fidelity")
+    expected = (
+        "cannot load the Inception weights"
+        if importlib.util.find_spec("torch_fidelity")
+        else "inception_fid needs torch-fidelity"
+    )
     with pytest.raises(RuntimeError, match=expected):
         images.run(RunContext(store, rid), spec)
     assert not artifacts(store, rid, "checkpoint")  # it failed first, not after training

@@ -23,14 +23,23 @@ def test_the_readme_kind_runs_through_a_worker(home, tmp_path):
     (kinds / "darts.py").write_text(readme_kind())
     env = subprocess_env(home, WORKBENCH_KINDS_PATH=str(kinds))
     spec = write_spec(tmp_path, "kind: darts\nrounds: 4\ndarts: 500\n")
-    out = subprocess.run(wb_command("submit", spec, "--no-worker", "--json"), env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        wb_command("submit", spec, "--no-worker", "--json"), env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     (rid,) = json.loads(out.stdout)["run_ids"]
-    subprocess.run(wb_command("worker", "--devices", "cpu", "--once"), env=env, check=True, capture_output=True,
-                   timeout=300)
-    rec = json.loads(subprocess.run(wb_command("show", rid, "--json"), env=env, check=True, capture_output=True,
-                                    text=True).stdout)
+    subprocess.run(
+        wb_command("worker", "--devices", "cpu", "--once"),
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    rec = json.loads(
+        subprocess.run(
+            wb_command("show", rid, "--json"), env=env, check=True, capture_output=True, text=True
+        ).stdout
+    )
     assert rec["status"] == "succeeded", rec["error"]
     rows = rec["tables"]["rounds"]
     assert [r["round"] for r in rows] == [0, 1, 2, 3]

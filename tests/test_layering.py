@@ -27,7 +27,9 @@ def imports_of(path, package: str | None = None) -> set[str]:
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+            base = (
+                ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+            )
             module = ".".join(p for p in (base, node.module or "") if p)
             names.add(module)
             names |= {f"{module}.{a.name}" for a in node.names}
@@ -41,8 +43,10 @@ def modules(folder) -> list:
 def test_imports_of_sees_every_form(tmp_path):
     """The guards below are only as good as this reader: local, aliased and relative imports count."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from .runs import RunsScreen\n    import workbench.tui.screens.queue as q\n"
-                     "from .. import live\n")
+    probe.write_text(
+        "def f():\n    from .runs import RunsScreen\n    import workbench.tui.screens.queue as q\n"
+        "from .. import live\n"
+    )
     found = imports_of(probe, "workbench.tui.screens")
     assert {"workbench.tui.screens.runs", "workbench.tui.screens.queue", "workbench.tui.live"} <= found
 
@@ -57,8 +61,10 @@ def test_the_store_imports_neither_jobs_nor_workbench():
     for path in sorted((ROOT / "store").glob("*.py")):
         bad = {m for m in imports_of(path) if m.split(".")[0] in ("jobs", "workbench")}
         assert not bad, f"store/{path.name} imports {sorted(bad)}"
-    code = "import sys, store.db, store.queries, store.queue, store.export, store.feeds; print([m for m in " \
-           "sys.modules if m.split('.')[0] in ('jobs', 'workbench')])"
+    code = (
+        "import sys, store.db, store.queries, store.queue, store.export, store.feeds; print([m for m in "
+        "sys.modules if m.split('.')[0] in ('jobs', 'workbench')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -66,7 +72,9 @@ def test_the_store_imports_neither_jobs_nor_workbench():
 def test_screens_never_import_screens():
     for path in modules(SCREENS):
         others = {m for m in imports_of(path) if m.startswith("workbench.tui.screens")}
-        assert not others, f"{path.name} imports {sorted(others)}: share through tui/components or let the app open it"
+        assert not others, (
+            f"{path.name} imports {sorted(others)}: share through tui/components or let the app open it"
+        )
 
 
 def test_the_tui_runs_no_sql():
@@ -77,10 +85,12 @@ def test_the_tui_runs_no_sql():
 
 def test_each_screen_module_imports_alone():
     """In a fresh interpreter each, so that no screen works only because another was imported first."""
+
     def load(path):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        return module, subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT,
-                                      capture_output=True, text=True)
+        return module, subprocess.run(
+            [sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True
+        )
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(load, [*modules(SCREENS), SCREENS / "__init__.py"]))

@@ -30,11 +30,15 @@ def test_console_script_and_packages():
     from setuptools import find_packages
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "workbench"]
-    out = subprocess.run([Path(sys.executable).with_name("workbench"), "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [Path(sys.executable).with_name("workbench"), "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "submit" in out.stdout and callable(script.load())
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     shipped = set(find_packages(ROOT, include=data["tool"]["setuptools"]["packages"]["find"]["include"]))
-    tracked = subprocess.run(["git", "ls-files", "*__init__.py"], cwd=ROOT, capture_output=True, text=True).stdout
+    tracked = subprocess.run(
+        ["git", "ls-files", "*__init__.py"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     in_tree = {".".join(Path(p).parent.parts) for p in tracked.split()}
     assert {p for p in in_tree if p.split(".")[0] not in ("tests", "bench")} == shipped
 
@@ -49,8 +53,10 @@ def test_validating_specs_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from jobs.kinds import kind_names, load_kind; [load_kind(k) for k in kind_names()]; "
-            "print(sorted(m for m in ('torch', 'diffusers', 'matplotlib', 'sklearn') if m in sys.modules))")
+    code = (
+        "import sys; from jobs.kinds import kind_names, load_kind; [load_kind(k) for k in kind_names()]; "
+        "print(sorted(m for m in ('torch', 'diffusers', 'matplotlib', 'sklearn') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     from jobs.kinds import preload_modules

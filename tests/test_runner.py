@@ -28,22 +28,32 @@ def env(home):
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if (value := predicate()):
+        if value := predicate():
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def start_worker(env, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(wb_command("worker", "--devices", "cpu", *args), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        wb_command("worker", "--devices", "cpu", *args),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def submit(env, spec_path, *args: str) -> list[int]:
     import json
 
-    out = subprocess.run(wb_command("submit", spec_path, "--no-worker", "--json", *args), env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        wb_command("submit", spec_path, "--no-worker", "--json", *args),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)["run_ids"]
 
 
@@ -64,8 +74,10 @@ def diagnose(store: Store, run_id: int, worker: subprocess.Popen | None = None) 
     rec = show(store, run_id)
     lines = [f"run {run_id}: status {rec['status']}, progress {rec['progress']}"]
     with store.read() as s:
-        lines += [f"  {e.time:.3f} {e.level} {e.message}" for e in
-                  s.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id))]
+        lines += [
+            f"  {e.time:.3f} {e.level} {e.message}"
+            for e in s.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id))
+        ]
     log = run_dir(store.home, run_id) / "output.log"
     if log.exists():
         lines += ["output.log:", log.read_text()[-3000:]]
@@ -76,13 +88,20 @@ def diagnose(store: Store, run_id: int, worker: subprocess.Popen | None = None) 
 
 def points(store: Store, run_id: int) -> set[tuple[str, int]]:
     with store.read() as s:
-        return set(s.execute(select(MetricPoint.key, MetricPoint.step).where(MetricPoint.run_id == run_id)).all())
+        return set(
+            s.execute(select(MetricPoint.key, MetricPoint.step).where(MetricPoint.run_id == run_id)).all()
+        )
 
 
 def test_worker_once_drains_the_queue(env, home, tmp_path):
     ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 0.2\nsweep:\n  seed: [1, 2, 3]\n"))
-    done = subprocess.run(wb_command("worker", "--devices", "cpu", "--once"), env=env, timeout=120,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        wb_command("worker", "--devices", "cpu", "--once"),
+        env=env,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     store = Store(home=home)
     assert [get_run(store, r).status for r in ids] == ["succeeded"] * 3
@@ -91,8 +110,13 @@ def test_worker_once_drains_the_queue(env, home, tmp_path):
 
 def test_failed_run_stores_error_and_traceback(env, home, tmp_path):
     (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nsteps: 5\nfail_at_step: 3\n"))
-    subprocess.run(wb_command("worker", "--devices", "cpu", "--once"), env=env, timeout=120, check=True,
-                   capture_output=True)
+    subprocess.run(
+        wb_command("worker", "--devices", "cpu", "--once"),
+        env=env,
+        timeout=120,
+        check=True,
+        capture_output=True,
+    )
     rec = show(Store(home=home), rid)
     assert rec["status"] == "failed"
     assert "failing at step 3" in rec["error"] and "Traceback" in rec["traceback"]
@@ -135,30 +159,42 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
         if victim == "worker":
             worker.wait()
             wait_for(lambda: not alive(child), 10, "the orphaned run process to exit")
+
             # Nobody renews the lease any more: readers show the run as stale and change nothing ...
             def listed():
-                out = subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    wb_command("runs", "--json"), env=env, capture_output=True, text=True
+                ).stdout
                 return next(r for r in json.loads(out) if r["id"] == rid)
+
             row = wait_for(lambda: (r := listed())["stale"] and r, 3 * float(HEARTBEAT_TIMEOUT) + 10, "stale")
             assert row["status"] == "running" and row["label"] == "running (stale)"
             assert get_run(store, rid).status == "running", "a reader reaped the run"
             # ... and the next worker reaps it.
             worker = start_worker(env)
-            wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "the new worker to reap the run")
+            wait_for(
+                lambda: get_run(store, rid).status == "interrupted", 30, "the new worker to reap the run"
+            )
         else:
             wait_for(lambda: get_run(store, rid).status == "interrupted", 10, "the worker to notice")
         assert store.integrity_check() == "ok"
-        assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env, capture_output=True).returncode == 0
+        assert (
+            subprocess.run(wb_command("retry", rid, "--no-worker"), env=env, capture_output=True).returncode
+            == 0
+        )
         wait_for(lambda: get_run(store, rid).status == "succeeded", 60, "the retried run to succeed")
         rec = show(store, rid)
         resumed_from = rec["summary"]["resumed_from"]
         assert resumed_from >= 20 and rec["attempt"] == 2
         assert before <= points(store, rid), "a metric flushed before the kill was lost"
         with store.read() as s:
-            redone = s.scalars(select(MetricPoint.step).where(MetricPoint.run_id == rid, MetricPoint.attempt == 2))
+            redone = s.scalars(
+                select(MetricPoint.step).where(MetricPoint.run_id == rid, MetricPoint.attempt == 2)
+            )
             assert min(redone) == resumed_from + 1, "steps before the checkpoint were redone"
-            started = s.scalars(select(RunEvent.message).where(RunEvent.run_id == rid,
-                                                               RunEvent.message.like("resumed from%"))).all()
+            started = s.scalars(
+                select(RunEvent.message).where(RunEvent.run_id == rid, RunEvent.message.like("resumed from%"))
+            ).all()
             assert started == [f"resumed from checkpoint at step {resumed_from}"]
     finally:
         worker.kill()
@@ -167,11 +203,15 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
 def test_concurrent_submitters_and_workers_run_each_once(env, home, tmp_path):
     spec = write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3, 4, 5]\n")
     # Three hosts' workers (each its own device locks): the claim alone must keep them from sharing a run.
-    workers = [start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / f"host{i}")), "--idle-exit", "5")
-               for i in range(3)]
-    script = ("import subprocess, sys\n"
-              f"for _ in range(4): subprocess.run({wb_command('submit', spec, '--no-worker')!r}, check=True,"
-              " stdout=subprocess.DEVNULL)\n")
+    workers = [
+        start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / f"host{i}")), "--idle-exit", "5")
+        for i in range(3)
+    ]
+    script = (
+        "import subprocess, sys\n"
+        f"for _ in range(4): subprocess.run({wb_command('submit', spec, '--no-worker')!r}, check=True,"
+        " stdout=subprocess.DEVNULL)\n"
+    )
     submitters = [subprocess.Popen([wb_command()[0], "-c", script], env=env) for _ in range(3)]
     try:
         assert all(p.wait(timeout=120) == 0 for p in submitters)

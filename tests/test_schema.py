@@ -26,10 +26,17 @@ def shape(store: Store) -> dict:
     """Tables, their columns (name, type, nullable, primary key) and their indexes."""
     with store.engine.connect() as conn:
         i = inspect(conn)
-        return {t: ({(c["name"], str(c["type"]), c["nullable"], c.get("primary_key", 0)) for c in i.get_columns(t)},
-                    {(x["name"], tuple(x["column_names"]), bool(x["unique"])) for x in i.get_indexes(t)},
-                    {tuple(u["column_names"]) for u in i.get_unique_constraints(t)})
-                for t in i.get_table_names()}
+        return {
+            t: (
+                {
+                    (c["name"], str(c["type"]), c["nullable"], c.get("primary_key", 0))
+                    for c in i.get_columns(t)
+                },
+                {(x["name"], tuple(x["column_names"]), bool(x["unique"])) for x in i.get_indexes(t)},
+                {tuple(u["column_names"]) for u in i.get_unique_constraints(t)},
+            )
+            for t in i.get_table_names()
+        }
 
 
 @pytest.fixture
@@ -78,6 +85,7 @@ def test_a_failing_step_leaves_the_database_as_it_was(old_home, monkeypatch):
         Store(home=old_home)
     with sqlite3.connect(old_home / "workbench.db") as con:
         assert con.execute("PRAGMA user_version").fetchone() == (1,)
-        assert not con.execute("SELECT name FROM sqlite_master WHERE name LIKE '%store_meta%' "
-                               "OR name = 'ix_artifacts_run_name'").fetchall()
+        assert not con.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE '%store_meta%' OR name = 'ix_artifacts_run_name'"
+        ).fetchall()
     assert rows(old_home / "workbench.db") == before

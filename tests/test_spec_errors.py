@@ -28,8 +28,16 @@ BAD_SPECS = [
     ("unknown field", "kind: ddpm\nepochs: 3\n", "epochs"),
     ("unknown nested field", "kind: ddpm\ntrain:\n  stepz: 3\n", "train.stepz"),
     ("unknown preset", "kind: ddpm\npreset: huge\n", "preset"),
-    ("unknown sampler", "kind: ddpm\nsample:\n  samplers:\n    - {name: plms, steps: 10}\n", "sample.samplers.0.name"),
-    ("zero sampler steps", "kind: ddpm\nsample:\n  samplers: [{name: ddim, steps: 0}]\n", "sample.samplers.0.steps"),
+    (
+        "unknown sampler",
+        "kind: ddpm\nsample:\n  samplers:\n    - {name: plms, steps: 10}\n",
+        "sample.samplers.0.name",
+    ),
+    (
+        "zero sampler steps",
+        "kind: ddpm\nsample:\n  samplers: [{name: ddim, steps: 0}]\n",
+        "sample.samplers.0.steps",
+    ),
     ("label dropout > 1", "kind: ddpm\ntrain: {label_dropout: 1.5}\n", "train.label_dropout"),
     ("empty guidance list", "kind: ddpm\nsample: {guidance_scales: []}\n", "sample.guidance_scales"),
     ("guidance not a list", "kind: ddpm\nsample: {guidance_scales: 3}\n", "sample.guidance_scales"),
@@ -48,25 +56,46 @@ BAD_SPECS = [
     ("sweep invalid value", "kind: ddpm\nsweep:\n  train.steps: [10, -1]\n", "job.yaml:3: train.steps"),
     ("sweep over kind", "kind: ddpm\nsweep:\n  kind: [sleep]\n", "cannot be swept"),
     ("sweep not a mapping", "kind: ddpm\nsweep: [1, 2]\n", "sweep"),
-    ("sweep too large", "kind: sleep\nsweep:\n  seed: [" + ",".join(map(str, range(101))) + "]\n"
-     "  steps: [" + ",".join(map(str, range(1, 102))) + "]\n", "combinations"),
+    (
+        "sweep too large",
+        "kind: sleep\nsweep:\n  seed: [" + ",".join(map(str, range(101))) + "]\n"
+        "  steps: [" + ",".join(map(str, range(1, 102))) + "]\n",
+        "combinations",
+    ),
     ("sleep negative seconds", "kind: sleep\nseconds: -1\n", "seconds"),
     ("sleep absurd seconds", "kind: sleep\nseconds: 1e12\n", "seconds"),
     ("name too long", "kind: sleep\nname: " + "x" * 300 + "\n", "name"),
     # The class of hostile or broken documents: structure, size, characters, numbers.
     ("deeply nested flow", "kind: sleep\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
-    ("deeply nested block", "kind: sleep\n" + "".join("  " * i + f"a{i}:\n" for i in range(40)) + "  " * 40
-     + "b: 1\n", "job.yaml:34: nested more than 32 levels"),
-    ("billion laughs", "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
-        f"{n}: &{n} [" + ",".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcd", "bcde", strict=True)) + "kind: sleep\n",
-     "more than 100000 values"),
+    (
+        "deeply nested block",
+        "kind: sleep\n" + "".join("  " * i + f"a{i}:\n" for i in range(40)) + "  " * 40 + "b: 1\n",
+        "job.yaml:34: nested more than 32 levels",
+    ),
+    (
+        "billion laughs",
+        "a: &a [x,x,x,x,x,x,x,x,x,x]\n"
+        + "".join(
+            f"{n}: &{n} [" + ",".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcd", "bcde", strict=True)
+        )
+        + "kind: sleep\n",
+        "more than 100000 values",
+    ),
     ("NUL in name", 'kind: sleep\nname: "a\\0b"\n', "job.yaml:2: name: 'a\\x00b' contains control"),
     ("escape sequence in name", 'kind: sleep\nname: "x\\e[2J"\n', "U+001B"),
     ("bidi override in name", 'kind: sleep\nname: "a\\u202eb"\n', "U+202E"),
     ("blank name", "kind: sleep\nname: '  '\n", "is blank"),
     ("escape sequence swept into a name", 'kind: sleep\nsweep:\n  name: ["a\\e[2J"]\n', "U+001B"),
-    ("duplicate key", "kind: sleep\nsteps: 3\nsteps: 4\n", "job.yaml:3: duplicate key 'steps' (first on line 2)"),
-    ("duplicate nested key", "kind: images\ntrain:\n  lr: 0.1\n  lr: 0.2\n", "job.yaml:4: duplicate key 'lr'"),
+    (
+        "duplicate key",
+        "kind: sleep\nsteps: 3\nsteps: 4\n",
+        "job.yaml:3: duplicate key 'steps' (first on line 2)",
+    ),
+    (
+        "duplicate nested key",
+        "kind: images\ntrain:\n  lr: 0.1\n  lr: 0.2\n",
+        "job.yaml:4: duplicate key 'lr'",
+    ),
     ("a 5000-digit integer", "kind: sleep\nseed: " + "9" * 5000 + "\n", "cannot be read"),
     ("a float past double range", "kind: sleep\nseconds: 1e400\n", "seconds"),
     ("a 2 MB document", "kind: sleep\nname: " + "x" * 2_000_000 + "\n", "at most 1048576 bytes"),
@@ -99,20 +128,23 @@ def test_bad_spec_exits_2_and_changes_nothing(label, text, expected, seeded, sto
     assert snapshot(store) == seeded
 
 
-@pytest.mark.parametrize(("label", "args", "expected"), [
-    ("missing file", ["submit", "nope.yaml", "--no-worker"], "cannot read nope.yaml"),
-    ("directory", ["validate", "."], "cannot read"),
-    ("unknown run show", ["show", "999"], "no run with id 999"),
-    ("unknown run cancel", ["cancel", "999"], "no run with id 999"),
-    ("unknown run retry", ["retry", "999", "--no-worker"], "no run with id 999"),
-    ("unknown run export", ["export", "999"], "no run with id 999"),
-    ("bad export format", ["export", "1", "--format", "xlsx"], "unknown format"),
-    ("unknown table", ["export", "1", "--table", "nope"], "no table named"),
-    ("bad status filter", ["runs", "--status", "done"], "unknown state"),
-    ("bad devices", ["worker", "--devices", "tpu"], "--devices"),
-    ("retry a queued run", ["retry", "1", "--no-worker"], "only failed, cancelled, interrupted"),
-    ("run id not a number", ["show", "abc"], "run_id"),
-])
+@pytest.mark.parametrize(
+    ("label", "args", "expected"),
+    [
+        ("missing file", ["submit", "nope.yaml", "--no-worker"], "cannot read nope.yaml"),
+        ("directory", ["validate", "."], "cannot read"),
+        ("unknown run show", ["show", "999"], "no run with id 999"),
+        ("unknown run cancel", ["cancel", "999"], "no run with id 999"),
+        ("unknown run retry", ["retry", "999", "--no-worker"], "no run with id 999"),
+        ("unknown run export", ["export", "999"], "no run with id 999"),
+        ("bad export format", ["export", "1", "--format", "xlsx"], "unknown format"),
+        ("unknown table", ["export", "1", "--table", "nope"], "no table named"),
+        ("bad status filter", ["runs", "--status", "done"], "unknown state"),
+        ("bad devices", ["worker", "--devices", "tpu"], "--devices"),
+        ("retry a queued run", ["retry", "1", "--no-worker"], "only failed, cancelled, interrupted"),
+        ("run id not a number", ["show", "abc"], "run_id"),
+    ],
+)
 def test_bad_command_input_exits_2(label, args, expected, seeded, store, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli(*args)

@@ -36,8 +36,10 @@ def test_one_draw_gives_no_interval_and_bad_draws_are_refused():
         mean_ci([])
 
 
-@pytest.mark.parametrize("k, n, low, high", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634),
-                                             (9, 10, 0.5958, 0.9821), (95, 100, 0.8882, 0.9785)])
+@pytest.mark.parametrize(
+    "k, n, low, high",
+    [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (9, 10, 0.5958, 0.9821), (95, 100, 0.8882, 0.9785)],
+)
 def test_wilson_intervals_match_published_values(k, n, low, high):
     """Wilson score intervals without continuity correction (Newcombe 1998, Table I, and calculators);
     a normal-approximation interval would give (0, 0) for 0/10 and an upper end above 1 for 95/100."""
@@ -80,8 +82,11 @@ def test_bootstrap_covers_a_skewed_mean_and_is_reproducible():
 
 def test_an_estimate_writes_itself_into_a_summary():
     e = Estimate(0.93, 0.9, 0.95, 200)
-    assert e.summary("guided_accuracy") == {"guided_accuracy": 0.93, "guided_accuracy_ci": [0.9, 0.95],
-                                            "guided_accuracy_n": 200}
+    assert e.summary("guided_accuracy") == {
+        "guided_accuracy": 0.93,
+        "guided_accuracy_ci": [0.9, 0.95],
+        "guided_accuracy_n": 200,
+    }
     assert str(e) == "0.93 [0.9, 0.95] (n=200)"
 
 
@@ -104,9 +109,16 @@ def test_a_ratio_whose_denominator_may_be_zero_has_no_interval():
     assert e.value == pytest.approx(3.0) and e.low < 3.0 < e.high
 
 
-@pytest.mark.parametrize("low, high, expected", [(-2.0, -0.5, "better"), (-0.5, 0.05, "matches"),
-                                                 (0.02, 0.09, "matches"), (0.05, 0.3, "worse"),
-                                                 (-0.2, 0.3, "unresolved")])
+@pytest.mark.parametrize(
+    "low, high, expected",
+    [
+        (-2.0, -0.5, "better"),
+        (-0.5, 0.05, "matches"),
+        (0.02, 0.09, "matches"),
+        (0.05, 0.3, "worse"),
+        (-0.2, 0.3, "unresolved"),
+    ],
+)
 def test_verdicts_follow_the_interval(low, high, expected):
     """Margin 0.1: "matches" needs the whole interval below +0.1; straddling 0 past the margin says nothing."""
     assert verdict(Estimate((low + high) / 2, low, high, 5), margin=0.1) == expected

@@ -15,8 +15,15 @@ from store.schema import SCHEMA_VERSION
 
 
 def _submit(store, n=1, priority=0, kind="sleep"):
-    return queue.submit(store, name="t", kind=kind, spec_text="kind: sleep\n", sweep={}, priority=priority,
-                        runs=[queue.NewRun(f"r{i}", {"kind": kind}) for i in range(n)])[1]
+    return queue.submit(
+        store,
+        name="t",
+        kind=kind,
+        spec_text="kind: sleep\n",
+        sweep={},
+        priority=priority,
+        runs=[queue.NewRun(f"r{i}", {"kind": kind}) for i in range(n)],
+    )[1]
 
 
 def test_pragmas_and_schema_version(store):
@@ -30,7 +37,9 @@ def test_pragmas_and_schema_version(store):
 
 def test_newer_schema_is_refused(store, home):
     with store.engine.begin() as c:
-        c.exec_driver_sql(f"UPDATE store_meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
+        c.exec_driver_sql(
+            f"UPDATE store_meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'"
+        )
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this workbench"):
         Store(home=home)
 
@@ -147,8 +156,14 @@ def test_a_stale_run_can_be_retried_and_a_live_one_cannot(store):
 
 
 def test_a_cuda_run_is_never_claimed_by_a_cpu_slot(store):
-    gpu_run, cpu_run = queue.submit(store, name="t", kind="sleep", spec_text="", sweep={}, runs=[
-        queue.NewRun("g", {"kind": "sleep", "device": "cuda"}), queue.NewRun("c", {"kind": "sleep"})])[1]
+    gpu_run, cpu_run = queue.submit(
+        store,
+        name="t",
+        kind="sleep",
+        spec_text="",
+        sweep={},
+        runs=[queue.NewRun("g", {"kind": "sleep", "device": "cuda"}), queue.NewRun("c", {"kind": "sleep"})],
+    )[1]
     assert queue.claim(store, "w", "cpu").id == cpu_run
     assert queue.claim(store, "w", "cpu") is None
     assert queue.claim(store, "w", "0").id == gpu_run
@@ -162,9 +177,16 @@ MOUNTINFO = """\
 """
 
 
-@pytest.mark.parametrize("path, fstype", [("/home/me/wb", "ext4"), ("/mnt/lab/wb", "nfs4"),
-                                          ("/mnt/lab/local disk/wb", "ext4"), ("/home/me/remote/x", "fuse.sshfs"),
-                                          ("/mnt/labx", "ext4")])
+@pytest.mark.parametrize(
+    "path, fstype",
+    [
+        ("/home/me/wb", "ext4"),
+        ("/mnt/lab/wb", "nfs4"),
+        ("/mnt/lab/local disk/wb", "ext4"),
+        ("/home/me/remote/x", "fuse.sshfs"),
+        ("/mnt/labx", "ext4"),
+    ],
+)
 def test_mount_type_finds_the_innermost_mount(path, fstype):
     from store.db import mount_type
 

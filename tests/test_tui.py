@@ -21,9 +21,14 @@ T0 = 1_700_000_000.0  # fixed times, so screens render the same on every machine
 
 def fill_store(store, running: bool = True) -> list[int]:
     """Three sleep runs: two succeeded (curves, images, tables, summary), one running (or failed)."""
-    _, ids = queue.submit(store, name="demo", kind="sleep", spec_text="kind: sleep\n", sweep={"seed": [1, 2, 3]},
-                          runs=[queue.NewRun(f"demo seed={s}", {"kind": "sleep", "seed": s, "steps": 50})
-                                for s in (1, 2, 3)])
+    _, ids = queue.submit(
+        store,
+        name="demo",
+        kind="sleep",
+        spec_text="kind: sleep\n",
+        sweep={"seed": [1, 2, 3]},
+        runs=[queue.NewRun(f"demo seed={s}", {"kind": "sleep", "seed": s, "steps": 50}) for s in (1, 2, 3)],
+    )
     rng = np.random.default_rng(0)
     for i, rid in enumerate(ids):
         queue.claim(store, "host:1", "cpu")
@@ -36,20 +41,50 @@ def fill_store(store, running: bool = True) -> list[int]:
             gradient = np.linspace(0, 1, 16 * 16 * 3).reshape(16, 16, 3)
             ctx.image("samples", 25, gradient)
             ctx.image("samples", 50, 1 - gradient)
-            ctx.table("samplers", [{"sampler": "ddpm", "steps": 1000, "nfe": 1000, "seconds": 1.5 + i,
-                                    "energy_distance": 0.0015, "energy_distance_ci_low": 0.001,
-                                    "energy_distance_ci_high": 0.002, "energy_distance_n": 20},
-                                   {"sampler": "ddim", "steps": 50, "nfe": 50, "seconds": 0.1,
-                                    "energy_distance": 0.003, "energy_distance_ci_low": 0.0024,
-                                    "energy_distance_ci_high": 0.0036, "energy_distance_n": 20}])
-            ctx.summary(energy_distance=0.0015 + 0.001 * i, energy_distance_ci=[0.001 + 0.001 * i, 0.002 + 0.001 * i],
-                        energy_distance_n=20, guided_accuracy={"0.0": 0.12, "3.0": 0.99},
-                        guided_accuracy_ci={"0.0": [0.113, 0.127], "3.0": [0.987, 0.992]}, guided_accuracy_n=8000)
+            ctx.table(
+                "samplers",
+                [
+                    {
+                        "sampler": "ddpm",
+                        "steps": 1000,
+                        "nfe": 1000,
+                        "seconds": 1.5 + i,
+                        "energy_distance": 0.0015,
+                        "energy_distance_ci_low": 0.001,
+                        "energy_distance_ci_high": 0.002,
+                        "energy_distance_n": 20,
+                    },
+                    {
+                        "sampler": "ddim",
+                        "steps": 50,
+                        "nfe": 50,
+                        "seconds": 0.1,
+                        "energy_distance": 0.003,
+                        "energy_distance_ci_low": 0.0024,
+                        "energy_distance_ci_high": 0.0036,
+                        "energy_distance_n": 20,
+                    },
+                ],
+            )
+            ctx.summary(
+                energy_distance=0.0015 + 0.001 * i,
+                energy_distance_ci=[0.001 + 0.001 * i, 0.002 + 0.001 * i],
+                energy_distance_n=20,
+                guided_accuracy={"0.0": 0.12, "3.0": 0.99},
+                guided_accuracy_ci={"0.0": [0.113, 0.127], "3.0": [0.987, 0.992]},
+                guided_accuracy_n=8000,
+            )
             queue.finish(store, rid, "host:1", "succeeded")
     if not running:
-        queue.finish(store, ids[2], "host:1", "failed", "RuntimeError: loss is nan at step 21",
-                     'Traceback (most recent call last):\n  File "train.py", line 1, in <module>\n'
-                     "RuntimeError: loss is nan at step 21\n")
+        queue.finish(
+            store,
+            ids[2],
+            "host:1",
+            "failed",
+            "RuntimeError: loss is nan at step 21",
+            'Traceback (most recent call last):\n  File "train.py", line 1, in <module>\n'
+            "RuntimeError: loss is nan at step 21\n",
+        )
     with store.write() as s:
         s.execute(update(Run).values(created_at=T0, started_at=T0 + 10, heartbeat_at=T0 + 20))
         s.execute(update(Run).where(Run.status == "failed").values(finished_at=T0 + 40))
@@ -167,8 +202,14 @@ async def test_filter_and_live_new_runs(filled):
         assert table.row_count == 1
         await pilot.press("escape")
         assert table.row_count == 3
-        queue.submit(store, name="late", kind="sleep", spec_text="", sweep={},
-                     runs=[queue.NewRun("late", {"kind": "sleep"})])
+        queue.submit(
+            store,
+            name="late",
+            kind="sleep",
+            spec_text="",
+            sweep={},
+            runs=[queue.NewRun("late", {"kind": "sleep"})],
+        )
         await wait_until(pilot, lambda: table.row_count == 4, timeout=1.0)  # within a second
         await pilot.press("g")
         assert table.row_count == 6  # two experiment header rows
@@ -208,8 +249,13 @@ async def test_compare_two_runs(filled):
         assert set(screen.feeds[ids[0]].series) == {"loss"}
         await pilot.press("2")  # the images of both runs, each run's listed by name
         images = screen.query_one(ImagesView)
-        await wait_until(pilot, lambda: images.names() == [f"run {ids[1]}: samples", f"run {ids[0]}: samples"]
-                         or images.names() == [f"run {ids[0]}: samples", f"run {ids[1]}: samples"])
+        await wait_until(
+            pilot,
+            lambda: (
+                images.names() == [f"run {ids[1]}: samples", f"run {ids[0]}: samples"]
+                or images.names() == [f"run {ids[0]}: samples", f"run {ids[1]}: samples"]
+            ),
+        )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "md", "latex", "json"])
@@ -253,7 +299,9 @@ async def test_submit_from_editor_invalid_then_valid(store):
         assert type(app.screen).__name__ == "NewExperimentScreen"
         assert queue_count(store) == 0
         editor.text = "kind: sleep\nsteps: 3\nsweep:\n  seed: [1, 2]\n"
-        await wait_until(pilot, lambda: "valid: sleep, 2 run(s)" in str(app.screen.query_one("#errors").render()))
+        await wait_until(
+            pilot, lambda: "valid: sleep, 2 run(s)" in str(app.screen.query_one("#errors").render())
+        )
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
         assert queue_count(store) == 2
@@ -336,8 +384,14 @@ async def test_stale_and_gpu_waiting_runs_are_labelled_not_reaped(filled):
     store, ids = filled
     with store.write() as s:
         s.execute(update(Run).where(Run.id == ids[2]).values(heartbeat_at=store.now() - 3600))
-    _, (gpu_run,) = queue.submit(store, name="gpu", kind="sleep", spec_text="", sweep={},
-                                 runs=[queue.NewRun("gpu", {"kind": "sleep", "device": "cuda"})])
+    _, (gpu_run,) = queue.submit(
+        store,
+        name="gpu",
+        kind="sleep",
+        spec_text="",
+        sweep={},
+        runs=[queue.NewRun("gpu", {"kind": "sleep", "device": "cuda"})],
+    )
     app = make_app(store)
     async with app.run_test(size=(120, 30)) as pilot:
         table = app.screen.query_one("#runs-table")
@@ -387,6 +441,13 @@ async def test_a_read_slower_than_the_poll_interval_loses_nothing(filled, monkey
         table = app.screen.query_one("#runs-table")
         await wait_until(pilot, lambda: table.row_count == 3)
         for name in ("late 1", "late 2"):
-            queue.submit(store, name=name, kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun(name, {"kind": "sleep"})])
+            queue.submit(
+                store,
+                name=name,
+                kind="sleep",
+                spec_text="",
+                sweep={},
+                runs=[queue.NewRun(name, {"kind": "sleep"})],
+            )
             await pilot.pause(0.15)
         await wait_until(pilot, lambda: table.row_count == 5, timeout=3.0)

@@ -36,6 +36,7 @@ def open_tab(tab: str | None, run_index: int = 0):
         for scroll in pilot.app.screen.query("VerticalScroll"):
             scroll.scroll_home(animate=False)
         await settle(pilot, 0.2)
+
     return before
 
 
@@ -76,9 +77,16 @@ def test_screen_snapshot(name, size, app, snap_compare):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-@pytest.mark.parametrize(("name", "keys"), [("queue", ["u"]), ("help", ["question_mark"]),
-                                            ("compare", ["space", "space", "c"]), ("export", ["space", "e"])],
-                         ids=["queue", "help", "compare", "export"])
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("queue", ["u"]),
+        ("help", ["question_mark"]),
+        ("compare", ["space", "space", "c"]),
+        ("export", ["space", "e"]),
+    ],
+    ids=["queue", "help", "compare", "export"],
+)
 def test_pushed_screen_snapshot(name, keys, size, app, snap_compare):
     async def before(pilot):
         await settle(pilot, 0.4)

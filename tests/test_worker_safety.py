@@ -32,13 +32,21 @@ def env(home):
 
 
 def start_worker(env, *args: str, devices: str = "cpu", new_session: bool = False) -> subprocess.Popen:
-    return subprocess.Popen(wb_command("worker", "--devices", devices, *args), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session)
+    return subprocess.Popen(
+        wb_command("worker", "--devices", devices, *args),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=new_session,
+    )
 
 
 def events(store: Store, run_id: int) -> list[str]:
     with store.read() as s:
-        return list(s.scalars(select(RunEvent.message).where(RunEvent.run_id == run_id).order_by(RunEvent.id)))
+        return list(
+            s.scalars(select(RunEvent.message).where(RunEvent.run_id == run_id).order_by(RunEvent.id))
+        )
 
 
 def stop(*procs: subprocess.Popen) -> str:
@@ -104,6 +112,7 @@ def test_runs_pin_their_gpu_before_cuda_can_start(env, home, tmp_path):
 
 # --- one owner per run ----------------------------------------------------------------------------
 
+
 def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, tmp_path):
     """Catches: a worker that goes on writing (or records an outcome) for a run taken from it while it
     was slow. Worker A is frozen (SIGSTOP) while its run process keeps running; worker B, on another
@@ -124,8 +133,11 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
         wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "worker B to reap the run")
         assert alive(old_pid), "the test needs the old process alive when its lease is taken"
         assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
-        wait_for(lambda: get_run(store, rid).attempt == 2 and get_run(store, rid).status == "running", 30,
-                 "worker B to start attempt 2")
+        wait_for(
+            lambda: get_run(store, rid).attempt == 2 and get_run(store, rid).status == "running",
+            30,
+            "worker B to start attempt 2",
+        )
         taken_at = time.time()
         wait_for(lambda: not alive(old_pid), 10, "the superseded process to stop by itself at its next write")
         os.kill(a.pid, signal.SIGCONT)
@@ -134,10 +146,16 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
         rec = show(store, rid)
         assert rec["attempt"] == 2 and rec["worker"].split(":")[1] == str(b.pid)
         with store.read() as s:
-            late = s.scalars(select(MetricPoint.step).where(MetricPoint.run_id == rid, MetricPoint.attempt == 1,
-                                                           MetricPoint.wall_time > taken_at + 0.5)).all()
-            finished = s.scalars(select(RunEvent.message).where(RunEvent.run_id == rid,
-                                                                RunEvent.message.like("succeeded%"))).all()
+            late = s.scalars(
+                select(MetricPoint.step).where(
+                    MetricPoint.run_id == rid,
+                    MetricPoint.attempt == 1,
+                    MetricPoint.wall_time > taken_at + 0.5,
+                )
+            ).all()
+            finished = s.scalars(
+                select(RunEvent.message).where(RunEvent.run_id == rid, RunEvent.message.like("succeeded%"))
+            ).all()
         assert late == [], f"the old attempt wrote metrics after the new one started: steps {late}"
         assert len(finished) == 1
         assert rec["summary"]["resumed_from"] >= 10  # attempt 2 resumed from attempt 1's checkpoint
@@ -153,9 +171,12 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
 
 # --- Ctrl-C, hung runs ----------------------------------------------------------------------------
 
+
 def test_ctrl_c_on_a_foreground_worker_checkpoints_and_interrupts(env, home, tmp_path):
     """Catches: Ctrl-C reaching the run's process as KeyboardInterrupt and the run marked failed."""
-    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 60\nsteps: 600\ncheckpoint_every: 1000\n"))
+    (rid,) = submit(
+        env, write_spec(tmp_path, "kind: sleep\nseconds: 60\nsteps: 600\ncheckpoint_every: 1000\n")
+    )
     worker = start_worker(env, new_session=True)  # its own process group: the terminal's Ctrl-C, not pytest's
     store = Store(home=home)
     try:
@@ -171,8 +192,12 @@ def test_ctrl_c_on_a_foreground_worker_checkpoints_and_interrupts(env, home, tmp
 
 def test_a_hung_run_is_killed_with_a_reason(env, home, tmp_path):
     """Catches: a run whose process is alive but makes no progress holding its slot forever."""
-    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 1\nsteps: 10\nhang_at_step: 3\n"
-                                              "no_progress_minutes: 0.05\n"))
+    (rid,) = submit(
+        env,
+        write_spec(
+            tmp_path, "kind: sleep\nseconds: 1\nsteps: 10\nhang_at_step: 3\nno_progress_minutes: 0.05\n"
+        ),
+    )
     worker = start_worker(env, "--once")
     try:
         assert worker.wait(timeout=120) == 0
@@ -200,17 +225,22 @@ def test_the_stop_grace_grows_with_the_step_time(store):
 
 # --- devices --------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_two_workers_on_one_host_never_share_the_cpu(env, home, tmp_path):
     """Catches: a manual worker beside the auto-started one, each putting a run on the same CPU slot."""
-    ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 1.5\nsteps: 3\nsweep:\n  seed: [1, 2, 3, 4]\n"))
+    ids = submit(
+        env, write_spec(tmp_path, "kind: sleep\nseconds: 1.5\nsteps: 3\nsweep:\n  seed: [1, 2, 3, 4]\n")
+    )
     workers = [start_worker(env, "--idle-exit", "2") for _ in range(2)]
     try:
         for w in workers:
             assert w.wait(timeout=120) == 0
         store = Store(home=home)
         with store.read() as s:
-            spans = sorted((r.started_at, r.finished_at) for r in s.scalars(select(Run).where(Run.id.in_(ids))))
+            spans = sorted(
+                (r.started_at, r.finished_at) for r in s.scalars(select(Run).where(Run.id.in_(ids)))
+            )
         assert all(r.status == "succeeded" for r in map(lambda i: get_run(store, i), ids))
         overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
         assert not overlaps, f"two runs held the CPU at once: {overlaps}"
@@ -221,15 +251,18 @@ def test_two_workers_on_one_host_never_share_the_cpu(env, home, tmp_path):
 def test_a_cuda_run_waits_for_a_gpu_and_threads_can_be_set(env, home, tmp_path):
     """Catches: a `device: cuda` run claimed (and failed) by a CPU-only worker; --threads and the spec's
     threads ignored."""
-    gpu_run, = submit(env, write_spec(tmp_path, "kind: sleep\ndevice: cuda\n", "gpu.yaml"))
-    cpu_run, spec_run = submit(env, write_spec(tmp_path, "kind: sleep\nsweep:\n  threads: [null, 2]\n", "cpu.yaml"))
+    (gpu_run,) = submit(env, write_spec(tmp_path, "kind: sleep\ndevice: cuda\n", "gpu.yaml"))
+    cpu_run, spec_run = submit(
+        env, write_spec(tmp_path, "kind: sleep\nsweep:\n  threads: [null, 2]\n", "cpu.yaml")
+    )
     worker = start_worker(env, "--once", "--threads", "1")
     try:
         assert worker.wait(timeout=120) == 0
         store = Store(home=home)
         assert get_run(store, gpu_run).status == "queued"
-        listed = json.loads(subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True,
-                                           text=True).stdout)
+        listed = json.loads(
+            subprocess.run(wb_command("runs", "--json"), env=env, capture_output=True, text=True).stdout
+        )
         assert {r["id"]: r["label"] for r in listed}[gpu_run] == "queued (needs a GPU)"
         assert "1 CPU thread(s)" in events(store, cpu_run)[2]
         assert "2 CPU thread(s)" in events(store, spec_run)[2]
@@ -238,6 +271,7 @@ def test_a_cuda_run_waits_for_a_gpu_and_threads_can_be_set(env, home, tmp_path):
 
 
 # --- store faults ---------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_locked_database_loses_no_metric_and_no_run(env, home, tmp_path):
@@ -250,11 +284,17 @@ def test_a_locked_database_loses_no_metric_and_no_run(env, home, tmp_path):
     store = Store(home=home)
     try:
         wait_for(lambda: get_run(store, rid).progress_done >= 10, 60, "progress")
-        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
             import sqlite3, time
-            c = sqlite3.connect({str(home / 'workbench.db')!r}, isolation_level=None)
+            c = sqlite3.connect({str(home / "workbench.db")!r}, isolation_level=None)
             c.execute("BEGIN IMMEDIATE"); time.sleep(4); c.execute("COMMIT")
-        """)])
+        """),
+            ]
+        )
         assert holder.wait(timeout=30) == 0
         assert worker.wait(timeout=120) == 0, stop(worker)
         log = worker.stdout.read()
@@ -273,8 +313,12 @@ def small_fs(tmp_path):
     """A 6 MiB tmpfs (root only): the store on it can be filled, or remounted read-only."""
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
@@ -302,7 +346,9 @@ def test_a_full_disk_interrupts_the_run_resumably(small_fs, tmp_path):
         time.sleep(8)  # the run meets the fault at its next checkpoint; the worker cannot record it yet
         assert worker.poll() is None, "the worker died of a store fault:\n" + stop(worker)
         (small_fs / "filler").unlink()
-        wait_for(lambda: get_run(store, rid).status == "interrupted", 60, "the run to be recorded as interrupted")
+        wait_for(
+            lambda: get_run(store, rid).status == "interrupted", 60, "the run to be recorded as interrupted"
+        )
         rec = show(store, rid)
         assert rec["error"].startswith("store fault"), rec["error"]
         assert not list(home.rglob("*.tmp*")), "half-written files were left behind"
@@ -341,10 +387,15 @@ def ext4_image(tmp_path):
     made to turn it read-only under open files, as it does on a disk error."""
     image, mnt = tmp_path / "disk.img", tmp_path / "disk"
     mnt.mkdir()
-    made = (os.geteuid() == 0 and subprocess.run(["truncate", "-s", "32M", str(image)]).returncode == 0
-            and subprocess.run(["mkfs.ext4", "-q", str(image)], capture_output=True).returncode == 0
-            and subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(mnt)],
-                               capture_output=True).returncode == 0)
+    made = (
+        os.geteuid() == 0
+        and subprocess.run(["truncate", "-s", "32M", str(image)]).returncode == 0
+        and subprocess.run(["mkfs.ext4", "-q", str(image)], capture_output=True).returncode == 0
+        and subprocess.run(
+            ["mount", "-o", "loop,errors=remount-ro", str(image), str(mnt)], capture_output=True
+        ).returncode
+        == 0
+    )
     if not made:
         pytest.skip("needs root, mkfs.ext4 and a loop device")
     yield image, mnt
@@ -387,7 +438,9 @@ def test_a_store_that_turns_read_only_under_a_running_worker(ext4_image, tmp_pat
     worker = start_worker(env)
     try:
         try:
-            wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "the next worker to mark the run")
+            wait_for(
+                lambda: get_run(store, rid).status == "interrupted", 30, "the next worker to mark the run"
+            )
             assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
             wait_for(lambda: get_run(store, rid).status == "succeeded", 120, "the retried run to succeed")
         except AssertionError as e:

@@ -19,14 +19,24 @@ from rich.table import Table
 
 from store.db import StoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
-                  help="A terminal lab workbench for diffusion-model research.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+    help="A terminal lab workbench for diffusion-model research.",
+)
 # Piped output (CI logs, `make demo | tee`) gets wide lines instead of tables folded to 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
-                "cancelled": "magenta", "interrupted": "bright_red"}
+STATUS_STYLE = {
+    "queued": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "interrupted": "bright_red",
+}
 
 
 def bad_input(message: str) -> NoReturn:
@@ -60,14 +70,22 @@ def print_json(data) -> None:
 
 # --- spec commands -------------------------------------------------------------------------------
 
+
 @app.command()
-def validate(spec: Annotated[Path, typer.Argument(help="job YAML")],
-             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def validate(
+    spec: Annotated[Path, typer.Argument(help="job YAML")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Check a job spec and show the runs it expands into; stores nothing."""
     job = load_job(spec)
     if as_json:
-        print_json({"name": job.name, "kind": job.kind, "runs": [
-            {"name": n, "spec": s.model_dump(mode="json")} for n, s in job.runs]})
+        print_json(
+            {
+                "name": job.name,
+                "kind": job.kind,
+                "runs": [{"name": n, "spec": s.model_dump(mode="json")} for n, s in job.runs],
+            }
+        )
         return
     out.print(f"ok: {job.kind} experiment {escape(repr(job.name))}, {len(job.runs)} run(s)")
     for name, _ in job.runs:
@@ -83,11 +101,15 @@ def schema() -> None:
 
 
 @app.command()
-def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
-           wait: Annotated[bool, typer.Option("--wait", help="follow the runs; exit 0 only if all succeed")] = False,
-           as_json: Annotated[bool, typer.Option("--json", help="print ids (and with --wait, results) as JSON")] = False,
-           no_worker: Annotated[bool, typer.Option("--no-worker", help="do not start a local worker")] = False,
-           priority: Annotated[int, typer.Option("--priority", min=-1000, max=1000)] = 0) -> None:
+def submit(
+    spec: Annotated[Path, typer.Argument(help="job YAML")],
+    wait: Annotated[bool, typer.Option("--wait", help="follow the runs; exit 0 only if all succeed")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print ids (and with --wait, results) as JSON")
+    ] = False,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="do not start a local worker")] = False,
+    priority: Annotated[int, typer.Option("--priority", min=-1000, max=1000)] = 0,
+) -> None:
     """Queue a job (a sweep queues one run per combination)."""
     from jobs.runner import ensure_worker
     from store import queue
@@ -95,12 +117,20 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
     job = load_job(spec)
     store = open_store()
     exp_id, run_ids = queue.submit(
-        store, name=job.name, kind=job.kind, spec_text=job.text, sweep=job.sweep, priority=priority,
-        runs=[queue.NewRun(name, s.model_dump(mode="json")) for name, s in job.runs])
+        store,
+        name=job.name,
+        kind=job.kind,
+        spec_text=job.text,
+        sweep=job.sweep,
+        priority=priority,
+        runs=[queue.NewRun(name, s.model_dump(mode="json")) for name, s in job.runs],
+    )
     started = False if no_worker else ensure_worker(store)
     if not as_json:
-        out.print(f"experiment {exp_id} {escape(repr(job.name))}: queued run(s) {', '.join(map(str, run_ids))}"
-                  + (" (started a local worker)" if started else ""))
+        out.print(
+            f"experiment {exp_id} {escape(repr(job.name))}: queued run(s) {', '.join(map(str, run_ids))}"
+            + (" (started a local worker)" if started else "")
+        )
     if not wait:
         if as_json:
             print_json({"experiment_id": exp_id, "run_ids": run_ids})
@@ -111,8 +141,13 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")],
 
     records = [show_run(store, r) for r in run_ids]
     if as_json:
-        print_json({"experiment_id": exp_id, "run_ids": run_ids,
-                    "runs": [{k: v for k, v in rec.items() if k not in ("spec", "traceback")} for rec in records]})
+        print_json(
+            {
+                "experiment_id": exp_id,
+                "run_ids": run_ids,
+                "runs": [{k: v for k, v in rec.items() if k not in ("spec", "traceback")} for rec in records],
+            }
+        )
     else:
         for name, rows in collect(records).items():
             out.print(rows_table(name, rows))
@@ -130,8 +165,15 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
     from store.queries import get_run, latest_metrics, status_label
 
     statuses: dict[int, str] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}"), console=err, disable=quiet) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err,
+        disable=quiet,
+    ) as bar:
         tasks = {r: bar.add_task(f"run {r}", total=None, info="queued") for r in run_ids}
         last_check = time.monotonic()
         while True:
@@ -145,8 +187,13 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
                     info += f"  loss {losses[r][1]:.4g} @ {losses[r][0]}"
                 if run.error:
                     info += f"  [red]{escape(run.error)}[/]"
-                bar.update(tasks[r], description=f"run {r} {escape(run.name)}", info=info,
-                           completed=run.progress_done, total=run.progress_total or None)
+                bar.update(
+                    tasks[r],
+                    description=f"run {r} {escape(run.name)}",
+                    info=info,
+                    completed=run.progress_done,
+                    total=run.progress_total or None,
+                )
             if all(s in FINAL_STATES for s in statuses.values()):
                 return statuses
             if keep_worker and time.monotonic() - last_check >= 5.0:
@@ -159,18 +206,36 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
 
 # --- queue commands ------------------------------------------------------------------------------
 
+
 @app.command()
-def worker(devices: Annotated[str, typer.Option(help="cpu, cpu:N, GPU indices like 0,1, or auto")] = "auto",
-           once: Annotated[bool, typer.Option("--once", help="exit when the queue is empty")] = False,
-           max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="exit after N runs")] = None,
-           idle_exit: Annotated[float | None, typer.Option("--idle-exit", min=0, help="exit after S idle seconds")] = None,
-           threads: Annotated[int | None, typer.Option("--threads", min=1, max=4096,
-                                                       help="torch CPU threads per run (default: the cores split "
-                                                            "between this worker's CPU slots; a spec's threads wins)")] = None,
-           stop_grace: Annotated[float, typer.Option("--stop-grace", min=0, max=86400,
-                                                     help="seconds a stopped run gets to checkpoint, plus two of "
-                                                          "its steps, before it is killed")] = 10.0,
-           exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False) -> None:
+def worker(
+    devices: Annotated[str, typer.Option(help="cpu, cpu:N, GPU indices like 0,1, or auto")] = "auto",
+    once: Annotated[bool, typer.Option("--once", help="exit when the queue is empty")] = False,
+    max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="exit after N runs")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option("--idle-exit", min=0, help="exit after S idle seconds")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            max=4096,
+            help="torch CPU threads per run (default: the cores split "
+            "between this worker's CPU slots; a spec's threads wins)",
+        ),
+    ] = None,
+    stop_grace: Annotated[
+        float,
+        typer.Option(
+            "--stop-grace",
+            min=0,
+            max=86400,
+            help="seconds a stopped run gets to checkpoint, plus two of its steps, before it is killed",
+        ),
+    ] = 10.0,
+    exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False,
+) -> None:
     """Run queued runs, one per device slot. Ctrl-C: runs checkpoint and end interrupted; twice: at once."""
     from jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers, parse_devices
 
@@ -183,8 +248,16 @@ def worker(devices: Annotated[str, typer.Option(help="cpu, cpu:N, GPU indices li
     if exclusive and (lock := hold_exclusive_lock(store.home)) is None:
         out.print("another auto-started worker is running; exiting")
         return
-    w = Worker(store, slots, once=once, max_jobs=max_jobs, idle_exit=idle_exit, threads=threads,
-               stop_grace=stop_grace, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
+    w = Worker(
+        store,
+        slots,
+        once=once,
+        max_jobs=max_jobs,
+        idle_exit=idle_exit,
+        threads=threads,
+        stop_grace=stop_grace,
+        log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True),
+    )
     install_signal_handlers(w)
     code = w.run()
     del lock
@@ -218,8 +291,10 @@ def cancel(run_ids: Annotated[list[int], typer.Argument(help="run ids")]) -> Non
 
 
 @app.command()
-def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
-          no_worker: Annotated[bool, typer.Option("--no-worker")] = False) -> None:
+def retry(
+    run_ids: Annotated[list[int], typer.Argument(help="run ids")],
+    no_worker: Annotated[bool, typer.Option("--no-worker")] = False,
+) -> None:
     """Queue failed, cancelled or interrupted runs again; they resume from their last checkpoint."""
     from jobs.runner import ensure_worker
     from store import queue
@@ -238,6 +313,7 @@ def retry(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
 
 # --- browsing ------------------------------------------------------------------------------------
 
+
 def rows_table(title: str, rows: list[dict]) -> Table:
     from store.export import cell, readable_rows
 
@@ -252,10 +328,12 @@ def rows_table(title: str, rows: list[dict]) -> Table:
 
 
 @app.command()
-def runs(status: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
-         kind: Annotated[str | None, typer.Option(help="only runs of this kind")] = None,
-         limit: Annotated[int | None, typer.Option(min=1, help="only the newest N")] = None,
-         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs(
+    status: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
+    kind: Annotated[str | None, typer.Option(help="only runs of this kind")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the newest N")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """List runs."""
     from jobs.kinds import headline_keys
     from store.models import RUN_STATES
@@ -276,16 +354,24 @@ def runs(status: Annotated[str | None, typer.Option(help="only runs in this stat
         table.add_column(col)
     for rec in records:
         done, total = rec["progress"]
-        table.add_row(str(rec["id"]), escape(str(rec["experiment"])), escape(rec["name"]), rec["kind"],
-                      f"[{STATUS_STYLE[rec['status']]}]{rec['label']}[/]",
-                      f"{done}/{total}" if total else "", (rec["started_at"] or "")[5:16].replace("T", " "),
-                      escape(headline(rec["summary"], headline_keys(rec["kind"]))))
+        table.add_row(
+            str(rec["id"]),
+            escape(str(rec["experiment"])),
+            escape(rec["name"]),
+            rec["kind"],
+            f"[{STATUS_STYLE[rec['status']]}]{rec['label']}[/]",
+            f"{done}/{total}" if total else "",
+            (rec["started_at"] or "")[5:16].replace("T", " "),
+            escape(headline(rec["summary"], headline_keys(rec["kind"]))),
+        )
     out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
 
 
 @app.command()
-def show(run_id: Annotated[int, typer.Argument(help="run id")],
-         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(
+    run_id: Annotated[int, typer.Argument(help="run id")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Show one run: spec, status, summary, result tables, artifacts."""
     from store.queries import show as show_run
     from store.queue import UnknownRun
@@ -298,9 +384,13 @@ def show(run_id: Annotated[int, typer.Argument(help="run id")],
     if as_json:
         print_json(rec)
         return
-    out.print(f"[bold]run {rec['id']}[/] {escape(rec['name'])}  ({rec['kind']}, experiment {escape(str(rec['experiment']))})")
-    out.print(f"status: [{STATUS_STYLE[rec['status']]}]{rec['label']}[/]  attempt {rec['attempt']}  "
-              f"device {rec['device'] or '-'}  started {rec['started_at'] or '-'}  finished {rec['finished_at'] or '-'}")
+    out.print(
+        f"[bold]run {rec['id']}[/] {escape(rec['name'])}  ({rec['kind']}, experiment {escape(str(rec['experiment']))})"
+    )
+    out.print(
+        f"status: [{STATUS_STYLE[rec['status']]}]{rec['label']}[/]  attempt {rec['attempt']}  "
+        f"device {rec['device'] or '-'}  started {rec['started_at'] or '-'}  finished {rec['finished_at'] or '-'}"
+    )
     if rec["error"]:
         out.print(f"[red]error:[/] {escape(rec['error'])}")
     if rec["summary"]:
@@ -314,19 +404,32 @@ def show(run_id: Annotated[int, typer.Argument(help="run id")],
     if rec["artifacts"]:
         out.print("[bold]artifacts[/]")
         for a in rec["artifacts"]:
-            out.print(escape(f"  {a['kind']:<10} {a['name']}" + (f" @ {a['step']}" if a["step"] is not None else "")
-                             + f"  {a['path']}"))
+            out.print(
+                escape(
+                    f"  {a['kind']:<10} {a['name']}"
+                    + (f" @ {a['step']}" if a["step"] is not None else "")
+                    + f"  {a['path']}"
+                )
+            )
 
 
 @app.command()
-def export(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
-           fmt: Annotated[str, typer.Option("--format", "-f", help="csv, md, latex or json")] = "csv",
-           output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
-           table: Annotated[str | None, typer.Option(help="only this table (e.g. summary, samplers)")] = None,
-           curves: Annotated[bool, typer.Option("--curves", help="also each metric's curves as PNG, runs "
-                                                                "overlaid (<output stem>-curve-<metric>.png)")] = False,
-           samples: Annotated[bool, typer.Option("--samples", help="also the newest of each image artifact "
-                                                                  "(<output stem>-images/)")] = False) -> None:
+def export(
+    run_ids: Annotated[list[int], typer.Argument(help="run ids")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, md, latex or json")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")] = None,
+    table: Annotated[str | None, typer.Option(help="only this table (e.g. summary, samplers)")] = None,
+    curves: Annotated[
+        bool,
+        typer.Option(
+            "--curves",
+            help="also each metric's curves as PNG, runs overlaid (<output stem>-curve-<metric>.png)",
+        ),
+    ] = False,
+    samples: Annotated[
+        bool, typer.Option("--samples", help="also the newest of each image artifact (<output stem>-images/)")
+    ] = False,
+) -> None:
     """Export runs' result tables (and a summary table) to CSV, Markdown, LaTeX or JSON; curves and sample
     images as PNG files next to them."""
     from store import export as exporter
@@ -349,7 +452,9 @@ def export(run_ids: Annotated[list[int], typer.Argument(help="run ids")],
         sys.stdout.write(exporter.render(tables, fmt))
         return
     try:
-        written = exporter.export_runs(store, run_ids, fmt, output, curves=curves, samples=samples, table=table)
+        written = exporter.export_runs(
+            store, run_ids, fmt, output, curves=curves, samples=samples, table=table
+        )
     except OSError as e:
         bad_input(f"cannot write {output}: {e.strerror}")
     err.print("wrote " + ", ".join(map(str, written)))
@@ -359,10 +464,16 @@ IMAGE_MODES = ("auto", "halfcell", "unicode")
 
 
 @app.callback(invoke_without_command=True)
-def _default(ctx: typer.Context,
-             images: Annotated[str, typer.Option(envvar="WORKBENCH_IMAGES",
-                                                 help="image rendering: auto (Kitty/Sixel where the terminal "
-                                                      "supports them), halfcell or unicode")] = "auto") -> None:
+def _default(
+    ctx: typer.Context,
+    images: Annotated[
+        str,
+        typer.Option(
+            envvar="WORKBENCH_IMAGES",
+            help="image rendering: auto (Kitty/Sixel where the terminal supports them), halfcell or unicode",
+        ),
+    ] = "auto",
+) -> None:
     """Bare `workbench` opens the TUI (the runs list when not on a terminal)."""
     if ctx.invoked_subcommand is not None:
         return

@@ -59,8 +59,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_DATA") or user_cache_dir("workbench")) / "datasets"
 
 
-def load_images(name: ImageDatasetName, path: str | None = None, image_size: int | None = None,
-                n_train: int | None = None, test_fraction: float = 0.2, seed: int = 0) -> ImageData:
+def load_images(
+    name: ImageDatasetName,
+    path: str | None = None,
+    image_size: int | None = None,
+    n_train: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> ImageData:
     """Load `name` (from `path` where given), resize to image_size, keep the first n_train train images."""
     if name == "digits":
         data = _digits()
@@ -80,7 +86,9 @@ def load_images(name: ImageDatasetName, path: str | None = None, image_size: int
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(
+        -1, 1
+    )
 
 
 def _to_tensor(x: np.ndarray, scale: float) -> torch.Tensor:
@@ -99,15 +107,33 @@ def _digits() -> ImageData:
 
     d = load_digits()
     # A fixed stratified split: the test set (and so every cached reference classifier) never moves.
-    x_tr, x_te, y_tr, y_te = train_test_split(d.images, d.target, test_size=297, stratify=d.target, random_state=0)
-    return ImageData("digits", _to_tensor(x_tr, 16.0), torch.from_numpy(y_tr).long(), _to_tensor(x_te, 16.0),
-                     torch.from_numpy(y_te).long(), [str(i) for i in range(10)])
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        d.images, d.target, test_size=297, stratify=d.target, random_state=0
+    )
+    return ImageData(
+        "digits",
+        _to_tensor(x_tr, 16.0),
+        torch.from_numpy(y_tr).long(),
+        _to_tensor(x_te, 16.0),
+        torch.from_numpy(y_te).long(),
+        [str(i) for i in range(10)],
+    )
 
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
-    "fashion_mnist": ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                      "ankle boot"],
+    "fashion_mnist": [
+        "t-shirt",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle boot",
+    ],
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 }
 
@@ -119,15 +145,22 @@ def _npz(name: str, path: Path) -> ImageData:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except KeyError as e:
-        raise DataError(f"{path}: missing array {e.args[0]} (needs x_train, y_train, x_test, y_test)") from None
+        raise DataError(
+            f"{path}: missing array {e.args[0]} (needs x_train, y_train, x_test, y_test)"
+        ) from None
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     scale = 255.0 if arrays["x_train"].max() > 1.5 else 1.0
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64).reshape(-1))
     n_classes = int(max(y_train.max(), arrays["y_test"].max())) + 1
-    return ImageData(name, _to_tensor(arrays["x_train"], scale), y_train, _to_tensor(arrays["x_test"], scale),
-                     torch.from_numpy(arrays["y_test"].astype(np.int64).reshape(-1)),
-                     CLASS_NAMES.get(name, [str(i) for i in range(n_classes)])[:n_classes])
+    return ImageData(
+        name,
+        _to_tensor(arrays["x_train"], scale),
+        y_train,
+        _to_tensor(arrays["x_test"], scale),
+        torch.from_numpy(arrays["y_test"].astype(np.int64).reshape(-1)),
+        CLASS_NAMES.get(name, [str(i) for i in range(n_classes)])[:n_classes],
+    )
 
 
 def _torchvision(name: str) -> ImageData:
@@ -141,7 +174,8 @@ def _torchvision(name: str) -> ImageData:
         raise DataError(
             f"{name}: not in the cache ({root}) and the download failed ({type(e).__name__}: {e}). "
             f"Run once on a machine with internet (the cache dir is $WORKBENCH_DATA), or set data.path to a "
-            f".npz file with x_train, y_train, x_test, y_test") from None
+            f".npz file with x_train, y_train, x_test, y_test"
+        ) from None
 
     def arrays(ds):
         x = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
@@ -157,11 +191,17 @@ def _image_folder(root: Path, test_fraction: float, seed: int) -> ImageData:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (imagefolder wants one subfolder of images per class)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        (f, i)
+        for i, c in enumerate(classes)
+        for f in sorted((root / c).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if len(classes) < 1 or len(files) < 2:
-        raise DataError(f"{root}: found {len(classes)} class folders and {len(files)} images; "
-                        "imagefolder wants one subfolder of images per class")
+        raise DataError(
+            f"{root}: found {len(classes)} class folders and {len(files)} images; "
+            "imagefolder wants one subfolder of images per class"
+        )
     images, labels, size, mode = [], [], None, None
     for f, label in files:
         try:

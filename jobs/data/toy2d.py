@@ -39,9 +39,13 @@ def _swissroll(n: int, seed: int, labels: np.ndarray | None = None) -> tuple[np.
 
 def _moons(n: int, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(labels, minlength=2) if labels is not None else n
-    x, y = make_moons(tuple(int(c) for c in counts) if labels is not None else n, noise=0.08, random_state=seed)
+    x, y = make_moons(
+        tuple(int(c) for c in counts) if labels is not None else n, noise=0.08, random_state=seed
+    )
     if labels is not None:  # point i from class labels[i]
-        x = np.concatenate([x[y == c] for c in (0, 1)])[np.argsort(np.argsort(labels, kind="stable"), kind="stable")]
+        x = np.concatenate([x[y == c] for c in (0, 1)])[
+            np.argsort(np.argsort(labels, kind="stable"), kind="stable")
+        ]
         y = labels
     return ((x - [0.5, 0.25]) * 1.5).astype(np.float32), y.astype(np.int64)
 
@@ -58,8 +62,9 @@ def _gaussians(n: int, seed: int, labels: np.ndarray | None = None) -> tuple[np.
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def make_points(name: Toy2DName, n: int, seed: int,
-                labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def make_points(
+    name: Toy2DName, n: int, seed: int, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """n fresh points (and labels) of a dataset; different seeds give independent draws. labels (labelled
     sets): point i is drawn from class labels[i], so a real sample can have a sample set's class balance."""
     return {"swissroll": _swissroll, "moons": _moons, "gaussians": _gaussians}[name](n, seed, labels)

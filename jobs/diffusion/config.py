@@ -31,7 +31,9 @@ class TrainSpec(Strict):
     label_dropout: float = Field(0.1, ge=0, le=1.0, description="probability of training on the null class")
     checkpoint_every: int = Field(500, ge=1, le=10_000_000)
     log_every: int = Field(10, ge=1, le=100_000)
-    mixed_precision: bool = Field(True, description="bf16 autocast (and channels_last) on CUDA; ignored on CPU")
+    mixed_precision: bool = Field(
+        True, description="bf16 autocast (and channels_last) on CUDA; ignored on CPU"
+    )
 
 
 class SamplerSpec(Strict):
@@ -43,7 +45,9 @@ class SamplerSpec(Strict):
 class InceptionOptions(BaseModel):
     """Real Inception FID next to classifier-FID (optional: pip install 'workbench[fid]')."""
 
-    inception_fid: bool = Field(False, description="also report Inception FID against the test images "
-                                                   "(torchmetrics; slow on CPU)")
-    inception_weights: ExistingPath | None = Field(None, description="a local weights-inception-2015-12-05 file "
-                                                                     "(offline); default: torch's hub cache")
+    inception_fid: bool = Field(
+        False, description="also report Inception FID against the test images (torchmetrics; slow on CPU)"
+    )
+    inception_weights: ExistingPath | None = Field(
+        None, description="a local weights-inception-2015-12-05 file (offline); default: torch's hub cache"
+    )

@@ -19,7 +19,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 class ResidualBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.net = nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)
+        )
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return h + self.net(h + cond)
@@ -28,7 +30,9 @@ class ResidualBlock(nn.Module):
 class MLPDenoiser(nn.Module):
     """A residual MLP for low-dimensional data with time and class embeddings (num_classes=0: unconditional)."""
 
-    def __init__(self, dim: int = 2, width: int = 128, depth: int = 3, num_classes: int = 0, time_dim: int = 64):
+    def __init__(
+        self, dim: int = 2, width: int = 128, depth: int = 3, num_classes: int = 0, time_dim: int = 64
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.time_dim = time_dim
@@ -59,20 +63,35 @@ class UNetDenoiser(nn.Module):
     """diffusers' UNet2DModel as eps_theta(x_t, t, y): class-conditional through its class embedding
     with one extra (null) class for classifier-free guidance; num_classes=0 is unconditional."""
 
-    def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...], attention: tuple[bool, ...],
-                 layers_per_block: int = 2, dropout: float = 0.0, num_classes: int = 0, norm_groups: int = 8,
-                 attention_head_dim: int = 8):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        channels: tuple[int, ...],
+        attention: tuple[bool, ...],
+        layers_per_block: int = 2,
+        dropout: float = 0.0,
+        num_classes: int = 0,
+        norm_groups: int = 8,
+        attention_head_dim: int = 8,
+    ):
         from diffusers import UNet2DModel
 
         super().__init__()
         self.num_classes = num_classes
         c, h, _w = image_shape
         self.unet = UNet2DModel(
-            sample_size=h, in_channels=c, out_channels=c, block_out_channels=tuple(channels),
+            sample_size=h,
+            in_channels=c,
+            out_channels=c,
+            block_out_channels=tuple(channels),
             down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
             up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
-            layers_per_block=layers_per_block, dropout=dropout, norm_num_groups=norm_groups,
-            attention_head_dim=attention_head_dim, num_class_embeds=num_classes + 1 if num_classes else None)
+            layers_per_block=layers_per_block,
+            dropout=dropout,
+            norm_num_groups=norm_groups,
+            attention_head_dim=attention_head_dim,
+            num_class_embeds=num_classes + 1 if num_classes else None,
+        )
 
     @property
     def null_class(self) -> int:

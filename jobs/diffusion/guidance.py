@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def drop_labels(y: torch.Tensor, p: float, null_class: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_labels(
+    y: torch.Tensor, p: float, null_class: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     if p <= 0:
         return y
     drop = torch.rand(y.shape, device=y.device, generator=generator) < p
@@ -22,8 +24,9 @@ def passes(w: float, conditional: bool) -> int:
     return 2 if conditional and w not in (0.0, 1.0) else 1
 
 
-def guided_eps(model, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, w: float,
-               null_class: int | None) -> torch.Tensor:
+def guided_eps(
+    model, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, w: float, null_class: int | None
+) -> torch.Tensor:
     if y is None or null_class is None:
         return model(x, t, None)
     null = torch.full_like(y, null_class)

@@ -73,18 +73,31 @@ def make_sampler(name: SamplerName, training: DDPMScheduler, eta: float = 0.0):
     if name == "ddpm":
         return DDPMScheduler.from_config(cfg, timestep_spacing="trailing", **truncate)
     if name == "ddim":
-        return NextTimestepDDIM.from_config(cfg, timestep_spacing="trailing", set_alpha_to_one=True, **truncate)
+        return NextTimestepDDIM.from_config(
+            cfg, timestep_spacing="trailing", set_alpha_to_one=True, **truncate
+        )
     # Pixel-space models (trained with clip_sample): the data-prediction solvers get the same bound on
     # their x_0 estimates through thresholding, as diffusers recommends (measured: classifier-FID 1.375 ->
     # 1.125 for DPM-Solver++ at 20 steps on the CPU MNIST model).
-    bound = {"thresholding": True, "sample_max_value": cfg.get("clip_sample_range", 1.0)} if cfg.get("clip_sample") else {}
+    bound = (
+        {"thresholding": True, "sample_max_value": cfg.get("clip_sample_range", 1.0)}
+        if cfg.get("clip_sample")
+        else {}
+    )
     if name in ("dpmsolver++", "sde-dpmsolver++"):  # 2M; the SDE variant adds fresh noise each step
-        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type=name, solver_order=2,
-                                                       timestep_spacing="trailing", final_sigmas_type="zero",
-                                                       **bound, **truncate)
+        return DPMSolverMultistepScheduler.from_config(
+            cfg,
+            algorithm_type=name,
+            solver_order=2,
+            timestep_spacing="trailing",
+            final_sigmas_type="zero",
+            **bound,
+            **truncate,
+        )
     if name == "unipc":
-        return UniPCMultistepScheduler.from_config(cfg, timestep_spacing="trailing", final_sigmas_type="zero",
-                                                   **bound, **truncate)
+        return UniPCMultistepScheduler.from_config(
+            cfg, timestep_spacing="trailing", final_sigmas_type="zero", **bound, **truncate
+        )
     if name == "euler":
         return EulerDiscreteScheduler.from_config(cfg, timestep_spacing="trailing", **truncate)
     raise ValueError(f"unknown sampler {name!r}")
@@ -98,10 +111,20 @@ class SampleResult:
 
 
 @torch.no_grad()
-def sample(model, training: DDPMScheduler, sampler: SamplerName, steps: int, shape: tuple[int, ...],
-           y: torch.Tensor | None = None, w: float = 1.0, null_class: int | None = None, eta: float = 0.0,
-           generator: torch.Generator | None = None, device: str | torch.device = "cpu",
-           noise: torch.Tensor | None = None) -> SampleResult:
+def sample(
+    model,
+    training: DDPMScheduler,
+    sampler: SamplerName,
+    steps: int,
+    shape: tuple[int, ...],
+    y: torch.Tensor | None = None,
+    w: float = 1.0,
+    null_class: int | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    noise: torch.Tensor | None = None,
+) -> SampleResult:
     """Samples of `shape` from pure noise (or from `noise`, the standard normal x_T to start from)."""
     sched = make_sampler(sampler, training, eta)
     sched.set_timesteps(min(steps, sched.config.num_train_timesteps), device=device)  # cosine: 996 usable
@@ -128,13 +151,27 @@ def sample(model, training: DDPMScheduler, sampler: SamplerName, steps: int, sha
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     n_steps = len(sched.timesteps)
-    return SampleResult(x=x, nfe=n_steps * passes(w, y is not None and null_class is not None),
-                        seconds=time.perf_counter() - start)
+    return SampleResult(
+        x=x,
+        nfe=n_steps * passes(w, y is not None and null_class is not None),
+        seconds=time.perf_counter() - start,
+    )
 
 
-def sample_batched(model, training: DDPMScheduler, sampler: SamplerName, steps: int, shape: tuple[int, ...],
-                   y: torch.Tensor | None, w: float, null_class: int | None, seed: int, batch_size: int,
-                   eta: float = 0.0, device: str | torch.device = "cpu") -> SampleResult:
+def sample_batched(
+    model,
+    training: DDPMScheduler,
+    sampler: SamplerName,
+    steps: int,
+    shape: tuple[int, ...],
+    y: torch.Tensor | None,
+    w: float,
+    null_class: int | None,
+    seed: int,
+    batch_size: int,
+    eta: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> SampleResult:
     """`sample` over len(y) (or shape[0]) samples in chunks of batch_size. The starting noise of all of
     them is drawn first from one seeded generator, so sample i starts from the same noise for every
     sampler, step count and guidance scale (the stochastic samplers then draw their fresh noise from it)."""
@@ -144,8 +181,20 @@ def sample_batched(model, training: DDPMScheduler, sampler: SamplerName, steps: 
     xs, seconds, nfe = [], 0.0, 0
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
-        r = sample(model, training, sampler, steps, (m, *shape[1:]), y=None if y is None else y[i:i + m], w=w,
-                   null_class=null_class, eta=eta, generator=generator, device=device, noise=noise[i:i + m])
+        r = sample(
+            model,
+            training,
+            sampler,
+            steps,
+            (m, *shape[1:]),
+            y=None if y is None else y[i : i + m],
+            w=w,
+            null_class=null_class,
+            eta=eta,
+            generator=generator,
+            device=device,
+            noise=noise[i : i + m],
+        )
         xs.append(r.x)
         seconds += r.seconds
         nfe = r.nfe

@@ -15,16 +15,27 @@ ScheduleName = Literal["linear", "cosine"]
 _DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
 
-def make_schedule(name: ScheduleName, timesteps: int = 1000, beta_start: float = 1e-4,
-                  beta_end: float = 0.02, clip_sample: bool = False) -> DDPMScheduler:
+def make_schedule(
+    name: ScheduleName,
+    timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    clip_sample: bool = False,
+) -> DDPMScheduler:
     """The training noise schedule (linear: Ho et al. 2020; cosine: Nichol & Dhariwal 2021).
 
     clip_sample (the predicted x_0 clipped to [-1, 1] while sampling, in the samplers that support
     it) is for images, whose pixels live there; it would distort 2D data.
     """
-    return DDPMScheduler(num_train_timesteps=timesteps, beta_schedule=_DIFFUSERS_NAME[name],
-                         beta_start=beta_start, beta_end=beta_end, clip_sample=clip_sample,
-                         prediction_type="epsilon", variance_type="fixed_small")
+    return DDPMScheduler(
+        num_train_timesteps=timesteps,
+        beta_schedule=_DIFFUSERS_NAME[name],
+        beta_start=beta_start,
+        beta_end=beta_end,
+        clip_sample=clip_sample,
+        prediction_type="epsilon",
+        variance_type="fixed_small",
+    )
 
 
 def q_sample(schedule: DDPMScheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

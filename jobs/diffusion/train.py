@@ -52,19 +52,35 @@ def autocast(device: torch.device | str, enabled: bool = True):
     return contextlib.nullcontext()
 
 
-def diffusion_loss(model: nn.Module, schedule: DDPMScheduler, x0: torch.Tensor, y: torch.Tensor | None,
-                   label_dropout: float, null_class: int | None, generator: torch.Generator) -> torch.Tensor:
+def diffusion_loss(
+    model: nn.Module,
+    schedule: DDPMScheduler,
+    x0: torch.Tensor,
+    y: torch.Tensor | None,
+    label_dropout: float,
+    null_class: int | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """E_{t, eps} || eps - eps_theta(x_t, t, y~) ||^2 with y~ dropped to the null class w.p. p."""
-    t = torch.randint(0, schedule.config.num_train_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
+    t = torch.randint(
+        0, schedule.config.num_train_timesteps, (x0.shape[0],), device=x0.device, generator=generator
+    )
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
     if y is not None and null_class is not None:
         y = drop_labels(y, label_dropout, null_class, generator)
     return nn.functional.mse_loss(model(q_sample(schedule, x0, t, noise), t, y).float(), noise)
 
 
-def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: BatchFn, cfg: TrainConfig,
-          generator: torch.Generator, null_class: int | None,
-          on_sample: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
+def train(
+    ctx: RunContext,
+    model: nn.Module,
+    schedule: DDPMScheduler,
+    batches: BatchFn,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    null_class: int | None,
+    on_sample: Callable[[int, nn.Module], None] | None = None,
+) -> nn.Module:
     """Train `model` in place and return its EMA copy (what sampling and evaluation use).
 
     Resumes from the run's last checkpoint: model, EMA, optimiser, LR schedule, RNGs and step, so a
@@ -74,7 +90,9 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
     on_gpu = device.type == "cuda"
     if on_gpu:
         model.to(memory_format=torch.channels_last)  # a no-op for non-4D weights
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=on_gpu or None)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=on_gpu or None
+    )
     lr_schedule = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)
     start = 0
@@ -82,10 +100,19 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
         start = restore_training_state(state, model, opt, lr_schedule, ema, generator)
 
     def save(step: int) -> None:
-        ctx.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "lr_schedule": lr_schedule.state_dict(), "ema": ema.state_dict(),
-                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step}
-                       | ({"cuda_rng": torch.cuda.get_rng_state(device)} if on_gpu else {}), step)
+        ctx.checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "lr_schedule": lr_schedule.state_dict(),
+                "ema": ema.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+            }
+            | ({"cuda_rng": torch.cuda.get_rng_state(device)} if on_gpu else {}),
+            step,
+        )
 
     def ema_copy() -> nn.Module:
         copied = copy.deepcopy(model)
@@ -115,13 +142,17 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
             first = step - len(values) + 1
             for i, v in enumerate(values):
                 if not math.isfinite(v):
-                    raise NonFiniteLoss(f"loss is {v} at step {first + i}; stopped instead of training on "
-                                        "(lower the learning rate or check the data)")
+                    raise NonFiniteLoss(
+                        f"loss is {v} at step {first + i}; stopped instead of training on "
+                        "(lower the learning rate or check the data)"
+                    )
             pending.clear()
             ctx.log(step, loss=sum(values) / len(values), lr=lr_schedule.get_last_lr()[0])
             ctx.progress(step, cfg.steps)
         if stop or step % cfg.checkpoint_every == 0 or last:
-            save(step)  # after the losses up to this step were checked: never a checkpoint of a diverged model
+            save(
+                step
+            )  # after the losses up to this step were checked: never a checkpoint of a diverged model
         if stop:
             raise RunCancelled
         if on_sample and cfg.sample_every and (step % cfg.sample_every == 0 or last):
@@ -129,13 +160,21 @@ def train(ctx: RunContext, model: nn.Module, schedule: DDPMScheduler, batches: B
     return ema_copy()
 
 
-def restore_training_state(state: dict, model: nn.Module, opt: torch.optim.Optimizer, lr_schedule,
-                           ema: EMAModel, generator: torch.Generator) -> int:
+def restore_training_state(
+    state: dict,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    lr_schedule,
+    ema: EMAModel,
+    generator: torch.Generator,
+) -> int:
     """Put a checkpoint (tensors on the CPU, as RunContext.restore gives them) back with every tensor on
     the model's device; returns its step. Each part goes through its own API, which knows its placement."""
     device = next(model.parameters()).device
     model.load_state_dict(state["model"])  # copies into the parameters, on their device
-    opt.load_state_dict(state["optimizer"])  # casts the moments to their parameters' device (step: torch's choice)
+    opt.load_state_dict(
+        state["optimizer"]
+    )  # casts the moments to their parameters' device (step: torch's choice)
     for param, moments in opt.state.items():
         for key, value in moments.items():
             if torch.is_tensor(value) and value.shape == param.shape:

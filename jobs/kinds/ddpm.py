@@ -31,8 +31,16 @@ from jobs.spec import BaseSpec
 
 # imported by run(); the worker loads them once, up front
 PRELOAD = (
-    "matplotlib.pyplot", "jobs.data.toy2d", "jobs.diffusion.denoisers", "jobs.diffusion.samplers",
-    "jobs.diffusion.schedules", "jobs.diffusion.train", "jobs.metrics.distances", "jobs.metrics.stats", "scipy.stats")
+    "matplotlib.pyplot",
+    "jobs.data.toy2d",
+    "jobs.diffusion.denoisers",
+    "jobs.diffusion.samplers",
+    "jobs.diffusion.schedules",
+    "jobs.diffusion.train",
+    "jobs.metrics.distances",
+    "jobs.metrics.stats",
+    "scipy.stats",
+)
 HEADLINE = ("energy_distance_ratio", "energy_distance")  # the summary keys the runs list shows first
 
 if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
@@ -52,12 +60,19 @@ class SampleSpec(Strict):
     # 0.7x the finite-sample term whatever n is, so the ratio's interval narrows with R; n sets only how
     # small a difference shows. All R sets are drawn in one batch, so R costs no extra sampler steps.
     n_samples: int = Field(400, ge=2, le=1_000_000, description="n: samples per evaluation set")
-    eval_sets: int = Field(20, ge=2, le=1000, description="R: independent sample sets (and real floor draws) "
-                                                          "behind each energy distance and its interval")
+    eval_sets: int = Field(
+        20,
+        ge=2,
+        le=1000,
+        description="R: independent sample sets (and real floor draws) "
+        "behind each energy distance and its interval",
+    )
     guidance_scales: list[float] = Field([0.0, 1.0, 3.0], min_length=1, max_length=64)
     samplers: list[SamplerSpec] = Field(
         default_factory=lambda: [SamplerSpec(name="ddpm", steps=1000), SamplerSpec(name="ddim", steps=50)],
-        min_length=1, max_length=32)
+        min_length=1,
+        max_length=32,
+    )
 
 
 class Spec(BaseSpec):
@@ -73,10 +88,18 @@ class Spec(BaseSpec):
 
     PRESETS = {
         "smoke": {},
-        "paper": {"n_train": 100_000, "model": {"width": 256, "depth": 4},
-                  "train": {"steps": 20_000, "batch_size": 1024, "lr": 1e-3, "ema_decay": 0.999,
-                            "checkpoint_every": 2000},
-                  "sample": {"eval_sets": 8}},
+        "paper": {
+            "n_train": 100_000,
+            "model": {"width": 256, "depth": 4},
+            "train": {
+                "steps": 20_000,
+                "batch_size": 1024,
+                "lr": 1e-3,
+                "ema_decay": 0.999,
+                "checkpoint_every": 2000,
+            },
+            "sample": {"eval_sets": 8},
+        },
     }
 
 
@@ -97,10 +120,14 @@ def run(ctx: RunContext, spec: Spec) -> None:
     data = load_toy2d(spec.dataset, spec.n_train, spec.n_test, spec.seed)
     labelled = data.num_classes > 0
     schedule = make_schedule(spec.schedule, spec.timesteps)
-    model = MLPDenoiser(2, spec.model.width, spec.model.depth, data.num_classes, spec.model.time_dim).to(device)
+    model = MLPDenoiser(2, spec.model.width, spec.model.depth, data.num_classes, spec.model.time_dim).to(
+        device
+    )
     null_class = model.null_class if labelled else None
-    ctx.event(f"{spec.dataset}: {len(data.x_train)} train / {len(data.x_test)} held-out points, "
-              f"{data.num_classes or 'no'} classes; {sum(p.numel() for p in model.parameters())} parameters on {device}")
+    ctx.event(
+        f"{spec.dataset}: {len(data.x_train)} train / {len(data.x_test)} held-out points, "
+        f"{data.num_classes or 'no'} classes; {sum(p.numel() for p in model.parameters())} parameters on {device}"
+    )
 
     ctx.image("forward_process", None, forward_process_figure(schedule, data.x_test, spec.timesteps))
 
@@ -120,25 +147,43 @@ def run(ctx: RunContext, spec: Spec) -> None:
     n, sets = spec.sample.n_samples, spec.sample.eval_sets
     y_np = np.arange(n) % data.num_classes if labelled else None
     y = torch.from_numpy(y_np).to(device) if labelled else None
-    refs = [torch.from_numpy(make_points(spec.dataset, spec.n_test, 20_000 + spec.seed * 1000 + k)[0])
-            for k in range(sets)]
+    refs = [
+        torch.from_numpy(make_points(spec.dataset, spec.n_test, 20_000 + spec.seed * 1000 + k)[0])
+        for k in range(sets)
+    ]
     # The floor: R real samples with the sample sets' size and class balance. Unconditional samples
     # (w = 0) ignore their labels, so theirs is R plain draws of the data (balance alone moves the
     # distance: on the 8-Gaussian mixture at n = 400 a balanced real sample scores -0.005).
     floors = {}
-    for balanced in ((True, False) if labelled else (False,)):
-        draws = [torch.from_numpy(make_points(spec.dataset, n, 10_000 + spec.seed * 1000 + k,
-                                              y_np if balanced else None)[0]) for k in range(sets)]
-        floors[balanced] = ([energy_distance(x, ref) for x, ref in zip(draws, refs, strict=True)],
-                            [energy_distance(x, ref, unbiased=False) for x, ref in zip(draws, refs, strict=True)])
+    for balanced in (True, False) if labelled else (False,):
+        draws = [
+            torch.from_numpy(
+                make_points(spec.dataset, n, 10_000 + spec.seed * 1000 + k, y_np if balanced else None)[0]
+            )
+            for k in range(sets)
+        ]
+        floors[balanced] = (
+            [energy_distance(x, ref) for x, ref in zip(draws, refs, strict=True)],
+            [energy_distance(x, ref, unbiased=False) for x, ref in zip(draws, refs, strict=True)],
+        )
     scales = spec.sample.guidance_scales if labelled else [None]
     rows = []
     for s_spec in spec.sample.samplers:
         for w in scales:
             eval_gen = torch.Generator(device).manual_seed(spec.seed + 1)
-            r = sample(ema_model, schedule, s_spec.name, s_spec.steps, (n * sets, 2),
-                       y=y.repeat(sets) if labelled else None, w=w if labelled else 1.0, null_class=null_class,
-                       eta=s_spec.eta, generator=eval_gen, device=device)
+            r = sample(
+                ema_model,
+                schedule,
+                s_spec.name,
+                s_spec.steps,
+                (n * sets, 2),
+                y=y.repeat(sets) if labelled else None,
+                w=w if labelled else 1.0,
+                null_class=null_class,
+                eta=s_spec.eta,
+                generator=eval_gen,
+                device=device,
+            )
             xs = list(r.x.float().cpu().split(n))  # R independent sets of n
             floor_u, floor_v = floors[labelled and w != 0]
             floor = mean_ci(floor_u)
@@ -148,10 +193,17 @@ def run(ctx: RunContext, spec: Spec) -> None:
             # Fieller treats the two as independent; sharing references correlates them positively,
             # which only widens the interval (conservative)
             ratio = ratio_ci(model_v, floor_v)
-            row = {"sampler": s_spec.name, "steps": s_spec.steps, "guidance_scale": w, "nfe": r.nfe,
-                   "seconds": r.seconds / sets, **distance.columns("energy_distance"),
-                   **floor.columns("energy_distance_floor"), **excess.columns("energy_distance_excess"),
-                   **ratio.columns("energy_distance_ratio")}
+            row = {
+                "sampler": s_spec.name,
+                "steps": s_spec.steps,
+                "guidance_scale": w,
+                "nfe": r.nfe,
+                "seconds": r.seconds / sets,
+                **distance.columns("energy_distance"),
+                **floor.columns("energy_distance_floor"),
+                **excess.columns("energy_distance_excess"),
+                **ratio.columns("energy_distance_ratio"),
+            }
             row["samples_per_second"] = n / row["seconds"]
             if labelled:
                 pred = np.concatenate([data.classify(x.numpy()) for x in xs])
@@ -160,25 +212,38 @@ def run(ctx: RunContext, spec: Spec) -> None:
             rows.append(row)
             label = f"{s_spec.name}_{s_spec.steps}" + (f"_w{w:g}" if labelled else "")
             ctx.image(f"samples/{label}", spec.train.steps, scatter_figure(xs[0].numpy(), y, data, row))
-            ctx.event(f"{label}: energy distance {distance}, real floor {floor}, excess {excess}, ratio to a "
-                      f"real sample {ratio}" + (f"; class accuracy {accuracy}" if labelled else ""))
+            ctx.event(
+                f"{label}: energy distance {distance}, real floor {floor}, excess {excess}, ratio to a "
+                f"real sample {ratio}" + (f"; class accuracy {accuracy}" if labelled else "")
+            )
     ctx.table("samplers", rows)
 
-    reference = [r for r in rows if r["sampler"] == spec.sample.samplers[0].name
-                 and r["steps"] == spec.sample.samplers[0].steps]
+    reference = [
+        r
+        for r in rows
+        if r["sampler"] == spec.sample.samplers[0].name and r["steps"] == spec.sample.samplers[0].steps
+    ]
     headline = next((r for r in reference if r["guidance_scale"] in (None, 1.0)), reference[0])
     summary = {"nfe": headline["nfe"]}
-    for key in ("energy_distance", "energy_distance_floor", "energy_distance_excess", "energy_distance_ratio"):
+    for key in (
+        "energy_distance",
+        "energy_distance_floor",
+        "energy_distance_excess",
+        "energy_distance_ratio",
+    ):
         summary.update(summary_entry(headline, key))
     if labelled:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in reference}
-        summary["guided_accuracy_ci"] = {str(float(r["guidance_scale"])): [r["class_accuracy_ci_low"],
-                                                                          r["class_accuracy_ci_high"]] for r in reference}
+        summary["guided_accuracy_ci"] = {
+            str(float(r["guidance_scale"])): [r["class_accuracy_ci_low"], r["class_accuracy_ci_high"]]
+            for r in reference
+        }
         summary["guided_accuracy_n"] = reference[0]["class_accuracy_n"]
     ctx.summary(**summary)
 
 
 # --- pictures ------------------------------------------------------------------------------------
+
 
 def forward_process_figure(schedule, x0: np.ndarray, timesteps: int):
     import torch

@@ -52,8 +52,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
     evaluate(ctx, spec, data, model, schedule, judge, inception)
 
 
-def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, schedule, judge,
-             inception=None) -> None:
+def evaluate(
+    ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, schedule, judge, inception=None
+) -> None:
     """Class accuracy and classifier-FID (and Inception FID if asked) of samples per guidance scale,
     with the real-data floor."""
     import torch
@@ -69,30 +70,56 @@ def evaluate(ctx: RunContext, spec: Spec, data: ImageData, model: UNetDenoiser, 
     y = (torch.arange(n, device=device) % k).repeat(sets)  # R sets of N, each class-balanced
     floor = judge.floor(data.x_train, data.x_test, n, sets, seed=spec.seed)
     rows = []
-    for w in (s.guidance_scales if conditional else [1.0]):
-        r = sample_batched(model, schedule, s.sampler.name, s.sampler.steps, (n * sets, *data.shape),
-                           y if conditional else None, w, model.null_class if conditional else None,
-                           seed=spec.seed + 1, batch_size=s.batch_size, eta=s.sampler.eta, device=device)
+    for w in s.guidance_scales if conditional else [1.0]:
+        r = sample_batched(
+            model,
+            schedule,
+            s.sampler.name,
+            s.sampler.steps,
+            (n * sets, *data.shape),
+            y if conditional else None,
+            w,
+            model.null_class if conditional else None,
+            seed=spec.seed + 1,
+            batch_size=s.batch_size,
+            eta=s.sampler.eta,
+            device=device,
+        )
         quality, _ = judge.quality(r.x, y if conditional else None, data.x_test, sets, inception)
-        row = {"guidance_scale": w, "sampler": s.sampler.name, "steps": s.sampler.steps, "nfe": r.nfe,
-               "seconds": r.seconds, "images_per_second": n * sets / r.seconds, **quality, **floor}
+        row = {
+            "guidance_scale": w,
+            "sampler": s.sampler.name,
+            "steps": s.sampler.steps,
+            "nfe": r.nfe,
+            "seconds": r.seconds,
+            "images_per_second": n * sets / r.seconds,
+            **quality,
+            **floor,
+        }
         rows.append(row)
         shown = readable(row)
-        ctx.event(f"w = {w:g}: class accuracy {shown['class_accuracy'] if conditional else '-'}, "
-                  f"classifier-FID {shown['classifier_fid']} (real: {shown['classifier_fid_floor']}), "
-                  f"classifier-KID {shown['classifier_kid']} (real: {shown['classifier_kid_floor']}); "
-                  f"{r.seconds:.1f} s")
+        ctx.event(
+            f"w = {w:g}: class accuracy {shown['class_accuracy'] if conditional else '-'}, "
+            f"classifier-FID {shown['classifier_fid']} (real: {shown['classifier_fid_floor']}), "
+            f"classifier-KID {shown['classifier_kid']} (real: {shown['classifier_kid_floor']}); "
+            f"{r.seconds:.1f} s"
+        )
     ctx.table("guidance", rows)
     headline = next((r for r in rows if r["guidance_scale"] == 1.0), rows[0])
-    summary = {"classifier_fid_scale": headline["guidance_scale"], "classifier_fid_samples": n,
-               "nfe": headline["nfe"]}
+    summary = {
+        "classifier_fid_scale": headline["guidance_scale"],
+        "classifier_fid_samples": n,
+        "nfe": headline["nfe"],
+    }
     for key in ("classifier_fid", "classifier_fid_floor", "classifier_kid", "classifier_kid_floor"):
         summary.update(summary_entry(headline, key))
     if inception is not None:
         summary["inception_fid"] = headline["inception_fid"]
     if conditional:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in rows}
-        summary["guided_accuracy_ci"] = {str(float(r["guidance_scale"])): [r["class_accuracy_ci_low"],
-                                                                          r["class_accuracy_ci_high"]] for r in rows}
+        summary["guided_accuracy_ci"] = {
+            str(float(r["guidance_scale"])): [r["class_accuracy_ci_low"], r["class_accuracy_ci_high"]]
+            for r in rows
+        }
         summary["guided_accuracy_n"] = rows[0]["class_accuracy_n"]
     ctx.summary(**summary)

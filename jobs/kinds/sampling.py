@@ -30,7 +30,13 @@ from jobs.diffusion.image_model import WithImageModel
 from jobs.figures import grid_image, pyplot
 
 # imported by run(); the worker loads them once, up front
-PRELOAD = (*image_model.PRELOAD, "jobs.metrics.reference", "jobs.metrics.stats", "scipy.stats", "matplotlib.pyplot")
+PRELOAD = (
+    *image_model.PRELOAD,
+    "jobs.metrics.reference",
+    "jobs.metrics.stats",
+    "scipy.stats",
+    "matplotlib.pyplot",
+)
 HEADLINE = ("reference_classifier_fid",)  # the summary keys the runs list shows first
 
 if TYPE_CHECKING:  # torch and the rest are imported where they run: validating a spec stays fast
@@ -39,7 +45,9 @@ if TYPE_CHECKING:  # torch and the rest are imported where they run: validating 
     from jobs.context import RunContext
 
 
-MATCH_MARGIN = 0.10  # a sampler "matches" the reference when its FID is, with 95 % confidence, at most 10 % worse
+MATCH_MARGIN = (
+    0.10  # a sampler "matches" the reference when its FID is, with 95 % confidence, at most 10 % worse
+)
 
 
 class SamplerChoice(Strict):
@@ -50,24 +58,48 @@ class SamplerChoice(Strict):
 class Spec(WithImageModel, InceptionOptions):
     kind: Literal["sampling"] = "sampling"
     samplers: list[SamplerChoice] = Field(
-        default_factory=lambda: [SamplerChoice(name=n) for n in ("ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler")],
-        min_length=1, max_length=16)
-    steps: list[int] = Field([10, 20], min_length=1, max_length=32, description="step counts to try per sampler")
+        default_factory=lambda: [
+            SamplerChoice(name=n) for n in ("ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler")
+        ],
+        min_length=1,
+        max_length=16,
+    )
+    steps: list[int] = Field(
+        [10, 20], min_length=1, max_length=32, description="step counts to try per sampler"
+    )
     guidance_scale: float = Field(1.0, ge=0, le=100)
     n_samples: int = Field(200, ge=10, le=1_000_000, description="N: samples per evaluation set")
-    eval_sets: int = Field(5, ge=2, le=100, description="R: sample sets per sampler, each starting from the "
-                                                        "same noise for every sampler (paired comparisons)")
+    eval_sets: int = Field(
+        5,
+        ge=2,
+        le=100,
+        description="R: sample sets per sampler, each starting from the "
+        "same noise for every sampler (paired comparisons)",
+    )
     batch_size: int = Field(500, ge=1, le=100_000)
     grid_columns: int = Field(10, ge=1, le=32, description="samples per row in the side-by-side grid")
 
     PRESETS = {
         # Trains a tiny digits model first (100-step chain so that the full-DDPM reference stays quick).
-        "smoke": {"train": {"kind": "images", "preset": "smoke", "timesteps": 100,
-                            "train": {"steps": 100, "checkpoint_every": 50}},
-                  "n_samples": 150, "eval_sets": 3, "steps": [5, 10]},
+        "smoke": {
+            "train": {
+                "kind": "images",
+                "preset": "smoke",
+                "timesteps": 100,
+                "train": {"steps": 100, "checkpoint_every": 50},
+            },
+            "n_samples": 150,
+            "eval_sets": 3,
+            "steps": [5, 10],
+        },
         # Trains the images paper model (MNIST) first; model_run: ID samples one trained before instead.
-        "paper": {"train": {"kind": "images", "preset": "paper"}, "steps": [5, 10, 20, 50], "n_samples": 2000,
-                  "eval_sets": 5, "batch_size": 2500},
+        "paper": {
+            "train": {"kind": "images", "preset": "paper"},
+            "steps": [5, 10, 20, 50],
+            "n_samples": 2000,
+            "eval_sets": 5,
+            "batch_size": 2500,
+        },
     }
 
     @model_validator(mode="after")
@@ -98,18 +130,37 @@ def run(ctx: RunContext, spec: Spec) -> None:
     y = (torch.arange(n, device=ctx.device) % data.num_classes).repeat(sets) if conditional else None
     floor = judge.floor(data.x_train, data.x_test, n, sets, seed=spec.seed)
     full = sampling_timesteps(schedule)  # the whole chain (996 steps for the cosine schedule)
-    configs = [("ddpm", full, 0.0)] + [(s.name, k, s.eta) for s in spec.samplers for k in spec.steps
-                                        if not (s.name == "ddpm" and k >= full)]
+    configs = [("ddpm", full, 0.0)] + [
+        (s.name, k, s.eta) for s in spec.samplers for k in spec.steps if not (s.name == "ddpm" and k >= full)
+    ]
     rows, strips, reference = [], [], None
     for i, (name, steps, eta) in enumerate(configs):
-        r = sample_batched(model, schedule, name, steps, (n * sets, *data.shape), y, spec.guidance_scale,
-                           model.null_class if conditional else None, seed=spec.seed + 1,
-                           batch_size=spec.batch_size, eta=eta, device=ctx.device)
+        r = sample_batched(
+            model,
+            schedule,
+            name,
+            steps,
+            (n * sets, *data.shape),
+            y,
+            spec.guidance_scale,
+            model.null_class if conditional else None,
+            seed=spec.seed + 1,
+            batch_size=spec.batch_size,
+            eta=eta,
+            device=ctx.device,
+        )
         if not torch.isfinite(r.x).all():
             raise FloatingPointError(f"{name} with {steps} steps produced non-finite images")
         quality, per_set = judge.quality(r.x, y, data.x_test, sets, inception)
-        row = {"sampler": name + (f" eta={eta:g}" if eta else ""), "steps": steps, "nfe": r.nfe,
-               "seconds": r.seconds, "images_per_second": n * sets / r.seconds, **quality, **floor}
+        row = {
+            "sampler": name + (f" eta={eta:g}" if eta else ""),
+            "steps": steps,
+            "nfe": r.nfe,
+            "seconds": r.seconds,
+            "images_per_second": n * sets / r.seconds,
+            **quality,
+            **floor,
+        }
         if reference is None:
             reference, compared = per_set["classifier_fid"], " (the reference)"
         else:  # set k against the reference's set k: same noise, same test images
@@ -118,25 +169,37 @@ def run(ctx: RunContext, spec: Spec) -> None:
             row["verdict"] = verdict(diff, MATCH_MARGIN * rows[0]["classifier_fid"])
             compared = f", minus the reference's {diff}: {row['verdict']}"
         rows.append(row)
-        strips.append(r.x[:spec.grid_columns].cpu())
+        strips.append(r.x[: spec.grid_columns].cpu())
         ctx.progress(i + 1, len(configs))
-        ctx.event(f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
-                  f"{readable(row)['classifier_fid']}{compared}")
+        ctx.event(
+            f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
+            f"{readable(row)['classifier_fid']}{compared}"
+        )
     ctx.table("samplers", rows)
     ctx.image("fid_vs_nfe", None, quality_plot(rows))
     ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))
     ref = rows[0]
     matching = [r for r in rows[1:] if r["verdict"] in ("better", "matches")]
     best = min(matching, key=lambda r: (r["nfe"], r["classifier_fid"])) if matching else None
-    ctx.summary(**{f"reference_{k}": v for k, v in summary_entry(ref, "classifier_fid").items()},
-                reference_nfe=ref["nfe"], classifier_fid_samples=n,
-                **summary_entry(ref, "classifier_fid_floor"),
-                fewest_nfe_matching_reference=best and {
-                    "sampler": best["sampler"], "steps": best["steps"], "nfe": best["nfe"],
-                    "classifier_fid": best["classifier_fid"],
-                    "fid_minus_reference_ci": [best["fid_minus_reference_ci_low"], best["fid_minus_reference_ci_high"]],
-                    "verdict": best["verdict"]},
-                nfe_saving=best and ref["nfe"] / best["nfe"])
+    ctx.summary(
+        **{f"reference_{k}": v for k, v in summary_entry(ref, "classifier_fid").items()},
+        reference_nfe=ref["nfe"],
+        classifier_fid_samples=n,
+        **summary_entry(ref, "classifier_fid_floor"),
+        fewest_nfe_matching_reference=best
+        and {
+            "sampler": best["sampler"],
+            "steps": best["steps"],
+            "nfe": best["nfe"],
+            "classifier_fid": best["classifier_fid"],
+            "fid_minus_reference_ci": [
+                best["fid_minus_reference_ci_low"],
+                best["fid_minus_reference_ci_high"],
+            ],
+            "verdict": best["verdict"],
+        },
+        nfe_saving=best and ref["nfe"] / best["nfe"],
+    )
     if inception is not None:
         ctx.summary(reference_inception_fid=ref["inception_fid"])
 
@@ -148,17 +211,38 @@ def quality_plot(rows: list[dict]):
     fig, ax = plt.subplots(figsize=(6, 4))
     ref = rows[0]
     for name in dict.fromkeys(r["sampler"] for r in rows[1:]):
-        pts = sorted((r["nfe"], r["classifier_fid"], r["classifier_fid_ci_low"], r["classifier_fid_ci_high"])
-                     for r in rows[1:] if r["sampler"] == name)
+        pts = sorted(
+            (r["nfe"], r["classifier_fid"], r["classifier_fid_ci_low"], r["classifier_fid_ci_high"])
+            for r in rows[1:]
+            if r["sampler"] == name
+        )
         nfe, fid, low, high = (list(v) for v in zip(*pts, strict=True))
-        ax.errorbar(nfe, fid, yerr=[[f - lo for f, lo in zip(fid, low, strict=True)],
-                                    [h - f for f, h in zip(fid, high, strict=True)]],
-                    marker="o", capsize=3, label=name)
-    ax.axhspan(ref["classifier_fid_ci_low"], ref["classifier_fid_ci_high"], color="black", alpha=0.15,
-               label=f"DDPM {ref['steps']} steps (95 % CI)")
+        ax.errorbar(
+            nfe,
+            fid,
+            yerr=[
+                [f - lo for f, lo in zip(fid, low, strict=True)],
+                [h - f for f, h in zip(fid, high, strict=True)],
+            ],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    ax.axhspan(
+        ref["classifier_fid_ci_low"],
+        ref["classifier_fid_ci_high"],
+        color="black",
+        alpha=0.15,
+        label=f"DDPM {ref['steps']} steps (95 % CI)",
+    )
     ax.axhline(ref["classifier_fid"], color="black", linestyle="--")
-    ax.axhspan(ref["classifier_fid_floor_ci_low"], ref["classifier_fid_floor_ci_high"], color="tab:green",
-               alpha=0.2, label=f"real images, same N ({ref['classifier_fid_n']} sets)")
+    ax.axhspan(
+        ref["classifier_fid_floor_ci_low"],
+        ref["classifier_fid_floor_ci_high"],
+        color="tab:green",
+        alpha=0.2,
+        label=f"real images, same N ({ref['classifier_fid_n']} sets)",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations (NFE)")
     ax.set_ylabel("classifier-FID (lower is better)")
@@ -176,7 +260,9 @@ def side_by_side(rows: list[dict], strips: list[torch.Tensor]):
         ax.imshow(grid_image(x, 1, len(x)), cmap="gray")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(f"{row['sampler']}\n{row['steps']} st.", rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_ylabel(
+            f"{row['sampler']}\n{row['steps']} st.", rotation=0, ha="right", va="center", fontsize=8
+        )
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -22,7 +22,9 @@ class Spec(BaseSpec):
     steps: int = Field(1, ge=1, le=1_000_000)
     checkpoint_every: int = Field(10, ge=1, le=1_000_000)
     fail_at_step: int | None = Field(None, ge=0, description="raise an error at this step (for testing)")
-    hang_at_step: int | None = Field(None, ge=0, description="stop reporting at this step, as a hung run does")
+    hang_at_step: int | None = Field(
+        None, ge=0, description="stop reporting at this step, as a hung run does"
+    )
 
 
 def run(ctx: RunContext, spec: Spec) -> None:

@@ -48,7 +48,10 @@ def kernel_distance(a: np.ndarray, b: np.ndarray, degree: int = 3) -> float:
     samples) under the polynomial kernel k(u, v) = (u.v / d + 1)^3. Unlike the Frechet distance its
     expectation does not depend on the sample sizes (0 for one distribution), and the sizes may differ.
     torchmetrics' poly_mmd computes the same for equal sizes only."""
-    a, b = torch.as_tensor(np.asarray(a), dtype=torch.float64), torch.as_tensor(np.asarray(b), dtype=torch.float64)
+    a, b = (
+        torch.as_tensor(np.asarray(a), dtype=torch.float64),
+        torch.as_tensor(np.asarray(b), dtype=torch.float64),
+    )
     n, m, d = len(a), len(b), a.shape[1]
     if n < 2 or m < 2:
         raise ValueError(f"a kernel distance needs at least 2 samples a side, got {n} and {m}")

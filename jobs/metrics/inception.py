@@ -22,24 +22,37 @@ class InceptionFID:
     The network loads at construction, so a run that asks for it fails before it trains, not after.
     """
 
-    def __init__(self, device: str | torch.device, weights: str | None = None, feature: int | nn.Module = 2048,
-                 batch_size: int = 200):
+    def __init__(
+        self,
+        device: str | torch.device,
+        weights: str | None = None,
+        feature: int | nn.Module = 2048,
+        batch_size: int = 200,
+    ):
         try:
             from torchmetrics.image.fid import FrechetInceptionDistance
         except ImportError:
-            raise RuntimeError("inception_fid needs torchmetrics and torch-fidelity: "
-                               "pip install 'workbench[fid]'") from None
+            raise RuntimeError(
+                "inception_fid needs torchmetrics and torch-fidelity: pip install 'workbench[fid]'"
+            ) from None
         if isinstance(feature, int) and importlib.util.find_spec("torch_fidelity") is None:
-            raise RuntimeError("inception_fid needs torch-fidelity (the Inception network): "
-                               "pip install 'workbench[fid]'")
+            raise RuntimeError(
+                "inception_fid needs torch-fidelity (the Inception network): pip install 'workbench[fid]'"
+            )
         try:
-            metric = FrechetInceptionDistance(feature=feature, normalize=True, reset_real_features=False,
-                                              feature_extractor_weights_path=weights)
+            metric = FrechetInceptionDistance(
+                feature=feature,
+                normalize=True,
+                reset_real_features=False,
+                feature_extractor_weights_path=weights,
+            )
         except Exception as e:  # noqa: BLE001 - a failed download, a corrupt file
             where = f"{torch.hub.get_dir()}/checkpoints/{WEIGHTS_FILE}"
-            raise RuntimeError(f"inception_fid: cannot load the Inception weights ({type(e).__name__}: {e}). "
-                               f"They download once into {where}; offline, put that file there or give its "
-                               "path as inception_weights") from None
+            raise RuntimeError(
+                f"inception_fid: cannot load the Inception weights ({type(e).__name__}: {e}). "
+                f"They download once into {where}; offline, put that file there or give its "
+                "path as inception_weights"
+            ) from None
         self.metric, self.device, self.batch_size = metric.to(device), device, batch_size
 
     def set_real(self, real: torch.Tensor) -> InceptionFID:

@@ -43,9 +43,17 @@ class ReferenceCNN(nn.Module):
         def block(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
-        self.body = nn.Sequential(*block(channels, 32), *block(32, 32), nn.MaxPool2d(2),
-                                  *block(32, 64), *block(64, 64), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                                  nn.Linear(256, FEATURES), nn.ReLU())
+        self.body = nn.Sequential(
+            *block(channels, 32),
+            *block(32, 32),
+            nn.MaxPool2d(2),
+            *block(32, 64),
+            *block(64, 64),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(256, FEATURES),
+            nn.ReLU(),
+        )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +81,7 @@ class ReferenceClassifier:
     def judge(self, x: torch.Tensor, batch: int = 1000) -> Judgement:
         feats, preds = [], []
         for i in range(0, len(x), batch):
-            f = self.net.body(x[i:i + batch].to(self.device, torch.float32).clamp(-1, 1))
+            f = self.net.body(x[i : i + batch].to(self.device, torch.float32).clamp(-1, 1))
             feats.append(f.float().cpu())
             preds.append(self.net.head(f).argmax(1).cpu())
         return Judgement(torch.cat(feats).numpy(), torch.cat(preds).numpy())
@@ -89,8 +97,9 @@ class ReferenceClassifier:
         feats = samples.features if isinstance(samples, Judgement) else self.judge(samples).features
         return frechet_distance(feats, self.real_features(real))
 
-    def quality(self, x: torch.Tensor, y: torch.Tensor | None, real: torch.Tensor, sets: int,
-                inception=None) -> tuple[dict[str, object], dict[str, list[float]]]:
+    def quality(
+        self, x: torch.Tensor, y: torch.Tensor | None, real: torch.Tensor, sets: int, inception=None
+    ) -> tuple[dict[str, object], dict[str, list[float]]]:
         """What the image kinds report for R = `sets` sample sets stacked in x (set k: rows k*N to (k+1)*N):
         classifier-FID and -KID against `real` as mean and interval over the sets, class accuracy over all
         samples with its Wilson interval (None without labels), and, when a run asks for it, Inception
@@ -100,29 +109,39 @@ class ReferenceClassifier:
         j = self.judge(x)
         real_f = self.real_features(real)
         feats = np.split(j.features, sets)
-        per_set = {"classifier_fid": [frechet_distance(f, real_f) for f in feats],
-                   "classifier_kid": [kernel_distance(f, real_f) for f in feats]}
+        per_set = {
+            "classifier_fid": [frechet_distance(f, real_f) for f in feats],
+            "classifier_kid": [kernel_distance(f, real_f) for f in feats],
+        }
         out: dict[str, object] = {}
         for key, values in per_set.items():
             out.update(mean_ci(values).columns(key))
         out["class_accuracy"] = None
         if y is not None:  # a share of all R * N samples
-            out.update(share_ci(int((j.predictions == y.cpu().numpy()).sum()), len(x)).columns("class_accuracy"))
+            out.update(
+                share_ci(int((j.predictions == y.cpu().numpy()).sum()), len(x)).columns("class_accuracy")
+            )
         if inception is not None:
             out["inception_fid"] = inception(x)
         return out, per_set
 
-    def floor(self, train: torch.Tensor, real: torch.Tensor, n: int, sets: int, seed: int) -> dict[str, object]:
+    def floor(
+        self, train: torch.Tensor, real: torch.Tensor, n: int, sets: int, seed: int
+    ) -> dict[str, object]:
         """classifier-FID and -KID of R = `sets` sets of n real training images against `real` (disjoint
         sets while the training images last): what a perfect sampler would score at this N."""
         from jobs.metrics.stats import mean_ci
 
         g = torch.Generator().manual_seed(seed)
-        order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(-(-n * sets // len(train)))])
-        feats = np.split(self.judge(train[order[:n * sets]]).features, sets)
+        order = torch.cat(
+            [torch.randperm(len(train), generator=g) for _ in range(-(-n * sets // len(train)))]
+        )
+        feats = np.split(self.judge(train[order[: n * sets]]).features, sets)
         real_f = self.real_features(real)
-        return {**mean_ci([frechet_distance(f, real_f) for f in feats]).columns("classifier_fid_floor"),
-                **mean_ci([kernel_distance(f, real_f) for f in feats]).columns("classifier_kid_floor")}
+        return {
+            **mean_ci([frechet_distance(f, real_f) for f in feats]).columns("classifier_fid_floor"),
+            **mean_ci([kernel_distance(f, real_f) for f in feats]).columns("classifier_kid_floor"),
+        }
 
 
 def cache_paths(home: Path, data: ImageData) -> tuple[Path, Path]:
@@ -131,8 +150,9 @@ def cache_paths(home: Path, data: ImageData) -> tuple[Path, Path]:
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def load_or_train(home: Path, data: ImageData, device: torch.device | str,
-                  log: Callable[[str], None] = print) -> tuple[ReferenceClassifier, bool]:
+def load_or_train(
+    home: Path, data: ImageData, device: torch.device | str, log: Callable[[str], None] = print
+) -> tuple[ReferenceClassifier, bool]:
     """(classifier, whether it came from the cache). Trains and caches it on first use; a file lock
     makes concurrent runs on the same data train it once and the others wait and reuse it."""
     weights, meta = cache_paths(home, data)
@@ -143,8 +163,10 @@ def load_or_train(home: Path, data: ImageData, device: torch.device | str,
             net = ReferenceCNN(data.shape[0], data.num_classes)
             net.load_state_dict(load_file(weights))
             info = json.loads(meta.read_text())
-            log(f"reference classifier for {data.name} {tuple(data.shape)} (cached): test accuracy "
-                f"{info['test_accuracy']:.4f} on {info['test_images']} test images")
+            log(
+                f"reference classifier for {data.name} {tuple(data.shape)} (cached): test accuracy "
+                f"{info['test_accuracy']:.4f} on {info['test_images']} test images"
+            )
             return ReferenceClassifier(net, info, device), True
         net, info = train_reference(data, device, log)
         tmp = weights.with_suffix(".tmp")
@@ -154,8 +176,9 @@ def load_or_train(home: Path, data: ImageData, device: torch.device | str,
         return ReferenceClassifier(net, info, device), False
 
 
-def train_reference(data: ImageData, device: torch.device | str,
-                    log: Callable[[str], None] = print) -> tuple[ReferenceCNN, dict]:
+def train_reference(
+    data: ImageData, device: torch.device | str, log: Callable[[str], None] = print
+) -> tuple[ReferenceCNN, dict]:
     """Seeded and independent of any run: AdamW + one-cycle, light augmentation (shifts; flips for RGB)."""
     start = time.perf_counter()
     g = torch.Generator().manual_seed(0)
@@ -181,12 +204,22 @@ def train_reference(data: ImageData, device: torch.device | str,
     net.eval()
     judge = ReferenceClassifier(net, {}, device).judge(data.x_test)
     accuracy = float((judge.predictions == data.y_test.numpy()).mean())
-    info = {"dataset": data.name, "shape": list(data.shape), "num_classes": data.num_classes,
-            "recipe": RECIPE, "epochs": epochs, "steps": steps, "train_images": n,
-            "test_images": len(data.x_test), "test_accuracy": accuracy,
-            "seconds": round(time.perf_counter() - start, 1)}
-    log(f"reference classifier for {data.name} {tuple(data.shape)}: test accuracy {accuracy:.4f} "
-        f"after {steps} steps ({info['seconds']} s)")
+    info = {
+        "dataset": data.name,
+        "shape": list(data.shape),
+        "num_classes": data.num_classes,
+        "recipe": RECIPE,
+        "epochs": epochs,
+        "steps": steps,
+        "train_images": n,
+        "test_images": len(data.x_test),
+        "test_accuracy": accuracy,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    log(
+        f"reference classifier for {data.name} {tuple(data.shape)}: test accuracy {accuracy:.4f} "
+        f"after {steps} steps ({info['seconds']} s)"
+    )
     return net, info
 
 
@@ -195,7 +228,7 @@ def augment(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
     pad = max(1, x.shape[-1] // 8)
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=g))
-    x = padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+    x = padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
     if flip:
         mask = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)

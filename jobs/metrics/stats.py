@@ -82,24 +82,45 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
     return Estimate(mean, mean - half, mean + half, n, sd, confidence)
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean,
-                 confidence: float = CONFIDENCE, n_resamples: int = 2000, seed: int = 0) -> Estimate:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Estimate:
     """`statistic` of the draws with a BCa bootstrap interval (scipy.stats.bootstrap, seeded)."""
     from scipy import stats
 
     x = _finite(values)
     value = float(statistic(x))
     if x.size < 2 or np.ptp(x) == 0:
-        return Estimate(value, math.nan, math.nan, x.size, float(x.std(ddof=1)) if x.size > 1 else math.nan,
-                        confidence)
+        return Estimate(
+            value, math.nan, math.nan, x.size, float(x.std(ddof=1)) if x.size > 1 else math.nan, confidence
+        )
     import inspect
 
-    seeded = {("rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"):
-              np.random.default_rng(seed)}  # scipy renamed it in 1.15
-    res = stats.bootstrap((x,), lambda s, axis=-1: np.apply_along_axis(statistic, axis, s),
-                          confidence_level=confidence, n_resamples=n_resamples, method="BCa", **seeded)
-    return Estimate(value, float(res.confidence_interval.low), float(res.confidence_interval.high), x.size,
-                    float(x.std(ddof=1)), confidence)
+    seeded = {
+        (
+            "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+        ): np.random.default_rng(seed)
+    }  # scipy renamed it in 1.15
+    res = stats.bootstrap(
+        (x,),
+        lambda s, axis=-1: np.apply_along_axis(statistic, axis, s),
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="BCa",
+        **seeded,
+    )
+    return Estimate(
+        value,
+        float(res.confidence_interval.low),
+        float(res.confidence_interval.high),
+        x.size,
+        float(x.std(ddof=1)),
+        confidence,
+    )
 
 
 def share_ci(successes: int, n: int, confidence: float = CONFIDENCE) -> Estimate:
@@ -114,8 +135,9 @@ def share_ci(successes: int, n: int, confidence: float = CONFIDENCE) -> Estimate
     return Estimate(successes / n, float(ci.low), float(ci.high), int(n), confidence=confidence)
 
 
-def paired_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
-              confidence: float = CONFIDENCE) -> Estimate:
+def paired_ci(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
+) -> Estimate:
     """The mean difference a - b over draws both settings share (draw i of a and of b: the same seed or
     sample set), with its t-interval."""
     x, y = _finite(a), _finite(b)
@@ -124,8 +146,9 @@ def paired_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
     return mean_ci(x - y, confidence)
 
 
-def ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
-             confidence: float = CONFIDENCE) -> Estimate:
+def ratio_ci(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
+) -> Estimate:
     """mean(a) / mean(b) for independent draws a and b, with Fieller's interval: the ratios r for which
     mean(a) - r mean(b) is within its t-interval of 0 (Welch degrees of freedom). When the denominator's
     own interval reaches 0 the ratio is unbounded and the interval's ends are NaN. n is the smaller
@@ -140,13 +163,16 @@ def ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
         return Estimate(value, math.nan, math.nan, n, confidence=confidence)
     va, vb = float(x.var(ddof=1)) / x.size, float(y.var(ddof=1)) / y.size
     # Welch-Satterthwaite degrees of freedom of mean(a) - r mean(b) at the estimate r
-    parts = (va, value ** 2 * vb) if math.isfinite(value) else (va, vb)
-    df_ = sum(parts) ** 2 / sum(p ** 2 / (m - 1) for p, m in zip(parts, (x.size, y.size), strict=True) if p > 0) \
-        if sum(parts) > 0 else math.inf
+    parts = (va, value**2 * vb) if math.isfinite(value) else (va, vb)
+    df_ = (
+        sum(parts) ** 2 / sum(p**2 / (m - 1) for p, m in zip(parts, (x.size, y.size), strict=True) if p > 0)
+        if sum(parts) > 0
+        else math.inf
+    )
     t = float(stats.t.ppf(0.5 + confidence / 2, df_))
     # (ma - r mb)^2 <= t^2 (va + r^2 vb): a quadratic in r, bounded when mb is clear of 0
-    qa, qb, qc = mb ** 2 - t ** 2 * vb, -2 * ma * mb, ma ** 2 - t ** 2 * va
-    disc = qb ** 2 - 4 * qa * qc
+    qa, qb, qc = mb**2 - t**2 * vb, -2 * ma * mb, ma**2 - t**2 * va
+    disc = qb**2 - 4 * qa * qc
     if qa <= 0 or disc < 0:
         return Estimate(value, math.nan, math.nan, n, confidence=confidence)
     root = math.sqrt(disc)
@@ -156,7 +182,11 @@ def ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
 def summary_entry(row: dict, key: str) -> dict[str, object]:
     """A result-table row's estimated column (key, key_ci_low, key_ci_high, key_n) as summary keys:
     key, key_ci, key_n."""
-    return {key: row[key], f"{key}_ci": [row[f"{key}_ci_low"], row[f"{key}_ci_high"]], f"{key}_n": row[f"{key}_n"]}
+    return {
+        key: row[key],
+        f"{key}_ci": [row[f"{key}_ci_low"], row[f"{key}_ci_high"]],
+        f"{key}_n": row[f"{key}_n"],
+    }
 
 
 def verdict(difference: Estimate, margin: float) -> str:

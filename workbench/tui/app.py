@@ -31,8 +31,13 @@ class WorkbenchApp(App):
         Binding("u", "queue", "Queue"),
     ]
 
-    def __init__(self, store: Store, image_mode: str = "auto", poll_interval: float = POLL_INTERVAL,
-                 auto_worker: bool = True):
+    def __init__(
+        self,
+        store: Store,
+        image_mode: str = "auto",
+        poll_interval: float = POLL_INTERVAL,
+        auto_worker: bool = True,
+    ):
         super().__init__()
         self.store = store
         self.image_mode = image_mode  # auto (Kitty/Sixel where supported), halfcell or unicode
@@ -101,14 +106,17 @@ class WorkbenchApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("New experiment", "Write or load a spec, validate it, submit it", self.action_new_experiment)
+        yield SystemCommand(
+            "New experiment", "Write or load a spec, validate it, submit it", self.action_new_experiment
+        )
         yield SystemCommand("Queue and workers", "Workers, queued and running runs", self.action_queue)
         yield SystemCommand("Help", "All key bindings", self.action_help)
         for binding in screen.BINDINGS:
             if isinstance(binding, Binding) and binding.show:
                 action = binding.action
-                yield SystemCommand(binding.description, f"key: {binding.key}",
-                                    lambda a=action: screen.run_action(a))
+                yield SystemCommand(
+                    binding.description, f"key: {binding.key}", lambda a=action: screen.run_action(a)
+                )
 
 
 def run_tui(store: Store, image_mode: str = "auto") -> None:

@@ -56,10 +56,12 @@ STEP = Binding.Group("Step", compact=True)
 def view_bindings(tabs: tuple[str, ...]) -> list[Binding]:
     """The keys a RunViewsScreen puts in its BINDINGS: number keys for `tabs` in order (the footer shows
     them as one group, `12345 Tabs`), `l` for the curves' log axis, `[` `]` through the images' steps."""
-    return [*(Binding(str(i), f"tab('{t}')", t.capitalize(), group=TABS) for i, t in enumerate(tabs, 1)),
-            Binding("l", "toggle_log", "Log y"),
-            Binding("left_square_bracket", "image_step(-1)", "Prev step", key_display="[", group=STEP),
-            Binding("right_square_bracket", "image_step(1)", "Next step", key_display="]", group=STEP)]
+    return [
+        *(Binding(str(i), f"tab('{t}')", t.capitalize(), group=TABS) for i, t in enumerate(tabs, 1)),
+        Binding("l", "toggle_log", "Log y"),
+        Binding("left_square_bracket", "image_step(-1)", "Prev step", key_display="[", group=STEP),
+        Binding("right_square_bracket", "image_step(1)", "Next step", key_display="]", group=STEP),
+    ]
 
 
 class RunViewsScreen(LiveScreen):

@@ -34,8 +34,14 @@ class RunPolled(Message):
     """One run's record (`show`), its image artifacts and tables, its events since the last poll, and
     whether new metric points arrived (they are in the screen's MetricFeed)."""
 
-    def __init__(self, record: dict[str, Any], images: list[Artifact], tables: dict[str, list[dict]],
-                 new_events: list[RunEvent], curves_changed: bool):
+    def __init__(
+        self,
+        record: dict[str, Any],
+        images: list[Artifact],
+        tables: dict[str, list[dict]],
+        new_events: list[RunEvent],
+        curves_changed: bool,
+    ):
         self.record, self.images, self.tables = record, images, tables
         self.new_events, self.curves_changed = new_events, curves_changed
         super().__init__()
@@ -52,7 +58,9 @@ class RunGone(Message):
 class RunsCompared(Message):
     """The records (`show`) of the runs compared, their images, and whether new metric points arrived."""
 
-    def __init__(self, records: dict[int, dict[str, Any]], images: dict[int, list[Artifact]], curves_changed: bool):
+    def __init__(
+        self, records: dict[int, dict[str, Any]], images: dict[int, list[Artifact]], curves_changed: bool
+    ):
         self.records, self.images, self.curves_changed = records, images, curves_changed
         super().__init__()
 

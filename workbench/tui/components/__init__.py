@@ -5,5 +5,15 @@ from workbench.tui.components.curves import CurvePlot, CurvesView
 from workbench.tui.components.images import ArtifactImage, ImagesView, Picture, image_widget_class
 from workbench.tui.components.tables import ResultTables
 
-__all__ = ["STATUS_STYLE", "ArtifactImage", "CurvePlot", "CurvesView", "ImagesView", "Picture", "ResultTables",
-           "fill_data_table", "image_widget_class", "progress_text"]
+__all__ = [
+    "STATUS_STYLE",
+    "ArtifactImage",
+    "CurvePlot",
+    "CurvesView",
+    "ImagesView",
+    "Picture",
+    "ResultTables",
+    "fill_data_table",
+    "image_widget_class",
+    "progress_text",
+]

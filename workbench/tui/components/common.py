@@ -8,8 +8,14 @@ from textual.widgets import DataTable
 
 from store.export import cell, readable_rows
 
-STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
-                "cancelled": "magenta", "interrupted": "bright_red"}
+STATUS_STYLE = {
+    "queued": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "interrupted": "bright_red",
+}
 
 
 def progress_text(done: int, total: int, width: int = 8) -> str:

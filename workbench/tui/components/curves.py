@@ -51,7 +51,9 @@ class CurvePlot(PlotextPlot):
         for label, (x, y) in series.items():
             ok = np.isfinite(y) & ((y > 0) if log_y else True)
             if ok.any():
-                plt.plot(x[ok].tolist(), y[ok].tolist(), label=label if len(series) > 1 else None, marker="braille")
+                plt.plot(
+                    x[ok].tolist(), y[ok].tolist(), label=label if len(series) > 1 else None, marker="braille"
+                )
                 drawn = True
         if log_y and drawn:
             plt.yscale("log")
@@ -111,5 +113,8 @@ class CurvesView(Vertical):
         if not self.metric or not self.is_mounted:
             return
         metric, feeds = self.metric, dict(self.feeds)
-        self.query_one(CurvePlot).show(lambda n: {label: f.xy(metric, n) for label, f in feeds.items()},
-                                       self.title(metric) + ("  log y" if self.log_y else ""), self.log_y)
+        self.query_one(CurvePlot).show(
+            lambda n: {label: f.xy(metric, n) for label, f in feeds.items()},
+            self.title(metric) + ("  log y" if self.log_y else ""),
+            self.log_y,
+        )

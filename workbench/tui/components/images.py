@@ -17,8 +17,11 @@ from textual_image import widget as image_widgets  # imported before the app sta
 
 def image_widget_class(mode: str):
     """The textual-image widget for a renderer mode: auto (Kitty/Sixel where supported), halfcell, unicode."""
-    return {"auto": image_widgets.Image, "halfcell": image_widgets.HalfcellImage,
-            "unicode": image_widgets.UnicodeImage}[mode]
+    return {
+        "auto": image_widgets.Image,
+        "halfcell": image_widgets.HalfcellImage,
+        "unicode": image_widgets.UnicodeImage,
+    }[mode]
 
 
 class ArtifactImage(Vertical):
@@ -101,7 +104,9 @@ class ImagesView(Horizontal):
         return list(dict.fromkeys(p.group for p in self.pictures))
 
     def steps(self) -> list[Picture]:
-        return sorted((p for p in self.pictures if p.group == self.picked), key=lambda p: (p.step is None, p.step or 0))
+        return sorted(
+            (p for p in self.pictures if p.group == self.picked), key=lambda p: (p.step is None, p.step or 0)
+        )
 
     def watch_pictures(self) -> None:
         options = self.query_one("#image-list", OptionList)

@@ -47,4 +47,6 @@ class ResultTables(Vertical):
         self.fill()
 
     def fill(self) -> None:
-        fill_data_table(self.query_one("#result-table", DataTable), self.tables.get(self.table_name or "", []))
+        fill_data_table(
+            self.query_one("#result-table", DataTable), self.tables.get(self.table_name or "", [])
+        )

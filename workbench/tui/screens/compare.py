@@ -40,9 +40,11 @@ def flatten_dotted(d: dict, prefix: str = "") -> dict:
 
 
 class CompareScreen(RunViewsScreen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
-                *view_bindings(TABS),
-                Binding("e", "export", "Export")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        *view_bindings(TABS),
+        Binding("e", "export", "Export"),
+    ]
 
     def __init__(self, run_ids: list[int]):
         super().__init__()
@@ -80,17 +82,23 @@ class CompareScreen(RunViewsScreen):
         first = not self.records
         if message.records != self.records:
             self.records = message.records
-            fill_data_table(self.query_one("#spec-diff", DataTable),
-                            spec_differences({r: rec["spec"] for r, rec in self.records.items()}))
+            fill_data_table(
+                self.query_one("#spec-diff", DataTable),
+                spec_differences({r: rec["spec"] for r, rec in self.records.items()}),
+            )
             stacked = collect(list(self.records.values()))  # the summary table first, then each named table
             self.query_one(ResultTables).tables = {
                 name: [{k: v for k, v in flatten(row).items() if k != "run_name"} for row in rows]
-                for name, rows in stacked.items()}
+                for name, rows in stacked.items()
+            }
         if message.curves_changed or first:
             self.query_one(CurvesView).refresh_curves()
         home = self.app.store.home
-        self.query_one(ImagesView).pictures = [Picture(f"run {r}: {a.name}", a.step, home / a.path, a.path, a.id)
-                                               for r, arts in message.images.items() for a in arts]
+        self.query_one(ImagesView).pictures = [
+            Picture(f"run {r}: {a.name}", a.step, home / a.path, a.path, a.id)
+            for r, arts in message.images.items()
+            for a in arts
+        ]
 
     def action_export(self) -> None:
         self.app.open_export(self.run_ids)

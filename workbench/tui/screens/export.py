@@ -48,15 +48,22 @@ class ExportScreen(ModalScreen):
     @on(Button.Pressed, "#do-export")
     @on(Input.Submitted, "#path")
     def do_export(self) -> None:
-        self.write(str(self.query_one("#format", Select).value), Path(self.query_one("#path", Input).value),
-                   self.query_one("#tables", Checkbox).value, self.query_one("#curves", Checkbox).value,
-                   self.query_one("#samples", Checkbox).value)
+        self.write(
+            str(self.query_one("#format", Select).value),
+            Path(self.query_one("#path", Input).value),
+            self.query_one("#tables", Checkbox).value,
+            self.query_one("#curves", Checkbox).value,
+            self.query_one("#samples", Checkbox).value,
+        )
 
     @work(thread=True, exclusive=True, group="export")
     def write(self, fmt: str, path: Path, tables: bool, curves: bool, samples: bool) -> None:
         try:
-            self.post_message(Exported(exporter.export_runs(self.app.store, self.run_ids, fmt, path, tables,
-                                                            curves, samples)))
+            self.post_message(
+                Exported(
+                    exporter.export_runs(self.app.store, self.run_ids, fmt, path, tables, curves, samples)
+                )
+            )
         except Exception as e:  # noqa: BLE001 - shown to the user, who picks another path
             self.post_message(Exported([], f"export failed: {e}"))
 
@@ -64,5 +71,7 @@ class ExportScreen(ModalScreen):
         if message.error:
             self.notify(message.error, severity="error", markup=False)
             return
-        self.notify("wrote " + ", ".join(p.name for p in message.written) if message.written else "nothing to write")
+        self.notify(
+            "wrote " + ", ".join(p.name for p in message.written) if message.written else "nothing to write"
+        )
         self.dismiss(message.written)

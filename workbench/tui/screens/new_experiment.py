@@ -27,8 +27,11 @@ def template(kind: str, preset: str) -> str:
     spec = resolve(load_kind(kind).Spec, {"kind": kind, "preset": preset})
     body = spec.model_dump(mode="json", exclude={"kind", "name", "preset", "sweep"})
     head = {"kind": kind, "name": f"my-{kind}", "preset": preset}
-    return (yaml.safe_dump(head, sort_keys=False) + yaml.safe_dump(body, sort_keys=False)
-            + "# sweep:            # one run per combination, e.g.\n#   seed: [0, 1, 2]\n")
+    return (
+        yaml.safe_dump(head, sort_keys=False)
+        + yaml.safe_dump(body, sort_keys=False)
+        + "# sweep:            # one run per combination, e.g.\n#   seed: [0, 1, 2]\n"
+    )
 
 
 class NewExperimentScreen(Screen):
@@ -50,11 +53,21 @@ class NewExperimentScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="new-controls"):
-            yield Select([(k, k) for k in kind_names()], value="ddpm" if "ddpm" in kind_names() else kind_names()[0],
-                         allow_blank=False, id="kind")
-            yield Select([("smoke", "smoke"), ("paper", "paper")], value="smoke", allow_blank=False, id="preset")
-        yield TextArea(template("ddpm" if "ddpm" in kind_names() else kind_names()[0], "smoke"), id="editor",
-                       show_line_numbers=True, tab_behavior="indent")
+            yield Select(
+                [(k, k) for k in kind_names()],
+                value="ddpm" if "ddpm" in kind_names() else kind_names()[0],
+                allow_blank=False,
+                id="kind",
+            )
+            yield Select(
+                [("smoke", "smoke"), ("paper", "paper")], value="smoke", allow_blank=False, id="preset"
+            )
+        yield TextArea(
+            template("ddpm" if "ddpm" in kind_names() else kind_names()[0], "smoke"),
+            id="editor",
+            show_line_numbers=True,
+            tab_behavior="indent",
+        )
         yield Static("", id="errors")
         yield Footer()
 
@@ -69,7 +82,10 @@ class NewExperimentScreen(Screen):
         self.action_template()
 
     def action_template(self) -> None:
-        kind, preset = str(self.query_one("#kind", Select).value), str(self.query_one("#preset", Select).value)
+        kind, preset = (
+            str(self.query_one("#kind", Select).value),
+            str(self.query_one("#preset", Select).value),
+        )
         self.base_dir = None
         self.query_one("#editor", TextArea).text = template(kind, preset)
 
@@ -136,8 +152,13 @@ class NewExperimentScreen(Screen):
             self.notify("the spec has errors; nothing was submitted", severity="error")
             return
         exp_id, run_ids = queue.submit(
-            self.app.store, name=job.name, kind=job.kind, spec_text=job.text, sweep=job.sweep,
-            runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs])
+            self.app.store,
+            name=job.name,
+            kind=job.kind,
+            spec_text=job.text,
+            sweep=job.sweep,
+            runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs],
+        )
         if self.app.auto_worker:
             from jobs.runner import ensure_worker
 

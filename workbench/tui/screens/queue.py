@@ -53,16 +53,30 @@ class QueueScreen(LiveScreen):
         wt.clear()
         for w in message.workers:
             mine = [str(r.id) for r in runs if r.worker == w.id and r.status == "running"]
-            wt.add_row(w.id, ",".join(w.devices), str(w.pid), f"{db_now - w.heartbeat_at:.0f} s ago",
-                       ", ".join(mine) or "idle")
+            wt.add_row(
+                w.id,
+                ",".join(w.devices),
+                str(w.pid),
+                f"{db_now - w.heartbeat_at:.0f} s ago",
+                ", ".join(mine) or "idle",
+            )
         if not message.workers:
             wt.add_row("no live worker", "", "", "", "press w to start one")
         rt = self.query_one("#queue-runs", DataTable)
         cursor = rt.cursor_row
         rt.clear()
         for r in runs:
-            rt.add_row(str(r.id), r.name, r.kind, Text(r.label, style=STATUS_STYLE[r.status]), str(r.priority),
-                       r.device or "", progress_text(*r.progress), r.worker or "", key=str(r.id))
+            rt.add_row(
+                str(r.id),
+                r.name,
+                r.kind,
+                Text(r.label, style=STATUS_STYLE[r.status]),
+                str(r.priority),
+                r.device or "",
+                progress_text(*r.progress),
+                r.worker or "",
+                key=str(r.id),
+            )
         if runs:
             rt.move_cursor(row=min(cursor, len(runs) - 1))
 

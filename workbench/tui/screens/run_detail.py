@@ -74,8 +74,13 @@ class RunDetailScreen(RunViewsScreen):
             rec = show(store, self.run_id)
         except UnknownRun:
             return RunGone(self.run_id)
-        return RunPolled(rec, artifacts(store, self.run_id, "image"), tables(store, self.run_id),
-                         events(store, self.run_id, self.last_event_id), self.metrics.poll())
+        return RunPolled(
+            rec,
+            artifacts(store, self.run_id, "image"),
+            tables(store, self.run_id),
+            events(store, self.run_id, self.last_event_id),
+            self.metrics.poll(),
+        )
 
     def on_run_gone(self, message: RunGone) -> None:
         if not self.gone:
@@ -102,15 +107,19 @@ class RunDetailScreen(RunViewsScreen):
         if message.curves_changed:
             self.query_one(CurvesView).refresh_curves()
         home = self.app.store.home
-        self.query_one(ImagesView).pictures = [Picture(a.name, a.step, home / a.path, a.path, a.id) for a in message.images]
+        self.query_one(ImagesView).pictures = [
+            Picture(a.name, a.step, home / a.path, a.path, a.id) for a in message.images
+        ]
         self.query_one(ResultTables).tables = message.tables
 
     def show_overview(self, rec: dict) -> None:
         style = STATUS_STYLE.get(rec["status"], "")
         self.sub_title = f"run {rec['id']} {rec['name']} ({rec['kind']}): {rec['label']}"
-        lines = [f"[b]status[/] [{style}]{rec['label']}[/]   attempt {rec['attempt']}   device {rec['device'] or '-'}",
-                 f"[b]created[/] {rec['created_at']}   [b]started[/] {rec['started_at'] or '-'}   "
-                 f"[b]finished[/] {rec['finished_at'] or '-'}"]
+        lines = [
+            f"[b]status[/] [{style}]{rec['label']}[/]   attempt {rec['attempt']}   device {rec['device'] or '-'}",
+            f"[b]created[/] {rec['created_at']}   [b]started[/] {rec['started_at'] or '-'}   "
+            f"[b]finished[/] {rec['finished_at'] or '-'}",
+        ]
         if rec["error"]:
             lines.append(f"[red b]error[/] [red]{escape(rec['error'])}[/]")
         for k, v in readable(flatten(rec["summary"])).items():  # estimates with their intervals and n

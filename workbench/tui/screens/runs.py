@@ -122,17 +122,24 @@ class RunsScreen(LiveScreen):
     def visible(self) -> list[RunRecord]:
         fields, words = parse_filter(self.filter_text)
         exp = fields.get("exp", "").lower()
-        rows = [r for r in self.rows.values()
-                if (not fields.get("status") or r.status == fields["status"])
-                and (not fields.get("kind") or r.kind == fields["kind"])
-                and (not exp or exp in r.experiment.lower())
-                and (not words or words in f"{r.id} {r.experiment} {r.name} {r.kind}".lower())]
+        rows = [
+            r
+            for r in self.rows.values()
+            if (not fields.get("status") or r.status == fields["status"])
+            and (not fields.get("kind") or r.kind == fields["kind"])
+            and (not exp or exp in r.experiment.lower())
+            and (not words or words in f"{r.id} {r.experiment} {r.name} {r.kind}".lower())
+        ]
         now = time.time()
-        key = {"id": lambda r: r.id, "started": lambda r: r.started_at or 0.0,
-               "progress": lambda r: (r.progress[0] / r.progress[1]) if r.progress[1] else 0.0,
-               "duration": lambda r: r.duration(now) or 0.0, "headline": _headline_value,
-               "status": lambda r: r.label, "experiment": lambda r: r.experiment.lower(),
-               }.get(self.sort_column, lambda r: str(getattr(r, self.sort_column)))
+        key = {
+            "id": lambda r: r.id,
+            "started": lambda r: r.started_at or 0.0,
+            "progress": lambda r: (r.progress[0] / r.progress[1]) if r.progress[1] else 0.0,
+            "duration": lambda r: r.duration(now) or 0.0,
+            "headline": _headline_value,
+            "status": lambda r: r.label,
+            "experiment": lambda r: r.experiment.lower(),
+        }.get(self.sort_column, lambda r: str(getattr(r, self.sort_column)))
         rows.sort(key=key, reverse=self.sort_reverse)
         if self.grouped:
             rows.sort(key=lambda r: r.experiment_id)
@@ -142,10 +149,12 @@ class RunsScreen(LiveScreen):
         table = self.query_one(DataTable)
         now = time.time()
         matching = self.visible()
-        rows = matching[:self.row_limit]
+        rows = matching[: self.row_limit]
         self.query_one("#runs-count", Static).update(
-            f"{len(matching):,} of {len(self.rows):,} runs" if len(rows) == len(matching) else
-            f"showing {len(rows):,} of {len(matching):,} runs: narrow them with the filter, or press m for more")
+            f"{len(matching):,} of {len(self.rows):,} runs"
+            if len(rows) == len(matching)
+            else f"showing {len(rows):,} of {len(matching):,} runs: narrow them with the filter, or press m for more"
+        )
         per_experiment = Counter(r.experiment_id for r in rows)
         wanted: list[tuple[str, tuple]] = []
         last_exp = None
@@ -153,12 +162,40 @@ class RunsScreen(LiveScreen):
             if self.grouped and r.experiment_id != last_exp:
                 last_exp = r.experiment_id
                 n = per_experiment[last_exp]
-                wanted.append((f"exp-{last_exp}", ("▾", "", Text(r.experiment, style="bold"),
-                                                   Text(f"{n} run(s)", style="dim"), "", "", "", "", "", "")))
-            wanted.append((str(r.id), (
-                "●" if r.id in self.marked else "", str(r.id), r.experiment, r.name, r.kind,
-                Text(r.label, style=STATUS_STYLE.get(r.status, "")), progress_text(*r.progress),
-                _started(r), _duration(r, now), _headline(r))))
+                wanted.append(
+                    (
+                        f"exp-{last_exp}",
+                        (
+                            "▾",
+                            "",
+                            Text(r.experiment, style="bold"),
+                            Text(f"{n} run(s)", style="dim"),
+                            "",
+                            "",
+                            "",
+                            "",
+                            "",
+                            "",
+                        ),
+                    )
+                )
+            wanted.append(
+                (
+                    str(r.id),
+                    (
+                        "●" if r.id in self.marked else "",
+                        str(r.id),
+                        r.experiment,
+                        r.name,
+                        r.kind,
+                        Text(r.label, style=STATUS_STYLE.get(r.status, "")),
+                        progress_text(*r.progress),
+                        _started(r),
+                        _duration(r, now),
+                        _headline(r),
+                    ),
+                )
+            )
         current = [str(k.value) for k in table.rows]
         if current == [k for k, _ in wanted]:  # same rows in the same order: update cells in place
             for key, cells in wanted:
