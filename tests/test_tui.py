@@ -231,6 +231,43 @@ async def test_runs_table_shows_a_page_at_a_time(filled, monkeypatch):
         assert "3 of 3 runs" in str(app.screen.query_one("#runs-count").render())
 
 
+async def test_polls_of_runs_that_do_not_change_post_nothing(filled):
+    """The run detail and compare screens of finished runs read the store each poll and find nothing
+    new: they post no message, so the UI thread redraws nothing (the idle CPU bar). Before, every poll
+    posted the whole run again."""
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        for open_screen in (lambda: app.open_run(ids[0]), lambda: app.open_compare(ids[:2])):
+            open_screen()
+            await wait_until(pilot, lambda: type(app.screen).__name__ in ("RunDetailScreen", "CompareScreen"))
+            screen = app.screen
+            await pilot.pause(0.5)  # the first polls load everything
+            read, results = screen.read, []
+            screen.read = lambda read=read, results=results: results.append(read()) or results[-1]
+            await pilot.pause(0.6)
+            assert len(results) >= 3 and not [m for m in results if m is not None], type(screen).__name__
+            await pilot.press("escape")
+
+
+async def test_the_next_page_follows_the_cursor(filled, monkeypatch):
+    """Scrolling down reaches every run without knowing about `m`: near the end the next page is added
+    (appended: the rows already there stay, with the cursor on them)."""
+    from workbench.tui.screens import runs
+
+    monkeypatch.setattr(runs, "PAGE", 2)
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: len(app.screen.rows) == 3)
+        first_two = [k.value for k in table.rows]
+        assert len(first_two) == 2
+        await pilot.press("down")
+        await wait_until(pilot, lambda: table.row_count == 3)
+        assert [k.value for k in table.rows][:2] == first_two and table.cursor_row == 1
+
+
 async def test_compare_two_runs(filled):
     store, ids = filled
     app = make_app(store)

@@ -51,6 +51,7 @@ class CompareScreen(RunViewsScreen):
         self.run_ids = run_ids
         self.feeds = {r: MetricFeed(None, r) for r in run_ids}
         self.records: dict[int, dict] = {}
+        self._seen: tuple | None = None  # what the last posted poll held (read() runs one at a time)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -71,11 +72,18 @@ class CompareScreen(RunViewsScreen):
             feed.store = self.app.store
         super().on_mount()
 
-    def read(self) -> RunsCompared:
+    def read(self) -> RunsCompared | None:
         store = self.app.store
         records = {r: show(store, r) for r in self.run_ids}
         images = {r: artifacts(store, r, "image") for r in self.run_ids}
         changed = [feed.poll() for feed in self.feeds.values()]
+        seen = (
+            records,
+            {r: [a.id for a in images[r]] for r in images},
+        )  # an artifact rewritten gets a new id
+        if seen == self._seen and not any(changed):
+            return None  # finished runs: nothing for the UI thread to do
+        self._seen = seen
         return RunsCompared(records, images, any(changed))
 
     def on_runs_compared(self, message: RunsCompared) -> None:

@@ -43,6 +43,7 @@ class RunDetailScreen(RunViewsScreen):
         self.status = ""
         self.gone = False
         self.event_lines: list[Text] = []
+        self._seen: tuple | None = None  # what the last posted poll held (read() runs one at a time)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,13 +75,18 @@ class RunDetailScreen(RunViewsScreen):
             rec = show(store, self.run_id)
         except UnknownRun:
             return RunGone(self.run_id)
-        return RunPolled(
+        polled = RunPolled(
             rec,
             artifacts(store, self.run_id, "image"),
             tables(store, self.run_id),
             events(store, self.run_id, self.last_event_id),
             self.metrics.poll(),
         )
+        seen = (rec, [a.id for a in polled.images], polled.tables)  # an artifact rewritten gets a new id
+        if seen == self._seen and not polled.new_events and not polled.curves_changed:
+            return None  # a finished run: nothing for the UI thread to do
+        self._seen = seen
+        return polled
 
     def on_run_gone(self, message: RunGone) -> None:
         if not self.gone:
