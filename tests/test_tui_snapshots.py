@@ -40,16 +40,6 @@ def open_tab(tab: str | None, run_index: int = 0):
     return before
 
 
-SCREENS = {
-    "runs": None,
-    "detail_overview": open_tab(None),
-    "detail_curves": open_tab("tab-curves"),
-    "detail_images": open_tab("tab-images"),
-    "detail_tables": open_tab("tab-tables"),
-    "detail_log_failed": open_tab("tab-log", run_index=2),
-}
-
-
 async def editor_with_an_error(pilot):
     """The editor after live validation has marked a bad field (waits for it: validation is debounced)."""
     await settle(pilot, 0.4)
@@ -66,31 +56,74 @@ async def editor_with_an_error(pilot):
     await settle(pilot, 0.3)
 
 
-SCREENS["new_experiment"] = editor_with_an_error
-
-
-@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-@pytest.mark.parametrize("name", list(SCREENS))
-def test_screen_snapshot(name, size, app, snap_compare):
-    before = SCREENS[name] or settle
-    assert snap_compare(app, terminal_size=size, run_before=before)
-
-
-@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-@pytest.mark.parametrize(
-    ("name", "keys"),
-    [
-        ("queue", ["u"]),
-        ("help", ["question_mark"]),
-        ("compare", ["space", "space", "c"]),
-        ("export", ["space", "e"]),
-    ],
-    ids=["queue", "help", "compare", "export"],
-)
-def test_pushed_screen_snapshot(name, keys, size, app, snap_compare):
+def pressed(*keys: str):
     async def before(pilot):
         await settle(pilot, 0.4)
         await pilot.press(*keys)
         await settle(pilot, 0.8)
 
-    assert snap_compare(app, terminal_size=size, run_before=before)
+    return before
+
+
+@pytest.fixture(params=SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def size(request):
+    return request.param
+
+
+def test_runs_list(app, size, snap_compare):
+    """Home: three runs newest first (the failed one in red), progress bars, durations, the headline
+    with its interval, the filter bar, the count line and the footer's keys."""
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+def test_run_detail_overview(app, size, snap_compare):
+    """A finished run opens on Overview: status, times, the summary with intervals and n, the spec as
+    YAML; the tab bar and the footer with `12345 Tabs` and `[] Step` grouped."""
+    assert snap_compare(app, terminal_size=size, run_before=open_tab(None))
+
+
+def test_run_detail_curves(app, size, snap_compare):
+    """Curves: the metric picker on `loss` and the braille plot of 50 steps, axes labelled."""
+    assert snap_compare(app, terminal_size=size, run_before=open_tab("tab-curves"))
+
+
+def test_run_detail_images(app, size, snap_compare):
+    """Images: the picker of image artifacts, the newest step shown (`2/2`), drawn in half cells with
+    the image's own aspect ratio (a 16x16 picture stays square)."""
+    assert snap_compare(app, terminal_size=size, run_before=open_tab("tab-images"))
+
+
+def test_run_detail_tables(app, size, snap_compare):
+    """Tables: the `samplers` table with each estimate as `mean [low, high]` and n in the header."""
+    assert snap_compare(app, terminal_size=size, run_before=open_tab("tab-tables"))
+
+
+def test_run_detail_log_of_a_failed_run(app, size, snap_compare):
+    """Log of a failed run: its events, then the error's traceback highlighted in red."""
+    assert snap_compare(app, terminal_size=size, run_before=open_tab("tab-log", run_index=2))
+
+
+def test_new_experiment_with_an_error(app, size, snap_compare):
+    """The spec editor after live validation: the bad field named with its line, nothing submitted."""
+    assert snap_compare(app, terminal_size=size, run_before=editor_with_an_error)
+
+
+def test_queue(app, size, snap_compare):
+    """`u`: no live worker (with how to start one) and an empty queue: finished and failed runs leave it."""
+    assert snap_compare(app, terminal_size=size, run_before=pressed("u"))
+
+
+def test_help(app, size, snap_compare):
+    """`?` on the runs list: every key of the screen with its name, those the footer has no room for
+    (`m` More rows, `escape` Clear filter) included."""
+    assert snap_compare(app, terminal_size=size, run_before=pressed("question_mark"))
+
+
+def test_compare_two_runs(app, size, snap_compare):
+    """Two marked runs compared: their loss curves overlaid, and tabs for images, spec diff, results."""
+    assert snap_compare(app, terminal_size=size, run_before=pressed("space", "space", "c"))
+
+
+def test_export(app, size, snap_compare):
+    """`e` on a marked run: the format, the path, and three boxes for tables, curves and samples."""
+    assert snap_compare(app, terminal_size=size, run_before=pressed("space", "e"))
