@@ -122,6 +122,7 @@ async def filter_and_curve(store, big_run: int, n_runs: int, reps: int, idle: fl
     from store import queue
     from workbench.tui.app import WorkbenchApp
     from workbench.tui.components import CurvePlot, CurvesView
+    from workbench.tui.screens.runs import PAGE
 
     app = WorkbenchApp(store, image_mode="halfcell", auto_worker=False)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -135,7 +136,8 @@ async def filter_and_curve(store, big_run: int, n_runs: int, reps: int, idle: fl
         times = []
         for rep in range(reps):
             key, words = ("7", "seed=7") if rep % 2 == 0 else ("backspace", "seed=")
-            shown = f"{matches(n_runs, words):,} of"
+            n = matches(n_runs, words)
+            shown = f"{n:,} of {n_runs:,} runs" if n <= PAGE else f"showing {PAGE:,} of {n:,} runs"
             t = time.perf_counter()
             await pilot.press(key)
             try:

@@ -15,8 +15,8 @@ import numpy as np
 from sqlalchemy import func, select
 
 from store.db import Store
-from store.models import Experiment, MetricPoint, Run, RunEvent
-from store.queries import RunRecord, run_record
+from store.models import MetricPoint, Run, RunEvent
+from store.queries import RunRecord, record_query, run_record
 
 
 @dataclass
@@ -25,9 +25,12 @@ class RunsFeed:
     last_run_id: int = 0
     last_event_id: int = 0
     active: set[int] = field(default_factory=set)
-    experiments: dict[int, str] = field(default_factory=dict)
     known: set[int] = field(default_factory=set)
     polls: int = 0
+    # With first_page set, the first poll reads only the newest runs, so a big store shows at once; the
+    # next poll reads the older ones (ids below older_than) and `complete` turns true.
+    first_page: int | None = None
+    older_than: int = 0
     sweep_every: int = 10  # deleted runs leave no event behind: look for them every few polls
     # Poll threads can overlap (an exclusive worker's thread runs on after it is cancelled): one at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -37,35 +40,44 @@ class RunsFeed:
         with self.lock:
             return self._poll()
 
+    @property
+    def complete(self) -> bool:
+        """Every run has been read at least once."""
+        return self.polls > 0 and not self.older_than
+
     def _poll(self) -> tuple[list[RunRecord], set[int]]:
         self.polls += 1
         deleted: set[int] = set()
+        older = []
         with self.store.read() as s:
             if self.polls % self.sweep_every == 0 and self.known:
                 deleted = self.known - set(s.scalars(select(Run.id)))
-            new = list(s.scalars(select(Run).where(Run.id > self.last_run_id).order_by(Run.id)))
-            touched = set(
-                s.scalars(select(RunEvent.run_id).where(RunEvent.id > self.last_event_id).distinct())
-            )
-            self.last_event_id = s.scalar(select(func.max(RunEvent.id))) or self.last_event_id
-            refetch = (touched | self.active) - {r.id for r in new}
-            changed = list(s.scalars(select(Run).where(Run.id.in_(refetch)))) if refetch else []
-            missing_exp = {r.experiment_id for r in new + changed} - set(self.experiments)
-            if missing_exp:
-                self.experiments.update(
-                    s.execute(
-                        select(Experiment.id, Experiment.name).where(Experiment.id.in_(missing_exp))
-                    ).all()
+            newer = record_query().where(Run.id > self.last_run_id)
+            if self.polls == 1 and self.first_page:
+                new = s.execute(newer.order_by(Run.id.desc()).limit(self.first_page)).all()[::-1]
+                self.older_than = new[0].id if len(new) == self.first_page else 0
+            else:
+                new = s.execute(newer.order_by(Run.id)).all()
+                if self.older_than:
+                    older = s.execute(record_query().where(Run.id < self.older_than).order_by(Run.id)).all()
+                    self.older_than = 0
+            touched = set()  # the first poll reads every run fresh (the older ones next poll)
+            if self.polls > 1:
+                touched = set(
+                    s.scalars(select(RunEvent.run_id).where(RunEvent.id > self.last_event_id).distinct())
                 )
+            self.last_event_id = s.scalar(select(func.max(RunEvent.id))) or self.last_event_id
+            refetch = (touched | self.active) - {r.id for r in new + older}
+            changed = s.execute(record_query().where(Run.id.in_(refetch))).all() if refetch else []
         if new:
             self.last_run_id = new[-1].id
-        rows = new + changed
+        rows = older + new + changed
         gone = (refetch - {r.id for r in changed}) | deleted
         # Only running runs change without an event (progress, summary); queued ones wait for "started".
         self.active = {r.id for r in rows if r.status == "running"}
         self.known = (self.known | {r.id for r in rows}) - gone
         now = self.store.now() if rows else 0.0
-        return [run_record(r, self.experiments.get(r.experiment_id), now) for r in rows], gone
+        return [run_record(r, now) for r in rows], gone
 
 
 @dataclass

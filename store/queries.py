@@ -23,8 +23,9 @@ def list_runs(
     kind: str | None = None,
     after_id: int = 0,
     limit: int | None = None,
-) -> list[Run]:
-    q = select(Run).where(Run.id > after_id).order_by(Run.id)
+) -> list[RunRecord]:
+    """Runs in id order as RunRecords (`workbench runs`)."""
+    q = record_query().where(Run.id > after_id).order_by(Run.id)
     if status:
         q = q.where(Run.status == status)
     if kind:
@@ -32,7 +33,9 @@ def list_runs(
     if limit:
         q = q.limit(limit)
     with store.read() as s:
-        return list(s.scalars(q))
+        rows = s.execute(q).all()
+    now = store.now()
+    return [run_record(r, now) for r in rows]
 
 
 def get_run(store: Store, run_id: int) -> Run:
@@ -63,11 +66,15 @@ def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
 def status_label(run: Run, now: float) -> str:
     """The status as a person should read it: a running run whose lease lapsed is `running (stale)`, a
     queued run that only a GPU slot may take is `queued (needs a GPU)`. `now` is Store.now()."""
-    if is_stale(run, now):
+    return _label(run.status, is_stale(run, now), (run.spec or {}).get("device"))
+
+
+def _label(status: str, stale: bool, spec_device: str | None) -> str:
+    if stale:
         return "running (stale)"
-    if run.status == "queued" and needs_gpu(run.spec or {}):
+    if status == "queued" and needs_gpu({"device": spec_device or "auto"}):
         return "queued (needs a GPU)"
-    return run.status
+    return status
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,51 +117,67 @@ class RunRecord:
         return out
 
 
-def run_record(run: Run, experiment_name: str | None, now: float) -> RunRecord:
-    """`now` is Store.now(): staleness is judged on the database's clock."""
+def record_query():
+    """The columns a RunRecord needs, its experiment's name joined: selected as plain rows, not ORM
+    objects, and without the spec (only its `device`), so 10 000 runs read in tens of milliseconds."""
+    return select(
+        Run.id,
+        Run.experiment_id,
+        Experiment.name.label("experiment"),
+        Run.name,
+        Run.kind,
+        Run.status,
+        Run.priority,
+        Run.attempt,
+        Run.device,
+        Run.worker_id,
+        Run.progress_done,
+        Run.progress_total,
+        Run.created_at,
+        Run.started_at,
+        Run.finished_at,
+        Run.heartbeat_at,
+        Run.summary,
+        Run.spec["device"].as_string().label("spec_device"),
+    ).join(Experiment, Experiment.id == Run.experiment_id)
+
+
+def run_record(row, now: float) -> RunRecord:
+    """A RunRecord from a row of record_query(); `now` is Store.now(): staleness is judged on the
+    database's clock."""
+    stale = is_stale(row, now)
     return RunRecord(
-        run.id,
-        experiment_name if experiment_name is not None else str(run.experiment_id),
-        run.experiment_id,
-        run.name,
-        run.kind,
-        RunStatus(run.status),
-        status_label(run, now),
-        is_stale(run, now),
-        run.priority,
-        run.attempt,
-        run.device,
-        run.worker_id,
-        (run.progress_done, run.progress_total),
-        run.created_at,
-        run.started_at,
-        run.finished_at,
-        dict(run.summary or {}),
+        row.id,
+        row.experiment,
+        row.experiment_id,
+        row.name,
+        row.kind,
+        RunStatus(row.status),
+        _label(row.status, stale, row.spec_device),
+        stale,
+        row.priority,
+        row.attempt,
+        row.device,
+        row.worker_id,
+        (row.progress_done, row.progress_total),
+        row.created_at,
+        row.started_at,
+        row.finished_at,
+        dict(row.summary or {}),
     )
-
-
-def run_records(store: Store, runs: list[Run]) -> list[RunRecord]:
-    names = experiment_names(store, {r.experiment_id for r in runs})
-    now = store.now()
-    return [run_record(r, names.get(r.experiment_id), now) for r in runs]
 
 
 def active_runs(store: Store) -> list[RunRecord]:
     """Queued and running runs, running first, then by priority and age: the queue screen's list."""
+    q = (
+        record_query()
+        .where(Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
+        .order_by(Run.status.desc(), Run.priority.desc(), Run.id)
+    )
     with store.read() as s:
-        runs = list(
-            s.scalars(
-                select(Run)
-                .where(Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
-                .order_by(Run.status.desc(), Run.priority.desc(), Run.id)
-            )
-        )
-    return run_records(store, runs)
-
-
-def experiment_names(store: Store, ids: set[int]) -> dict[int, str]:
-    with store.read() as s:
-        return dict(s.execute(select(Experiment.id, Experiment.name).where(Experiment.id.in_(ids))).all())
+        rows = s.execute(q).all()
+    now = store.now()
+    return [run_record(r, now) for r in rows]
 
 
 def tables(store: Store, run_id: int) -> dict[str, list[dict[str, Any]]]:

@@ -70,3 +70,27 @@ def test_metric_feed_arrays_follow_appends_and_relogged_steps(store):
     check()
     assert feed.series["loss"][15] == -1.0 and len(feed.series["loss"]) == 21
     assert not feed.poll()
+
+
+def test_a_first_page_then_the_older_runs_each_once(store):
+    """A big store opens on its newest page; the next poll brings the older runs, read fresh (one that
+    started in between shows as running), with nothing twice and nothing lost."""
+    from store.feeds import RunsFeed
+
+    def submit(n):
+        runs = [queue.NewRun(f"r{i}", {"kind": "sleep"}) for i in range(n)]
+        return queue.submit(store, name="e", kind="sleep", spec_text="", sweep={}, runs=runs)[1]
+
+    ids = submit(5)
+    feed = RunsFeed(store, first_page=2)
+    first, _ = feed.poll()
+    assert [r.id for r in first] == ids[-2:] and not feed.complete
+    queue.claim(store, "w", "cpu")  # the oldest run starts ...
+    (late,) = submit(1)  # ... and a new one arrives
+    second, _ = feed.poll()
+    assert sorted(r.id for r in second) == [*ids[:3], late] and feed.complete
+    assert next(r for r in second if r.id == ids[0]).status == "running"
+    third, _ = feed.poll()
+    assert [r.id for r in third] == [ids[0]]  # only the running run, whose progress moves
+    small = RunsFeed(store, first_page=100)
+    assert len(small.poll()[0]) == 6 and small.complete

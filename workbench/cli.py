@@ -337,7 +337,7 @@ def runs(
     """List runs."""
     from jobs.kinds import headline_keys
     from store.models import RUN_STATES
-    from store.queries import headline, list_runs, run_records
+    from store.queries import headline, list_runs
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
@@ -345,7 +345,7 @@ def runs(
     rows = list_runs(store, status=status, kind=kind)
     if limit:
         rows = rows[-limit:]
-    records = [r.as_json() for r in run_records(store, rows)]
+    records = [r.as_json() for r in rows]
     if as_json:
         print_json(records)
         return

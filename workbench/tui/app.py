@@ -13,9 +13,9 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual_image import widget as _  # noqa: F401 - queries the terminal, which it must do before Textual starts
 
 from store.db import Store, StoreError
-from workbench.tui import components  # noqa: F401 - textual-image must query the terminal before Textual starts
 from workbench.tui.messages import Notice
 
 POLL_INTERVAL = 0.5

@@ -23,10 +23,11 @@ class StoreUnreadable(Message):
 
 
 class RunsPolled(Message):
-    """Runs that are new or changed since the last poll, and the ids of runs that were deleted."""
+    """Runs that are new or changed since the last poll, the ids of runs that were deleted, and whether
+    every run has been read (the first poll of a big store reads the newest page only)."""
 
-    def __init__(self, changed: list[RunRecord], gone: set[int]):
-        self.changed, self.gone = changed, gone
+    def __init__(self, changed: list[RunRecord], gone: set[int], complete: bool = True):
+        self.changed, self.gone, self.complete = changed, gone, complete
         super().__init__()
 
 

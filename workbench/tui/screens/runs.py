@@ -92,6 +92,7 @@ class RunsScreen(LiveScreen):
         self.feed: RunsFeed | None = None
         self._filter_timer = None
         self.more_to_show = False
+        self.all_read = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,7 +105,7 @@ class RunsScreen(LiveScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.feed = RunsFeed(self.app.store)
+        self.feed = RunsFeed(self.app.store, first_page=PAGE)  # the newest page first: usable at once
         super().on_mount()
         self.query_one(DataTable).focus()
 
@@ -113,7 +114,7 @@ class RunsScreen(LiveScreen):
     def read(self) -> RunsPolled | None:
         changed, gone = self.feed.poll()
         running = any(r.status == "running" for r in self.rows.values())  # durations move
-        return RunsPolled(changed, gone) if changed or gone or running else None
+        return RunsPolled(changed, gone, self.feed.complete) if changed or gone or running else None
 
     def on_runs_polled(self, message: RunsPolled) -> None:
         for r in message.changed:
@@ -121,7 +122,10 @@ class RunsScreen(LiveScreen):
         for rid in message.gone:
             self.rows.pop(rid, None)
             self.marked.discard(rid)
+        self.all_read = message.complete
         self.render_table()
+        if not message.complete:
+            self.call_after_refresh(self.poll)  # the older runs once this page is on screen, not next tick
 
     def visible(self) -> list[RunRecord]:
         fields, words = parse_filter(self.filter_text)
@@ -156,9 +160,12 @@ class RunsScreen(LiveScreen):
         rows = matching[: self.row_limit]
         self.more_to_show = len(matching) > len(rows)
         self.query_one("#runs-count", Static).update(
-            f"{len(matching):,} of {len(self.rows):,} runs"
-            if len(rows) == len(matching)
-            else f"showing {len(rows):,} of {len(matching):,} runs: narrow them with the filter, or press m for more"
+            (
+                f"{len(matching):,} of {len(self.rows):,} runs"
+                if len(rows) == len(matching)
+                else f"showing {len(rows):,} of {len(matching):,} runs: narrow them with the filter, or scroll on"
+            )
+            + ("" if self.all_read else "  (reading the older runs ...)")
         )
         per_experiment = Counter(r.experiment_id for r in rows)
         wanted: list[tuple[str, tuple]] = []
