@@ -250,6 +250,29 @@ async def test_polls_of_runs_that_do_not_change_post_nothing(filled):
             await pilot.press("escape")
 
 
+async def test_only_the_screen_on_top_polls(filled):
+    """One read per poll interval; the runs list under an open run stops reading the store (a screen
+    below that polled made Textual repaint the one on top at every poll), and reads at once when it is
+    on top again. Seen fail with a screen calling super().on_mount(): its second timer kept polling."""
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        runs_screen = app.screen
+        await wait_until(pilot, lambda: len(runs_screen.rows) == 3)
+        read, calls = runs_screen.read, []
+        runs_screen.read = lambda: calls.append(1) or read()
+        await pilot.pause(1.0)  # ten poll intervals: one read each
+        assert 7 <= len(calls) <= 12, len(calls)
+        app.open_run(ids[0])
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen")
+        await pilot.pause(0.1)
+        calls.clear()
+        await pilot.pause(0.6)  # six poll intervals
+        assert calls == []
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: calls, timeout=0.3)  # at once, not after a whole interval
+
+
 async def test_the_next_page_follows_the_cursor(filled, monkeypatch):
     """Scrolling down reaches every run without knowing about `m`: near the end the next page is added
     (appended: the rows already there stay, with the cursor on them)."""

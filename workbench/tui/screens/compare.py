@@ -70,7 +70,6 @@ class CompareScreen(RunViewsScreen):
         self.sub_title = "compare runs " + ", ".join(map(str, self.run_ids))
         for feed in self.feeds.values():
             feed.store = self.app.store
-        super().on_mount()
 
     def read(self) -> RunsCompared | None:
         store = self.app.store

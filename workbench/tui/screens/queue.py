@@ -40,7 +40,6 @@ class QueueScreen(LiveScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one("#queue-runs").focus()
 
     def read(self) -> QueuePolled:

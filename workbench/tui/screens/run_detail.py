@@ -63,7 +63,6 @@ class RunDetailScreen(RunViewsScreen):
 
     def on_mount(self) -> None:
         self.metrics.store = self.app.store
-        super().on_mount()
 
     # --- polling ---------------------------------------------------------------------------------
 

@@ -106,7 +106,6 @@ class RunsScreen(LiveScreen):
 
     def on_mount(self) -> None:
         self.feed = RunsFeed(self.app.store, first_page=PAGE)  # the newest page first: usable at once
-        super().on_mount()
         self.query_one(DataTable).focus()
 
     # --- data ------------------------------------------------------------------------------------
