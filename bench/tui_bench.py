@@ -5,8 +5,9 @@ of issue 10:
 
 - open: a fresh `workbench` process (interpreter start, imports, the store read) until the runs table
   shows its first page; goal <= 1 s. Also the same inside a warm process, to show what is imports;
-- filter: one keystroke in the filter (typing alternately `7` and backspace after `seed=`) until the
-  table and its count show the new match; goal <= 150 ms, the 50 ms debounce included;
+- filter: one keystroke in the filter (typing alternately `7` and backspace after `seed=`), posted to
+  the input as the terminal's key would be, until the table and its count show the new match; goal
+  <= 150 ms, the 50 ms debounce included;
 - curve: 100 new points logged to the 100 000-point run, then the run detail's poll (incremental read
   and downsampling) and the redraw of its curve, plotext's build of the picture included; goal: the
   maximum <= 150 ms;
@@ -118,6 +119,8 @@ def matches(n_runs: int, words: str) -> int:
 
 
 async def filter_and_curve(store, big_run: int, n_runs: int, reps: int, idle: float) -> None:
+    from textual import events
+
     from jobs.context import RunContext
     from store import queue
     from workbench.tui.app import WorkbenchApp
@@ -133,19 +136,25 @@ async def filter_and_curve(store, big_run: int, n_runs: int, reps: int, idle: fl
         idle_runs = await idle_cpu(pilot, idle)
 
         await pilot.press("slash", *"seed=")
+        await pilot.pause(0.5)
+        field = screen.query_one("#filter")
         times = []
         for rep in range(reps):
-            key, words = ("7", "seed=7") if rep % 2 == 0 else ("backspace", "seed=")
+            typing = rep % 2 == 0
+            words = "seed=7" if typing else "seed="
             n = matches(n_runs, words)
             shown = f"{n:,} of {n_runs:,} runs" if n <= PAGE else f"showing {PAGE:,} of {n:,} runs"
             t = time.perf_counter()
-            await pilot.press(key)
-            try:
-                await until(pilot, lambda shown=shown: str(count.content).startswith(shown), 5)
-            except TimeoutError:
-                print(repr(str(count.content)), shown, repr(screen.filter_text))
-                raise
+            if typing:  # as the terminal's key reaches the focused input ...
+                field.post_message(events.Key("7", "7"))
+            else:  # ... and as backspace's binding acts on it
+                field.action_delete_left()
+            while not str(count.content).startswith(shown):
+                if time.perf_counter() - t > 5:
+                    raise TimeoutError(f"{shown!r} never shown: {count.content!r}, filter {field.value!r}")
+                await asyncio.sleep(0.001)  # not pilot.pause: its wait for an idle process adds ~0.2 s
             times.append(time.perf_counter() - t)
+            await pilot.pause(0.1)
         report("filter: a keystroke to the updated table", times, "<= 150 ms")
         await pilot.press("escape")
 

@@ -273,6 +273,25 @@ async def test_only_the_screen_on_top_polls(filled):
         await wait_until(pilot, lambda: calls, timeout=0.3)  # at once, not after a whole interval
 
 
+async def test_names_with_brackets_are_shown_as_written(store):
+    """A DataTable parses str cells as markup: a sweep named `lr=[1e-3]` or `[bold]x` lost its brackets."""
+    queue.submit(
+        store,
+        name="grid[a]",
+        kind="sleep",
+        spec_text="",
+        sweep={},
+        runs=[queue.NewRun("lr=[1e-3] [bold]x", {"kind": "sleep"})],
+    )
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 1)
+        await pilot.pause(0.1)
+        shown = "\n".join(table.render_line(y).text for y in range(table.size.height))
+        assert "lr=[1e-3] [bold]x" in shown and "grid[a]" in shown, shown
+
+
 async def test_the_next_page_follows_the_cursor(filled, monkeypatch):
     """Scrolling down reaches every run without knowing about `m`: near the end the next page is added
     (appended: the rows already there stay, with the cursor on them)."""

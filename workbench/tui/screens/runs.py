@@ -22,10 +22,9 @@ from workbench.tui.messages import RunsPolled
 
 COLUMNS = ("", "id", "experiment", "name", "kind", "status", "progress", "started", "duration", "headline")
 SORTABLE = COLUMNS[1:]
-PAGE = (
-    200  # rows added at a time: a DataTable measures every cell it is given (1000 rows cost ~0.2 s a filter
-)
-#            keystroke); the next page follows when the cursor comes near the end, or with `m`
+# Rows added at a time: a DataTable measures every cell it is given, so a filter keystroke costs in
+# proportion. The next page follows when the cursor comes near the end, or with `m`.
+PAGE = 60
 FILTER_DELAY = 0.05  # seconds of quiet typing before the filter applies: a fast typist waits for one render
 
 
@@ -207,6 +206,8 @@ class RunsScreen(LiveScreen):
                     ),
                 )
             )
+        # Text, not str: a DataTable parses str cells as markup (a name like "lr=[1e-3]" lost its brackets).
+        wanted = [(key, tuple(Text(c) if isinstance(c, str) else c for c in cells)) for key, cells in wanted]
         current = [str(k.value) for k in table.rows]
         if current == [
             k for k, _ in wanted[: len(current)]
