@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from store.db import StoreError
+from workbench.styles import STATUS_STYLE
 
 app = typer.Typer(
     add_completion=False,
@@ -28,15 +29,6 @@ app = typer.Typer(
 # Piped output (CI logs, `make demo | tee`) gets wide lines instead of tables folded to 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-STATUS_STYLE = {
-    "queued": "cyan",
-    "running": "yellow",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "magenta",
-    "interrupted": "bright_red",
-}
 
 
 def bad_input(message: str) -> NoReturn:

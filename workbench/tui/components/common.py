@@ -7,15 +7,7 @@ import math
 from textual.widgets import DataTable
 
 from store.export import cell, readable_rows
-
-STATUS_STYLE = {
-    "queued": "cyan",
-    "running": "yellow",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "magenta",
-    "interrupted": "bright_red",
-}
+from workbench.styles import STATUS_STYLE  # noqa: F401 - re-exported to the screens with the components
 
 
 def progress_text(done: int, total: int, width: int = 8) -> str:
