@@ -5,7 +5,8 @@ Every poll interval `read()` runs in a thread worker and returns a typed message
 skips (a slow read is never stacked, and never cancelled: reads are incremental, so a read's result
 must not be dropped). The message is posted unless the worker was cancelled, which happens when the
 screen closes. A failed read becomes StoreUnreadable: a warning, and the next poll tries again. Only
-the screen on top polls; one that comes back on top reads at once.
+the screen on top polls; one that comes back on top reads at once; a screen whose reads keep finding
+nothing reads every other tick (what it shows is then at most two intervals old).
 """
 
 from __future__ import annotations
@@ -17,19 +18,27 @@ from textual.screen import Screen
 from textual.widgets import TabbedContent
 from textual.worker import Worker, get_current_worker
 
-from workbench.tui.components import CurvesView, ImagesView
 from workbench.tui.messages import StoreUnreadable
+
+QUIET_READS = 4  # after this many reads in a row that found nothing, read every other tick until one does
 
 
 class LiveScreen(Screen):
     _reading: Worker | None = None
+    _quiet = 0  # reads in a row that found nothing
+    _ticks = 0
 
     def on_mount(self) -> None:
         # Textual calls every class's on_mount along the MRO, a subclass's first: subclasses set up their
         # feeds in theirs and must not call super().on_mount() (that started a second timer, which
         # went on polling under another screen).
         self.poll()
-        self._polling = self.set_interval(self.app.poll_interval, self.poll)
+        self._polling = self.set_interval(self.app.poll_interval, self._tick)
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        if self._quiet < QUIET_READS or self._ticks % 2 == 0:  # a quiet store: half the reads, half the CPU
+            self.poll()
 
     def on_screen_suspend(self) -> None:
         """Another screen is on top: stop reading. A screen below that kept polling made Textual repaint
@@ -55,6 +64,7 @@ class LiveScreen(Screen):
             message = self.read()
         except Exception as e:  # noqa: BLE001 - a locked or vanished database must not kill the TUI
             message = StoreUnreadable(str(e))
+        self._quiet = self._quiet + 1 if message is None else 0
         if message is not None and not worker.is_cancelled:
             self.post_message(message)
 
@@ -84,9 +94,15 @@ class RunViewsScreen(LiveScreen):
     def action_tab(self, name: str) -> None:
         self.query_one("#tabs", TabbedContent).active = f"tab-{name}"
 
+    # The components are imported here, not at the top: the runs list imports this module and must not
+    # pay for plotext, numpy and Pillow before it shows.
     def action_toggle_log(self) -> None:
+        from workbench.tui.components import CurvesView
+
         curves = self.query_one(CurvesView)
         curves.log_y = not curves.log_y
 
     def action_image_step(self, delta: int) -> None:
+        from workbench.tui.components import ImagesView
+
         self.query_one(ImagesView).step(delta)
