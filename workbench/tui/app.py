@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual_image import widget as _  # noqa: F401 - queries the terminal, which it must do before Textual starts
 
 from store.db import Store, StoreError
+from workbench.tui.idle_gc import CHECK_EVERY, IdleCollector
 from workbench.tui.messages import Notice
 
 POLL_INTERVAL = 0.5
@@ -43,11 +44,22 @@ class WorkbenchApp(App):
         self.image_mode = image_mode  # auto (Kitty/Sixel where supported), halfcell or unicode
         self.poll_interval = poll_interval
         self.auto_worker = auto_worker  # submitting from the editor starts a worker if none is alive
+        self.collector = IdleCollector()
 
     def on_mount(self) -> None:
         from workbench.tui.screens.runs import RunsScreen
 
         self.push_screen(RunsScreen())
+        self.collector.start()
+        self.set_interval(CHECK_EVERY, self.collector.maybe_collect)
+
+    def on_unmount(self) -> None:
+        self.collector.stop()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self.collector.input_seen()  # the garbage collector waits for a pause in typing
+        await super().on_event(event)
 
     # --- opening screens -------------------------------------------------------------------------
 

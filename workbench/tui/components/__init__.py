@@ -10,6 +10,7 @@ import importlib
 
 _MODULE_OF = {
     "STATUS_STYLE": "common",
+    "Table": "common",
     "fill_data_table": "common",
     "progress_text": "common",
     "CurvePlot": "curves",

@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Select
 
-from workbench.tui.components.common import fill_data_table
+from workbench.tui.components.common import Table, fill_data_table
 
 
 class ResultTables(Vertical):
@@ -25,7 +25,7 @@ class ResultTables(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield Select([], prompt="result table", allow_blank=True, id="table-select")
-        yield DataTable(id="result-table", zebra_stripes=True)
+        yield Table(id="result-table", zebra_stripes=True)
 
     def watch_tables(self, tables: dict[str, list[dict]]) -> None:
         select = self.query_one("#table-select", Select)

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 from store.export import collect, flatten
 from store.feeds import MetricFeed
 from store.queries import artifacts, show
-from workbench.tui.components import CurvesView, ImagesView, Picture, ResultTables, fill_data_table
+from workbench.tui.components import CurvesView, ImagesView, Picture, ResultTables, Table, fill_data_table
 from workbench.tui.live import RunViewsScreen, view_bindings
 from workbench.tui.messages import RunsCompared
 
@@ -61,7 +61,7 @@ class CompareScreen(RunViewsScreen):
             with TabPane("Images", id="tab-images"):
                 yield ImagesView(self.app.image_mode, id="images")
             with TabPane("Spec diff", id="tab-spec"):
-                yield DataTable(id="spec-diff", zebra_stripes=True)
+                yield Table(id="spec-diff", zebra_stripes=True)
             with TabPane("Results", id="tab-results"):
                 yield ResultTables(id="results")
         yield Footer()

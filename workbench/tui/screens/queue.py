@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from store import queue
 from store.queries import active_runs
-from workbench.tui.components import STATUS_STYLE, progress_text
+from workbench.tui.components import STATUS_STYLE, Table, progress_text
 from workbench.tui.live import LiveScreen
 from workbench.tui.messages import QueuePolled
 
@@ -28,12 +28,12 @@ class QueueScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("workers", classes="panel-title")
-        workers = DataTable(id="workers-table", cursor_type="none")
+        workers = Table(id="workers-table", cursor_type="none")
         for col in ("worker", "devices", "pid", "heartbeat", "running"):
             workers.add_column(col, key=col)
         yield workers
         yield Static("queued and running (highest priority first)", classes="panel-title")
-        runs = DataTable(id="queue-runs", cursor_type="row", zebra_stripes=True)
+        runs = Table(id="queue-runs", cursor_type="row", zebra_stripes=True)
         for col in ("id", "name", "kind", "status", "priority", "device", "progress", "worker"):
             runs.add_column(col, key=col)
         yield runs

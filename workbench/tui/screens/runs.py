@@ -16,7 +16,7 @@ from jobs.kinds import headline_keys
 from store import queue
 from store.feeds import RunsFeed
 from store.queries import RunRecord, headline
-from workbench.tui.components import STATUS_STYLE, progress_text
+from workbench.tui.components import STATUS_STYLE, Table, progress_text
 from workbench.tui.live import LiveScreen
 from workbench.tui.messages import RunsPolled
 
@@ -96,7 +96,7 @@ class RunsScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter: text  status:running  kind:ddpm  exp:quickstart", id="filter")
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        table = Table(id="runs-table", cursor_type="row", zebra_stripes=True)
         for col in COLUMNS:
             table.add_column(col, key=col or "mark")
         yield table
