@@ -98,20 +98,20 @@ def main() -> int:
     store = Store(home=home)
     try:
         (rid,) = submit("job.yaml")
-        started = wait(lambda: get_run(store, rid).progress_done >= 600, 600)
+        started = wait(lambda: get_run(store, rid).progress[0] >= 600, 600)
         run = get_run(store, rid)
         first = events(store, rid)
         process_line = next((e.message for e in first if e.message.startswith("process ")), "")
         check(
             "run starts on a GPU slot",
             started and run.device in devices.split(","),
-            f"slot {run.device}, step {run.progress_done}; {process_line}",
+            f"slot {run.device}, step {run.progress[0]}; {process_line}",
         )
         check("fork server left CUDA alone", "never touched CUDA" in process_line, process_line)
         gpu_line = next((e.message for e in first if "parameters on cuda" in e.message), "")
         check("model on cuda (bf16 autocast, channels_last)", bool(gpu_line), gpu_line)
         if started:
-            step_at_kill = get_run(store, rid).progress_done
+            step_at_kill = get_run(store, rid).progress[0]
             os.kill(run.pid, signal.SIGKILL)
             interrupted = wait(lambda: get_run(store, rid).status == "interrupted", 60)
             check("SIGKILL mid-training -> interrupted", interrupted, f"killed at step {step_at_kill}")

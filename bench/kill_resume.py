@@ -102,7 +102,7 @@ def main() -> int:
         kept = before <= points()
         ok &= bool(reaped) and integrity == "ok" and kept
         print(
-            f"kill {kills}: {victim:6s} at progress {run.progress_done}/{run.progress_total}: "
+            f"kill {kills}: {victim:6s} at progress {run.progress[0]}/{run.progress[1]}: "
             f"interrupted={bool(reaped)} integrity={integrity} metrics kept={kept}"
         )
         subprocess.run(

@@ -18,7 +18,6 @@ artifacts or checkpoints.
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import math
@@ -30,35 +29,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import DBAPIError
 
 from store.artifacts import artifact_path, atomic_write_bytes, relative_to_home, run_dir
 from store.db import Store
-from store.models import Artifact, MetricPoint, ResultTable, Run, RunEvent
+from store.run_writer import LostOwnership, RunWriter, StoreFault, is_store_fault, run_spec_and_attempt
+
+__all__ = [  # LostOwnership, StoreFault and is_store_fault live in the store; kinds and the worker take them here
+    "FinishedRun",
+    "LostOwnership",
+    "RunCancelled",
+    "RunContext",
+    "StoreFault",
+    "UnusableRun",
+    "alive",
+    "is_store_fault",
+]
 
 FLUSH_INTERVAL = 1.0
 STOP_CHECK_INTERVAL = 1.0
 ACTIVITY_INTERVAL = 1.0
 MAX_BUFFERED_POINTS = 2_000_000  # kept through a store fault; past this the oldest are dropped
 CHECKPOINTS = "checkpoints"
-_INSERT_POINTS = (
-    f"INSERT INTO {MetricPoint.__tablename__} (run_id, key, step, value, wall_time, attempt) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-_STORE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
 class RunCancelled(Exception):
     """Raised by a kind (or the shared training loop) when should_stop() asked it to stop."""
-
-
-class LostOwnership(Exception):
-    """This attempt is no longer the run's current one: another attempt owns the run now."""
-
-
-class StoreFault(Exception):
-    """The store could not take a write (locked past the timeout, disk full, read-only, corrupt)."""
 
 
 class UnusableRun(ValueError):
@@ -88,13 +83,6 @@ class FinishedRun:
                 f"(it has: {have})"
             )
         return path
-
-
-def is_store_fault(e: BaseException) -> bool:
-    """A fault of the store (database or artifact disk), not of the run's own code."""
-    if isinstance(e, StoreFault | DBAPIError):
-        return True
-    return isinstance(e, OSError) and e.errno in _STORE_ERRNOS
 
 
 _active: RunContext | None = None
@@ -133,12 +121,10 @@ class RunContext:
         self.store = store
         self.run_id = run_id
         self.device = device
-        with store.read() as s:
-            run = s.get(Run, run_id)
-            if run is None:
-                raise KeyError(f"no run {run_id}")
-            self.spec: dict[str, Any] = run.spec
-            self.attempt = attempt if attempt is not None else max(run.attempt, 1)
+        self.spec: dict[str, Any]
+        self.spec, current = run_spec_and_attempt(store, run_id)
+        self.attempt = attempt if attempt is not None else max(current, 1)
+        self._writer = RunWriter(store, run_id, self.attempt)
         self.dir = run_dir(store.home, run_id)
         self._lock = threading.Lock()
         self._buffer: list[dict[str, Any]] = []
@@ -151,11 +137,7 @@ class RunContext:
         self._step: int | None = None
         self.store_fault: str | None = None  # the last fault a metrics flush met (kept for retrying)
 
-    # --- ownership -------------------------------------------------------------------------------
-
-    def _write(self):
-        """A write transaction that first checks this attempt still owns the run (see LostOwnership)."""
-        return _OwnedWrite(self)
+    # --- liveness --------------------------------------------------------------------------------
 
     def alive(self, step: int | None = None) -> None:
         """Progress without a result to report: keeps the worker's no-progress watchdog
@@ -215,20 +197,12 @@ class RunContext:
         if not buffered and progress is None:
             return
         points = [
-            (self.run_id, k, step, _finite_or_none(v), wall, self.attempt)
+            (k, step, _finite_or_none(v), wall)
             for step, wall, scalars in buffered
             for k, v in scalars.items()
         ]
         try:
-            with self._write() as s:
-                if points:  # plain executemany: the ORM's bulk insert costs several times more per row
-                    s.connection().exec_driver_sql(_INSERT_POINTS, points)
-                if progress is not None:
-                    s.execute(
-                        update(Run)
-                        .where(Run.id == self.run_id)
-                        .values(progress_done=progress[0], progress_total=progress[1])
-                    )
+            self._writer.add_points(points, progress)
             self.store_fault = None
         except StoreFault as e:
             with self._lock:  # put them back in front of what was logged meanwhile
@@ -251,10 +225,7 @@ class RunContext:
         Cost: one transaction. After a crash: written at once; a resumed attempt sees it (and may
             overwrite it). Raises StoreFault or LostOwnership (see the module docstring).
         """
-        values = _jsonable(values)
-        with self._write() as s:
-            run = s.get(Run, self.run_id)
-            run.summary = {**(run.summary or {}), **values}
+        self._writer.merge_summary(_jsonable(values))
 
     def table(self, name: str, rows: list[dict[str, Any]]) -> None:
         """A result table: the TUI's Tables tab, `workbench export`, `show --json`.
@@ -267,10 +238,7 @@ class RunContext:
         Cost: one transaction; the rows are stored as one JSON document (keep tables to thousands of rows).
         After a crash: written at once, replaced whole: never half a table.
         """
-        rows = _jsonable(list(rows))
-        with self._write() as s:
-            s.execute(delete(ResultTable).where(ResultTable.run_id == self.run_id, ResultTable.name == name))
-            s.add(ResultTable(run_id=self.run_id, name=name, rows=rows, created_at=time.time()))
+        self._writer.replace_table(name, _jsonable(list(rows)))
 
     def event(self, message: str, level: str = "info") -> None:
         """A line in the run's event log (the TUI's Log tab).
@@ -280,8 +248,7 @@ class RunContext:
             level: "info", "warning" or "error".
         Cost: one transaction (about a millisecond): for milestones, not for every step.
         """
-        with self._write() as s:
-            s.add(RunEvent(run_id=self.run_id, time=time.time(), level=level, message=message))
+        self._writer.add_event(message, level)
         self.alive()
 
     def image(self, name: str, step: int | None, image: Any, **meta: Any) -> Path:
@@ -320,7 +287,7 @@ class RunContext:
         return path
 
     def _write_file(self, path: Path, data: bytes) -> None:
-        self._check_owner()  # a superseded attempt must not overwrite the new attempt's files
+        self._writer.check_owner()  # a superseded attempt must not overwrite the new attempt's files
         try:
             atomic_write_bytes(path, data)
         except OSError as e:
@@ -328,31 +295,12 @@ class RunContext:
                 raise StoreFault(f"cannot write {path.name}: {e.strerror}") from e
             raise
 
-    def _check_owner(self) -> None:
-        with self._write():
-            pass
-
     def _add_artifact(
         self, name: str, kind: str, path: Path, step: int | None, meta: dict[str, Any], replace: bool = False
     ) -> None:
+        # replace: a resumed run that redoes a picture (or a checkpoint) replaces the old row
         rel = relative_to_home(self.store.home, path)
-        with self._write() as s:
-            if replace:  # a resumed run that redoes a picture (or a checkpoint) replaces the old row
-                same = [Artifact.run_id == self.run_id, Artifact.name == name, Artifact.kind == kind]
-                if kind != "checkpoint":  # one checkpoint row per run; one image row per (name, step)
-                    same.append(Artifact.step.is_(None) if step is None else Artifact.step == step)
-                s.execute(delete(Artifact).where(*same))
-            s.add(
-                Artifact(
-                    run_id=self.run_id,
-                    name=name,
-                    kind=kind,
-                    path=rel,
-                    step=step,
-                    meta=_jsonable(meta),
-                    created_at=time.time(),
-                )
-            )
+        self._writer.add_artifact(name, kind, rel, step, _jsonable(meta), replace)
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -394,21 +342,15 @@ class RunContext:
         from safetensors import safe_open
         from safetensors.torch import load
 
-        with self.store.read() as s:
-            row = s.scalar(
-                select(Artifact)
-                .where(Artifact.run_id == self.run_id, Artifact.kind == "checkpoint")
-                .order_by(Artifact.id.desc())
-                .limit(1)
-            )
+        last = self._writer.last_checkpoint()
         folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
-        if row is not None and row.path.endswith(".safetensors") and (self.store.home / row.path).exists():
-            path = self.store.home / row.path
+        if last is not None and last[0].endswith(".safetensors") and (self.store.home / last[0]).exists():
+            path = self.store.home / last[0]
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
             if "state" in meta:
                 state = _unpack(json.loads(meta["state"]), load(path.read_bytes()))
-                self.event(f"resumed from checkpoint at step {row.step}")
+                self.event(f"resumed from checkpoint at step {last[1]}")
                 return state
         if (folder / "last.json").exists():  # written by workbench before checkpoints carried their state
             meta = json.loads((folder / "last.json").read_text())
@@ -460,8 +402,9 @@ class RunContext:
             for a in artifacts(self.store, run_id)  # newest last
             if a.kind in ("file", "image")
         }
+        spec, _ = run_spec_and_attempt(self.store, run_id)
         return FinishedRun(
-            run.id, run.kind, run.name, run.spec or {}, run.summary or {}, tables(self.store, run_id), files
+            run.id, run.kind, run.name, spec or {}, run.summary, tables(self.store, run_id), files
         )
 
     # --- control ---------------------------------------------------------------------------------
@@ -480,55 +423,13 @@ class RunContext:
         """
         if not self._stop.is_set() and time.monotonic() - self._last_stop_check >= STOP_CHECK_INTERVAL:
             self._last_stop_check = time.monotonic()
-            try:
-                with self.store.read() as s:
-                    if s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)):
-                        self._stop.set()
-            except DBAPIError:  # a store fault is not a reason to stop; the worker still relays cancels
-                pass
+            if self._writer.cancel_requested():
+                self._stop.set()
         return self._stop.is_set()
 
     def close(self) -> None:
         """Write what is buffered (the run's last metrics); raises StoreFault if the store cannot take them."""
         self.flush()
-
-
-class _OwnedWrite:
-    """store.write() that refuses a superseded attempt and turns store errors into StoreFault."""
-
-    def __init__(self, ctx: RunContext):
-        self.ctx = ctx
-        self._cm = ctx.store.write()
-
-    def __enter__(self):
-        try:
-            s = self._cm.__enter__()
-            row = s.execute(select(Run.status, Run.attempt).where(Run.id == self.ctx.run_id)).first()
-        except DBAPIError as e:
-            raise StoreFault(_short(e)) from e
-        if row is None or row.status != "running" or row.attempt != self.ctx.attempt:
-            self._cm.__exit__(None, None, None)
-            raise LostOwnership(
-                f"run {self.ctx.run_id} attempt {self.ctx.attempt} no longer owns the run "
-                f"({'deleted' if row is None else f'{row.status}, attempt {row.attempt}'})"
-            )
-        return s
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self._cm.__exit__(exc_type, exc, tb)  # commits, or rolls back when the body raised
-        except DBAPIError as e:
-            raise StoreFault(_short(e)) from e
-        if isinstance(exc, DBAPIError):
-            raise StoreFault(_short(exc)) from exc
-        return False
-
-
-def _short(e: DBAPIError) -> str:
-    return str(e.orig) if getattr(e, "orig", None) is not None else str(e).splitlines()[0]
-
-
-# --- helpers -------------------------------------------------------------------------------------
 
 
 def _finite_or_none(v: float) -> float | None:

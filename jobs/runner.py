@@ -32,12 +32,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError
-
 from jobs.context import LostOwnership, RunCancelled, RunContext, is_store_fault
 from store import queue
 from store.artifacts import run_dir
-from store.db import Store
+from store.db import DatabaseError, Store
 
 DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run gets to checkpoint, plus two of its steps
 POLL_INTERVAL = 0.1
@@ -346,7 +344,7 @@ class Worker:
                                 if self._start(s):
                                     idle_since = time.monotonic()
                     backoff = 0.0
-                except (DBAPIError, OSError) as e:
+                except (DatabaseError, OSError) as e:
                     self._fault("the main loop", e)
                     backoff = min(FAULT_BACKOFF_MAX, max(0.5, backoff * 2))
                     time.sleep(backoff)
@@ -377,7 +375,7 @@ class Worker:
                     s.process.kill()
             try:
                 queue.stop_worker(self.store, self.id)
-            except DBAPIError as e:
+            except DatabaseError as e:
                 self._fault("stopping", e)
 
     def _busy(self) -> list[Slot]:
@@ -389,7 +387,7 @@ class Worker:
         while True:
             try:
                 return fn()
-            except DBAPIError as e:
+            except DatabaseError as e:
                 if self.stopping:
                     raise
                 self._fault(what, e)
@@ -426,7 +424,7 @@ class Worker:
                 held = {s.run_id: s.attempt for s in self.slots if s.run_id is not None and s.outcome is None}
             try:
                 renewal = queue.renew_leases(self.store, self.id, held)
-            except DBAPIError as e:
+            except DatabaseError as e:
                 self._fault("renewing leases", e)
                 continue
             with self._slots_lock:

@@ -47,6 +47,11 @@ class StoreError(Exception):
     """A problem with the store the user can act on (exit code 2 in the CLI)."""
 
 
+# Any error the database driver raised (locked, disk full, gone), for code outside store/, which never
+# imports SQLAlchemy itself.
+DatabaseError = DBAPIError
+
+
 def workbench_home() -> Path:
     home = Path(os.environ.get("WORKBENCH_HOME") or user_data_dir("workbench", appauthor=False))
     home.mkdir(parents=True, exist_ok=True)

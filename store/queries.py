@@ -38,12 +38,13 @@ def list_runs(
     return [run_record(r, now) for r in rows]
 
 
-def get_run(store: Store, run_id: int) -> Run:
+def get_run(store: Store, run_id: int) -> RunRecord:
+    """One run's record; UnknownRun when there is none."""
     with store.read() as s:
-        run = s.get(Run, run_id)
-    if run is None:
+        row = s.execute(record_query().where(Run.id == run_id)).first()
+    if row is None:
         raise UnknownRun(run_id)
-    return run
+    return run_record(row, store.now())
 
 
 def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
@@ -99,6 +100,9 @@ class RunRecord:
     started_at: float | None
     finished_at: float | None
     summary: dict[str, Any]
+    error: str | None = None  # why it failed (one line; `show` has the traceback)
+    pid: int | None = None  # its process while it runs
+    cancel_requested: bool = False
 
     def duration(self, now: float) -> float | None:
         """Seconds it ran (so far, for a running run); None before it started."""
@@ -109,7 +113,8 @@ class RunRecord:
     def as_json(self) -> dict[str, Any]:
         """The shape of `workbench runs --json` (ISO times)."""
         out = asdict(self)
-        out.pop("worker")
+        for internal in ("worker", "pid", "cancel_requested"):
+            out.pop(internal)
         out["progress"] = list(self.progress)
         out["status"] = str(self.status)
         for k in ("created_at", "started_at", "finished_at"):
@@ -138,6 +143,9 @@ def record_query():
         Run.finished_at,
         Run.heartbeat_at,
         Run.summary,
+        Run.error,
+        Run.pid,
+        Run.cancel_requested,
         Run.spec["device"].as_string().label("spec_device"),
     ).join(Experiment, Experiment.id == Run.experiment_id)
 
@@ -164,6 +172,9 @@ def run_record(row, now: float) -> RunRecord:
         row.started_at,
         row.finished_at,
         dict(row.summary or {}),
+        error=row.error,
+        pid=row.pid,
+        cancel_requested=bool(row.cancel_requested),
     )
 
 
@@ -180,6 +191,31 @@ def active_runs(store: Store) -> list[RunRecord]:
     return [run_record(r, now) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    """A run's image, file or checkpoint: `path` is relative to the store's home."""
+
+    id: int
+    run_id: int
+    name: str
+    kind: str  # image | file | checkpoint
+    path: str
+    step: int | None
+    meta: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A line of a run's event log."""
+
+    id: int
+    run_id: int
+    time: float
+    level: str
+    message: str
+
+
 def tables(store: Store, run_id: int) -> dict[str, list[dict[str, Any]]]:
     with store.read() as s:
         return {
@@ -190,23 +226,33 @@ def tables(store: Store, run_id: int) -> dict[str, list[dict[str, Any]]]:
         }
 
 
-def artifacts(store: Store, run_id: int, kind: str | None = None) -> list[Artifact]:
-    q = select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)
+def artifacts(store: Store, run_id: int, kind: str | None = None) -> list[ArtifactRecord]:
+    """The run's artifacts (of one kind), oldest first."""
+    q = select(
+        Artifact.id,
+        Artifact.run_id,
+        Artifact.name,
+        Artifact.kind,
+        Artifact.path,
+        Artifact.step,
+        Artifact.meta,
+        Artifact.created_at,
+    ).where(Artifact.run_id == run_id)
     if kind:
         q = q.where(Artifact.kind == kind)
     with store.read() as s:
-        return list(s.scalars(q))
+        return [ArtifactRecord(*row) for row in s.execute(q.order_by(Artifact.id))]
 
 
-def events(store: Store, run_id: int, after_id: int = 0) -> list[RunEvent]:
+def events(store: Store, run_id: int, after_id: int = 0) -> list[EventRecord]:
+    """The run's events with ids above `after_id`, oldest first."""
     with store.read() as s:
-        return list(
-            s.scalars(
-                select(RunEvent)
-                .where(RunEvent.run_id == run_id, RunEvent.id > after_id)
-                .order_by(RunEvent.id)
-            )
+        rows = s.execute(
+            select(RunEvent.id, RunEvent.run_id, RunEvent.time, RunEvent.level, RunEvent.message)
+            .where(RunEvent.run_id == run_id, RunEvent.id > after_id)
+            .order_by(RunEvent.id)
         )
+        return [EventRecord(*row) for row in rows]
 
 
 def metric_keys(store: Store, run_id: int) -> list[str]:

@@ -292,12 +292,30 @@ def stop_worker(store: Store, worker_id: str) -> None:
         s.execute(update(Worker).where(Worker.id == worker_id).values(stopped_at=time.time()))
 
 
-def live_workers(store: Store) -> list[Worker]:
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker process: its devices (slots) and its last heartbeat (the database's clock)."""
+
+    id: str
+    hostname: str
+    pid: int
+    devices: list[str]
+    started_at: float
+    heartbeat_at: float
+
+
+def live_workers(store: Store) -> list[WorkerRecord]:
+    """Workers that have not stopped and whose heartbeat is recent."""
     cutoff = store.now() - heartbeat_timeout()
     with store.read() as s:
-        return list(
-            s.scalars(select(Worker).where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff))
+        rows = s.execute(
+            select(
+                Worker.id, Worker.hostname, Worker.pid, Worker.devices, Worker.started_at, Worker.heartbeat_at
+            )
+            .where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff)
+            .order_by(Worker.started_at)
         )
+        return [WorkerRecord(*row) for row in rows]
 
 
 def prune_workers(store: Store, keep_seconds: float = 86400.0) -> None:

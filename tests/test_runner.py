@@ -127,7 +127,7 @@ def test_cancel_stops_a_running_run(env, home, tmp_path):
     worker = start_worker(env, "--once")
     store = Store(home=home)
     try:
-        wait_for(lambda: get_run(store, rid).progress_done > 5, 60, "the run to make progress")
+        wait_for(lambda: get_run(store, rid).progress[0] > 5, 60, "the run to make progress")
         t0 = time.monotonic()
         assert subprocess.run(wb_command("cancel", rid), env=env, capture_output=True).returncode == 0
         try:
@@ -151,7 +151,7 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
     worker = start_worker(env)
     store = Store(home=home)
     try:
-        wait_for(lambda: get_run(store, rid).progress_done >= 25, 60, "progress")
+        wait_for(lambda: get_run(store, rid).progress[0] >= 25, 60, "progress")
         child = get_run(store, rid).pid
         before = points(store, rid)
         assert before, "metrics are flushed about once a second"

@@ -180,7 +180,7 @@ def test_ctrl_c_on_a_foreground_worker_checkpoints_and_interrupts(env, home, tmp
     worker = start_worker(env, new_session=True)  # its own process group: the terminal's Ctrl-C, not pytest's
     store = Store(home=home)
     try:
-        wait_for(lambda: get_run(store, rid).progress_done >= 10, 60, "progress")
+        wait_for(lambda: get_run(store, rid).progress[0] >= 10, 60, "progress")
         os.killpg(worker.pid, signal.SIGINT)  # what a terminal does: the whole foreground group gets it
         assert worker.wait(timeout=60) == 0
         rec = show(store, rid)
@@ -283,7 +283,7 @@ def test_a_locked_database_loses_no_metric_and_no_run(env, home, tmp_path):
     worker = start_worker(env, "--once")
     store = Store(home=home)
     try:
-        wait_for(lambda: get_run(store, rid).progress_done >= 10, 60, "progress")
+        wait_for(lambda: get_run(store, rid).progress[0] >= 10, 60, "progress")
         holder = subprocess.Popen(
             [
                 sys.executable,
@@ -335,7 +335,7 @@ def test_a_full_disk_interrupts_the_run_resumably(small_fs, tmp_path):
     worker = start_worker(env)
     store = Store(home=home)
     try:
-        wait_for(lambda: get_run(store, rid).progress_done >= 45, 60, "progress past two checkpoints")
+        wait_for(lambda: get_run(store, rid).progress[0] >= 45, 60, "progress past two checkpoints")
         with open(small_fs / "filler", "wb") as f:  # fill every free byte
             try:
                 while True:
@@ -420,7 +420,7 @@ def test_a_store_that_turns_read_only_under_a_running_worker(ext4_image, tmp_pat
     worker = start_worker(env, new_session=True)
     store = Store(home=home)
     try:
-        wait_for(lambda: get_run(store, rid).progress_done >= 45, 60, "progress past two checkpoints")
+        wait_for(lambda: get_run(store, rid).progress[0] >= 45, 60, "progress past two checkpoints")
         store.dispose()
         Path(f"/sys/fs/ext4/{_device_of(mnt)}/trigger_fs_error").write_text("1")
         time.sleep(6)  # the run meets the read-only disk at its next checkpoint

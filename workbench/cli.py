@@ -154,7 +154,7 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from store.models import FINAL_STATES
-    from store.queries import get_run, latest_metrics, status_label
+    from store.queries import get_run, latest_metrics
 
     statuses: dict[int, str] = {}
     with Progress(
@@ -169,12 +169,11 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
         tasks = {r: bar.add_task(f"run {r}", total=None, info="queued") for r in run_ids}
         last_check = time.monotonic()
         while True:
-            now = store.now()
             losses = latest_metrics(store, run_ids, "loss")
             for r in run_ids:
                 run = get_run(store, r)
                 statuses[r] = run.status
-                info = f"[{STATUS_STYLE.get(run.status, 'white')}]{status_label(run, now)}[/]"
+                info = f"[{STATUS_STYLE.get(run.status, 'white')}]{run.label}[/]"
                 if r in losses and losses[r][1] is not None:
                     info += f"  loss {losses[r][1]:.4g} @ {losses[r][0]}"
                 if run.error:
@@ -183,8 +182,8 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
                     tasks[r],
                     description=f"run {r} {escape(run.name)}",
                     info=info,
-                    completed=run.progress_done,
-                    total=run.progress_total or None,
+                    completed=run.progress[0],
+                    total=run.progress[1] or None,
                 )
             if all(s in FINAL_STATES for s in statuses.values()):
                 return statuses

@@ -10,8 +10,8 @@ from typing import Any
 
 from textual.message import Message
 
-from store.models import Artifact, RunEvent, Worker
-from store.queries import RunRecord
+from store.queries import ArtifactRecord, EventRecord, RunRecord
+from store.queue import WorkerRecord
 
 
 class StoreUnreadable(Message):
@@ -38,9 +38,9 @@ class RunPolled(Message):
     def __init__(
         self,
         record: dict[str, Any],
-        images: list[Artifact],
+        images: list[ArtifactRecord],
         tables: dict[str, list[dict]],
-        new_events: list[RunEvent],
+        new_events: list[EventRecord],
         curves_changed: bool,
     ):
         self.record, self.images, self.tables = record, images, tables
@@ -60,7 +60,10 @@ class RunsCompared(Message):
     """The records (`show`) of the runs compared, their images, and whether new metric points arrived."""
 
     def __init__(
-        self, records: dict[int, dict[str, Any]], images: dict[int, list[Artifact]], curves_changed: bool
+        self,
+        records: dict[int, dict[str, Any]],
+        images: dict[int, list[ArtifactRecord]],
+        curves_changed: bool,
     ):
         self.records, self.images, self.curves_changed = records, images, curves_changed
         super().__init__()
@@ -69,7 +72,7 @@ class RunsCompared(Message):
 class QueuePolled(Message):
     """Live workers and the queued and running runs."""
 
-    def __init__(self, workers: list[Worker], runs: list[RunRecord], now: float):
+    def __init__(self, workers: list[WorkerRecord], runs: list[RunRecord], now: float):
         self.workers, self.runs, self.now = workers, runs, now
         super().__init__()
 
