@@ -611,3 +611,22 @@ async def test_a_key_tells_the_collector_that_someone_is_typing(filled):
         app.collector.last_input = 0.0
         await pilot.press("down")
         assert app.collector.last_input > 0.0
+
+
+async def test_the_readme_screens_render_as_text(filled):
+    """docs/screens.py (the README's screens as text) leans on Textual's compositor: it must keep giving
+    the screen's words, not an empty or styled dump."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("screens_doc", ROOT / "docs" / "screens.py")
+    screens_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screens_doc)
+    store, _ = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 12)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
+        text = screens_doc.as_text(app)
+    lines = text.splitlines()
+    assert len(lines) == 12 and "demo seed=3" in text and "\x1b" not in text, text
