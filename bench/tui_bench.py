@@ -9,8 +9,8 @@ of issue 10:
   the app as the terminal's driver posts a key, until the table and its count show the new match; goal
   <= 150 ms, the 50 ms debounce included;
 - curve: 100 new points logged to the 100 000-point run, then the run detail's poll (incremental read
-  and downsampling) and the redraw of its curve, plotext's build of the picture included; goal: the
-  maximum <= 150 ms;
+  and downsampling) until the next frame has drawn the curve, plotext's build of the picture included
+  (once, as the app builds it); goal: the maximum <= 150 ms;
 - idle: the TUI's CPU time over wall time while nothing changes, at the app's own poll interval, on the
   runs list and on the big run's curves; goal <= 2 % of a core.
 
@@ -162,6 +162,14 @@ async def filter_and_curve(store, big_run: int, n_runs: int, reps: int, idle: fl
         detail.query_one("#tabs").active = "tab-curves"
         await pilot.pause(0.5)
         plot = detail.query_one(CurvePlot)
+        drawn = [0]  # pictures plotext built: the frame that draws the curve builds one
+        build = plot.render
+
+        def counted_build():
+            drawn[0] += 1
+            return build()
+
+        plot.render = counted_build
         queue.set_priority(store, big_run, 1)  # so that the claim takes it: its context is its only writer
         attempt = queue.claim(store, "bench", "cpu").attempt
         ctx = RunContext(store, big_run, attempt=attempt)
@@ -172,11 +180,14 @@ async def filter_and_curve(store, big_run: int, n_runs: int, reps: int, idle: fl
                 ctx.log(step, loss=0.001)
                 step += 1
             ctx.flush()
+            before = drawn[0]
             t = time.perf_counter()
             assert detail.metrics.poll()  # what the poll worker does off the UI thread ...
             detail.query_one(CurvesView).refresh_curves()  # ... what the UI thread does with it ...
-            plot.render()  # ... and the picture the next frame shows
-            await pilot.pause(0)
+            while drawn[0] == before:  # ... and the next frame, which builds the picture and draws it
+                if time.perf_counter() - t > 5:
+                    raise TimeoutError("the curve was never redrawn")
+                await asyncio.sleep(0.001)
             times.append(time.perf_counter() - t)
         report("curve: +100 points to 100 000, redrawn", times, "max <= 150 ms")
         queue.finish(store, big_run, "bench", "succeeded", attempt=attempt)

@@ -82,6 +82,7 @@ class RunsScreen(LiveScreen):
     def __init__(self):
         super().__init__()
         self.rows: dict[int, RunRecord] = {}
+        self.searched: dict[int, str] = {}  # id -> the lower-cased text the filter's words search
         self.marked: set[int] = set()
         self.sort_column = "id"
         self.sort_reverse = True  # newest first
@@ -117,8 +118,10 @@ class RunsScreen(LiveScreen):
     def on_runs_polled(self, message: RunsPolled) -> None:
         for r in message.changed:
             self.rows[r.id] = r
+            self.searched[r.id] = f"{r.id} {r.experiment} {r.name} {r.kind}".lower()
         for rid in message.gone:
             self.rows.pop(rid, None)
+            self.searched.pop(rid, None)
             self.marked.discard(rid)
         self.all_read = message.complete
         self.render_table()
@@ -134,7 +137,7 @@ class RunsScreen(LiveScreen):
             if (not fields.get("status") or r.status == fields["status"])
             and (not fields.get("kind") or r.kind == fields["kind"])
             and (not exp or exp in r.experiment.lower())
-            and (not words or words in f"{r.id} {r.experiment} {r.name} {r.kind}".lower())
+            and (not words or words in self.searched[r.id])
         ]
         now = time.time()
         key = {
