@@ -630,3 +630,24 @@ async def test_the_readme_screens_render_as_text(filled):
         text = screens_doc.as_text(app)
     lines = text.splitlines()
     assert len(lines) == 12 and "demo seed=3" in text and "\x1b" not in text, text
+
+
+async def test_a_lone_filter_key_applies_at_once_and_a_burst_renders_once(filled):
+    """The first key after a pause must not wait for the debounce (it was 50 ms of every keystroke's
+    latency); the keys of a burst must not each redraw the table (a paste would redraw it per key)."""
+    from textual.widgets import Input
+
+    store, _ = filled
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.query_one("#runs-table").row_count == 3)
+        screen._polling.pause()  # a running run's poll redraws the table too: only keys count here
+        rendered = []
+        screen.render_table = lambda: rendered.append(screen.filter_text)
+        field = screen.query_one("#filter", Input)
+        for text in ("d", "de", "dem", "demo"):  # back to back: a burst
+            screen.filter_changed(Input.Changed(field, text))
+        assert rendered == ["d"]  # the first at once ...
+        await pilot.pause(0.3)
+        assert rendered == ["d", "demo"]  # ... the rest once, when the typing paused

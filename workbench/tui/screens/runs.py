@@ -25,7 +25,9 @@ SORTABLE = COLUMNS[1:]
 # Rows added at a time: a DataTable measures every cell it is given, so a filter keystroke costs in
 # proportion. The next page follows when the cursor comes near the end, or with `m`.
 PAGE = 60
-FILTER_DELAY = 0.05  # seconds of quiet typing before the filter applies: a fast typist waits for one render
+# The first key after a pause applies at once; keys that follow within FILTER_DELAY seconds wait until the
+# typing pauses that long, so a fast typist (or a paste) costs one render, not one a key.
+FILTER_DELAY = 0.05
 
 
 def parse_filter(text: str) -> tuple[dict[str, str], str]:
@@ -91,6 +93,7 @@ class RunsScreen(LiveScreen):
         self.filter_text = ""
         self.feed: RunsFeed | None = None
         self._filter_timer = None
+        self._last_filter_key = 0.0
         self.more_to_show = False
         self.all_read = False
 
@@ -244,7 +247,13 @@ class RunsScreen(LiveScreen):
         self.row_limit = PAGE  # a new filter starts at the top, one page
         if self._filter_timer is not None:
             self._filter_timer.stop()
-        self._filter_timer = self.set_timer(FILTER_DELAY, self.render_table)
+            self._filter_timer = None
+        now = time.monotonic()
+        if now - self._last_filter_key >= FILTER_DELAY:
+            self.render_table()
+        else:
+            self._filter_timer = self.set_timer(FILTER_DELAY, self.render_table)
+        self._last_filter_key = now
 
     @on(Input.Submitted, "#filter")
     def filter_done(self) -> None:
