@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 
 from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
 
@@ -61,6 +63,28 @@ def test_each_kind_names_headline_keys_its_summary_has():
     assert declared["images"] == ("classifier_fid",) and declared["sampling"] == ("reference_classifier_fid",)
     assert declared["ddpm"][0] == "energy_distance_ratio" and declared["sleep"] == ()
     assert headline_keys("no_such_kind") == ()
+
+
+def test_headline_keys_are_read_without_importing_the_kind(tmp_path):
+    """The runs list asks for them before its first page shows: importing a kind (pydantic, its Spec)
+    there cost ~0.1 s of the TUI's start. A HEADLINE that is not a literal still works, by import."""
+    (tmp_path / "literal.py").write_text('import sys\nHEADLINE = ("acc", "loss")\n')
+    (tmp_path / "computed.py").write_text('HEADLINE = tuple(["acc"] + ["f1"])\n')
+    code = (
+        "import sys; from jobs.kinds import headline_keys as h; "
+        "print(h('ddpm'), h('literal'), 'jobs.kinds.ddpm' in sys.modules, 'jobs.kinds.literal' in sys.modules, "
+        "'pydantic' in sys.modules, h('computed'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "WORKBENCH_KINDS_PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    expected = "('energy_distance_ratio', 'energy_distance') ('acc', 'loss') False False False ('acc', 'f1')"
+    assert out.stdout.strip() == expected
 
 
 def test_headline_prefers_the_kind_keys_then_the_first_number():
