@@ -100,10 +100,13 @@ def usable(screen, table) -> bool:
 
 
 async def warm_open(store, reps: int) -> list[float]:
+    import gc
+
     from workbench.tui.app import WorkbenchApp
 
     times = []
     for _ in range(reps):
+        gc.collect()  # untimed: a fresh process does not carry the last app's garbage either
         t = time.perf_counter()
         app = WorkbenchApp(store, image_mode="halfcell", auto_worker=False)
         async with app.run_test(size=(160, 48)) as pilot:
