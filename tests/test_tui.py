@@ -643,6 +643,8 @@ async def test_a_lone_filter_key_applies_at_once_and_a_burst_renders_once(filled
         screen = app.screen
         await wait_until(pilot, lambda: screen.query_one("#runs-table").row_count == 3)
         screen._polling.pause()  # a running run's poll redraws the table too: only keys count here
+        await wait_until(pilot, lambda: screen._reading is None or screen._reading.is_finished)
+        await pilot.pause(0.2)  # a read already under way lands first
         rendered = []
         screen.render_table = lambda: rendered.append(screen.filter_text)
         field = screen.query_one("#filter", Input)
