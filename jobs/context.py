@@ -121,8 +121,8 @@ class RunContext:
         self.store = store
         self.run_id = run_id
         self.device = device
-        self.spec: dict[str, Any]
-        self.spec, current = run_spec_and_attempt(store, run_id)
+        spec, current = run_spec_and_attempt(store, run_id)
+        self.spec: dict[str, Any] = spec
         self.attempt = attempt if attempt is not None else max(current, 1)
         self._writer = RunWriter(store, run_id, self.attempt)
         self.dir = run_dir(store.home, run_id)
@@ -385,26 +385,25 @@ class RunContext:
         Costs: one read transaction, plus the run's tables (rows are JSON; a few ms for typical runs).
         Writes nothing: safe to call again after a crash and resume.
         """
-        from store.queries import UnknownRun, artifacts, get_run, tables
+        from store.queries import UnknownRun, show
 
         try:
-            run = get_run(self.store, run_id)
+            run = show(self.store, run_id)  # its record, spec, summary, tables and artifacts, in one go
         except UnknownRun:
             raise UnusableRun(f"run {run_id}: no such run") from None
         wanted = tuple(kinds) if kinds is not None else None
-        if run.status != "succeeded" or (wanted and run.kind not in wanted):
+        if run["status"] != "succeeded" or (wanted and run["kind"] not in wanted):
             need = f"a succeeded {' or '.join(wanted)} run" if wanted else "a succeeded run"
             raise UnusableRun(
-                f"run {run_id} ({run.name}) is a {run.status} {run.kind} run; it must be {need}"
+                f"run {run_id} ({run['name']}) is a {run['status']} {run['kind']} run; it must be {need}"
             )
         files = {
-            a.name: self.store.home / a.path
-            for a in artifacts(self.store, run_id)  # newest last
-            if a.kind in ("file", "image")
+            a["name"]: self.store.home / a["path"]
+            for a in run["artifacts"]  # newest last
+            if a["kind"] in ("file", "image")
         }
-        spec, _ = run_spec_and_attempt(self.store, run_id)
         return FinishedRun(
-            run.id, run.kind, run.name, spec or {}, run.summary, tables(self.store, run_id), files
+            run["id"], run["kind"], run["name"], run["spec"] or {}, run["summary"], run["tables"], files
         )
 
     # --- control ---------------------------------------------------------------------------------

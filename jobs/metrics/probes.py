@@ -82,9 +82,8 @@ def probe(
     accuracies = []
     for r, idx in enumerate(subsets):
         model = make_head(head, seed + r)
-        with (
-            warnings.catch_warnings()
-        ):  # a few-shot MLP rarely converges in max_iter; its score says how it did
+        # A few-shot MLP rarely converges in max_iter; its test accuracy says how it did.
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(train_x[idx], train_y[idx])
         accuracies.append(float((model.predict(test_x) == test_y).mean()))
