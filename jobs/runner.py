@@ -161,6 +161,11 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
     torch.set_num_threads(threads)
+    # numpy's BLAS and scikit-learn's OpenMP keep their own pools, one thread per core: left alone, a
+    # probe's small matrix products beside another run were 10x slower than on one thread.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
     send_lock = threading.Lock()
 
     def send(message: tuple) -> None:

@@ -1,0 +1,229 @@
+"""The feature_sweep kind: few-shot probes on diffusion features against pixels and a VAE."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+from pydantic import ValidationError
+from sklearn.datasets import load_digits
+
+from jobs.context import RunContext
+from jobs.diffusion import image_model
+from jobs.kinds import feature_sweep
+from jobs.spec import resolve
+from store import queries, queue
+from tests.conftest import subprocess_env, wb_command, write_spec
+from tests.test_ddpm_kind import run_spec
+
+TINY_MODEL = (
+    "{kind: images, timesteps: 50, data: {name: digits, n_train: 400}, "
+    "model: {channels: [16, 32], attention: [false, false], conditional: false}, "
+    "train: {steps: 20, batch_size: 32, checkpoint_every: 20, warmup_steps: 2}}"
+)
+SWEEP = """timesteps: [2, 20]
+blocks: [down1, mid+up0]
+ks: [1, 3]
+repeats: 2
+vae: {channels: [8, 16], steps: 20, batch_size: 32}
+"""
+PROBE_COLUMNS = {
+    "source",
+    "t",
+    "block",
+    "pooling",
+    "head",
+    "k",
+    "accuracy_mean",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "repeats",
+}
+
+
+def test_a_sweep_on_a_model_it_trains_reports_probes_baselines_and_pictures(home, tmp_path):
+    """The whole kind through the CLI and the worker, with the model trained in the run (train:)."""
+    (trained,) = run_spec(home, write_spec(tmp_path, f"kind: feature_sweep\ntrain: {TINY_MODEL}\n{SWEEP}"))
+    assert trained["status"] == "succeeded", trained["error"]
+    rows = trained["tables"]["probes"]
+    # 2 timesteps x 2 block entries + pixels + vae, x 2 heads x 2 ks
+    assert len(rows) == (2 * 2 + 2) * 2 * 2 and PROBE_COLUMNS <= set(rows[0])
+    assert {(r["source"], r["t"], r["block"]) for r in rows} == {
+        ("diffusion", 2, "down1"),
+        ("diffusion", 2, "mid+up0"),
+        ("diffusion", 20, "down1"),
+        ("diffusion", 20, "mid+up0"),
+        ("pixels", None, None),
+        ("vae", None, None),
+    }
+    mid_up0 = next(r for r in rows if r["block"] == "mid+up0")
+    assert mid_up0["features"] == 32 + 32  # the two blocks' channels side by side
+    assert all(
+        r["repeats"] == 2 and r["accuracy_ci_low"] <= r["accuracy_mean"] <= r["accuracy_ci_high"]
+        for r in rows
+    )
+    s = trained["summary"]
+    assert list(s["best"]) == ["1", "3"] and {
+        "source",
+        "t",
+        "block",
+        "head",
+        "accuracy_mean",
+        "accuracy_ci",
+    } <= set(s["best"]["3"])
+    assert s["headline_k"] == 3 and s["diffusion_accuracy_n"] == 2
+    comparisons = trained["tables"]["comparisons"]
+    assert {(c["k"], c["head"], c["versus"]) for c in comparisons} == {
+        (k, h, b) for k in (1, 3) for h in ("linear", "mlp") for b in ("pixels", "vae")
+    }
+    names = {a["name"] for a in trained["artifacts"]}
+    assert {"accuracy_vs_t", "accuracy_vs_k", "vae_reconstructions", image_model.MODEL_FILE} <= names
+    # The cost bar: one forward pass per timestep over the images probed (k-shot subsets and test split).
+    assert s["feature_forward_passes"] == 2 * s["feature_images"] and s["feature_passes_cached"] == 0
+    assert s["feature_images"] < 400 + 297  # only the training images some subset uses
+
+
+def digits_npz(path, labels_seed: int | None = None):
+    """scikit-learn's digits as an .npz; labels_seed: the same images with their labels shuffled."""
+    d = load_digits()
+    x = (d.images * 255 / 16).astype(np.uint8)
+    y = d.target.copy()
+    if labels_seed is not None:
+        y = np.random.default_rng(labels_seed).permutation(y)
+    np.savez(path, x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
+    return path
+
+
+def finished_images_run(store) -> int:
+    spec = resolve(image_model.ImageModelSpec, {"kind": "images", **_tiny()})
+    _, (rid,) = queue.submit(
+        store,
+        name="m",
+        kind="images",
+        spec_text="",
+        sweep={},
+        runs=[queue.NewRun("m", spec.model_dump(mode="json"))],
+    )
+    queue.claim(store, "w", "cpu")
+    image_model.train_model(RunContext(store, rid), spec, image_model.load_data(spec))
+    queue.finish(store, rid, "w", "succeeded")
+    return rid
+
+
+def _tiny() -> dict:
+    return {k: v for k, v in yaml.safe_load(TINY_MODEL).items() if k != "kind"}
+
+
+def sweep_run(store, model_run: int, npz=None) -> dict:
+    spec = resolve(
+        feature_sweep.Spec,
+        {
+            "kind": "feature_sweep",
+            "model_run": model_run,
+            **({"data": {"name": "mnist", "path": str(npz)}} if npz else {}),
+            **yaml.safe_load(SWEEP),
+        },
+    )
+    _, (rid,) = queue.submit(
+        store,
+        name="f",
+        kind="feature_sweep",
+        spec_text="",
+        sweep={},
+        runs=[queue.NewRun("f", spec.model_dump(mode="json"))],
+    )
+    queue.claim(store, "w", "cpu")
+    ctx = RunContext(store, rid)
+    feature_sweep.run(ctx, spec)
+    ctx.close()
+    queue.finish(store, rid, "w", "succeeded")
+    return {
+        **queries.show(store, rid),
+        "events": [e.message for e in queries.events(store, rid)],
+        "vae_curve": queries.metric_series(store, rid, "vae/loss"),
+    }
+
+
+def cached_features(folder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for f in sorted(folder.rglob("*.npz")):
+        with np.load(f) as z:
+            out[f.name] = z["ids"], z["features"]
+    return out
+
+
+def test_a_finished_run_swept_again_takes_every_feature_and_the_vae_from_the_cache(store):
+    model_run = finished_images_run(store)
+    first, second = sweep_run(store, model_run), sweep_run(store, model_run)
+    assert first["status"] == second["status"] == "succeeded"
+    assert first["summary"]["feature_forward_passes"] == 2 * first["summary"]["feature_images"]
+    assert second["summary"]["feature_forward_passes"] == 0  # every feature came from the cache
+    assert second["summary"]["feature_passes_cached"] == 2 * second["summary"]["feature_images"]
+    assert second["tables"]["probes"] == first["tables"]["probes"]
+    assert len(list((store.home / "cache" / "vae").glob("*.safetensors"))) == 1  # the VAE too
+    (vae,) = [e for e in second["events"] if e.startswith("VAE")]
+    assert "from the cache" in vae and second["vae_curve"] == first["vae_curve"] != []  # its curves too
+
+
+def test_features_are_the_same_whatever_labels_the_dataset_holds(store, tmp_path):
+    """Label blindness: the same images under their true labels and under shuffled ones give identical
+    features (computed afresh both times, not read from the cache); only the probes see labels."""
+    model_run = finished_images_run(store)
+    cache = store.home / "cache" / "features"
+    true = sweep_run(store, model_run, digits_npz(tmp_path / "true.npz"))
+    shutil.move(cache, tmp_path / "first")
+    shuffled = sweep_run(store, model_run, digits_npz(tmp_path / "shuffled.npz", labels_seed=7))
+    assert shuffled["summary"]["feature_passes_cached"] == 0  # computed again, with the other labels
+
+    a, b = cached_features(tmp_path / "first"), cached_features(cache)
+    assert a.keys() == b.keys() and len(a) == 2 * 3  # 2 timesteps x the 3 blocks down1, mid, up0
+    test_ids = feature_sweep.TEST_IDS + np.arange(397)
+    for name in a:
+        (ids_a, fa), (ids_b, fb) = a[name], b[name]
+        common = np.intersect1d(ids_a, ids_b)
+        assert np.isin(test_ids, common).all()  # every test image, and the training images both used
+        np.testing.assert_array_equal(fa[np.isin(ids_a, common)], fb[np.isin(ids_b, common)])
+    # the labels did reach the probes: shuffled labels leave them at chance
+    acc = {
+        r["k"]: r["accuracy_mean"]
+        for r in shuffled["tables"]["probes"]
+        if r["source"] == "pixels" and r["head"] == "linear"
+    }
+    true_acc = {
+        r["k"]: r["accuracy_mean"]
+        for r in true["tables"]["probes"]
+        if r["source"] == "pixels" and r["head"] == "linear"
+    }
+    assert true_acc[3] > 0.6 and acc[3] < 0.25
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"blocks": ["mid", "side2"]}, "name blocks down<i>, mid or up<i>"),
+        ({"blocks": ["down5"]}, "the model has 2 levels"),
+        ({"timesteps": [10, 60]}, "t = 0 to 49"),
+        ({"timesteps": [20, 10]}, "increasing"),
+        ({"ks": ["all", 5]}, "put all last"),
+        ({"ks": [5, 5]}, "distinct increasing"),
+        ({"pooling": "max"}, "avg or grid<k>"),
+        ({"vae": {"channels": [12, 16]}}, "multiples of norm_groups"),
+    ],
+)
+def test_a_sweep_the_model_cannot_serve_is_refused_by_field(fields, message):
+    with pytest.raises(ValidationError, match=message):
+        resolve(
+            feature_sweep.Spec,
+            {"kind": "feature_sweep", "train": yaml.safe_load(TINY_MODEL), **yaml.safe_load(SWEEP), **fields},
+        )
+
+
+def test_a_bad_sweep_exits_2_naming_the_field(home, tmp_path):
+    spec = write_spec(tmp_path, "kind: feature_sweep\npreset: smoke\nblocks: [mid, up9]\n")
+    done = subprocess.run(
+        wb_command("submit", spec, "--no-worker"), env=subprocess_env(home), capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "up9" in done.stderr and "blocks" in done.stderr
