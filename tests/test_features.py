@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from jobs.diffusion.denoisers import UNetDenoiser
-from jobs.diffusion.features import block_names, extract
+from jobs.diffusion.features import FeatureCache, block_names, cached_extract, extract
 from jobs.diffusion.schedules import make_schedule
 
 
@@ -79,3 +79,35 @@ def test_grid_pooling_and_noise_draws(unet, images):
         extract(unet, schedule, images, [20], ["down7"])
     with pytest.raises(ValueError, match="grid<k>"):
         extract(unet, schedule, images, [20], ["mid"], pooling="max")
+
+
+def test_the_cache_runs_only_the_images_it_lacks_and_recomputes_a_torn_file(unet, images, tmp_path):
+    """Features of an image are the same whichever images share its call, so a cache can grow: a second
+    call runs only the new images, a new block reruns them all, an unreadable file is computed again."""
+    schedule = make_schedule("linear", 100, clip_sample=True)
+    ran = []  # images through the UNet, per call
+    handle = unet.unet.register_forward_hook(lambda _m, args, _out: ran.append(len(args[0])))
+
+    def sweep(ids, blocks, timesteps=(5, 50)):
+        ran.clear()
+        feats, passes = cached_extract(
+            cache, unet, schedule, images[ids], ids, list(timesteps), blocks, batch_size=4
+        )
+        assert passes == sum(ran)
+        return feats, sum(ran)
+
+    cache = FeatureCache(tmp_path, model="m", images="i")
+    try:
+        assert sweep(np.arange(6), ["mid", "up0"])[1] == 6 * 2
+        feats, n = sweep(np.arange(10), ["mid"])
+        assert n == 4 * 2  # images 6-9 only
+        assert sweep(np.arange(10), ["mid"])[1] == 0
+        assert sweep(np.arange(10), ["down0"], [5])[1] == 10  # a block nobody asked for yet
+        (cache.dir / "t5-mid.npz").write_bytes(b"torn")
+        assert sweep(np.arange(10), ["mid"])[1] == 10  # t=5 again, t=50 from the file
+    finally:
+        handle.remove()
+    fresh = extract(unet, schedule, images, [5, 50], ["mid"], ids=np.arange(10))
+    for key in fresh:
+        np.testing.assert_allclose(feats[key], fresh[key], rtol=1e-5, atol=1e-6)
+    assert len(list(cache.dir.glob("*.tmp"))) == 0
