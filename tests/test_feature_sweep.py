@@ -18,6 +18,7 @@ from jobs.spec import resolve
 from store import queries, queue
 from tests.conftest import subprocess_env, wb_command, write_spec
 from tests.test_ddpm_kind import run_spec
+from tests.test_images import new_run
 
 TINY_MODEL = (
     "{kind: images, timesteps: 50, data: {name: digits, n_train: 400}, "
@@ -99,15 +100,7 @@ def digits_npz(path, labels_seed: int | None = None):
 
 def finished_images_run(store) -> int:
     spec = resolve(image_model.ImageModelSpec, {"kind": "images", **_tiny()})
-    _, (rid,) = queue.submit(
-        store,
-        name="m",
-        kind="images",
-        spec_text="",
-        sweep={},
-        runs=[queue.NewRun("m", spec.model_dump(mode="json"))],
-    )
-    queue.claim(store, "w", "cpu")
+    rid = new_run(store, spec)
     image_model.train_model(RunContext(store, rid), spec, image_model.load_data(spec))
     queue.finish(store, rid, "w", "succeeded")
     return rid
@@ -127,15 +120,7 @@ def sweep_run(store, model_run: int, npz=None) -> dict:
             **yaml.safe_load(SWEEP),
         },
     )
-    _, (rid,) = queue.submit(
-        store,
-        name="f",
-        kind="feature_sweep",
-        spec_text="",
-        sweep={},
-        runs=[queue.NewRun("f", spec.model_dump(mode="json"))],
-    )
-    queue.claim(store, "w", "cpu")
+    rid = new_run(store, spec)
     ctx = RunContext(store, rid)
     feature_sweep.run(ctx, spec)
     ctx.close()
