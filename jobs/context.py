@@ -177,10 +177,14 @@ class RunContext:
     def progress(self, done: int, total: int) -> None:
         """`done` of `total` units (steps, configurations) finished: the run's progress bar.
 
-        Cost: none until the next flush (with the scalars). After a crash: the last flushed value stays.
+        Cost: a clock read; written with the scalars, at most once a second (a kind that logs no scalars,
+            such as a sweep that only reports progress, still shows it moving). After a crash: the last
+            flushed value stays.
         """
         self._progress = (int(done), int(total))
         self.alive(done)
+        if time.time() - self._last_flush >= FLUSH_INTERVAL:
+            self.flush(raise_fault=False)
 
     def flush(self, raise_fault: bool = True) -> None:
         """Write the buffered scalars and progress now (kinds rarely need to; `checkpoint` and the

@@ -27,6 +27,16 @@ def test_log_is_buffered_until_flush(store):
     assert [s for s, _ in metric_series(store, ctx.run_id, "loss")] == [0, 1, 2, 3, 4]
 
 
+def test_progress_alone_reaches_the_store_once_a_second(store):
+    """A kind that logs no scalars (a sweep) still shows its progress: progress flushes when one is due."""
+    ctx = _ctx(store)
+    ctx.progress(1, 10)
+    assert show(store, ctx.run_id)["progress"] == [0, 0]  # under a second: buffered
+    ctx._last_flush -= 2  # a second and more since the last write
+    ctx.progress(2, 10)
+    assert show(store, ctx.run_id)["progress"] == [2, 10]
+
+
 def test_newest_value_of_a_relogged_step_wins(store):
     ctx = _ctx(store)
     ctx.log(1, loss=5.0)
