@@ -98,8 +98,10 @@ def digits_npz(path, labels_seed: int | None = None):
     return path
 
 
-def finished_images_run(store) -> int:
-    spec = resolve(image_model.ImageModelSpec, {"kind": "images", **_tiny()})
+def finished_images_run(store, conditional: bool = False) -> int:
+    tiny = _tiny()
+    tiny["model"]["conditional"] = conditional
+    spec = resolve(image_model.ImageModelSpec, {"kind": "images", **tiny})
     rid = new_run(store, spec)
     image_model.train_model(RunContext(store, rid), spec, image_model.load_data(spec))
     queue.finish(store, rid, "w", "succeeded")
@@ -156,7 +158,7 @@ def test_a_finished_run_swept_again_takes_every_feature_and_the_vae_from_the_cac
 def test_features_are_the_same_whatever_labels_the_dataset_holds(store, tmp_path):
     """Label blindness: the same images under their true labels and under shuffled ones give identical
     features (computed afresh both times, not read from the cache); only the probes see labels."""
-    model_run = finished_images_run(store)
+    model_run = finished_images_run(store, conditional=True)  # trained with labels, probed at its null class
     cache = store.home / "cache" / "features"
     true = sweep_run(store, model_run, digits_npz(tmp_path / "true.npz"))
     shutil.move(cache, tmp_path / "first")
