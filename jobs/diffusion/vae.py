@@ -86,6 +86,7 @@ def train_or_load(
 
     path = cache_path(home, images_fingerprint, cfg)
     meta_path = path.with_suffix(".json")
+    torch.manual_seed(cfg.seed)  # the initial weights, when it is trained
     model = build(cfg, tuple(x_train.shape[1:]))
     if path.exists() and meta_path.exists():
         model.load_state_dict(load_file(path))
@@ -94,8 +95,7 @@ def train_or_load(
             on_step(int(point["step"]), {k: v for k, v in point.items() if k != "step"})
         return TrainedVAE(model.to(device).eval(), meta["history"], meta["reconstruction_mse"], True)
 
-    torch.manual_seed(cfg.seed)
-    model = build(cfg, tuple(x_train.shape[1:])).to(device).train()
+    model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     warmup = max(1, cfg.steps // 20)  # 5 % linear warm-up, then cosine decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(

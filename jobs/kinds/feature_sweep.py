@@ -215,6 +215,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     import torch
 
     atoms = list(dict.fromkeys(b for entry in spec.blocks for b in entry.split("+")))
+    fingerprint = images_fingerprint(data)  # hashes every image once: the feature and VAE caches' key
     weights = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         weights.update(name.encode())
@@ -222,7 +223,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     cache = FeatureCache(
         ctx.store.home / "cache" / "features",
         model=weights.hexdigest()[:20],
-        images=images_fingerprint(data),
+        images=fingerprint,
         pooling=spec.pooling,
         seed=spec.seed,
         draws=spec.draws,
@@ -266,10 +267,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
     if "pixels" in spec.baselines:
         sources[("pixels", None, "")] = images.reshape(len(images), -1)
     if "vae" in spec.baselines:
-        sources[("vae", None, "")] = vae_features(ctx, spec, data, images)
+        sources[("vae", None, "")] = vae_features(ctx, spec, data, fingerprint, images)
 
     # --- probes: every source on the same subsets ---------------------------------------------------
-    position = {int(i): p for p, i in enumerate(used)}
     rows, per_repeat = [], {}
     for (kind, t, entry), x in sources.items():
         train_x, test_x = x[:n_train], x[n_train:]
@@ -277,7 +277,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             for k, label in zip(ks, spec.ks, strict=True):
                 if ctx.should_stop():
                     raise RunCancelled
-                local = [np.array([position[int(i)] for i in idx]) for idx in subsets[k]]
+                local = [np.searchsorted(used, idx) for idx in subsets[k]]  # rows of x[:n_train]
                 result = probe(train_x, y_train[used], test_x, y_test, local, head, k, seed=spec.seed)
                 acc = result.accuracy
                 per_repeat[(kind, t, entry, head, label)] = result.accuracies
@@ -313,7 +313,7 @@ def images_fingerprint(data) -> str:
     return h.hexdigest()[:20]
 
 
-def vae_features(ctx: RunContext, spec: Spec, data, images: np.ndarray) -> np.ndarray:
+def vae_features(ctx: RunContext, spec: Spec, data, fingerprint: str, images: np.ndarray) -> np.ndarray:
     """Train (or reuse) the VAE on the unlabelled training images; its posterior means of `images`."""
     import torch
 
@@ -338,7 +338,7 @@ def vae_features(ctx: RunContext, spec: Spec, data, images: np.ndarray) -> np.nd
         )
     trained = vae.train_or_load(
         ctx.store.home,
-        images_fingerprint(data),
+        fingerprint,
         data.x_train,
         data.x_test,
         cfg,
