@@ -39,6 +39,7 @@ __all__ = [  # LostOwnership, StoreFault and is_store_fault live in the store; k
     "LostOwnership",
     "RunCancelled",
     "RunContext",
+    "RunPart",
     "StoreFault",
     "UnusableRun",
     "alive",
@@ -433,6 +434,60 @@ class RunContext:
     def close(self) -> None:
         """Write what is buffered (the run's last metrics); raises StoreFault if the store cannot take them."""
         self.flush()
+
+    def part(self, name: str, index: int, parts: int) -> RunPart:
+        """A view of this context for one of `parts` trainings a run does in turn (a model per data
+        subset, say), to hand to a loop written for a whole run such as jobs.diffusion.train.
+
+        Args:
+            name: the part's name: its curves, images, files and events carry it ("gen/n10-s0/loss").
+            index: which part this is (0-based): its progress fills that share of the run's bar.
+            parts: how many parts the run's progress bar counts.
+        Its checkpoint is the run's (one at a time): `restore` gives a part only a checkpoint it wrote
+        itself, so a run resumed in part 3 resumes part 3 and starts part 4 afresh. Parts that finished
+        keep their results outside the checkpoint (the kind's cache), which is what makes this enough.
+        """
+        return RunPart(self, name, index, parts)
+
+
+class RunPart:
+    """One training among several in a run (see RunContext.part): the RunContext methods a training loop
+    uses, with names under `name/` and the checkpoint tagged with the part."""
+
+    PROGRESS_SCALE = 1000  # the run's bar counts parts in thousandths, so a part's steps show
+
+    def __init__(self, ctx: RunContext, name: str, index: int, parts: int):
+        self.ctx, self.name, self.index, self.parts = ctx, name, index, parts
+        self.store, self.run_id, self.device = ctx.store, ctx.run_id, ctx.device
+
+    def log(self, step: int, **scalars: float) -> None:
+        self.ctx.log(step, **{f"{self.name}/{k}": v for k, v in scalars.items()})
+
+    def progress(self, done: int, total: int) -> None:
+        scale = self.PROGRESS_SCALE
+        self.ctx.progress(self.index * scale + done * scale // max(total, 1), self.parts * scale)
+
+    def event(self, message: str, level: str = "info") -> None:
+        self.ctx.event(f"{self.name}: {message}", level)
+
+    def image(self, name: str, step: int | None, image: Any, **meta: Any) -> Path:
+        return self.ctx.image(f"{self.name}/{name}", step, image, **meta)
+
+    def file(self, name: str, data: bytes, **meta: Any) -> Path:
+        return self.ctx.file(f"{self.name}/{name}", data, **meta)
+
+    def checkpoint(self, state: dict[str, Any], step: int) -> None:
+        self.ctx.checkpoint({"part": self.name, "state": state}, step)
+
+    def restore(self) -> dict[str, Any] | None:
+        state = self.ctx.restore()
+        return state["state"] if isinstance(state, dict) and state.get("part") == self.name else None
+
+    def should_stop(self) -> bool:
+        return self.ctx.should_stop()
+
+    def alive(self, step: int | None = None) -> None:
+        self.ctx.alive(step)
 
 
 def _finite_or_none(v: float) -> float | None:

@@ -19,7 +19,7 @@ import torch
 from platformdirs import user_cache_dir
 from torch.nn import functional as F
 
-from jobs.diffusion.config import ImageDatasetName
+from jobs.diffusion.config import CLASS_NAMES, ImageDatasetName
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -116,26 +116,8 @@ def _digits() -> ImageData:
         torch.from_numpy(y_tr).long(),
         _to_tensor(x_te, 16.0),
         torch.from_numpy(y_te).long(),
-        [str(i) for i in range(10)],
+        CLASS_NAMES["digits"],
     )
-
-
-CLASS_NAMES = {
-    "mnist": [str(i) for i in range(10)],
-    "fashion_mnist": [
-        "t-shirt",
-        "trouser",
-        "pullover",
-        "dress",
-        "coat",
-        "sandal",
-        "shirt",
-        "sneaker",
-        "bag",
-        "ankle boot",
-    ],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
 
 
 def _npz(name: str, path: Path) -> ImageData:

@@ -15,6 +15,25 @@ SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc",
 ImageDatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"]
 Toy2DName = Literal["swissroll", "moons", "gaussians"]
 
+# class names of the built-in datasets, by label (specs name classes by these before any data is loaded)
+CLASS_NAMES = {
+    "digits": [str(i) for i in range(10)],
+    "mnist": [str(i) for i in range(10)],
+    "fashion_mnist": [
+        "t-shirt",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle boot",
+    ],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

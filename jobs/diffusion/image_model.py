@@ -265,14 +265,19 @@ def source_model(ctx: RunContext, spec: WithImageModel) -> ImageModel:
         data = load_data(spec.train)
         model, schedule = train_model(ctx, spec.train, data)
         return ImageModel(spec.train, data, model, schedule, None)
+    return finished_model(ctx, spec.model_run, "model_run")
+
+
+def finished_model(ctx: RunContext, run_id: int, field: str) -> ImageModel:
+    """The model of a succeeded images run (UnusableRun, naming `field`, when it cannot serve)."""
     from jobs.context import UnusableRun
     from jobs.diffusion.schedules import make_schedule
 
     try:
-        run = ctx.finished_run(spec.model_run, kinds=IMAGE_KINDS)
+        run = ctx.finished_run(run_id, kinds=IMAGE_KINDS)
         weights = run.artifact(MODEL_FILE)
     except UnusableRun as e:
-        raise UnusableRun(f"model_run: {e}") from None
+        raise UnusableRun(f"{field}: {e}") from None
     src = ImageModelSpec.model_validate(run.spec)
     data = load_data(src)
     model = load_model(weights, src, data, ctx.device)
@@ -303,8 +308,12 @@ def load_data(spec: ImageModelSpec) -> ImageData:
     return load_images(d.name, d.path, d.image_size, d.n_train, d.test_fraction, spec.seed)
 
 
-def train_model(ctx: RunContext, spec: ImageModelSpec, data: ImageData) -> tuple[UNetDenoiser, object]:
-    """Train (or resume) the UNet; returns the EMA model and the schedule, and saves the EMA weights."""
+def train_model(
+    ctx: RunContext, spec: ImageModelSpec, data: ImageData, keep: bool = True
+) -> tuple[UNetDenoiser, object]:
+    """Train (or resume) the UNet; returns the EMA model and the schedule. keep: the model is the run's
+    (its forward-process strip, sample grids and EMA weights file go into the run); False for a model
+    that is a step of another kind's run (one generator among many): only its curves and events."""
     import torch
 
     from jobs.diffusion.schedules import make_schedule
@@ -320,7 +329,8 @@ def train_model(ctx: RunContext, spec: ImageModelSpec, data: ImageData) -> tuple
         f"{data.num_classes} classes; UNet {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
         f"parameters on {device}"
     )
-    ctx.image("forward_process", None, forward_process_strip(schedule, data))
+    if keep:
+        ctx.image("forward_process", None, forward_process_strip(schedule, data))
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
 
@@ -339,9 +349,17 @@ def train_model(ctx: RunContext, spec: ImageModelSpec, data: ImageData) -> tuple
     cfg = TrainConfig(**spec.train.model_dump(), sample_every=spec.sample.every or spec.train.steps)
     gen = torch.Generator(device).manual_seed(spec.seed)
     ema_model = train(
-        ctx, model, schedule, batches, cfg, gen, model.null_class if conditional else None, grids
+        ctx,
+        model,
+        schedule,
+        batches,
+        cfg,
+        gen,
+        model.null_class if conditional else None,
+        grids if keep else None,
     )
-    save_model(ctx, ema_model, spec)
+    if keep:
+        save_model(ctx, ema_model, spec)
     return ema_model, schedule
 
 

@@ -18,7 +18,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from torch import nn
 
-from jobs.context import RunCancelled, RunContext
+from jobs.context import RunCancelled, RunContext, RunPart
 from jobs.diffusion.guidance import drop_labels
 from jobs.diffusion.schedules import q_sample
 
@@ -72,7 +72,7 @@ def diffusion_loss(
 
 
 def train(
-    ctx: RunContext,
+    ctx: RunContext | RunPart,
     model: nn.Module,
     schedule: DDPMScheduler,
     batches: BatchFn,

@@ -1,0 +1,124 @@
+"""Image classifiers trained by kinds whose result is a classifier's accuracy (augmentation, attribution).
+
+- `build_classifier`: the small CNN (the reference classifier's architecture, jobs.metrics.reference)
+  or a torchvision ResNet18 adapted to small images (3x3 stem, no max-pool), trained from scratch.
+- `train_classifier`: a fixed number of AdamW steps with one-cycle learning rate, random shifts (and
+  flips where asked), seeded, bf16 autocast on CUDA. A fixed step count, not epochs: settings that
+  differ in dataset size get the same compute, so a difference is not bought with more training.
+- `assess`: mean cross-entropy (the risk) and accuracy on a labelled set, and the softmax confidences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from jobs.metrics.reference import ReferenceCNN, augment
+
+Arch = Literal["cnn", "resnet18"]
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: Arch = "cnn"
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    shifts: bool = True  # random shifts of up to 1/8 of the side
+    flips: bool = False  # random horizontal flips (natural images, not digits)
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class Assessment:
+    risk: float  # mean cross-entropy
+    accuracy: float
+    n: int
+    confidence: np.ndarray  # softmax probability of the predicted class, per image
+    predictions: np.ndarray
+
+
+def build_classifier(arch: Arch, channels: int, num_classes: int) -> nn.Module:
+    if arch == "cnn":
+        return ReferenceCNN(channels, num_classes)
+    if arch == "resnet18":
+        from torchvision.models import resnet18
+
+        net = resnet18(num_classes=num_classes)
+        net.conv1 = nn.Conv2d(channels, 64, 3, 1, 1, bias=False)  # small images: keep the resolution
+        net.maxpool = nn.Identity()
+        return net
+    raise ValueError(f"classifier {arch!r}: use cnn or resnet18")
+
+
+def train_classifier(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    cfg: ClassifierConfig,
+    seed: int,
+    device: torch.device | str,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> nn.Module | None:
+    """Train a fresh classifier on (x, y) for cfg.steps steps; None when a stop was asked for first."""
+    from jobs.diffusion.train import autocast
+
+    torch.manual_seed(seed)  # initial weights and dropout
+    g = torch.Generator().manual_seed(seed)  # batches and augmentation
+    net = build_classifier(cfg.arch, x.shape[1], num_classes).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps)
+    x, y = x.to(device), y.to(device)
+    batch = min(cfg.batch_size, len(x))
+    net.train()
+    for step in range(cfg.steps):
+        if step % 50 == 0 and should_stop():
+            return None
+        idx = torch.randint(0, len(x), (batch,), generator=g).to(device)
+        xb = x[idx]
+        if cfg.shifts or cfg.flips:
+            xb = augment(xb, g, flip=cfg.flips) if cfg.shifts else _flip(xb, g)
+        with autocast(device):
+            loss = F.cross_entropy(net(xb).float(), y[idx], label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    mask = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+    return torch.where(mask[:, None, None, None], x.flip(-1), x)
+
+
+@torch.no_grad()
+def assess(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000) -> Assessment:
+    """Risk (mean cross-entropy) and accuracy of `net` on (x, y), in eval mode, no augmentation."""
+    from jobs.diffusion.train import autocast
+
+    losses, conf, preds = [], [], []
+    for i in range(0, len(x), batch):
+        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+        with autocast(device):
+            logits = net(xb).float()
+        losses.append(F.cross_entropy(logits, yb, reduction="sum").item())
+        p = logits.softmax(1)
+        c, k = p.max(1)
+        conf.append(c.cpu())
+        preds.append(k.cpu())
+    predictions = torch.cat(preds).numpy()
+    return Assessment(
+        risk=sum(losses) / len(x),
+        accuracy=float((predictions == y.numpy()).mean()),
+        n=len(x),
+        confidence=torch.cat(conf).numpy(),
+        predictions=predictions,
+    )
