@@ -142,3 +142,23 @@ def test_finished_run_serves_a_succeeded_run_and_names_what_is_wrong_otherwise(s
         ctx.finished_run(running.run_id)
     with pytest.raises(UnusableRun, match="run 999: no such run"):
         ctx.finished_run(999)
+
+
+def test_a_part_names_its_results_and_resumes_only_its_own_checkpoint(store):
+    """Several trainings in one run (a generator per data subset): part 1 must not resume from part 0's
+    checkpoint, and its curves and images must not land on part 0's."""
+    ctx = _ctx(store)
+    first, second = ctx.part("gen/a", 0, 4), ctx.part("gen/b", 1, 4)
+    first.log(1, loss=0.5)
+    first.checkpoint({"w": torch.ones(2), "step": 7}, 7)
+    assert second.restore() is None  # the run's checkpoint is the first part's
+    resumed = first.restore()
+    assert resumed["step"] == 7 and torch.equal(resumed["w"], torch.ones(2))
+    second.log(1, loss=0.25)
+    second.image("samples", None, np.zeros((4, 4), dtype=np.uint8))
+    second.progress(50, 100)  # half of the second of 4 parts
+    ctx.flush()
+    assert [tuple(p) for p in metric_series(store, ctx.run_id, "gen/a/loss")] == [(1, 0.5)]
+    assert [tuple(p) for p in metric_series(store, ctx.run_id, "gen/b/loss")] == [(1, 0.25)]
+    assert "gen/b/samples" in {a.name for a in artifacts(store, ctx.run_id)}
+    assert show(store, ctx.run_id)["progress"] == [1500, 4000]

@@ -4,9 +4,10 @@ A set is `per_class` images of each class, drawn with one sampler, step count an
 seeded noise, its labels cycling through the classes (0, 1, ..., K-1, 0, 1, ...), so its first m * K
 images hold exactly m of each class: a smaller ratio of synthetic to real images is a prefix of a larger
 one. Images are kept as uint8 (as the real datasets are), under `cache/synthetic/` by a key naming the
-generator (its weights or its training data and recipe), the sampler, the guidance, the count and the
-seed; a later run asking for the same set reads it instead of sampling (the expensive part) again.
-Files are written aside and renamed: a crash leaves a whole set or none.
+generator (its weights or its training data and recipe), the sampler, the guidance and the seed; a later
+run asking for that many images per class or fewer reads them (a prefix) instead of sampling, the
+expensive part, again; one asking for more samples a larger set, which replaces the file. Files are
+written aside and renamed: a crash leaves a whole set or none.
 """
 
 from __future__ import annotations
@@ -57,11 +58,15 @@ def from_uint8(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x).float() / 127.5 - 1
 
 
-def load(home: Path, key: str) -> SyntheticSet | None:
+def load(home: Path, key: str, per_class: int, num_classes: int) -> SyntheticSet | None:
+    """The first per_class images of each class of the cached set, if it has that many."""
     path = cache_path(home, key)
     try:
         with np.load(path) as f:
-            return SyntheticSet(from_uint8(f["x"]), torch.from_numpy(f["y"]).long(), True, 0.0)
+            n = per_class * num_classes
+            if len(f["y"]) < n:
+                return None
+            return SyntheticSet(from_uint8(f["x"][:n]), torch.from_numpy(f["y"][:n]).long(), True, 0.0)
     except (OSError, KeyError, ValueError):  # none yet, or unreadable: sampled again
         return None
 

@@ -8,14 +8,16 @@ Method, per real count n (images per class) and seed s:
    unless it was trained only on images of every subset or the spec allows outside data.
 3. Synthetic set: round(ratio x n) images per class for the largest ratio, class-balanced, from the
    chosen sampler and guidance scale; smaller ratios take its prefix (so ratios compare on nested sets).
-   Cached under the store per (generator, sampler, guidance, count, seed): a resumed or repeated run
-   neither trains the generator nor samples again.
+   Cached under the store per (generator, sampler, guidance, seed) (jobs.diffusion.synthetic): a resumed
+   or repeated run that needs that many images or fewer neither trains the generator nor samples again.
 4. Classifiers: the same architecture, seed and number of optimizer steps (not epochs: equal compute)
    trained on real only, on real + synthetic, on synthetic only, and, with `filter`, on real + the
    synthetic images a judge classifies as their label with at least the given confidence (balanced by
    truncation). Each scored on the whole test split: risk (mean cross-entropy) and accuracy; train risk
    on its own training set.
-Over the seeds: accuracy mean with its t-interval, and the gain over real only at the same n as the
+Memorization: how near the synthetic images lie to the real subset (nearest-neighbour pixel distance)
+against how near fresh real images (the test split) lie to it; near copies add little a classifier did
+not already have. Over the seeds: accuracy mean with its t-interval, and the gain over real only at the same n as the
 paired difference (same real subset, generator and classifier seed) with its t-interval. The headline
 picks the best ratio at the smallest n on the test split among the ratios tried: its interval is that
 setting's, not the choice's.
@@ -293,6 +295,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     cfg = ClassifierConfig(**spec.classifier.model_dump())
     judge = reference_judge(ctx, spec, data) if spec.filter and spec.filter.judge == "reference" else None
     per_seed: list[dict] = []
+    copies: list[dict] = []  # how near the synthetic images lie to the real ones they were made from
     counts = {"diffusion_models_trained": 0, "synthetic_sets_sampled": 0, "synthetic_sets_cached": 0}
     g = spec.diffusion
     for p, (label, real_pc, s, idx) in enumerate(plans):
@@ -307,10 +310,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
             classes=fixed.model_labels if fixed else list(range(k)),
             sampler=g.sampler.model_dump(),
             guidance=g.guidance_scale,
-            per_class=max(per_class.values()),
             seed=seed_s,
         )
-        syn = synthetic.load(ctx.store.home, key)
+        syn = synthetic.load(ctx.store.home, key, max(per_class.values()), k)
         if syn is not None:
             counts["synthetic_sets_cached"] += 1
         else:
@@ -352,6 +354,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             ctx.event(f"{name}: sampled {len(x)} images in {seconds:.1f} s")
         if s == 0:
             show_sets(ctx, label, real_x, real_y, syn, k)
+        copies.append({"real_per_class": label, "seed": s, **nearness(syn.x, real_x, task.x_test)})
 
         # --- the classifiers: the same seed and steps for every training set -------------------------
         unit += 1  # the generator's share of the bar
@@ -391,8 +394,42 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     rows = aggregate(per_seed, spec.real_per_class)
     ctx.table("augmentation", rows)
-    ctx.summary(**counts, classifier_fits=len(per_seed), **headline(rows, per_seed, spec.real_per_class))
+    ctx.table("memorization", copies)
+    ctx.summary(
+        **counts,
+        classifier_fits=len(per_seed),
+        **headline(rows, per_seed, spec.real_per_class),
+        **copying_summary(copies, spec.real_per_class[0]),
+    )
     ctx.image("accuracy_vs_real", None, accuracy_figure(rows, spec, k))
+
+
+def nearness(synthetic: torch.Tensor, real: torch.Tensor, test: torch.Tensor) -> dict:
+    """Does the generator copy its real images? The RMS pixel distance from each synthetic image to its
+    nearest real training image, next to the same for the real test images (fresh draws of the data):
+    medians, and the share of synthetic images nearer than 99 % of test images are (near copies)."""
+    import torch
+
+    def nearest(x):
+        return torch.cat([torch.cdist(c.flatten(1), real.flatten(1)).min(1).values for c in x.split(2000)])
+
+    pixels = real[0].numel() ** 0.5
+    d_syn, d_test = nearest(synthetic) / pixels, nearest(test) / pixels
+    close = torch.quantile(d_test, 0.01)
+    return {
+        "synthetic_nn_median": float(d_syn.median()),
+        "test_nn_median": float(d_test.median()),
+        "near_copy_share": float((d_syn < close).float().mean()),
+    }
+
+
+def copying_summary(copies: list[dict], n) -> dict:
+    from jobs.metrics.stats import mean_ci
+
+    out = {}
+    for key in ("synthetic_nn_median", "test_nn_median", "near_copy_share"):
+        out.update(mean_ci([c[key] for c in copies if c["real_per_class"] == n]).summary(key))
+    return out
 
 
 def score(ctx: RunContext, task: ImageData, cfg, seed: int, x: torch.Tensor, y: torch.Tensor):
