@@ -1,7 +1,8 @@
-"""The README's TUI screens as text: the runs list and a run's Curves tab, rendered headless over a store
-(the one `make demo` fills, by default), so the README shows the screens as they are, not as they were.
+"""The README's TUI screens as text: the runs list and a run's Curves (or Tables) tab, rendered headless
+over a store (the one `make demo` fills, by default), so the README shows the screens as they are, not as
+they were.
 
-    python docs/screens.py [--home .wbhome] [--run 2] [--width 100]
+    python docs/screens.py [--home .wbhome] [--run 2] [--width 100] [--tab curves|tables] [--height 16]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ async def until(pilot, condition, timeout: float = 20.0) -> None:
     raise TimeoutError("the screen did not get there")
 
 
-async def render(home: Path, run_id: int, width: int) -> None:
+async def render(home: Path, run_id: int, width: int, tab: str = "curves", height: int = 16) -> None:
     from store.db import Store
     from workbench.tui.app import WorkbenchApp
 
@@ -43,11 +44,15 @@ async def render(home: Path, run_id: int, width: int) -> None:
         await until(pilot, lambda: app.screen.query_one("#runs-table").row_count > 0)
         await pilot.pause(0.3)
         print(as_text(app), end="\n\n")
-        await pilot.resize_terminal(width, 16)
+        await pilot.resize_terminal(width, height)
         app.open_run(run_id)
         await pilot.pause(0.3)
-        await pilot.press("2")
-        await until(pilot, lambda: "loss" in app.screen.metrics.series)
+        if tab == "curves":
+            await pilot.press("2")
+            await until(pilot, lambda: bool(app.screen.metrics.series))
+        else:
+            await pilot.press("4")
+            await until(pilot, lambda: bool(app.screen.query_one("#tables").tables))
         await pilot.pause(0.5)
         print(as_text(app))
 
@@ -57,8 +62,10 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=ROOT / ".wbhome")
     parser.add_argument("--run", type=int, default=2, help="the run whose curves to show")
     parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--tab", choices=("curves", "tables"), default="curves")
+    parser.add_argument("--height", type=int, default=16, help="rows of the run's screen")
     args = parser.parse_args()
-    asyncio.run(render(args.home, args.run, args.width))
+    asyncio.run(render(args.home, args.run, args.width, args.tab, args.height))
 
 
 if __name__ == "__main__":

@@ -277,7 +277,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
         f"{task.name}: {k} classes ({', '.join(task.class_names)}), {len(y_train)} training images to draw "
         f"real subsets from, {len(task.y_test)} test images"
     )
-    fixed = fixed_generator(ctx, spec, data, labels) if spec.diffusion.model_run is not None else None
+    fixed = FixedGenerator(ctx, spec, data, labels) if spec.diffusion.model_run is not None else None
     plans = []  # (label, per-class real count, seed, subset)
     for label in spec.real_per_class:
         if label == "all":
@@ -395,6 +395,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     rows = aggregate(per_seed, spec.real_per_class)
     ctx.table("augmentation", rows)
     ctx.table("memorization", copies)
+    ctx.table("augmentation_seeds", per_seed)  # written again, last: the TUI lists tables oldest first
     ctx.summary(
         **counts,
         classifier_fits=len(per_seed),
@@ -404,14 +405,16 @@ def run(ctx: RunContext, spec: Spec) -> None:
     ctx.image("accuracy_vs_real", None, accuracy_figure(rows, spec, k))
 
 
-def nearness(synthetic: torch.Tensor, real: torch.Tensor, test: torch.Tensor) -> dict:
+def nearness(synthetic: torch.Tensor, real: torch.Tensor, test: torch.Tensor, sample: int = 2000) -> dict:
     """Does the generator copy its real images? The RMS pixel distance from each synthetic image to its
     nearest real training image, next to the same for the real test images (fresh draws of the data):
-    medians, and the share of synthetic images nearer than 99 % of test images are (near copies)."""
+    medians, and the share of synthetic images nearer than 99 % of test images are (near copies).
+    Over at most `sample` images of each (seeded), so a large real subset stays cheap."""
     import torch
 
     def nearest(x):
-        return torch.cat([torch.cdist(c.flatten(1), real.flatten(1)).min(1).values for c in x.split(2000)])
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:sample]]
+        return torch.cat([torch.cdist(c.flatten(1), real.flatten(1)).min(1).values for c in x.split(500)])
 
     pixels = real[0].numel() ** 0.5
     d_syn, d_test = nearest(synthetic) / pixels, nearest(test) / pixels
@@ -429,6 +432,8 @@ def copying_summary(copies: list[dict], n) -> dict:
     out = {}
     for key in ("synthetic_nn_median", "test_nn_median", "near_copy_share"):
         out.update(mean_ci([c[key] for c in copies if c["real_per_class"] == n]).summary(key))
+    low, high = out["near_copy_share_ci"]  # a share: its t-interval clipped to [0, 1]
+    out["near_copy_share_ci"] = [max(0.0, low), min(1.0, high)]
     return out
 
 
@@ -553,10 +558,6 @@ class FixedGenerator:
                 )
 
 
-def fixed_generator(ctx: RunContext, spec: Spec, data: ImageData, labels: list[int]) -> FixedGenerator:
-    return FixedGenerator(ctx, spec, data, labels)
-
-
 def reference_judge(ctx: RunContext, spec: Spec, data: ImageData):
     from jobs.metrics import reference
 
@@ -677,6 +678,16 @@ def headline(rows: list[dict], per_seed: list[dict], real_counts: list) -> dict:
     return out
 
 
+def plain_log_axis(ax, ticks: list[float]) -> None:
+    """A log x axis labelled at these values as plain numbers (no 2 x 10^0 minor labels)."""
+    from matplotlib.ticker import NullLocator, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def accuracy_figure(rows: list[dict], spec: Spec, k: int):
     """Left: test accuracy against real images per class, a line per training set (95 % intervals).
     Right: the paired gain over real only against the ratio, a line per real count."""
@@ -705,7 +716,7 @@ def accuracy_figure(rows: list[dict], spec: Spec, k: int):
         left.errorbar(
             xs, ys, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if kind != SYNTHETIC else ":"
         )
-    left.set_xscale("log")
+    plain_log_axis(left, sorted(set(x_of.values())))
     left.set_xlabel("real images per class")
     left.set_ylabel("test accuracy")
     left.set_title(f"{spec.data.name}, {spec.seeds} seeds")
@@ -731,7 +742,7 @@ def accuracy_figure(rows: list[dict], spec: Spec, k: int):
                 linestyle="-" if kind != SYNTHETIC else ":",
             )
     right.axhline(0, color="gray", linewidth=1)
-    right.set_xscale("log")
+    plain_log_axis(right, [r for r in spec.ratios if r > 0])
     right.set_xlabel("synthetic images per real image")
     right.set_ylabel("gain over real only (paired)")
     right.legend(fontsize=7)
