@@ -254,3 +254,15 @@ def test_nearness_tells_copies_from_fresh_draws():
     fresh = augmentation.nearness(data.x_train[300:1300], real, test)
     assert fresh["near_copy_share"] < 0.05
     assert 0.8 < fresh["synthetic_nn_median"] / fresh["test_nn_median"] < 1.25
+
+
+def test_the_resnet18_option_learns_on_small_images():
+    """torchvision's ResNet18 with the small-image stem trains and scores through the same calls as the CNN."""
+    from jobs.classify import ClassifierConfig, assess, train_classifier
+
+    data = load_images("digits")
+    cfg = ClassifierConfig(arch="resnet18", steps=40, batch_size=32)
+    net = train_classifier(data.x_train[:300], data.y_train[:300], 10, cfg, seed=0, device="cpu")
+    scored = assess(net, data.x_test, data.y_test, "cpu")
+    assert scored.n == 297 and scored.accuracy > 0.3  # chance is 0.1
+    assert len(scored.confidence) == 297 and (scored.confidence <= 1).all()
