@@ -283,7 +283,10 @@ def run(ctx: RunContext, spec: Spec) -> None:
         if label == "all":
             subsets = kshot_subsets(y_train, None, 1) * spec.seeds  # one subset: seeds vary the rest
         else:
-            subsets = kshot_subsets(y_train, label, spec.seeds, spec.seed)
+            try:
+                subsets = kshot_subsets(y_train, label, spec.seeds, spec.seed)
+            except ValueError as e:  # more images per class than the split holds
+                raise ValueError(f"real_per_class {label}: {e}") from None
         plans += [(label, len(idx) / k, s, idx) for s, idx in enumerate(subsets)]
     if fixed is not None:
         fixed.check_subsets(task, plans, spec.diffusion.allow_outside_data)
