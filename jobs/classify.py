@@ -1,6 +1,6 @@
 """Image classifiers trained by kinds whose result is a classifier's accuracy (augmentation, attribution).
 
-- `build_classifier`: the small CNN (the reference classifier's architecture, jobs.metrics.reference)
+- `build_classifier`: the small CNN (also the reference classifier of jobs.metrics.reference)
   or a torchvision ResNet18 adapted to small images (3x3 stem, no max-pool), trained from scratch.
 - `train_classifier`: a fixed number of AdamW steps with one-cycle learning rate, random shifts (and
   flips where asked), seeded, bf16 autocast on CUDA. A fixed step count, not epochs: settings that
@@ -19,9 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from jobs.metrics.reference import ReferenceCNN, augment
-
 Arch = Literal["cnn", "resnet18"]
+FEATURES = 128  # the small CNN's penultimate width (the reference classifier's features)
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,7 @@ class ClassifierConfig:
     shifts: bool = True  # random shifts of up to 1/8 of the side
     flips: bool = False  # random horizontal flips (natural images, not digits)
     label_smoothing: float = 0.0
+    mixed_precision: bool = True  # bf16 autocast on CUDA (the reference classifier trains in fp32)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,42 @@ class Assessment:
     n: int
     confidence: np.ndarray  # softmax probability of the predicted class, per image
     predictions: np.ndarray
+
+
+class ReferenceCNN(nn.Module):
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.body = nn.Sequential(
+            *block(channels, 32),
+            *block(32, 32),
+            nn.MaxPool2d(2),
+            *block(32, 64),
+            *block(64, 64),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(256, FEATURES),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def augment(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random shifts of up to 1/8 of the side (reflect-padded), and horizontal flips for natural images."""
+    pad = max(1, x.shape[-1] // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=g))
+    x = padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
+    if flip:
+        mask = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x
 
 
 def build_classifier(arch: Arch, channels: int, num_classes: int) -> nn.Module:
@@ -85,7 +121,7 @@ def train_classifier(
         xb = x[idx]
         if cfg.shifts or cfg.flips:
             xb = augment(xb, g, flip=cfg.flips) if cfg.shifts else _flip(xb, g)
-        with autocast(device):
+        with autocast(device, cfg.mixed_precision):
             loss = F.cross_entropy(net(xb).float(), y[idx], label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()

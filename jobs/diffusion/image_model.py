@@ -285,6 +285,17 @@ def finished_model(ctx: RunContext, run_id: int, field: str) -> ImageModel:
     return ImageModel(src, data, model, make_schedule(src.schedule, src.timesteps, clip_sample=True), run.id)
 
 
+def weights_digest(model) -> str:
+    """Identifies a model by its weights (names and float32 values): the key of caches built from it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
 def build_model(spec: ImageModelSpec, data: ImageData) -> UNetDenoiser:
     from jobs.diffusion.denoisers import UNetDenoiser
 

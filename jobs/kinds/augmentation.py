@@ -514,7 +514,6 @@ class FixedGenerator:
     """A finished images run's model, used for every real subset (diffusion.model_run)."""
 
     def __init__(self, ctx: RunContext, spec: Spec, data: ImageData, labels: list[int]):
-        import hashlib
 
         src = image_model.finished_model(ctx, spec.diffusion.model_run, "diffusion.model_run")
         if src.model.num_classes == 0:
@@ -535,11 +534,7 @@ class FixedGenerator:
             )
         self.model, self.schedule, self.source = src.model, src.schedule, src
         self.model_labels = [src.data.class_names.index(c) for c in names]
-        h = hashlib.sha256()
-        for name, tensor in sorted(src.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().float().cpu().numpy().tobytes())
-        self.key = h.hexdigest()[:24]
+        self.key = image_model.weights_digest(src.model)
 
     def check_subsets(self, task: ImageData, plans: list, allowed: bool) -> None:
         """Refuse (unless allowed) when the model saw any image outside a real subset: the real-only

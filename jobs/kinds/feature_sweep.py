@@ -178,7 +178,6 @@ def check_model(spec: Spec, timesteps: int, levels: int) -> None:
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
-    import hashlib
 
     import numpy as np
 
@@ -216,13 +215,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     atoms = list(dict.fromkeys(b for entry in spec.blocks for b in entry.split("+")))
     fingerprint = images_fingerprint(data)  # hashes every image once: the feature and VAE caches' key
-    weights = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(tensor.detach().float().cpu().numpy().tobytes())
     cache = FeatureCache(
         ctx.store.home / "cache" / "features",
-        model=weights.hexdigest()[:20],
+        model=image_model.weights_digest(model),
         images=fingerprint,
         pooling=spec.pooling,
         seed=spec.seed,

@@ -26,38 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
-from torch.nn import functional as F
 
+from jobs.classify import FEATURES as FEATURES  # the width of its features, for callers
+from jobs.classify import ClassifierConfig, ReferenceCNN, train_classifier
 from jobs.data.images import ImageData
 from jobs.metrics.distances import frechet_distance, kernel_distance
 
 RECIPE = "cnn-v1"  # bump when the architecture or training recipe changes: old caches are then ignored
-FEATURES = 128
-
-
-class ReferenceCNN(nn.Module):
-    def __init__(self, channels: int, num_classes: int):
-        super().__init__()
-
-        def block(c_in: int, c_out: int) -> list[nn.Module]:
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-        self.body = nn.Sequential(
-            *block(channels, 32),
-            *block(32, 32),
-            nn.MaxPool2d(2),
-            *block(32, 64),
-            *block(64, 64),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(256, FEATURES),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 @dataclass
@@ -179,29 +154,25 @@ def load_or_train(
 def train_reference(
     data: ImageData, device: torch.device | str, log: Callable[[str], None] = print
 ) -> tuple[ReferenceCNN, dict]:
-    """Seeded and independent of any run: AdamW + one-cycle, light augmentation (shifts; flips for RGB)."""
+    """Seeded and independent of any run: the shared classifier loop (jobs.classify) with AdamW + one-cycle,
+    light augmentation (shifts; flips for RGB), label smoothing, in fp32 on every device."""
     start = time.perf_counter()
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
     c = data.shape[0]
     n = len(data.x_train)
     epochs = 30 if n < 5000 else (4 if c == 1 else 25)
     batch = 64 if n < 5000 else 256
     steps = epochs * max(1, n // batch)
-    net = ReferenceCNN(c, data.num_classes).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(0, n, (batch,), generator=g).to(device)
-        x = augment(x_train[idx], g, flip=c == 3)
-        loss = F.cross_entropy(net(x), y_train[idx], label_smoothing=0.05)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
+    cfg = ClassifierConfig(
+        "cnn",
+        steps,
+        batch,
+        lr=2e-3,
+        weight_decay=5e-4,
+        flips=c == 3,
+        label_smoothing=0.05,
+        mixed_precision=False,
+    )
+    net = train_classifier(data.x_train, data.y_train, data.num_classes, cfg, seed=0, device=device)
     judge = ReferenceClassifier(net, {}, device).judge(data.x_test)
     accuracy = float((judge.predictions == data.y_test.numpy()).mean())
     info = {
@@ -221,15 +192,3 @@ def train_reference(
         f"after {steps} steps ({info['seconds']} s)"
     )
     return net, info
-
-
-def augment(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random shifts of up to 1/8 of the side (reflect-padded), and horizontal flips for natural images."""
-    pad = max(1, x.shape[-1] // 8)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=g))
-    x = padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
-    if flip:
-        mask = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-    return x
