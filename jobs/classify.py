@@ -158,3 +158,94 @@ def assess(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int 
         confidence=torch.cat(conf).numpy(),
         predictions=predictions,
     )
+
+
+# --- attribution backbones -------------------------------------------------------------------------
+
+Backbone = Literal["patch_cnn", "resnet18", "resnet50"]
+
+
+class PatchCNN(nn.Module):
+    """A small CNN for generator traces, trained from scratch on native-resolution patches: no pooling in
+    its first two layers (the traces live in neighbouring pixels), then strided stages and a global
+    average, so it takes a patch of any size."""
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+
+        def conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        w = width
+        self.body = nn.Sequential(
+            *conv(3, w),
+            *conv(w, w),
+            *conv(w, 2 * w, 2),
+            *conv(2 * w, 2 * w),
+            *conv(2 * w, 4 * w, 2),
+            *conv(4 * w, 4 * w),
+            *conv(4 * w, 8 * w, 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class PretrainedUnavailable(ValueError):
+    """ImageNet weights were asked for and cannot be had (offline and not cached)."""
+
+
+def build_attributor(
+    backbone: Backbone, num_classes: int, width: int = 32, pretrained: str = "none"
+) -> nn.Module:
+    """The patch CNN, or a torchvision ResNet (ImageNet stem) with a new head for num_classes.
+
+    pretrained: none (from scratch); imagenet (torchvision's weights, from the local torch cache, or
+    downloaded when the machine is online); or the path of a state dict (.pth or .safetensors) of the
+    same architecture, whose classifier head is replaced."""
+    if backbone == "patch_cnn":
+        if pretrained != "none":
+            raise ValueError("the patch CNN is trained from scratch: set pretrained: none")
+        return PatchCNN(num_classes, width)
+    from torchvision import models
+
+    weights_enum = {"resnet18": models.ResNet18_Weights, "resnet50": models.ResNet50_Weights}[backbone]
+    net = getattr(models, backbone)()
+    if pretrained != "none":
+        state = _backbone_state(backbone, weights_enum.IMAGENET1K_V1, pretrained)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is replaced
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("fc.")]:
+            raise PretrainedUnavailable(
+                f"pretrained: {pretrained} is not a {backbone} state dict "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+    net.fc = nn.Linear(net.fc.in_features, num_classes)
+    return net
+
+
+def _backbone_state(backbone: str, weights, pretrained: str) -> dict:
+    from pathlib import Path
+
+    if pretrained == "imagenet":
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        try:
+            return weights.get_state_dict(progress=False)
+        except Exception as e:  # offline: urllib's URLError, a proxy's refusal
+            raise PretrainedUnavailable(
+                f"pretrained: imagenet: torchvision's ImageNet weights for {backbone} are not in the torch "
+                f"cache ({cached}) and cannot be downloaded ({type(e).__name__}: {e}). Copy "
+                f"{Path(weights.url).name} there, give pretrained the path of a state dict, or set "
+                "pretrained: none"
+            ) from None
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise PretrainedUnavailable(f"pretrained: {path} is not a file (give none, imagenet or a state dict)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
