@@ -454,6 +454,106 @@ def export(
 IMAGE_MODES = ("auto", "halfcell", "unicode")
 
 
+# --- attribution models --------------------------------------------------------------------------
+
+
+def attribution_model(run_id: int) -> tuple[Path, Path, dict]:
+    """The weights and config files of a succeeded attribution run, and its record."""
+    from store.queries import show as show_run
+    from store.queue import UnknownRun
+
+    store = open_store()
+    try:
+        rec = show_run(store, run_id)
+    except UnknownRun as e:
+        bad_input(str(e))
+    if rec["kind"] != "attribution" or rec["status"] != "succeeded":
+        bad_input(f"run {run_id} is a {rec['status']} {rec['kind']} run; give a succeeded attribution run")
+    files = {a["name"]: store.home / a["path"] for a in rec["artifacts"] if a["kind"] == "file"}
+    if "model.safetensors" not in files or "config.json" not in files:
+        bad_input(f"run {run_id} kept no model files (model.safetensors, config.json)")
+    return files["model.safetensors"], files["config.json"], rec
+
+
+@app.command()
+def attribute(
+    model: Annotated[str, typer.Argument(help="an attribution run id, or a published model folder")],
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    top: Annotated[int, typer.Option(min=1, help="how many generators to list per image")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per batch")] = 16,
+    device: Annotated[str, typer.Option(help="auto (cuda when there is one), cpu or cuda")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Say which generator made each image, with the most probable generators."""
+    from jobs.attributor import Attributor, ModelFilesError
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        bad_input(f"no such image file: {', '.join(missing)}")
+    try:
+        if model.isdigit():
+            weights, config, _ = attribution_model(int(model))
+            attributor = Attributor.load(weights, config, device)
+        elif Path(model).is_dir():
+            attributor = Attributor.from_folder(Path(model), device)
+        else:
+            bad_input(f"{model!r} is neither a run id nor a model folder")
+        results = attributor.attribute(images, top=top, batch_size=batch_size)
+    except ModelFilesError as e:
+        bad_input(str(e))
+    if as_json:
+        print_json([r.as_dict() for r in results])
+        return
+    table = Table("image", "generator", "probability", f"top {top}", box=None)
+    for r in results:
+        table.add_row(
+            escape(r.image),
+            escape(r.generator),
+            f"{r.probability:.3f}",
+            escape(", ".join(f"{g} {p:.3f}" for g, p in r.top)),
+        )
+    out.print(table)
+
+
+@app.command()
+def publish(
+    run_id: Annotated[int, typer.Argument(help="a succeeded attribution run")],
+    repo: Annotated[
+        str | None, typer.Option(help="Hugging Face model repository, e.g. you/dragon-attribution")
+    ] = None,
+    to_folder: Annotated[
+        Path | None, typer.Option(help="write the files here (without --repo: only here)")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="create the repository private")] = False,
+    token: Annotated[
+        str | None, typer.Option(envvar="HF_TOKEN", help="Hub token (default: the saved login)")
+    ] = None,
+) -> None:
+    """Publish an attribution run's model: weights (safetensors), config and a model card."""
+    import tempfile
+
+    from jobs.attributor import PublishError, model_card, upload, write_folder
+
+    if repo is None and to_folder is None:
+        bad_input("give --repo NAME (upload to the Hub), --to-folder DIR (write the files), or both")
+    if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
+        bad_input(f"--repo {repo!r}: give owner/name")
+    weights, config_path, rec = attribution_model(run_id)
+    config = json.loads(config_path.read_text())
+    card = model_card(config, rec)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_folder(to_folder or Path(tmp) / "model", weights, config, card)
+        if to_folder is not None:
+            out.print(f"wrote {folder} (model.safetensors, config.json, README.md)")
+        if repo is not None:
+            try:
+                url = upload(folder, repo, token=token, private=private)
+            except PublishError as e:
+                err.print(f"[red]error:[/red] {escape(str(e))}")
+                raise typer.Exit(1) from None
+            out.print(f"published run {run_id} to {repo}: {url}")
+
+
 @app.callback(invoke_without_command=True)
 def _default(
     ctx: typer.Context,

@@ -154,6 +154,9 @@ class RecipeSpec(Strict):
         16, ge=1, le=1024, description="patches: at most this many crops per test image"
     )
     width: int = Field(32, ge=4, le=512, description="patch_cnn: channels of its first stage")
+    steps: int | None = Field(
+        None, ge=1, le=10_000_000, description="this recipe's step budget (default: train.steps)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -478,12 +481,13 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
     from jobs.diffusion.train import autocast
 
     t = spec.train
+    steps = recipe.steps or t.steps
     device = torch.device(ctx.device)
     on_gpu = device.type == "cuda"
     torch.manual_seed(spec.seed)
     net = build_attributor(recipe.backbone, k, recipe.width, recipe.pretrained).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=on_gpu or None)
-    schedule = get_cosine_schedule_with_warmup(opt, min(t.warmup_steps, t.steps // 2), t.steps)
+    schedule = get_cosine_schedule_with_warmup(opt, min(t.warmup_steps, steps // 2), steps)
     start, best, history = 0, None, []  # best: (val top-1, -val loss, step, weights on the CPU)
     if (state := ctx.restore()) is not None:
         from jobs.diffusion.train import like
@@ -500,12 +504,12 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
             b = state["best"]
             best = (float(b["top1"]), float(b["neg_loss"]), int(b["step"]), b["weights"])
     if best is not None and t.patience and _since_best(history, best[2]) >= t.patience:
-        start = t.steps  # it had stopped early before the interruption
+        start = steps  # it had stopped early before the interruption
     aug = Augment(**spec.augment.model_dump())
     batch = min(t.batch_size, len(y_train))
     loader = torch.utils.data.DataLoader(
         TrainViews(train_rows, y_train, view, aug),
-        batch_sampler=StepBatches(len(y_train), batch, spec.seed, start, t.steps),
+        batch_sampler=StepBatches(len(y_train), batch, spec.seed, start, steps),
         num_workers=t.num_workers,
         pin_memory=on_gpu,
     )
@@ -540,14 +544,14 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
         schedule.step()
         pending.append(loss.detach())
         stop = ctx.should_stop()
-        last = step == t.steps
+        last = step == steps
         if stop or last or step % t.log_every == 0:
             values = torch.stack(pending).float().cpu()
             pending.clear()
             if not torch.isfinite(values).all():
                 raise RuntimeError(f"the training loss is not finite by step {step}: lower train.lr")
             ctx.log(step, loss=float(values.mean()), lr=schedule.get_last_lr()[0])
-            ctx.progress(step, t.steps)
+            ctx.progress(step, steps)
         if last or step % t.eval_every == 0:
             val = predict(net, val_rows, y_val, view, device, t.num_workers)
             top1 = float((val.argmax(1) == y_val).mean())
@@ -576,13 +580,13 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
     if best is None:  # no validation yet (steps == start): validate the weights we have
         raise RuntimeError("training ended before any validation")
     net.load_state_dict(best[3])
-    ctx.progress(t.steps, t.steps)
+    ctx.progress(steps, steps)
     return net.eval(), {
         "steps": step,
         "best_step": best[2],
         "val_top1": best[0],
         "val_loss": -best[1],
-        "stopped_early": step < t.steps,
+        "stopped_early": step < steps,
     }
 
 
@@ -727,7 +731,9 @@ def model_config(recipe: RecipeSpec, view, names: list[str], spec: Spec, s: dict
             "top1": s["top1"].value,
             "top1_ci": [s["top1"].low, s["top1"].high],
             "top5": s["top5"].value,
+            "top5_ci": [s["top5"].low, s["top5"].high],
             "macro_f1": s["macro_f1"][0],
+            "macro_f1_ci": [s["macro_f1"][1], s["macro_f1"][2]],
             "n_test": int(s["top1"].n),
         },
     }
