@@ -217,7 +217,10 @@ def build_attributor(
     if pretrained != "none":
         state = _backbone_state(backbone, weights_enum.IMAGENET1K_V1, pretrained)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is replaced
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # tensors of other shapes: another architecture's weights
+            missing, unexpected = [str(e).splitlines()[1].strip()], []
         if unexpected or [k for k in missing if not k.startswith("fc.")]:
             raise PretrainedUnavailable(
                 f"pretrained: {pretrained} is not a {backbone} state dict "

@@ -336,7 +336,7 @@ class RunContext:
                 old.unlink(missing_ok=True)
         self.event(f"checkpoint at step {step}")
 
-    def restore(self) -> dict[str, Any] | None:
+    def restore(self, announce: bool = True) -> dict[str, Any] | None:
         """The last checkpoint's state with its tensors on the CPU, or None when the run has none (a
         first attempt, or one that never checkpointed). Call it once, before the loop.
 
@@ -355,12 +355,14 @@ class RunContext:
                 meta = f.metadata() or {}
             if "state" in meta:
                 state = _unpack(json.loads(meta["state"]), load(path.read_bytes()))
-                self.event(f"resumed from checkpoint at step {last[1]}")
+                if announce:
+                    self.event(f"resumed from checkpoint at step {last[1]}")
                 return state
         if (folder / "last.json").exists():  # written by workbench before checkpoints carried their state
             meta = json.loads((folder / "last.json").read_text())
             state = _unpack(meta["state"], load((folder / meta["tensors"]).read_bytes()))
-            self.event(f"resumed from checkpoint at step {meta['step']}")
+            if announce:
+                self.event(f"resumed from checkpoint at step {meta['step']}")
             return state
         return None
 
@@ -480,8 +482,11 @@ class RunPart:
         self.ctx.checkpoint({"part": self.name, "state": state}, step)
 
     def restore(self) -> dict[str, Any] | None:
-        state = self.ctx.restore()
-        return state["state"] if isinstance(state, dict) and state.get("part") == self.name else None
+        state = self.ctx.restore(announce=False)
+        if not (isinstance(state, dict) and state.get("part") == self.name):
+            return None  # none, or another part's: this part starts afresh
+        self.event(f"resumed from checkpoint at step {state['state'].get('step')}")
+        return state["state"]
 
     def should_stop(self) -> bool:
         return self.ctx.should_stop()

@@ -1,0 +1,516 @@
+"""The attribution kind: DRAGON-schema shards, folders, the zoo and the trace benchmark as sources; the
+patches recipe's views; validation held out by prompt; early stopping, resume; the results with their
+intervals; `workbench attribute` and `workbench publish` (a folder, and a recording Hub endpoint)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import json
+import math
+import subprocess
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+
+from jobs.classify import PretrainedUnavailable, build_attributor
+from jobs.context import RunCancelled, RunContext
+from jobs.data import attribution as A
+from jobs.data.images import DataError
+from jobs.kinds import attribution
+from jobs.spec import resolve
+from store import queries, queue
+from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
+from tests.test_ddpm_kind import run_spec
+from tests.test_feature_sweep import finished_images_run
+from tests.test_images import new_run
+
+PIPES = ["nearest", "bilinear", "bicubic", "transposed_conv"]  # the smoke example's classes
+
+
+def wilson(k: int, n: int, z: float = stats.norm.ppf(0.975)) -> tuple[float, float]:
+    """The Wilson score interval, written out (the product asks scipy)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def digit_images(n: int, offset: int = 0) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[offset : offset + n] * 16).clip(0, 255).astype(np.uint8)
+
+
+def cli_json(home, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(wb_command(*args), env=subprocess_env(home), capture_output=True, text=True)
+
+
+# --- the smoke example through the CLI, attribute and publish ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    home = tmp_path_factory.mktemp("attr") / "home"
+    (run,) = run_spec(home, ROOT / "examples" / "attribution-smoke.yaml")
+    return home, run
+
+
+def test_the_smoke_example_reports_accuracy_with_intervals_per_class_and_confusion(smoke):
+    """4 pipelines x 60 test images (the preset): every figure counted from the confusion matrix."""
+    _, run = smoke
+    assert run["status"] == "succeeded", run["error"]
+    s, tables = run["summary"], run["tables"]
+    conf = tables["confusion"]
+    assert [r["classes"] for r in conf] == PIPES
+    m = np.array([[r[c] for c in PIPES] for r in conf])
+    assert m.sum(1).tolist() == [60] * 4  # every test image counted once, in its true class's row
+    hits = int(np.trace(m))
+    assert s["n_test"] == 240 and s["n_classes"] == 4 and s["top1_n"] == 240
+    assert s["top1"] == pytest.approx(hits / 240)
+    assert s["top1_ci"] == pytest.approx(wilson(hits, 240), abs=1e-9)
+    assert s["top1"] >= 0.9, "four upsampling kernels at 32 px should be told apart"
+    assert s["top5"] == 1.0  # four classes: the true one is always among the top five
+    lo, hi = s["macro_f1_ci"]
+    assert lo <= s["macro_f1"] <= hi and hi - lo > 0
+    for row, counts in zip(tables["per_class"], m, strict=True):
+        c = PIPES.index(row["class"])
+        assert row["support"] == 60 and row["accuracy"] == pytest.approx(counts[c] / 60)
+        assert (row["accuracy_ci_low"], row["accuracy_ci_high"]) == pytest.approx(wilson(counts[c], 60))
+        assert row["predicted"] == int(m[:, c].sum())
+    assert {"model.safetensors", "config.json", "confusion"} <= {a["name"] for a in run["artifacts"]}
+
+
+def test_attribute_names_the_generator_and_a_published_folder_gives_the_same_answers(smoke, tmp_path):
+    home, run = smoke
+    fresh = digit_images(12, offset=1700)  # digits the model never saw, through two of its pipelines
+    paths = []
+    for pipe in ("nearest", "transposed_conv"):
+        for i, img in enumerate(A.trace_images(fresh, pipe, 4, seed=99)):
+            paths.append(tmp_path / f"{pipe}-{i}.png")
+            Image.fromarray(img).save(paths[-1])
+    r = cli_json(home, "attribute", run["id"], *paths, "--json", "--top", "2")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [g["image"] for g in got] == [str(p) for p in paths]
+    assert all(len(g["top"]) == 2 and g["top"][0]["generator"] == g["generator"] for g in got)
+    right = sum(g["generator"] == p.name.split("-")[0] for g, p in zip(got, paths, strict=True))
+    assert right >= 22, f"{right} of 24 right"
+
+    folder = tmp_path / "published"
+    r = cli_json(home, "publish", run["id"], "--to-folder", folder)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    card = (folder / "README.md").read_text()
+    s = run["summary"]
+    assert f"{s['top1']:.4f}" in card and f"[{s['top1_ci'][0]:.4f}, {s['top1_ci'][1]:.4f}]" in card
+    assert json.loads((folder / "config.json").read_text())["class_names"] == PIPES
+    again = json.loads(cli_json(home, "attribute", folder, *paths, "--json", "--top", "2").stdout)
+    assert again == got  # the folder holds the run's model
+
+    # bad input: exit 2, named
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not an image")
+    for args, words in (
+        (("attribute", run["id"], tmp_path / "missing.png"), "no such image file"),
+        (("attribute", 99, paths[0]), "99"),
+        (("attribute", run["id"], not_image), "not a readable image"),
+        (("attribute", tmp_path / "nowhere", paths[0]), "neither a run id nor a model folder"),
+        (("publish", run["id"]), "--repo"),
+        (("publish", run["id"], "--repo", "noslash"), "owner/name"),
+    ):
+        r = cli_json(home, *args)
+        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
+
+
+class RecordingHub(BaseHTTPRequestHandler):
+    """The four Hub API calls huggingface_hub makes to create a repo and commit small files."""
+
+    seen: list[tuple[str, bytes]] = []
+
+    def _reply(self, obj) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.seen.append((self.path, body))
+        port = self.server.server_address[1]
+        if self.path == "/api/repos/create":
+            return self._reply({"url": f"http://127.0.0.1:{port}/{json.loads(body)['organization']}/x"})
+        if self.path == "/api/validate-yaml":
+            return self._reply({"errors": [], "warnings": []})
+        if "/preupload/" in self.path:
+            files = json.loads(body)["files"]
+            return self._reply(
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                    ]
+                }
+            )
+        if "/commit/" in self.path:
+            return self._reply(
+                {"commitUrl": f"http://127.0.0.1:{port}/lab/x/commit/1", "commitOid": "1" * 40}
+            )
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_publish_uploads_the_folder_to_the_hub_and_fails_clearly_offline(smoke, tmp_path):
+    home, run = smoke
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = subprocess_env(
+            home, HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}", HF_TOKEN="hf_t"
+        )
+        r = subprocess.run(
+            wb_command("publish", run["id"], "--repo", "lab/x", "--to-folder", tmp_path / "f"),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stderr
+    paths = [p for p, _ in RecordingHub.seen]
+    assert paths[0] == "/api/repos/create" and json.loads(RecordingHub.seen[0][1])["name"] == "x"
+    commit = [b for p, b in RecordingHub.seen if p == "/api/models/lab/x/commit/main"]
+    assert len(commit) == 1
+    sent = {
+        v["value"]["path"]: base64.b64decode(v["value"]["content"])
+        for v in map(json.loads, commit[0].decode().splitlines())
+        if v["key"] == "file"
+    }
+    assert sent == {p.name: p.read_bytes() for p in (tmp_path / "f").iterdir()}
+
+    env = subprocess_env(home, HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_t", HF_HUB_ETAG_TIMEOUT="1")
+    r = subprocess.run(
+        wb_command("publish", run["id"], "--repo", "lab/x"), env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 1 and "cannot publish" in r.stderr and "--to-folder" in r.stderr
+
+
+# --- sources ------------------------------------------------------------------------------------------
+
+
+def write_shard(path, samples: list[tuple[np.ndarray, str, str]]) -> None:
+    """A DRAGON-schema WebDataset shard: png, model.txt, json (prompt, model), prompt.cls."""
+
+    def add(tar, name, data: bytes):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as tar:
+        for i, (img, model, prompt) in enumerate(samples):
+            key = f"{path.stem}_{i:05d}"
+            add(tar, f"{key}.png", A.png_bytes(img))
+            add(tar, f"{key}.model.txt", model.encode())
+            add(tar, f"{key}.json", json.dumps({"prompt": prompt, "model": model}).encode())
+            add(tar, f"{key}.prompt.cls", str(abs(hash(prompt)) % 100).encode())
+
+
+GENERATORS = {"SDXL": "bicubic", "Flux_1": "nearest", "SD_1.5": "transposed_conv"}  # DRAGON names
+
+
+def dragon_shards(folder, per_generator: dict[str, int], offset: int) -> list:
+    """Shards of images that differ only in their generator's traces; prompts shared across generators."""
+    samples = []
+    for k, (name, pipe) in enumerate(GENERATORS.items()):
+        n = per_generator[name]
+        base = digit_images(n, offset + 100 * k)
+        for j, img in enumerate(A.trace_images(base, pipe, 4, seed=k)):
+            samples.append((img, name, f"a photo of the digit {j % 10}"))
+    paths = []
+    for i in range(2):  # two shards per split, the samples dealt across them
+        paths.append(folder / f"shard_{offset}_{i}.tar")
+        write_shard(paths[-1], samples[i::2])
+    return paths
+
+
+def run_in_process(store, fields: dict, spy=None) -> dict:
+    spec = resolve(attribution.Spec, {"kind": "attribution", **fields})
+    rid = new_run(store, spec)
+    ctx = RunContext(store, rid)
+    attribution.run(ctx, spec)
+    ctx.close()
+    queue.finish(store, rid, "w", "succeeded")
+    return {**queries.show(store, rid), "events": [e.message for e in queries.events(store, rid)]}
+
+
+FAST = {"train": {"steps": 30, "batch_size": 16, "eval_every": 15, "lr": 3e-3, "warmup_steps": 3}}
+SMALL_PATCHES = [{"name": "patches", "patch_size": 16, "width": 8, "test_patches": 4}]
+
+
+def test_dragon_schema_shards_train_with_validation_held_out_by_prompt(store, tmp_path, monkeypatch):
+    train = dragon_shards(tmp_path, {"SDXL": 30, "Flux_1": 30, "SD_1.5": 30}, offset=0)
+    test = dragon_shards(tmp_path, {"SDXL": 7, "Flux_1": 9, "SD_1.5": 11}, offset=1000)
+    seen = {}
+    real_train = attribution.train_recipe
+
+    def spy(ctx, spec, recipe, view, train_rows, y_train, val_rows, y_val, k):
+        seen.update(train=list(train_rows["prompt"]), val=list(val_rows["prompt"]), y=[*y_train, *y_val])
+        return real_train(ctx, spec, recipe, view, train_rows, y_train, val_rows, y_val, k)
+
+    monkeypatch.setattr(attribution, "train_recipe", spy)
+    fields = {
+        "data": {
+            "source": "shards",
+            "train": [str(p) for p in train],
+            "test": [str(p) for p in test],
+            "train_per_class": 25,
+        },
+        "recipes": SMALL_PATCHES,
+        "val_fraction": 0.2,
+        **FAST,
+    }
+    run = run_in_process(store, fields)
+    assert run["status"] == "succeeded"
+    support = {r["class"]: r["support"] for r in run["tables"]["per_class"]}
+    assert support == {"Flux_1": 9, "SDXL": 7, "SD_1.5": 11}  # sorted names; every test image counted
+    assert run["summary"]["n_test"] == 27
+    # at most 25 of each generator kept; 2 of the 10 prompts (0.2) held out, wholly
+    assert len(seen["train"]) + len(seen["val"]) == 75
+    assert not set(seen["train"]) & set(seen["val"]) and len(set(seen["val"])) == 2
+    assert np.bincount(seen["y"]).tolist() == [25, 25, 25]
+    # only some generators, in the order given
+    fields["classes"] = ["SD_1.5", "SDXL"]
+    run = run_in_process(store, fields)
+    assert [r["classes"] for r in run["tables"]["confusion"]] == ["SD_1.5", "SDXL"]
+    assert run["summary"]["n_test"] == 18
+
+
+def test_webdataset_rows_refuse_samples_without_a_generator():
+    rows = [{"__key__": "a", "__url__": "s.tar", "png": b"", "json": {"prompt": "p"}}]
+    with pytest.raises(DataError, match="names no generator"):
+        list(A.webdataset_rows(rows, None, None))
+    rows = [{"__key__": k, "png": b"", "model.txt": g} for k, g in enumerate("aabab")]
+    assert [r["generator"] for r in A.webdataset_rows(rows, 2, None)] == ["a", "a", "b", "b"]
+
+
+def test_dragon_offline_fails_naming_the_config(home, tmp_path):
+    spec = write_spec(tmp_path, "kind: attribution\ndata: {source: dragon, config: Small}\n")
+    env = subprocess_env(home, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    subprocess.run(wb_command("submit", spec, "--no-worker"), env=env, check=True, capture_output=True)
+    subprocess.run(
+        wb_command("worker", "--devices", "cpu", "--once"), env=env, capture_output=True, timeout=300
+    )
+    shown = json.loads(
+        subprocess.run(wb_command("show", 1, "--json"), env=env, capture_output=True, text=True).stdout
+    )
+    assert shown["status"] == "failed"
+    assert "DRAGON config 'Small'" in shown["error"] and "offline" in shown["error"]
+
+
+def test_an_image_folder_splits_by_generator_folder(store, tmp_path):
+    for k, pipe in enumerate(("nearest", "bicubic")):
+        (tmp_path / "gens" / pipe).mkdir(parents=True)
+        for i, img in enumerate(A.trace_images(digit_images(20, 50 * k), pipe, 4, seed=k)):
+            Image.fromarray(img).save(tmp_path / "gens" / pipe / f"{i}.png")
+    fields = {"data": {"source": "imagefolder", "path": str(tmp_path / "gens"), "test_fraction": 0.25}}
+    run = run_in_process(store, {**fields, "recipes": SMALL_PATCHES, **FAST})
+    assert {r["class"]: r["support"] for r in run["tables"]["per_class"]} == {"bicubic": 5, "nearest": 5}
+
+
+def test_a_zoo_of_image_runs_is_one_class_per_run_and_cached(store):
+    a = finished_images_run(store, conditional=True)
+    b = finished_images_run(store, conditional=False)
+    fields = {
+        "data": {
+            "source": "zoo",
+            "runs": [a, b],
+            "train_per_class": 40,
+            "test_per_class": 10,
+            "sampler": {"name": "ddim", "steps": 4},
+        },
+        "recipes": [{"name": "patches", "patch_size": 8, "width": 8, "test_patches": 1}],
+        **FAST,
+    }
+    run = run_in_process(store, fields)
+    assert [r["classes"] for r in run["tables"]["confusion"]] == [f"run{a}", f"run{b}"]
+    assert {r["support"] for r in run["tables"]["per_class"]} == {10}
+    assert sum("zoo: drew" in e for e in run["events"]) == 4  # train and test draws of each run
+    again = run_in_process(store, fields)
+    assert not any("zoo: drew" in e for e in again["events"])  # read from the cache
+    assert again["summary"]["top1"] == run["summary"]["top1"]
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+
+def tiny_training(store):
+    spec = resolve(attribution.Spec, {"kind": "attribution", "recipes": SMALL_PATCHES, **FAST})
+    data = attribution.trace_rows(spec, spec.data)
+    names = list(spec.data.pipelines)
+    y = attribution.labels_of(data["train"], names, "training")
+    tr, va = A.split_by_prompt(list(data["train"]["prompt"]), 0.1, 0)
+    recipe = spec.recipes[0]
+    view = A.View("patches", 16, 4)
+    args = (spec, recipe, view, data["train"].select(tr), y[tr], data["train"].select(va), y[va], len(names))
+    return spec, args
+
+
+def test_training_resumes_to_the_same_model(store):
+    spec, args = tiny_training(store)
+    whole, fit = attribution.train_recipe(RunContext(store, new_run(store, spec)), *args)
+
+    rid = new_run(store, spec)
+    ctx = RunContext(store, rid)
+    calls = iter(range(10_000))
+    ctx.should_stop = lambda: next(calls) >= 20  # honoured at step 21, between validations
+    with pytest.raises(RunCancelled):
+        attribution.train_recipe(ctx, *args)
+    queue.finish(store, rid, "w", "cancelled")
+    queue.retry(store, rid)
+    assert queue.claim(store, "w", "cpu").attempt == 2
+    resumed, fit2 = attribution.train_recipe(RunContext(store, rid, attempt=2), *args)
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed training differs from uninterrupted training"
+    assert fit == fit2
+
+
+def test_early_stopping_keeps_the_best_validation_weights(store):
+    spec, args = tiny_training(store)
+    spec = spec.model_copy(
+        update={"train": spec.train.model_copy(update={"steps": 400, "eval_every": 10, "patience": 2})}
+    )
+    rid = new_run(store, spec)
+    net, fit = attribution.train_recipe(RunContext(store, rid), spec, *args[1:])
+    curve = queries.metric_series(store, rid, "val_top1")
+    assert fit["stopped_early"] and fit["steps"] < 400
+    assert fit["steps"] - fit["best_step"] == 2 * 10  # two validations without a better top-1
+    assert [s for s, _ in curve] == list(range(10, fit["steps"] + 1, 10))
+    assert fit["val_top1"] == max(v for _, v in curve)
+    # the returned weights are the best step's: validating them gives its top-1
+    _, _, _, _, _, val_rows, y_val, _ = args
+    logits = attribution.predict(net, val_rows, y_val, args[2], "cpu")
+    assert float((logits.argmax(1) == y_val).mean()) == pytest.approx(fit["val_top1"])
+
+
+# --- views, splits, backbones ----------------------------------------------------------------------------
+
+
+def test_patches_are_native_pixels_and_the_test_grid_covers_the_image():
+    x = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8)
+    view = A.View("patches", 16, 9)
+    crops = A.test_views(x, view)
+    assert crops.shape == (9, 3, 16, 16)
+    norm = A._normalise(x)
+    assert torch.equal(crops[0], norm[:, :16, :16]) and torch.equal(crops[-1], norm[:, -16:, -16:])
+    g = torch.Generator().manual_seed(5)
+    patch = A.train_view(x, view, A.Augment(flips=False), g)
+    windows = norm.unfold(1, 16, 1).unfold(2, 16, 1)  # every 16 x 16 window of the image
+    assert any(
+        torch.equal(windows[:, i, j], patch) for i in range(windows.shape[1]) for j in range(windows.shape[2])
+    ), "a training patch is a crop of the image, not resampled"
+    same = A.train_view(x, view, A.Augment(jpeg=1.0, blur=1.0), torch.Generator().manual_seed(5))
+    again = A.train_view(x, view, A.Augment(jpeg=1.0, blur=1.0), torch.Generator().manual_seed(5))
+    assert torch.equal(same, again) and not torch.equal(same, patch)
+    resized = A.test_views(x, A.View("resize224", 224))
+    assert resized.shape == (1, 3, 224, 224)
+
+
+def test_validation_is_held_out_by_prompt():
+    prompts = [f"p{i % 20}" for i in range(200)]
+    train, val = A.split_by_prompt(prompts, 0.1, seed=3)
+    held = {prompts[i] for i in val}
+    assert len(held) == 2 and not held & {prompts[i] for i in train}
+    assert len(train) + len(val) == 200 and len(val) == 20
+    assert A.split_by_prompt(prompts, 0.1, seed=4)[1].tolist() != val.tolist()
+    one = A.split_by_prompt(["same"] * 50, 0.1, seed=0)  # no prompts: images held out one by one
+    assert len(one[1]) == 5
+
+
+def test_pretrained_backbones_load_a_state_dict_or_say_why_not(tmp_path, monkeypatch):
+    from torchvision.models import resnet18
+
+    src = resnet18(num_classes=1000)
+    torch.save(src.state_dict(), tmp_path / "r18.pth")
+    net = build_attributor("resnet18", 5, pretrained=str(tmp_path / "r18.pth"))
+    assert torch.equal(net.conv1.weight, src.conv1.weight) and net.fc.out_features == 5
+
+    def offline(*args, **kwargs):
+        import urllib.error
+
+        raise urllib.error.URLError("no network")
+
+    import torchvision.models._api
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(PretrainedUnavailable, match="not in the torch cache .*hub/checkpoints"):
+        build_attributor("resnet50", 5, pretrained="imagenet")
+    with pytest.raises(PretrainedUnavailable, match="is not a resnet50 state dict"):
+        build_attributor("resnet50", 5, pretrained=str(tmp_path / "r18.pth"))
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("data: {source: nowhere}", "data"),
+        ("data: {source: shards, train: [missing/*.tar], test: [x.tar]}", "matches no file"),
+        ("recipes: [{name: patches, pretrained: imagenet}]", "trained from scratch"),
+        ("recipes: [{name: patches}, {name: patches}]", "the same"),
+        ("augment: {jpeg_quality: [90, 10]}", "jpeg_quality"),
+        ("data: {source: zoo, runs: [1, 1]}", "listed twice"),
+        ("data: {source: traces, pipelines: [nearest, warp]}", "pipelines"),
+        ("classes: [a, a]", "listed twice"),
+        ("data: {source: dragon, config: Huge}", "config"),
+    ],
+)
+def test_spec_errors_name_the_field(cli, tmp_path, body, words):
+    code, _, err = cli("validate", write_spec(tmp_path, f"kind: attribution\n{body}\n"))
+    assert code == 2 and words in err, err
+
+
+def test_recipes_compare_paired_and_a_run_resumed_in_the_second_does_not_retrain_the_first(store):
+    fields = {
+        "recipes": [SMALL_PATCHES[0], {"name": "patches", "patch_size": 8, "width": 8, "test_patches": 4}],
+        **FAST,
+    }
+    whole = run_in_process(store, fields)
+    rows = whole["tables"]["recipes"]
+    assert [r["recipe"] for r in rows] == ["patches-16-patch_cnn", "patches-8-patch_cnn"]
+    first, second = rows
+    assert first["top1_vs_first"] == 0 and second["top1_vs_first"] == pytest.approx(
+        second["top1"] - first["top1"]
+    )
+    assert second["top1_vs_first_ci_low"] <= second["top1_vs_first"] <= second["top1_vs_first_ci_high"]
+    head = max(rows, key=lambda r: (r["val_top1"], -r["val_loss"]))  # on validation, not on the test split
+    assert [r["headline"] for r in rows].count(True) == 1 and whole["summary"]["recipe"] == head["recipe"]
+    assert whole["summary"]["top1"] == head["top1"]
+
+    spec = resolve(attribution.Spec, {"kind": "attribution", **fields})
+    rid = new_run(store, spec)
+    ctx = RunContext(store, rid)
+    calls = iter(range(10_000))
+    ctx.should_stop = lambda: next(calls) >= 45  # in the second recipe (30 steps each)
+    with pytest.raises(RunCancelled):
+        attribution.run(ctx, spec)
+    queue.finish(store, rid, "w", "cancelled")
+    queue.retry(store, rid)
+    assert queue.claim(store, "w", "cpu").attempt == 2
+    ctx = RunContext(store, rid, attempt=2)
+    attribution.run(ctx, spec)
+    ctx.close()
+    events = [e.message for e in queries.events(store, rid)]
+    assert any("patches-16-patch_cnn: finished before" in e for e in events)
+    assert any(e.startswith("patches-8-patch_cnn: resumed from checkpoint at step") for e in events)
+    assert queries.tables(store, rid)["recipes"] == rows  # the same numbers as the uninterrupted run
