@@ -88,7 +88,9 @@ def test_the_smoke_example_reports_accuracy_with_intervals_per_class_and_confusi
     assert {"model.safetensors", "config.json", "confusion"} <= {a["name"] for a in run["artifacts"]}
 
 
-def test_attribute_names_the_generator_and_a_published_folder_gives_the_same_answers(smoke, tmp_path):
+def test_attribute_names_the_generator_and_a_published_folder_gives_the_same_answers(
+    smoke, tmp_path, monkeypatch
+):
     home, run = smoke
     fresh = digit_images(12, offset=1700)  # digits the model never saw, through two of its pipelines
     paths = []
@@ -118,6 +120,11 @@ def test_attribute_names_the_generator_and_a_published_folder_gives_the_same_ans
     # bad input: exit 2, named
     not_image = tmp_path / "notes.png"
     not_image.write_text("not an image")
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))  # in-process from here: a subprocess each costs seconds
     for args, words in (
         (("attribute", run["id"], tmp_path / "missing.png"), "no such image file"),
         (("attribute", 99, paths[0]), "99"),
@@ -126,8 +133,8 @@ def test_attribute_names_the_generator_and_a_published_folder_gives_the_same_ans
         (("publish", run["id"]), "--repo"),
         (("publish", run["id"], "--repo", "noslash"), "owner/name"),
     ):
-        r = cli_json(home, *args)
-        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
+        r = CliRunner().invoke(app, [str(a) for a in args])
+        assert r.exit_code == 2 and words in r.stderr, (args, r.stderr)
 
 
 class RecordingHub(BaseHTTPRequestHandler):
