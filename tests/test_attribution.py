@@ -405,6 +405,14 @@ def test_early_stopping_keeps_the_best_validation_weights(store):
     assert fit["steps"] - fit["best_step"] == 2 * 10  # two validations without a better top-1
     assert [s for s, _ in curve] == list(range(10, fit["steps"] + 1, 10))
     assert fit["val_top1"] == max(v for _, v in curve)
+    # interrupted after it had stopped early (a kill before the run was marked done): nothing more to train
+    queue.finish(store, rid, "w", "cancelled")
+    queue.retry(store, rid)
+    assert queue.claim(store, "w", "cpu").attempt == 2
+    again, fit2 = attribution.train_recipe(RunContext(store, rid, attempt=2), spec, *args[1:])
+    assert fit2 == fit and all(
+        torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values(), strict=True)
+    )
     # the returned weights are the best step's: validating them gives its top-1
     _, _, _, _, _, val_rows, y_val, _ = args
     logits = attribution.predict(net, val_rows, y_val, args[2], "cpu")

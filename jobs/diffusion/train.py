@@ -172,13 +172,7 @@ def restore_training_state(
     the model's device; returns its step. Each part goes through its own API, which knows its placement."""
     device = next(model.parameters()).device
     model.load_state_dict(state["model"])  # copies into the parameters, on their device
-    opt.load_state_dict(
-        state["optimizer"]
-    )  # casts the moments to their parameters' device (step: torch's choice)
-    for param, moments in opt.state.items():
-        for key, value in moments.items():
-            if torch.is_tensor(value) and value.shape == param.shape:
-                moments[key] = like(param, value)
+    restore_optimizer(opt, state["optimizer"])
     lr_schedule.load_state_dict(state["lr_schedule"])
     ema.load_state_dict(state["ema"])
     # EMAModel keeps the tensors it was given, on the CPU: its next step would mix devices
@@ -189,6 +183,15 @@ def restore_training_state(
     if device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     return int(state["step"])
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """Load an optimizer's checkpointed state with each moment on, and laid out like, its parameter."""
+    opt.load_state_dict(saved)  # casts the moments to their parameters' device (step: torch's choice)
+    for param, moments in opt.state.items():
+        for key, value in moments.items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                moments[key] = like(param, value)
 
 
 def like(param: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:

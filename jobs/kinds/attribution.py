@@ -542,26 +542,23 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
     schedule = get_cosine_schedule_with_warmup(opt, min(t.warmup_steps, steps // 2), steps)
     start, best, history = 0, None, []  # best: (val top-1, -val loss, step, weights on the CPU)
     if (state := ctx.restore()) is not None:
-        from jobs.diffusion.train import like
+        from jobs.diffusion.train import restore_optimizer
 
         net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        for param, moments in opt.state.items():
-            for key, value in moments.items():
-                if torch.is_tensor(value) and value.shape == param.shape:
-                    moments[key] = like(param, value)
+        restore_optimizer(opt, state["optimizer"])
         schedule.load_state_dict(state["lr_schedule"])
         start, history = int(state["step"]), list(state["history"])
         if state.get("best") is not None:
             b = state["best"]
             best = (float(b["top1"]), float(b["neg_loss"]), int(b["step"]), b["weights"])
-    if best is not None and t.patience and _since_best(history, best[2]) >= t.patience:
-        start = steps  # it had stopped early before the interruption
+    # a run that had stopped early before it was interrupted trains no further
+    stopped = best is not None and t.patience and _since_best(history, best[2]) >= t.patience
+    end = start if stopped else steps
     aug = Augment(**spec.augment.model_dump())
     batch = min(t.batch_size, len(y_train))
     loader = torch.utils.data.DataLoader(
         TrainViews(train_rows, y_train, view, aug),
-        batch_sampler=StepBatches(len(y_train), batch, spec.seed, start, steps),
+        batch_sampler=StepBatches(len(y_train), batch, spec.seed, start, end),
         num_workers=t.num_workers,
         pin_memory=on_gpu,
     )
@@ -702,7 +699,6 @@ def scores(logits: np.ndarray, y: np.ndarray, k: int) -> dict:
 
 
 def report(ctx: RunContext, spec: Spec, results: list[dict], y: np.ndarray, names: list[str]) -> None:
-    import numpy as np
     from safetensors.torch import save
 
     from jobs.metrics.stats import paired_ci
@@ -713,7 +709,8 @@ def report(ctx: RunContext, spec: Spec, results: list[dict], y: np.ndarray, name
     # the headline recipe is chosen on validation (top-1, then loss), not on the test split
     head = max(results, key=lambda r: (r["fit"]["val_top1"], -r["fit"]["val_loss"]))
     s = head["scores"]
-    ctx.table("per_class", per_class_rows(s["pred"], y, names))
+    per_class = per_class_rows(s["pred"], y, names)
+    ctx.table("per_class", per_class)
     ctx.table("confusion", confusion_rows(s["pred"], y, names))
     if len(results) > 1:
         first = results[0]["scores"]["correct"].astype(float)
@@ -763,7 +760,7 @@ def report(ctx: RunContext, spec: Spec, results: list[dict], y: np.ndarray, name
         best_step=head["fit"]["best_step"],
         steps_trained=head["fit"]["steps"],
         stopped_early=head["fit"]["stopped_early"],
-        worst_class=names[int(np.argmin([row["accuracy"] for row in per_class_rows(s["pred"], y, names)]))],
+        worst_class=min(per_class, key=lambda row: row["accuracy"] if row["support"] else 2.0)["class"],
     )
 
 
