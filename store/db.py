@@ -13,7 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
 from store.schema import SCHEMA_VERSION, NewerSchema, stored_version, upgrade
@@ -120,6 +120,17 @@ def db_now_sql(dialect: str) -> str:
     return "extract(epoch from clock_timestamp())"
 
 
+def engine_options(url: str) -> dict:
+    """PostgreSQL: connections checked before use (a server restart or idle cut is survived), and a
+    statement that waits for a lock gives up like SQLite's busy timeout does."""
+    if url.startswith("postgresql"):
+        return {
+            "pool_pre_ping": True,
+            "connect_args": {"options": f"-c lock_timeout={busy_timeout_ms()}", "connect_timeout": 10},
+        }
+    return {}
+
+
 class Store:
     """A handle on one database and its artifact directory."""
 
@@ -127,7 +138,10 @@ class Store:
         self.home = Path(home) if home else workbench_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.url = url or database_url(self.home)
-        self.engine = create_engine(self.url)
+        try:
+            self.engine = create_engine(self.url, **engine_options(self.url))
+        except (ArgumentError, ImportError) as e:
+            raise StoreError(f"cannot use database URL {self.url!r}: {e}") from None
         if self.engine.dialect.name == "sqlite":
             if (db_file := self.engine.url.database) and db_file != ":memory:":
                 refuse_network_fs(Path(db_file).resolve())
@@ -154,6 +168,8 @@ class Store:
             return
         try:
             with self.engine.begin() as conn:
+                if self.dialect == "postgresql":  # SQLite's BEGIN IMMEDIATE does this: one upgrader at a time
+                    conn.execute(text("SELECT pg_advisory_xact_lock(4242424242)"))
                 if upgrade(conn) and self.engine.dialect.name == "sqlite":
                     # older workbenches read only this: they refuse a database they cannot read
                     conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -176,8 +192,20 @@ class Store:
         with self.engine.connect() as conn:
             return float(conn.exec_driver_sql(f"SELECT {self.now_sql}").scalar())
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def driver_sql(self, sql: str) -> str:
+        """Raw SQL written with `?` placeholders, in the driver's own style (psycopg takes `%s`)."""
+        return sql.replace("?", "%s") if self.engine.dialect.paramstyle in ("format", "pyformat") else sql
+
     def integrity_check(self) -> str:
+        """SQLite's page-level check; "ok" on a server database once it answers (it checks itself)."""
         with self.engine.connect() as conn:
+            if self.dialect != "sqlite":
+                conn.execute(text("SELECT 1"))
+                return "ok"
             return str(conn.execute(text("PRAGMA integrity_check")).scalar())
 
     def dispose(self) -> None:

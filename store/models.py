@@ -61,9 +61,12 @@ class Run(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The worker is stopping: checkpoint and end interrupted (how a run on Ray or Slurm hears it).
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker_id: Mapped[str | None] = mapped_column(String(100), default=None)
     device: Mapped[str | None] = mapped_column(String(32), default=None)
     pid: Mapped[int | None] = mapped_column(Integer, default=None)  # the run's child process
+    job_id: Mapped[str | None] = mapped_column(String(100), default=None)  # its Ray task or Slurm job
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, default=None)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)
@@ -138,6 +141,8 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
     devices: Mapped[list[Any]] = mapped_column()
+    backend: Mapped[str] = mapped_column(String(16), default="local")  # local | ray | slurm
+    address: Mapped[str | None] = mapped_column(String(300), default=None)  # Ray address, Slurm partition
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     stopped_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -95,19 +95,26 @@ def submit(
         return exp.id, [r.id for r in objs]
 
 
-def claim(store: Store, worker_id: str, device: str) -> Run | None:
+def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = None) -> Run | None:
     """Atomically take the highest-priority, oldest queued run this slot can run and mark it running.
 
-    A CPU slot never takes a run whose spec says `device: cuda`. The run's attempt goes up by one: the
-    new attempt is the run's only writer from now on.
+    A slot without a GPU (`device` "cpu" unless `has_gpu` says otherwise) never takes a run whose spec
+    says `device: cuda`. The run's attempt goes up by one: the new attempt is the run's only writer from
+    now on. On PostgreSQL the candidate row is locked with SKIP LOCKED, so concurrent claimers on many
+    hosts each take a different run instead of queueing behind one row (SQLite serialises writers).
     """
     now = time.time()
     with store.write() as s:
         runnable = [Run.status == "queued"]
-        if device == "cpu":
+        if not (has_gpu if has_gpu is not None else device != "cpu"):
             runnable.append(not_(func.coalesce(Run.spec["device"].as_string(), "auto").like("cuda%")))
         next_id = (
-            select(Run.id).where(*runnable).order_by(Run.priority.desc(), Run.id).limit(1).scalar_subquery()
+            select(Run.id)
+            .where(*runnable)
+            .order_by(Run.priority.desc(), Run.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
         run = s.execute(
             update(Run)
@@ -121,6 +128,8 @@ def claim(store: Store, worker_id: str, device: str) -> Run | None:
                 attempt=Run.attempt + 1,
                 finished_at=None,
                 pid=None,
+                job_id=None,
+                stop_requested=False,
             )
             .returning(Run)
         ).scalar_one_or_none()
@@ -129,9 +138,47 @@ def claim(store: Store, worker_id: str, device: str) -> Run | None:
         return run
 
 
-def set_pid(store: Store, run_id: int, pid: int) -> None:
+def set_pid(store: Store, run_id: int, pid: int | None = None, job_id: str | None = None) -> None:
+    """Where the run executes: its local process, or its backend job (Ray task, Slurm job id)."""
     with store.write() as s:
-        s.execute(update(Run).where(Run.id == run_id).values(pid=pid))
+        s.execute(update(Run).where(Run.id == run_id).values(pid=pid, job_id=job_id))
+
+
+def request_stop(store: Store, run_id: int, attempt: int) -> None:
+    """Ask a run's attempt to checkpoint and end interrupted (its worker is stopping); a run on another
+    host (Ray, Slurm) reads this from the store, as it reads a cancel."""
+    with store.write() as s:
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.attempt == attempt, Run.status == "running")
+            .values(stop_requested=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What a run's own process needs to know about its lease (see jobs.backends.remote)."""
+
+    held: bool  # this attempt still owns the run
+    cancel: bool
+    stop: bool
+    age: float  # seconds since the worker last renewed it (the database's clock)
+
+
+def lease_of(store: Store, run_id: int, attempt: int) -> Lease:
+    with store.read() as s:
+        row = s.execute(
+            select(
+                Run.status,
+                Run.attempt,
+                Run.cancel_requested,
+                Run.stop_requested,
+                db_now(store) - Run.heartbeat_at,
+            ).where(Run.id == run_id)
+        ).first()
+    if row is None or row[0] != "running" or row[1] != attempt:
+        return Lease(False, False, False, 0.0)
+    return Lease(True, bool(row[2]), bool(row[3]), float(row[4] or 0.0))
 
 
 @dataclass(frozen=True)
@@ -163,7 +210,7 @@ def renew_leases(store: Store, worker_id: str, held: dict[int, int]) -> Renewal:
 def request_cancel(store: Store, run_id: int) -> str:
     """Cancel a queued run at once, or ask a running one to stop. Returns the resulting status."""
     with store.write() as s:
-        run = s.get(Run, run_id)
+        run = s.get(Run, run_id, with_for_update=True)  # a claim waits, then finds it no longer queued
         if run is None:
             raise UnknownRun(run_id)
         if run.status == "queued":
@@ -201,6 +248,7 @@ def finish(
                 error=error,
                 traceback=traceback,
                 cancel_requested=False,
+                stop_requested=False,
             )
         ).rowcount
         if done:
@@ -246,7 +294,7 @@ def retry(store: Store, run_id: int) -> None:
     transaction, on the same clock and condition a worker's reaper uses.
     """
     with store.write() as s:
-        run = s.get(Run, run_id)
+        run = s.get(Run, run_id, with_for_update=True)
         if run is None:
             raise UnknownRun(run_id)
         if run.status == "running" and is_stale(run, float(s.scalar(select(db_now(store))))):
@@ -257,6 +305,7 @@ def retry(store: Store, run_id: int) -> None:
                 "(or running ones whose lease lapsed) can be retried"
             )
         run.status, run.error, run.traceback, run.cancel_requested = "queued", None, None, False
+        run.stop_requested = False
         run.finished_at = None
         _event(s, run_id, "queued again (retry)")
 
@@ -270,7 +319,9 @@ def set_priority(store: Store, run_id: int, priority: int) -> None:
 # --- workers -------------------------------------------------------------------------------------
 
 
-def register_worker(store: Store, devices: list[str]) -> str:
+def register_worker(
+    store: Store, devices: list[str], backend: str = "local", address: str | None = None
+) -> str:
     now = store.now()
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000) % 100000}"
     with store.write() as s:
@@ -280,6 +331,8 @@ def register_worker(store: Store, devices: list[str]) -> str:
                 hostname=socket.gethostname(),
                 pid=os.getpid(),
                 devices=devices,
+                backend=backend,
+                address=address,
                 started_at=now,
                 heartbeat_at=now,
             )
@@ -302,20 +355,37 @@ class WorkerRecord:
     devices: list[str]
     started_at: float
     heartbeat_at: float
+    backend: str = "local"
+    address: str | None = None
+    running: tuple[int, ...] = ()  # the runs it holds now
 
 
 def live_workers(store: Store) -> list[WorkerRecord]:
-    """Workers that have not stopped and whose heartbeat is recent."""
+    """Workers that have not stopped and whose heartbeat is recent, with the runs each holds."""
     cutoff = store.now() - heartbeat_timeout()
     with store.read() as s:
         rows = s.execute(
             select(
-                Worker.id, Worker.hostname, Worker.pid, Worker.devices, Worker.started_at, Worker.heartbeat_at
+                Worker.id,
+                Worker.hostname,
+                Worker.pid,
+                Worker.devices,
+                Worker.started_at,
+                Worker.heartbeat_at,
+                Worker.backend,
+                Worker.address,
             )
             .where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff)
             .order_by(Worker.started_at)
-        )
-        return [WorkerRecord(*row) for row in rows]
+        ).all()
+        held: dict[str, list[int]] = {}
+        for wid, rid in s.execute(
+            select(Run.worker_id, Run.id)
+            .where(Run.status == "running", Run.worker_id.in_([r.id for r in rows]))
+            .order_by(Run.id)
+        ):
+            held.setdefault(wid, []).append(rid)
+        return [WorkerRecord(*row, running=tuple(held.get(row.id, ()))) for row in rows]
 
 
 def prune_workers(store: Store, keep_seconds: float = 86400.0) -> None:

@@ -70,7 +70,7 @@ class RunWriter:
         rows = [(self.run_id, key, step, value, wall, self.attempt) for key, step, value, wall in points]
         with self._owned() as s:
             if rows:  # plain executemany: the ORM's bulk insert costs several times more per row
-                s.connection().exec_driver_sql(_INSERT_POINTS, rows)
+                s.connection().exec_driver_sql(self.store.driver_sql(_INSERT_POINTS), rows)
             if progress is not None:
                 s.execute(
                     update(Run)
@@ -146,7 +146,11 @@ class _OwnedWrite:
     def __enter__(self):
         try:
             s = self._cm.__enter__()
-            row = s.execute(select(Run.status, Run.attempt).where(Run.id == self.writer.run_id)).first()
+            # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers): no reaper or
+            # retry can change the run between this check and the commit
+            row = s.execute(
+                select(Run.status, Run.attempt).where(Run.id == self.writer.run_id).with_for_update()
+            ).first()
         except DatabaseError as e:
             raise StoreFault(_short(e)) from e
         if row is None or row.status != "running" or row.attempt != self.writer.attempt:

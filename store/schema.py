@@ -21,7 +21,7 @@ from sqlalchemy import Connection, inspect, text
 
 from store.models import Base
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 META_TABLE = "store_meta"
 
 
@@ -33,7 +33,16 @@ def _v2(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_artifacts_run_name ON artifacts (run_id, name)"))
 
 
-UPGRADES: dict[int, Callable[[Connection], None]] = {2: _v2}
+def _v3(conn: Connection) -> None:
+    """Execution backends: a worker says which it dispatches to and where; a run keeps its backend job's
+    id (Ray task, Slurm job) and can be asked to stop (checkpoint and end interrupted) through the store."""
+    conn.execute(text("ALTER TABLE workers ADD COLUMN backend VARCHAR(16) NOT NULL DEFAULT 'local'"))
+    conn.execute(text("ALTER TABLE workers ADD COLUMN address VARCHAR(300)"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN job_id VARCHAR(100)"))
+
+
+UPGRADES: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3}
 
 
 class NewerSchema(Exception):

@@ -3,11 +3,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from jobs.context import RunContext
 from store import queue
+from store.db import Store
 from store.queries import artifacts, metric_series, show
+
+
+@pytest.fixture
+def store(db_url, home):
+    """This module's tests run on SQLite and on PostgreSQL (see conftest.db_url)."""
+    s = Store()
+    yield s
+    s.dispose()
 
 
 def _ctx(store) -> RunContext:

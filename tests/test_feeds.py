@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from jobs.context import RunContext
 from store import queue
+from store.db import Store
 from store.feeds import MetricFeed, downsample
+
+
+@pytest.fixture
+def store(db_url, home):
+    """This module's tests run on SQLite and on PostgreSQL (see conftest.db_url)."""
+    s = Store()
+    yield s
+    s.dispose()
 
 
 def naive_downsample(steps, values, max_points):

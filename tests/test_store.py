@@ -5,13 +5,21 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import inspect, update
 
 from store import queue
 from store.artifacts import UnsafeArtifactName, artifact_path
 from store.db import Store, StoreError
 from store.models import Run
 from store.schema import SCHEMA_VERSION
+
+
+@pytest.fixture
+def store(db_url, home):
+    """This module's tests run on SQLite and on PostgreSQL (see conftest.db_url)."""
+    s = Store()
+    yield s
+    s.dispose()
 
 
 def _submit(store, n=1, priority=0, kind="sleep"):
@@ -27,6 +35,9 @@ def _submit(store, n=1, priority=0, kind="sleep"):
 
 
 def test_pragmas_and_schema_version(store):
+    if store.dialect != "sqlite":
+        assert store.integrity_check() == "ok" and "workers" in inspect(store.engine).get_table_names()
+        return
     with store.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -60,7 +71,7 @@ def test_claim_order_priority_then_age(store):
     assert queue.claim(store, "w", "cpu") is None
 
 
-def test_concurrent_claims_never_share_a_run(home):
+def test_concurrent_claims_never_share_a_run(db_url, home):
     ids = set(_submit(Store(home=home), 200))
     claimed: list[int] = []
     lock = threading.Lock()
