@@ -1,11 +1,9 @@
-"""The worker: claim a run -> run its kind in a child process -> renew its lease -> finish.
+"""The worker: claim a run -> start it on the backend -> renew its lease -> record how it ended.
 
-Children are forked from a fork server that has torch and the kinds imported without touching the
-CUDA runtime (jobs.preload), so a run starts in milliseconds and can still pin itself to its GPU:
-the child's first statement sets CUDA_VISIBLE_DEVICES. Each child holds one end of a pipe to the
-worker: the worker sends "stop" through it (cancel, Ctrl-C, shutdown), the child sends "alive" as it
-makes progress and its result at the end; when the worker dies the child reads EOF and exits, so no
-run outlives its worker.
+Where a run executes is the backend's business (jobs.backends): a child process on this host (local,
+the default), a Ray task, or a Slurm job. Whatever the backend, the worker holds the run's lease while
+the execution lives, relays cancel and stop to it, kills it when it ignores a stop past its grace, and
+records its outcome; a run ends as `interrupted` (resumable) whenever it ended without saying how.
 
 Ownership: a run is held under a lease (worker, attempt) that a separate thread renews every second,
 so a main loop waiting on a locked database cannot lose it. When a renewal says the run was taken
@@ -20,21 +18,17 @@ two workers on one host never put two runs on one GPU, or on the CPU slot anothe
 from __future__ import annotations
 
 import fcntl
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.context import LostOwnership, RunCancelled, RunContext, is_store_fault
+from jobs.backends import Backend, Ended, Execution
 from store import queue
-from store.artifacts import run_dir
 from store.db import DatabaseError, Store
 
 DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run gets to checkpoint, plus two of its steps
@@ -131,149 +125,29 @@ class DeviceLock:
             self._file = None
 
 
-# --- the child -----------------------------------------------------------------------------------
-
-
-def _fork_is_poisoned() -> bool:
-    """In a forked process: had its parent initialised CUDA before forking (torch's own record)?"""
-    import torch
-
-    return bool(getattr(torch._C, "_cuda_isInBadFork", lambda: False)())
-
-
-def _probe_fork_server(conn) -> None:
-    """The worker's first fork: report whether the fork server had initialised CUDA."""
-    conn.send(_fork_is_poisoned())
-    conn.close()
-
-
-def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: str, threads: int) -> None:
-    # First, before anything can initialise CUDA: pin the run to its slot's GPU, or to none.
-    os.environ["CUDA_VISIBLE_DEVICES"] = "" if slot == "cpu" else slot
-    # Ctrl-C in a terminal reaches the whole process group; the worker decides what a run does about it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
-
-    poisoned = _fork_is_poisoned()
-    log_path = run_dir(Path(home), run_id) / "output.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab", buffering=0) as out:
-        os.dup2(out.fileno(), 1)
-        os.dup2(out.fileno(), 2)
-    torch.set_num_threads(threads)
-    # numpy's BLAS and scikit-learn's OpenMP keep their own pools, one thread per core: left alone, a
-    # probe's small matrix products beside another run were 10x slower than on one thread.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(threads)
-    send_lock = threading.Lock()
-
-    def send(message: tuple) -> None:
-        with send_lock:
-            try:
-                conn.send(message)
-            except OSError:
-                pass
-
-    store = Store(db_url, Path(home))
-    ctx = RunContext(
-        store, run_id, attempt=attempt, on_activity=lambda step: send(("alive", step, time.time()))
-    )
-    signal.signal(signal.SIGTERM, lambda *_: ctx.request_stop())  # a plain `kill` saves first, too
-
-    def watch_parent() -> None:
-        while True:
-            try:
-                if conn.recv() == "stop":
-                    ctx.request_stop()
-            except (EOFError, OSError):  # the worker died: save what we have and go
-                try:
-                    ctx.flush()
-                finally:
-                    os._exit(75)
-
-    threading.Thread(target=watch_parent, daemon=True, name="watch-worker").start()
-    import jobs.context
-
-    jobs.context._active = ctx
-    try:
-        from jobs.kinds import load_kind
-        from jobs.spec import spec_from_dict
-
-        ctx.event(
-            f"process {os.getpid()} in slot {slot}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} "
-            f"set before CUDA could start; fork server {'HAD STARTED CUDA' if poisoned else 'never touched CUDA'}; "
-            f"{threads} CPU thread(s)"
-        )
-        if poisoned and slot != "cpu":
-            raise RuntimeError(
-                "the worker's fork server initialised CUDA before forking this run, so it cannot use "
-                "its GPU; report this as a workbench bug"
-            )
-        if removed := ctx.remove_partial_files():
-            ctx.event(f"removed {removed} partly written file(s) an earlier attempt left")
-        spec = spec_from_dict(ctx.spec)
-        ctx.device = resolve_device(spec.device, slot)
-        try:
-            load_kind(spec.kind).run(ctx, spec)
-            result: tuple = ("succeeded",)
-        except RunCancelled:
-            result = ("cancelled",)
-        ctx.close()
-    except LostOwnership as e:
-        result = ("lost", str(e), None)
-    except BaseException as e:  # noqa: BLE001 - everything a kind raises fails its run, store faults excepted
-        fault = is_store_fault(e) or (e.__cause__ is not None and is_store_fault(e.__cause__))
-        result = (
-            "interrupted" if fault else "failed",
-            f"store fault: {e}" if fault else f"{type(e).__name__}: {e}",
-            traceback.format_exc(),
-        )
-        try:
-            ctx.flush()
-        except Exception:  # noqa: BLE001
-            pass
-    try:  # output.log may sit on the very disk that is full: the result must reach the worker anyway
-        if result[0] != "succeeded" and len(result) > 2 and result[2]:
-            sys.stderr.write(result[2])
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:
-        pass
-    send(result)
-    conn.close()
-
-
 # --- the worker ----------------------------------------------------------------------------------
 
 
 @dataclass
 class Slot:
     device: str
-    lock: DeviceLock
+    lock: DeviceLock | None  # local slots hold their device host-wide; a cluster schedules its own
     run_id: int | None = None
     attempt: int = 0
-    process: multiprocessing.Process | None = None
-    conn: multiprocessing.connection.Connection | None = None
+    ex: Execution | None = None
     no_progress_s: float = DEFAULT_NO_PROGRESS_MINUTES * 60
-    last_alive: float = 0.0  # monotonic time of the run's last sign of progress
-    last_step: tuple[int, float] | None = None  # (step, time) of the last alive message with a step
-    step_seconds: float = 0.0
     stop_sent_at: float | None = None
     stop_reason: str | None = None  # cancel | shutdown | hung
     cancel_seen: bool = False  # set by the lease thread; the main loop sends the stop
-    lost: bool = False  # the lease thread found the run taken from this worker and killed its process
-    result: tuple | None = field(default=None)
+    lost: bool = False  # the lease thread found the run taken from this worker and killed its execution
     outcome: tuple[str, str | None, str | None] | None = None  # decided, not yet recorded
 
     def free(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.run_id = self.process = self.conn = None
-        self.stop_sent_at = self.stop_reason = self.result = self.outcome = None
+        self.run_id = self.ex = None
+        self.stop_sent_at = self.stop_reason = self.outcome = None
         self.cancel_seen = self.lost = False
-        self.last_step, self.step_seconds = None, 0.0
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
 
 
 class Worker:
@@ -287,12 +161,20 @@ class Worker:
         idle_exit: float | None = None,
         threads: int | None = None,
         stop_grace: float = DEFAULT_STOP_GRACE,
+        backend: Backend | None = None,
         log=print,
     ):
+        """`devices`: the local backend's slots (parse_devices); a cluster backend brings its own."""
+        from jobs.backends.local import LocalBackend
+
         self.store = store
+        self.backend = backend or LocalBackend(store, devices)
+        devices = self.backend.slots()
+        local = self.backend.name == "local"
         cpu_index = iter(range(len(devices)))
         self.slots = [
-            Slot(d, DeviceLock(f"cpu-{next(cpu_index)}" if d == "cpu" else f"gpu-{d}")) for d in devices
+            Slot(d, DeviceLock(f"cpu-{next(cpu_index)}" if d == "cpu" else f"gpu-{d}") if local else None)
+            for d in devices
         ]
         self.once, self.max_jobs, self.idle_exit = once, max_jobs, idle_exit
         self.stop_grace = stop_grace
@@ -308,8 +190,6 @@ class Worker:
         self._slots_lock = threading.Lock()
         self._closing = threading.Event()
         self._faults: dict[str, float] = {}
-        self.mp = multiprocessing.get_context("forkserver")
-        self.mp.set_forkserver_preload(["jobs.preload"])
 
     def request_stop(self, *_args) -> None:
         """First Ctrl-C / SIGTERM: runs checkpoint and end as interrupted. A second Ctrl-C: stop them now."""
@@ -320,14 +200,16 @@ class Worker:
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
+        b = self.backend
         self.id = self._retrying(
-            "registering", lambda: queue.register_worker(self.store, [s.device for s in self.slots])
+            "registering",
+            lambda: queue.register_worker(self.store, [s.device for s in self.slots], b.name, b.address),
         )
+        where = f"device locks in {lock_dir()}" if b.name == "local" else f"{b.name} at {b.address}"
         self.log(
-            f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.url}, "
-            f"device locks in {lock_dir()})"
+            f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.url}, {where})"
         )
-        self._check_fork_server()
+        b.prepare(self.log)
         self.log("ready")
         lease_thread = threading.Thread(target=self._renew_leases, daemon=True, name="leases")
         lease_thread.start()
@@ -376,8 +258,9 @@ class Worker:
         finally:
             self._closing.set()
             for s in self._busy():  # only after a forced stop: their leases lapse and a worker reaps them
-                if s.process is not None and s.process.is_alive():
-                    s.process.kill()
+                if s.ex is not None and s.outcome is None:
+                    self.backend.kill(s.ex)
+            self.backend.close()
             try:
                 queue.stop_worker(self.store, self.id)
             except DatabaseError as e:
@@ -407,21 +290,6 @@ class Worker:
             self._faults[key] = time.monotonic()
             self.log(f"store fault while {what}: {text}; backing off and retrying")
 
-    def _check_fork_server(self) -> None:
-        """Start the fork server now (a claimed run never waits for its imports) and check it left CUDA alone."""
-        parent, child = self.mp.Pipe(duplex=False)
-        probe = self.mp.Process(target=_probe_fork_server, args=(child,))
-        probe.start()
-        child.close()
-        poisoned = parent.recv() if parent.poll(600) else True
-        probe.join()
-        if poisoned:
-            self.log(
-                "warning: the fork server initialised CUDA before forking; GPU runs would fail, so runs "
-                "start as fresh processes instead (slower starts)"
-            )
-            self.mp = multiprocessing.get_context("spawn")
-
     def _renew_leases(self) -> None:
         """The lease thread: database waits in the main loop cannot stop it from renewing."""
         while not self._closing.wait(queue.HEARTBEAT_INTERVAL):
@@ -438,109 +306,92 @@ class Worker:
                         continue
                     if s.run_id not in renewal.kept and not s.lost:
                         s.lost = True
-                        if s.process is not None and s.process.is_alive():
-                            s.process.kill()  # at once: the run has a new owner
+                        if s.ex is not None:
+                            self.backend.kill(s.ex)  # at once: the run has a new owner
                         self.log(
-                            f"run {s.run_id}: attempt {s.attempt} was taken from this worker; process killed"
+                            f"run {s.run_id}: attempt {s.attempt} was taken from this worker; its execution "
+                            "killed"
                         )
                     elif s.run_id in renewal.cancelled:
                         s.cancel_seen = True
 
     def _start(self, slot: Slot) -> bool:
-        if not slot.lock.acquire():
+        if slot.lock is not None and not slot.lock.acquire():
             return False  # another worker on this host uses the device
         try:
-            run = queue.claim(self.store, self.id, slot.device)
+            run = queue.claim(
+                self.store, self.id, slot.device, has_gpu=self.backend.slot_has_gpu(slot.device)
+            )
         except BaseException:
-            slot.lock.release()
+            if slot.lock is not None:
+                slot.lock.release()
             raise
         if run is None:
-            slot.lock.release()
+            if slot.lock is not None:
+                slot.lock.release()
             return False
         self.started += 1
+        gpu = self.backend.slot_has_gpu(slot.device)
         threads = int(
-            run.spec.get("threads") or (self.cpu_threads if slot.device == "cpu" else self.gpu_threads)
-        )
-        parent_end, child_end = self.mp.Pipe(duplex=True)
-        proc = self.mp.Process(
-            target=_child_main,
-            name=f"workbench-run-{run.id}",
-            daemon=False,
-            args=(child_end, self.store.url, str(self.store.home), run.id, run.attempt, slot.device, threads),
+            run.spec.get("threads")
+            or self.backend.default_threads(slot.device)
+            or (self.gpu_threads if gpu else self.cpu_threads)
         )
         with self._slots_lock:
-            slot.run_id, slot.attempt, slot.conn = run.id, run.attempt, parent_end
+            slot.run_id, slot.attempt = run.id, run.attempt
             slot.no_progress_s = 60 * float(
                 run.spec.get("no_progress_minutes") or DEFAULT_NO_PROGRESS_MINUTES
             )
-            slot.last_alive = time.monotonic()
-            proc.start()
-            slot.process = proc
-        child_end.close()
+            try:
+                slot.ex = self.backend.start(run, slot.device, threads)
+            except Exception as e:  # noqa: BLE001 - the cluster refused it: the run ends, the worker goes on
+                slot.ex = Execution(run.id, run.attempt)
+                slot.outcome = (
+                    "interrupted",
+                    f"the {self.backend.name} backend could not start it: {e}",
+                    None,
+                )
+                self.log(f"run {run.id}: {slot.outcome[1]}")
+                return True
+        where = f"pid {slot.ex.pid}" if slot.ex.pid else f"job {slot.ex.job_id}"
         self.log(
             f"run {run.id} ({run.kind} {run.name!r}) attempt {run.attempt} started on {slot.device}, "
-            f"pid {proc.pid}, {threads} thread(s)"
+            f"{where}, {threads} thread(s)"
         )
-        queue.set_pid(self.store, run.id, proc.pid)
+        queue.set_pid(self.store, run.id, slot.ex.pid, slot.ex.job_id)
         return True
 
     def _send_stop(self, slot: Slot, reason: str) -> None:
         slot.stop_sent_at, slot.stop_reason = time.monotonic(), reason
-        try:
-            slot.conn.send("stop")
-        except OSError:
-            pass
+        if reason == "shutdown":  # a run on another host hears it through the store
+            queue.request_stop(self.store, slot.run_id, slot.attempt)
+        self.backend.stop(slot.ex)
 
     def _grace(self, slot: Slot) -> float:
-        return self.stop_grace + 2 * slot.step_seconds
-
-    def _receive(self, slot: Slot) -> None:
-        try:
-            while slot.result is None and slot.conn.poll():
-                message = slot.conn.recv()
-                if message[0] == "alive":  # ("alive", step or None, the run's time.time() when sent)
-                    slot.last_alive = time.monotonic()
-                    _, step, sent = message
-                    if step is not None:
-                        if slot.last_step is not None and step > slot.last_step[0]:
-                            per_step = (sent - slot.last_step[1]) / (step - slot.last_step[0])
-                            slot.step_seconds = (
-                                per_step
-                                if not slot.step_seconds
-                                else 0.7 * slot.step_seconds + 0.3 * per_step
-                            )
-                        if slot.last_step is None or step != slot.last_step[0]:
-                            slot.last_step = (step, sent)
-                else:
-                    slot.result = message
-        except (EOFError, OSError):
-            pass
+        return self.stop_grace + 2 * (slot.ex.step_seconds if slot.ex else 0.0)
 
     def _poll(self, slot: Slot) -> None:
-        proc = slot.process
         if slot.outcome is None:
-            self._receive(slot)
-            if proc.is_alive():
+            ended = self.backend.poll(slot.ex)
+            if ended is None:
                 now = time.monotonic()
                 if slot.stop_sent_at is None:
                     if slot.cancel_seen:
                         self._send_stop(slot, "cancel")
                     elif self.stopping:
                         self._send_stop(slot, "shutdown")
-                    elif now - slot.last_alive > slot.no_progress_s:
+                    elif self.backend.watches_progress and now - slot.ex.last_alive > slot.no_progress_s:
                         slot.stop_sent_at, slot.stop_reason = now, "hung"
-                        proc.kill()
+                        self.backend.kill(slot.ex)
                         self.log(
                             f"run {slot.run_id}: no progress for {slot.no_progress_s / 60:g} min; killed"
                         )
                 if slot.stop_sent_at is not None and (
                     self.forced or now - slot.stop_sent_at >= self._grace(slot)
                 ):
-                    proc.kill()
+                    self.backend.kill(slot.ex)
                 return
-            proc.join()
-            self._receive(slot)
-            slot.outcome = self._outcome(slot, proc.exitcode)
+            slot.outcome = self._outcome(slot, ended)
         status, error, tb = slot.outcome
         if slot.lost or status == "lost":
             self.log(
@@ -554,8 +405,8 @@ class Worker:
         with self._slots_lock:
             slot.free()
 
-    def _outcome(self, slot: Slot, exitcode: int | None) -> tuple[str, str | None, str | None]:
-        result = slot.result
+    def _outcome(self, slot: Slot, ended: Ended) -> tuple[str, str | None, str | None]:
+        result = ended.result
         if slot.stop_reason == "hung":
             return (
                 "failed",
@@ -570,8 +421,7 @@ class Worker:
             if slot.stop_reason == "cancel":
                 return "cancelled", None, None
             return "interrupted", "the worker was stopped", None
-        how = f"killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exited with code {exitcode}"
-        return "interrupted", f"run process {how} before reporting a result", None
+        return "interrupted", f"{ended.how} before reporting a result", None
 
 
 # --- starting a worker in the background ---------------------------------------------------------

@@ -52,11 +52,13 @@ def wb_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "workbench", *map(str, args)]
 
 
-def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
+def subprocess_env(home: Path, db_url: str | None = None, **extra: str) -> dict[str, str]:
     # Device locks are host-wide: each test's workers get their own lock folder, never a real worker's.
     extra.setdefault("WORKBENCH_LOCK_DIR", str(Path(home).parent / "locks"))
     env = dict(os.environ, WORKBENCH_HOME=str(home), PYTHONUNBUFFERED="1", **extra)
     env.pop("WORKBENCH_DB_URL", None)
+    if db_url:
+        env["WORKBENCH_DB_URL"] = db_url
     return env
 
 

@@ -200,7 +200,8 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
         worker.kill()
 
 
-def test_concurrent_submitters_and_workers_run_each_once(env, home, tmp_path):
+def test_concurrent_submitters_and_workers_run_each_once(db_url, home, tmp_path):
+    env = subprocess_env(home, db_url)
     spec = write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3, 4, 5]\n")
     # Three hosts' workers (each its own device locks): the claim alone must keep them from sharing a run.
     workers = [

@@ -211,15 +211,17 @@ def test_the_stop_grace_grows_with_the_step_time(store):
     """Catches: a fixed grace that kills a run whose steps are slow before it can checkpoint."""
     import multiprocessing
 
+    from jobs.backends import Execution
     from jobs.runner import Worker
 
     worker = Worker(store, ["cpu"], stop_grace=10.0)
     slot = worker.slots[0]
-    slot.conn, child = multiprocessing.Pipe()
+    parent, child = multiprocessing.Pipe()
+    slot.ex = Execution(1, 1, job=(None, parent))
     for step, sent in [(10, 100.0), (20, 150.0), (30, 200.0), (30, 201.0)]:  # 5 s a step
         child.send(("alive", step, sent))
-    worker._receive(slot)
-    assert slot.step_seconds == pytest.approx(5.0)
+    worker.backend.receive(slot.ex)
+    assert slot.ex.step_seconds == pytest.approx(5.0)
     assert worker._grace(slot) == pytest.approx(20.0)
 
 
