@@ -101,6 +101,12 @@ class BaseSpec(BaseModel):
     threads: int | None = Field(
         None, ge=1, le=4096, description="torch CPU threads (default: the worker's share of the host's cores)"
     )
+    time_limit_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=525_600,
+        description="the Slurm job's time limit (slurm backend; past it the job is requeued and resumes)",
+    )
     no_progress_minutes: float = Field(
         30.0,
         ge=0.05,

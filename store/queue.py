@@ -138,10 +138,16 @@ def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = N
         return run
 
 
-def set_pid(store: Store, run_id: int, pid: int | None = None, job_id: str | None = None) -> None:
-    """Where the run executes: its local process, or its backend job (Ray task, Slurm job id)."""
-    with store.write() as s:
-        s.execute(update(Run).where(Run.id == run_id).values(pid=pid, job_id=job_id))
+def set_pid(
+    store: Store, run_id: int, pid: int | None = None, job_id: str | None = None, attempt: int | None = None
+) -> None:
+    """Where the run executes: its process, its backend job (Ray task, Slurm job id), or both (each
+    given value is set; the others are left)."""
+    values = {k: v for k, v in (("pid", pid), ("job_id", job_id)) if v is not None}
+    held = [Run.id == run_id] + ([Run.attempt == attempt] if attempt is not None else [])
+    if values:
+        with store.write() as s:
+            s.execute(update(Run).where(*held).values(**values))
 
 
 def request_stop(store: Store, run_id: int, attempt: int) -> None:

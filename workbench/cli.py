@@ -225,23 +225,79 @@ def worker(
             help="seconds a stopped run gets to checkpoint, plus two of its steps, before it is killed",
         ),
     ] = 10.0,
+    backend: Annotated[
+        str, typer.Option(help="where runs execute: local (child processes), ray, or slurm (via submitit)")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="ray: the cluster's address (HEAD:6379, or ray://HEAD:10001)")
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="slurm: the partition jobs go to")] = None,
+    slots: Annotated[
+        int | None,
+        typer.Option(
+            "--slots", min=1, max=4096, help="ray/slurm: runs in flight at once (ray: the cluster's GPUs)"
+        ),
+    ] = None,
+    gpus_per_run: Annotated[
+        int,
+        typer.Option("--gpus-per-run", min=0, max=8, help="slurm: GPUs a run's job asks for (0: CPU jobs)"),
+    ] = 1,
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            "--time-limit",
+            min=1,
+            help="slurm: a job's time limit in minutes unless its spec sets time_limit_minutes",
+        ),
+    ] = 24 * 60,
+    slurm_cluster: Annotated[str, typer.Option("--slurm-cluster", hidden=True)] = "slurm",  # local: tests
     exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False,
 ) -> None:
     """Run queued runs, one per device slot. Ctrl-C: runs checkpoint and end interrupted; twice: at once."""
+    from jobs.backends import BACKENDS, BackendUnavailable, make_backend
     from jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers, parse_devices
 
+    if backend not in BACKENDS:
+        bad_input(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "ray" and not address:
+        bad_input("--backend ray needs --address (the Ray head, e.g. 10.0.0.1:6379)")
+    if backend != "ray" and address:
+        bad_input("--address is for --backend ray")
+    if backend != "slurm" and partition:
+        bad_input("--partition is for --backend slurm")
     try:
-        slots = parse_devices(devices)
+        device_slots = parse_devices(devices) if backend == "local" else []
     except ValueError as e:
         bad_input(str(e))
     store = open_store()
+    if backend != "local" and store.dialect == "sqlite":
+        err.print(
+            "note: the store is SQLite on this host; runs on other hosts need $WORKBENCH_DB_URL "
+            "(postgresql+psycopg://...) and $WORKBENCH_HOME on a shared path"
+        )
     lock = None
     if exclusive and (lock := hold_exclusive_lock(store.home)) is None:
         out.print("another auto-started worker is running; exiting")
         return
+    options = {
+        "local": {"devices": device_slots},
+        "ray": {"address": address, "slots": slots},
+        "slurm": {
+            "partition": partition,
+            "slots": slots or 4,
+            "gpus_per_run": gpus_per_run,
+            "time_limit": time_limit,
+            "cluster": slurm_cluster,
+        },
+    }[backend]
+    try:
+        chosen = make_backend(backend, store, **options)
+    except (BackendUnavailable, ImportError) as e:
+        bad_input(str(e))
     w = Worker(
         store,
-        slots,
+        device_slots,
+        backend=chosen,
         once=once,
         max_jobs=max_jobs,
         idle_exit=idle_exit,
@@ -253,6 +309,47 @@ def worker(
     code = w.run()
     del lock
     raise typer.Exit(code)
+
+
+@app.command()
+def workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The live workers on every host: backend, devices (slots), the runs each holds, last heartbeat."""
+    from store.queue import live_workers
+
+    store = open_store()
+    now = store.now()
+    records = [
+        {
+            "id": w.id,
+            "host": w.hostname,
+            "pid": w.pid,
+            "backend": w.backend,
+            "address": w.address,
+            "devices": w.devices,
+            "running": list(w.running),
+            "heartbeat_age_s": round(now - w.heartbeat_at, 1),
+            "up_s": round(now - w.started_at, 1),
+        }
+        for w in live_workers(store)
+    ]
+    if as_json:
+        print_json(records)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("host", "pid", "backend", "where", "devices", "running", "heartbeat", "up"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            escape(r["host"]),
+            str(r["pid"]),
+            r["backend"],
+            escape(r["address"] or "this host"),
+            escape(", ".join(map(str, r["devices"]))),
+            ", ".join(map(str, r["running"])) or "idle",
+            f"{r['heartbeat_age_s']:.0f} s ago",
+            f"{r['up_s'] / 60:.0f} min",
+        )
+    out.print(table if records else "no live workers: `workbench worker` starts one")
 
 
 def _run_ids_exist(store, run_ids: list[int]) -> None:

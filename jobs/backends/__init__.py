@@ -23,6 +23,10 @@ from typing import Any
 BACKENDS = ("local", "ray", "slurm")
 
 
+class BackendUnavailable(Exception):
+    """The cluster cannot be reached or used (exit code 2 in the CLI)."""
+
+
 @dataclass
 class Execution:
     """One attempt of a run as its backend tracks it."""

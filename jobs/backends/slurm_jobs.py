@@ -1,0 +1,111 @@
+"""The Slurm backend: each run one Slurm job, submitted through submitit.
+
+The job asks for one GPU when the spec allows one (unless `--gpus-per-run 0`), `threads` CPUs, and the
+spec's `time_limit_minutes` (else `--time-limit`). Before a preemption or its time limit Slurm signals
+the job (USR2); submitit then requeues it with the same arguments, and the requeued job resumes the
+same attempt from the run's last checkpoint: the worker holds the run's lease all the while, since the
+job is still alive in Slurm's queue. `cluster="local"` runs the same jobs as processes on this host
+(submitit's local executor, which signals and requeues the same way): tests, and a box without Slurm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.backends import Backend, BackendUnavailable, Ended, Execution
+from jobs.backends.remote import execute_run
+from store.artifacts import run_dir
+
+
+def _checkpointable():
+    import submitit
+
+    class SlurmRun(submitit.helpers.Checkpointable):
+        """submitit's default checkpoint() requeues the same call: the run resumes from its checkpoint."""
+
+        def __call__(self, *args):
+            return execute_run(*args)
+
+    return SlurmRun
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+
+    def __init__(
+        self,
+        store,
+        partition: str | None = None,
+        slots: int = 4,
+        gpus_per_run: int = 1,
+        time_limit: float = 24 * 60,
+        cluster: str = "slurm",
+        folder: Path | None = None,
+        extra: dict | None = None,
+    ):
+        import submitit
+
+        self.store, self.partition, self.n_slots = store, partition, slots
+        self.gpus_per_run, self.time_limit = gpus_per_run, time_limit
+        self.address = f"{cluster}:{partition or 'default partition'}"
+        self.folder = Path(folder or Path(store.home) / "slurm")
+        try:
+            self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
+        except RuntimeError as e:  # no sbatch on this host
+            raise BackendUnavailable(f"cannot submit Slurm jobs from this host: {e}") from None
+        self.cluster = self.executor.cluster
+        self.extra = extra or {}
+        self._run_cls = _checkpointable()
+
+    def slots(self) -> list[str]:
+        return ["slurm:gpu" if self.gpus_per_run else "slurm:cpu"] * self.n_slots
+
+    def slot_has_gpu(self, slot: str) -> bool:
+        return slot.endswith("gpu")
+
+    def default_threads(self, slot: str) -> int | None:
+        return 8 if self.slot_has_gpu(slot) else 4
+
+    def start(self, run, slot: str, threads: int) -> Execution:
+        gpu = self.slot_has_gpu(slot) and run.spec.get("device", "auto") != "cpu"
+        params = {
+            "name": f"workbench-run-{run.id}",
+            "timeout_min": int(run.spec.get("time_limit_minutes") or self.time_limit),
+            "gpus_per_node": self.gpus_per_run if gpu else 0,
+            "cpus_per_task": threads,
+            "tasks_per_node": 1,
+            "nodes": 1,
+        }
+        if self.cluster == "slurm":
+            params |= {"slurm_signal_delay_s": 120, **self.extra}
+            if self.partition:
+                params["slurm_partition"] = self.partition
+        self.executor.update_parameters(**params)
+        job = self.executor.submit(
+            self._run_cls(), self.store.url, str(self.store.home), run.id, run.attempt, gpu, threads, "slurm"
+        )
+        return Execution(
+            run.id,
+            run.attempt,
+            job=job,
+            job_id=str(job.job_id),
+            log_path=run_dir(self.store.home, run.id) / "output.log",
+        )
+
+    def poll(self, ex: Execution) -> Ended | None:
+        job = ex.job
+        if not job.done():
+            return None
+        try:
+            return Ended(tuple(job.result()))
+        except Exception as e:  # noqa: BLE001 - the job died, was cancelled, or timed out too often
+            return Ended(None, f"Slurm job {ex.job_id} ended ({job.state}: {str(e).splitlines()[0][:200]})")
+
+    def stop(self, ex: Execution) -> None:
+        pass  # the run reads cancel and stop requests from the store (jobs.backends.remote)
+
+    def kill(self, ex: Execution) -> None:
+        try:
+            ex.job.cancel(check=False)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
