@@ -320,6 +320,7 @@ def show(store: Store, run_id: int) -> dict[str, Any]:
         "device": run.device,
         "worker": run.worker_id,
         "pid": run.pid,
+        "job_id": run.job_id,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),

@@ -58,6 +58,11 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
         ctx.close()
     except LostOwnership as e:
         result = ("lost", str(e), None)
+    except SystemExit:  # how submitit requeues a preempted job: let it, keeping what was logged
+        try:
+            ctx.flush()
+        finally:
+            raise
     except BaseException as e:  # noqa: BLE001 - everything a kind raises fails its run, store faults excepted
         fault = is_store_fault(e) or (e.__cause__ is not None and is_store_fault(e.__cause__))
         result = (

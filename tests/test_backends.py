@@ -1,0 +1,201 @@
+"""Execution backends with the real engines: a Ray head on loopback started for this module, and
+Slurm jobs through submitit's local executor (the same submitit code path as `sbatch`, minus Slurm).
+
+Each test names what it catches. The store is SQLite here unless a test takes `db_url` (then it runs on
+PostgreSQL too: the deployment a cluster actually uses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from store.db import Store
+from store.models import RunEvent
+from store.queries import get_run, metric_series, show
+from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
+from tests.test_runner import diagnose, submit, wait_for
+
+LONG_SLEEP = "kind: sleep\nseconds: 30\nsteps: 300\ncheckpoint_every: 10\n"
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """`ray start --head` on 127.0.0.1 with 2 CPUs and no GPU, its own temp folder; stopped after."""
+    ray = Path(sys.executable).with_name("ray")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="wbray-")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
+    started = subprocess.run(
+        [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+         "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+        env=env, capture_output=True, text=True, timeout=180, cwd=ROOT,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def start(env, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        wb_command("worker", *args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def messages(store: Store, run_id: int) -> list[str]:
+    with store.read() as s:
+        return list(
+            s.scalars(select(RunEvent.message).where(RunEvent.run_id == run_id).order_by(RunEvent.id))
+        )
+
+
+def stop(worker: subprocess.Popen) -> str:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return worker.stdout.read()
+
+
+def test_a_smoke_run_on_ray_streams_to_the_store_and_the_worker_is_listed(db_url, home, tmp_path, ray_head):
+    """Catches: a task that cannot import the kinds or reach the store; metrics that only arrive at the
+    end (a TUI on the submitting host must see a remote run's curves while it runs); a worker that
+    `workbench workers` does not show with its backend and runs."""
+    env = subprocess_env(home, db_url)
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 8\nsteps: 40\n"))
+    worker = start(env, "--backend", "ray", "--address", ray_head, "--slots", "1")
+    try:
+        store = Store(home=home)
+        wait_for(lambda: metric_series(store, rid, "loss"), 120, "loss points from the Ray task")
+        assert get_run(store, rid).status == "running", diagnose(store, rid, worker)
+        listed = json.loads(subprocess.run(wb_command("workers", "--json"), env=env, capture_output=True,
+                                           text=True, check=True).stdout)  # fmt: skip
+        assert [(w["backend"], w["address"], w["devices"], w["running"]) for w in listed] == [
+            ("ray", ray_head, ["ray:cpu"], [rid])
+        ]
+        wait_for(lambda: get_run(store, rid).status != "running", 120, "the run to end")
+        rec = show(store, rid)
+        assert rec["status"] == "succeeded", diagnose(store, rid, worker)
+        assert len(metric_series(store, rid, "loss")) == 40
+        assert any(m.startswith("ray on ") for m in messages(store, rid))
+        assert rec["device"] == "ray:cpu"
+    finally:
+        stop(worker)
+
+
+@pytest.mark.slow
+def test_a_real_kind_runs_through_ray(home, ray_head):
+    """Catches: a kind that works in a forked child but not in a fresh Ray worker process (its imports,
+    its device, its artifact files on the shared home)."""
+    env = subprocess_env(home)
+    (rid,) = submit(env, ROOT / "examples" / "images-smoke.yaml")
+    done = subprocess.run(
+        wb_command("worker", "--backend", "ray", "--address", ray_head, "--once"),
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    store = Store(home=home)
+    assert get_run(store, rid).status == "succeeded", done.stdout + diagnose(store, rid)
+    rec = show(store, rid)
+    assert rec["summary"] and any(a["kind"] == "image" for a in rec["artifacts"])
+    assert all((home / a["path"]).exists() for a in rec["artifacts"])
+
+
+def test_cancel_and_a_killed_ray_task_then_retry_resumes(home, tmp_path, ray_head):
+    """Catches: a cancel that never reaches a task on another host; a killed task recorded as failed (or
+    left running) instead of interrupted; a retry that starts over instead of resuming its checkpoint."""
+    env = subprocess_env(home)
+    spec = "kind: sleep\nseconds: 15\nsteps: 150\ncheckpoint_every: 10\nsweep:\n  seed: [1, 2]\n"
+    cancelled, killed = submit(env, write_spec(tmp_path, spec))
+    worker = start(env, "--backend", "ray", "--address", ray_head, "--slots", "2")
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, cancelled).progress[0] >= 5, 120, "the first run to make progress")
+        subprocess.run(wb_command("cancel", cancelled), env=env, check=True, capture_output=True)
+        wait_for(lambda: get_run(store, cancelled).status == "cancelled", 60, "the cancel to land")
+
+        wait_for(lambda: get_run(store, killed).progress[0] >= 25, 120, "progress past the checkpoint at 20")
+        pid = show(store, killed)["pid"]
+        os.kill(pid, signal.SIGKILL)  # the task's own process (it records its pid)
+        wait_for(lambda: get_run(store, killed).status == "interrupted", 60, "the kill to be seen")
+        rec = show(store, killed)
+        assert rec["error"].startswith("the Ray task ended"), rec["error"]
+
+        subprocess.run(wb_command("retry", killed, "--no-worker"), env=env, check=True, capture_output=True)
+        wait_for(lambda: get_run(store, killed).status == "succeeded", 180, "the retried run")
+        rec = show(store, killed)
+        assert rec["attempt"] == 2 and rec["summary"]["resumed_from"] >= 20, diagnose(store, killed, worker)
+    finally:
+        stop(worker)
+
+
+def test_stopping_a_ray_worker_checkpoints_its_runs_as_interrupted(home, tmp_path, ray_head):
+    """Catches: a worker shutdown that leaves its remote runs executing unowned, or records them failed."""
+    env = subprocess_env(home)
+    (rid,) = submit(env, write_spec(tmp_path, LONG_SLEEP))
+    worker = start(env, "--backend", "ray", "--address", ray_head)
+    store = Store(home=home)
+    wait_for(lambda: get_run(store, rid).progress[0] >= 3, 120, "progress")
+    log = stop(worker)
+    assert worker.returncode == 0, log
+    rec = show(store, rid)
+    assert rec["status"] == "interrupted" and rec["error"] == "the worker was stopped", log + diagnose(
+        store, rid
+    )
+
+
+def test_a_preempted_slurm_job_is_requeued_and_resumes_the_same_attempt(home, tmp_path):
+    """Through submitit (its local executor): USR2, as Slurm sends before a preemption or the time limit,
+    makes submitit requeue the job. Catches: a requeued job that starts over, or that the worker takes
+    for finished (recording the run before it has run)."""
+    env = subprocess_env(home)
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 12\nsteps: 120\ncheckpoint_every: 10\n"))
+    worker = start(
+        env, "--backend", "slurm", "--slurm-cluster", "local", "--gpus-per-run", "0", "--slots", "1"
+    )
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress[0] >= 25, 120, "progress past a checkpoint")
+        first_pid = show(store, rid)["pid"]
+        os.kill(first_pid, signal.SIGUSR2)
+        wait_for(lambda: get_run(store, rid).status != "running", 180, "the run to end")
+        rec = show(store, rid)
+        assert rec["status"] == "succeeded" and rec["attempt"] == 1, diagnose(store, rid, worker)
+        assert rec["pid"] != first_pid  # the requeued job's process
+        assert rec["summary"]["resumed_from"] >= 20
+        starts = [m for m in messages(store, rid) if m.startswith("slurm on ")]
+        assert len(starts) == 2, messages(store, rid)
+        assert rec["job_id"] and (home / "slurm" / rec["job_id"]).is_dir()
+    finally:
+        stop(worker)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "kubernetes"], "is not one of local, ray, slurm"),
+        (["--backend", "ray"], "needs --address"),
+        (["--address", "1.2.3.4:6379"], "--address is for --backend ray"),
+        (
+            ["--backend", "ray", "--partition", "gpu", "--address", "x:1"],
+            "--partition is for --backend slurm",
+        ),
+    ],
+)
+def test_bad_worker_options_exit_2(cli, args, message):
+    code, _, stderr = cli("worker", *args)
+    assert code == 2 and message in stderr
