@@ -5,6 +5,7 @@ the database is intact, and prints the throughput. The issue's full size is the 
 
     python bench/queue_stress.py                 # 8 x 250 = 2000 runs, 4 workers
     python bench/queue_stress.py --submitters 4 --specs 25 --workers 2
+    python bench/queue_stress.py --db-url postgresql+psycopg://me@dbhost/wb_stress   # an empty database
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def submitter(home: str, specs: int) -> None:
+def submitter(home: str, specs: int, db_url: str | None) -> None:
     from jobs.spec import load_job
     from store import queue
     from store.db import Store
 
-    store = Store(home=Path(home))
+    store = Store(db_url, home=Path(home))
     for i in range(specs):  # the same functions `workbench submit` uses
         job = load_job(f"kind: sleep\nseed: {i}\n", f"stress-{os.getpid()}-{i}.yaml")
         queue.submit(
@@ -40,12 +41,13 @@ def submitter(home: str, specs: int) -> None:
         )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--submitters", type=int, default=8)
     parser.add_argument("--specs", type=int, default=250)
     parser.add_argument("--workers", type=int, default=4)
-    args = parser.parse_args()
+    parser.add_argument("--db-url", help="an empty database to use instead of a new SQLite file")
+    args = parser.parse_args(argv)
 
     from sqlalchemy import func, select
 
@@ -55,18 +57,22 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="wb-stress-")
     env = dict(os.environ, WORKBENCH_HOME=home)
     env.pop("WORKBENCH_DB_URL", None)
+    if args.db_url:
+        env["WORKBENCH_DB_URL"] = args.db_url
     t0 = time.perf_counter()
-    workers = [
+    workers = [  # each its own device-lock folder, as on separate hosts: only the claim keeps them apart
         subprocess.Popen(
             [sys.executable, "-m", "workbench", "worker", "--devices", "cpu", "--idle-exit", "10"],
-            env=env,
+            env=dict(env, WORKBENCH_LOCK_DIR=os.path.join(home, f"locks-{i}")),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )
-        for _ in range(args.workers)
+        for i in range(args.workers)
     ]
     ctx = multiprocessing.get_context("spawn")
-    subs = [ctx.Process(target=submitter, args=(home, args.specs)) for _ in range(args.submitters)]
+    subs = [
+        ctx.Process(target=submitter, args=(home, args.specs, args.db_url)) for _ in range(args.submitters)
+    ]
     for p in subs:
         p.start()
     for p in subs:
@@ -76,7 +82,7 @@ def main() -> int:
         w.wait()
     elapsed = time.perf_counter() - t0 - 10  # the workers idle 10 s before they exit
 
-    store = Store(home=Path(home))
+    store = Store(args.db_url, home=Path(home))
     expected = args.submitters * args.specs
     with store.read() as s:
         runs = s.scalars(select(Run)).all()

@@ -141,7 +141,8 @@ class Store:
         try:
             self.engine = create_engine(self.url, **engine_options(self.url))
         except (ArgumentError, ImportError) as e:
-            raise StoreError(f"cannot use database URL {self.url!r}: {e}") from None
+            hint = " (pip install 'workbench[cluster]' for PostgreSQL)" if isinstance(e, ImportError) else ""
+            raise StoreError(f"cannot use database URL {self.url!r}: {e}{hint}") from None
         if self.engine.dialect.name == "sqlite":
             if (db_file := self.engine.url.database) and db_file != ":memory:":
                 refuse_network_fs(Path(db_file).resolve())

@@ -180,6 +180,8 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_the_same_attempt(home, tm
         starts = [m for m in messages(store, rid) if m.startswith("slurm on ")]
         assert len(starts) == 2, messages(store, rid)
         assert rec["job_id"] and (home / "slurm" / rec["job_id"]).is_dir()
+        log = subprocess.run(wb_command("logs", rid), env=env, capture_output=True, text=True)
+        assert log.returncode == 0 and "Requeued job" in log.stdout, log.stdout + log.stderr
     finally:
         stop(worker)
 

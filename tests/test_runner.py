@@ -231,3 +231,12 @@ def test_concurrent_submitters_and_workers_run_each_once(db_url, home, tmp_path)
     finally:
         for p in workers + submitters:
             p.kill()
+
+
+@pytest.mark.slow
+def test_the_full_queue_stress_runs_each_run_exactly_once(db_url, home):
+    """bench/queue_stress.py at the issue's size: 8 submitters x 250 specs, 4 workers (as on 4 hosts):
+    every run executed exactly once, on SQLite and on PostgreSQL."""
+    import bench.queue_stress
+
+    assert bench.queue_stress.main(["--db-url", db_url] if db_url else []) == 0

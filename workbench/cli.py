@@ -314,6 +314,8 @@ def worker(
 @app.command()
 def workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The live workers on every host: backend, devices (slots), the runs each holds, last heartbeat."""
+    from collections import Counter
+
     from store.queue import live_workers
 
     store = open_store()
@@ -344,12 +346,35 @@ def workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             str(r["pid"]),
             r["backend"],
             escape(r["address"] or "this host"),
-            escape(", ".join(map(str, r["devices"]))),
+            escape(
+                ", ".join(f"{d} x {n}" if n > 1 else d for d, n in Counter(map(str, r["devices"])).items())
+            ),
             ", ".join(map(str, r["running"])) or "idle",
             f"{r['heartbeat_age_s']:.0f} s ago",
             f"{r['up_s'] / 60:.0f} min",
         )
     out.print(table if records else "no live workers: `workbench worker` starts one")
+
+
+@app.command()
+def logs(
+    run_id: Annotated[int, typer.Argument(help="run id")],
+    tail: Annotated[int, typer.Option(min=1, help="the last N lines")] = 200,
+) -> None:
+    """A run's output log (stdout and stderr of its process, on whichever host or backend it ran)."""
+    from store.artifacts import run_dir
+    from store.queries import show
+
+    store = open_store()
+    _run_ids_exist(store, [run_id])
+    rec = show(store, run_id)
+    path = run_dir(store.home, run_id) / "output.log"
+    if not path.exists():
+        bad_input(f"run {run_id} has no output log yet ({path})")
+    sys.stdout.write("".join(path.read_text(errors="replace").splitlines(keepends=True)[-tail:]))
+    scheduler = store.home / "slurm" / str(rec["job_id"])
+    if rec["job_id"] and scheduler.is_dir():  # submitit's own files: the job's life before the run began
+        err.print(f"submitit's files for job {rec['job_id']}: {scheduler}")
 
 
 def _run_ids_exist(store, run_ids: list[int]) -> None:

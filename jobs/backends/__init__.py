@@ -91,6 +91,15 @@ class Backend:
 
 def make_backend(name: str, store, **options) -> Backend:
     """The backend a worker was configured with (`workbench worker --backend ...`)."""
+    try:
+        return _make(name, store, **options)
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"the {name} backend needs {e.name}: pip install 'workbench[cluster]'"
+        ) from None
+
+
+def _make(name: str, store, **options) -> Backend:
     if name == "local":
         from jobs.backends.local import LocalBackend
 

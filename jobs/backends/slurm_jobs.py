@@ -47,7 +47,9 @@ class SlurmBackend(Backend):
 
         self.store, self.partition, self.n_slots = store, partition, slots
         self.gpus_per_run, self.time_limit = gpus_per_run, time_limit
-        self.address = f"{cluster}:{partition or 'default partition'}"
+        self.address = (
+            f"partition {partition or '(default)'}" if cluster == "slurm" else "submitit's local executor"
+        )
         self.folder = Path(folder or Path(store.home) / "slurm")
         try:
             self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)

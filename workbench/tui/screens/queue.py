@@ -54,7 +54,9 @@ class QueueScreen(LiveScreen):
             mine = [str(r.id) for r in runs if r.worker == w.id and r.status == "running"]
             wt.add_row(
                 w.id,
-                ",".join(w.devices),
+                ",".join(w.devices)
+                if w.backend == "local"
+                else f"{w.backend} at {w.address}: {len(w.devices)} slot(s)",
                 str(w.pid),
                 f"{db_now - w.heartbeat_at:.0f} s ago",
                 ", ".join(mine) or "idle",
