@@ -207,7 +207,7 @@ class Worker:
         )
         where = f"device locks in {lock_dir()}" if b.name == "local" else f"{b.name} at {b.address}"
         self.log(
-            f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.url}, {where})"
+            f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.safe_url}, {where})"
         )
         b.prepare(self.log)
         self.log("ready")

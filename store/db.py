@@ -194,6 +194,11 @@ class Store:
             return float(conn.exec_driver_sql(f"SELECT {self.now_sql}").scalar())
 
     @property
+    def safe_url(self) -> str:
+        """The URL for logs and screens: a password in it shows as ***."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 

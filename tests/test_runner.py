@@ -234,6 +234,7 @@ def test_concurrent_submitters_and_workers_run_each_once(db_url, home, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_the_full_queue_stress_runs_each_run_exactly_once(db_url, home):
     """bench/queue_stress.py at the issue's size: 8 submitters x 250 specs, 4 workers (as on 4 hosts):
     every run executed exactly once, on SQLite and on PostgreSQL."""

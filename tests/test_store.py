@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import inspect, update
+from sqlalchemy import func, inspect, select, update
 
 from store import queue
 from store.artifacts import UnsafeArtifactName, artifact_path
@@ -72,22 +72,38 @@ def test_claim_order_priority_then_age(store):
 
 
 def test_concurrent_claims_never_share_a_run(db_url, home):
+    """Catches: two claimers getting one run; and, on PostgreSQL, a claim that comes back empty while
+    plenty of runs are queued because it waited on a row another claimer had just taken (what a claim
+    without SKIP LOCKED does under concurrency: the worker then idles a poll interval for nothing)."""
     ids = set(_submit(Store(home=home), 200))
     claimed: list[int] = []
+    empty_while_queued: list[int] = []  # queued runs left when a claim came back empty
     lock = threading.Lock()
+    n_claimers = 6
 
     def claimer(n: int):
         s = Store(home=home)  # own engine, own connections, as separate workers have
-        while (run := queue.claim(s, f"w{n}", "cpu")) is not None:
+        while True:
+            run = queue.claim(s, f"w{n}", "cpu")
+            if run is not None:
+                with lock:
+                    claimed.append(run.id)
+                continue
+            with s.read() as r:
+                left = r.scalar(select(func.count()).select_from(Run).where(Run.status == "queued"))
+            if not left:
+                return
             with lock:
-                claimed.append(run.id)
+                empty_while_queued.append(left)
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(n_claimers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sorted(claimed) == sorted(ids)
+    # Near the end every queued row may be held by a claim in flight; before that, none may come back empty.
+    assert all(left <= n_claimers for left in empty_while_queued), empty_while_queued
 
 
 def test_cancel_retry_and_finish(store):
