@@ -73,7 +73,9 @@ def fill(store, n_runs: int, n_points: int, big: int) -> int:
         rows += [(rid, "loss", s, 1.0 / (s + 1), 0.0, 1) for s in range(per_run)]
     with store.write() as s:
         s.connection().exec_driver_sql(
-            "INSERT INTO metric_points (run_id, key, step, value, wall_time, attempt) VALUES (?, ?, ?, ?, ?, ?)",
+            store.driver_sql(
+                "INSERT INTO metric_points (run_id, key, step, value, wall_time, attempt) VALUES (?, ?, ?, ?, ?, ?)"
+            ),
             rows,
         )
     print(f"store: {len(ids)} runs, {len(rows):,} metric points (filled in {time.perf_counter() - t:.0f} s)")

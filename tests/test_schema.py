@@ -67,6 +67,9 @@ def test_a_v1_database_upgrades_with_every_row_intact(old_home):
         assert conn.exec_driver_sql("PRAGMA user_version").scalar() == schema.SCHEMA_VERSION
     s.dispose()
     assert rows(old_home / "workbench.db", v1_columns) == before
+    with sqlite3.connect(old_home / "workbench.db") as con:  # v3's columns, filled for the old rows
+        assert set(con.execute("SELECT backend FROM workers").fetchall()) == {("local",)}
+        assert set(con.execute("SELECT stop_requested, job_id FROM runs").fetchall()) == {(0, None)}
     s = Store(home=old_home)  # opened again: nothing left to do
     rec = show(s, 1)
     assert rec["status"] == "succeeded" and rec["summary"]["loss_ci"] == [0.2, 0.5]
