@@ -186,6 +186,81 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_the_same_attempt(home, tm
         stop(worker)
 
 
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A single-node Slurm (Debian's slurm-wlm: slurmctld + slurmd as root, auth/none, its own ports and
+    state folder); yields the environment its commands need (SLURM_CONF)."""
+    import shutil
+
+    if shutil.which("slurmctld") is None or shutil.which("sbatch") is None or os.geteuid() != 0:
+        pytest.skip("a local Slurm needs Debian's slurm-wlm and root (apt-get install slurm-wlm)")
+    root = tmp_path_factory.mktemp("slurm")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    host = socket.gethostname().split(".")[0]
+    conf = root / "slurm.conf"
+    conf.write_text(
+        f"ClusterName=wbtest\nSlurmctldHost={host}\nSlurmctldPort={ports[0]}\nSlurmdPort={ports[1]}\n"
+        "SlurmUser=root\nSlurmdUser=root\nAuthType=auth/none\nCredType=cred/none\n"
+        f"StateSaveLocation={root}/state\nSlurmdSpoolDir={root}/spool\n"
+        f"SlurmctldPidFile={root}/ctld.pid\nSlurmdPidFile={root}/d.pid\n"
+        f"SlurmctldLogFile={root}/ctld.log\nSlurmdLogFile={root}/d.log\n"
+        "ProctrackType=proctrack/pgid\nTaskPlugin=task/none\nSelectType=select/cons_tres\n"
+        "SelectTypeParameters=CR_Core\nJobAcctGatherType=jobacct_gather/none\n"
+        "AccountingStorageType=accounting_storage/none\nMpiDefault=none\nReturnToService=2\n"
+        f"NodeName={host} CPUs={os.cpu_count()} RealMemory=2000 State=UNKNOWN\n"
+        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n"
+    )
+    (root / "state").mkdir()
+    (root / "spool").mkdir()
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    daemons = [
+        subprocess.Popen([d, "-D", "-f", conf], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for d in ("slurmctld", "slurmd")
+    ]
+    try:
+        up = lambda: " idle " in subprocess.run(["sinfo"], env=env, capture_output=True, text=True).stdout  # noqa: E731
+        wait_for(up, 60, "the Slurm node to come up")
+        yield env
+    finally:
+        subprocess.run(["scancel", "--partition", "debug"], env=env, capture_output=True)
+        for d in daemons:
+            d.terminate()
+        for d in daemons:
+            try:
+                d.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                d.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_run_through_real_sbatch_survives_a_preemption(home, tmp_path, slurm_cluster):
+    """Real `sbatch` on a single-node Slurm: a run's job gets USR2 (`scancel --signal=USR2`, as before a
+    preemption or the time limit), submitit runs `scontrol requeue`, Slurm starts the job again after its
+    requeue delay (2 min), and the same attempt resumes from its checkpoint. Catches what the local
+    executor cannot: the sbatch script and parameters submitit writes, Slurm's job states while requeued
+    (the worker must keep the lease while the job is PENDING), and the job's environment."""
+    env = dict(subprocess_env(home), SLURM_CONF=slurm_cluster["SLURM_CONF"])
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 12\nsteps: 120\nthreads: 1\n"))
+    worker = start(env, "--backend", "slurm", "--partition", "debug", "--gpus-per-run", "0", "--slots", "1")
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, rid).progress[0] >= 25, 120, "the job to run past a checkpoint")
+        job = show(store, rid)["job_id"]
+        subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True)
+        wait_for(lambda: get_run(store, rid).status != "running", 600, "the requeued job to finish")
+        rec = show(store, rid)
+        assert rec["status"] == "succeeded" and rec["attempt"] == 1, diagnose(store, rid, worker)
+        assert rec["summary"]["resumed_from"] >= 20 and rec["job_id"] == job
+        assert len([m for m in messages(store, rid) if m.startswith("slurm on ")]) == 2
+    finally:
+        stop(worker)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
