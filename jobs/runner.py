@@ -178,6 +178,7 @@ class Worker:
         ]
         self.once, self.max_jobs, self.idle_exit = once, max_jobs, idle_exit
         self.stop_grace = stop_grace
+        self.threads = threads
         self.log = log
         self.started = 0
         self.stopping = False
@@ -332,8 +333,9 @@ class Worker:
             return False
         self.started += 1
         gpu = self.backend.slot_has_gpu(slot.device)
-        threads = int(
+        threads = int(  # the spec's, else --threads, else the backend's share, else this host's
             run.spec.get("threads")
+            or self.threads
             or self.backend.default_threads(slot.device)
             or (self.gpu_threads if gpu else self.cpu_threads)
         )

@@ -271,6 +271,7 @@ def test_a_run_through_real_sbatch_survives_a_preemption(home, tmp_path, slurm_c
             ["--backend", "ray", "--partition", "gpu", "--address", "x:1"],
             "--partition is for --backend slurm",
         ),
+        (["--backend", "slurm", "--devices", "0,1"], "--devices is for --backend local"),
     ],
 )
 def test_bad_worker_options_exit_2(cli, args, message):

@@ -265,6 +265,8 @@ def worker(
         bad_input("--address is for --backend ray")
     if backend != "slurm" and partition:
         bad_input("--partition is for --backend slurm")
+    if backend != "local" and devices != "auto":
+        bad_input(f"--devices is for --backend local; the {backend} cluster places runs on its own devices")
     try:
         device_slots = parse_devices(devices) if backend == "local" else []
     except ValueError as e:
