@@ -8,6 +8,9 @@ and names its log:
 - `ray`: a Ray task per run on the cluster at an address (jobs.backends.ray_tasks);
 - `slurm`: a Slurm job per run through submitit (jobs.backends.slurm_jobs).
 
+Every backend's run process sends its stdout and stderr to runs/<id>/output.log under $WORKBENCH_HOME
+(`workbench logs RUN`), so a run's log is found the same way wherever it ran.
+
 A run on Ray or Slurm executes jobs.backends.remote.execute_run on whichever host the cluster picks. It
 writes through the same RunContext, and reads cancel, stop and its lease from the store, since no pipe
 reaches it; its artifacts go under the same $WORKBENCH_HOME, which must be a path every host shares.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 BACKENDS = ("local", "ray", "slurm")
@@ -36,7 +38,6 @@ class Execution:
     job: Any = None  # the backend's own handle: a process, a Ray ObjectRef, a submitit Job
     pid: int | None = None
     job_id: str | None = None  # Ray task id, Slurm job id
-    log_path: Path | None = None
     last_alive: float = field(default_factory=time.monotonic)  # last sign of progress (local only)
     last_step: tuple[int, float] | None = None
     step_seconds: float = 0.0

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from jobs.backends import Backend, Ended, Execution
 from jobs.backends.attempt import limit_threads, redirect_output, run_attempt
-from store.artifacts import run_dir
 
 
 def _fork_is_poisoned() -> bool:
@@ -136,7 +135,6 @@ class LocalBackend(Backend):
             run.attempt,
             job=(proc, parent_end),
             pid=proc.pid,
-            log_path=run_dir(self.store.home, run.id) / "output.log",
         )
 
     def receive(self, ex: Execution) -> None:

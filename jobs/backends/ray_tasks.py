@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from jobs.backends import Backend, BackendUnavailable, Ended, Execution
 from jobs.backends.remote import execute_run
-from store.artifacts import run_dir
 
 
 class RayBackend(Backend):
@@ -59,7 +58,6 @@ class RayBackend(Backend):
             run.attempt,
             job=ref,
             job_id=ref.task_id().hex(),
-            log_path=run_dir(self.store.home, run.id) / "output.log",
         )
 
     def poll(self, ex: Execution) -> Ended | None:

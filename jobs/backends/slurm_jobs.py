@@ -14,7 +14,6 @@ from pathlib import Path
 
 from jobs.backends import Backend, BackendUnavailable, Ended, Execution
 from jobs.backends.remote import execute_run
-from store.artifacts import run_dir
 
 
 def _checkpointable():
@@ -91,7 +90,6 @@ class SlurmBackend(Backend):
             run.attempt,
             job=job,
             job_id=str(job.job_id),
-            log_path=run_dir(self.store.home, run.id) / "output.log",
         )
 
     def poll(self, ex: Execution) -> Ended | None:
