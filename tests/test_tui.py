@@ -438,12 +438,18 @@ async def test_survives_a_run_deleted_underneath_and_a_locked_database(filled):
 
 async def test_queue_screen_and_help(filled):
     store, ids = filled
+    local = queue.register_worker(store, ["0", "1"])
+    ray = queue.register_worker(store, ["ray:gpu"] * 4, "ray", "10.0.0.1:6379")
     app = make_app(store)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("u")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "QueueScreen")
         runs = app.screen.query_one("#queue-runs")
         await wait_until(pilot, lambda: runs.row_count == 1)
+        workers = app.screen.query_one("#workers-table")
+        await wait_until(pilot, lambda: workers.row_count == 2)
+        devices = {workers.get_row_at(i)[0]: workers.get_row_at(i)[1] for i in range(2)}
+        assert devices == {local: "0,1", ray: "ray at 10.0.0.1:6379: 4 slot(s)"}
         await pilot.press("plus")
         await wait_until(pilot, lambda: queue_get(store, ids[2]).priority == 1)
         await pilot.press("question_mark")
