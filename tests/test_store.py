@@ -251,3 +251,55 @@ def test_artifact_symlink_escape_is_refused(tmp_path):
     with pytest.raises(UnsafeArtifactName):
         artifact_path(tmp_path, 1, "link/secret.png")
     assert artifact_path(tmp_path, 1, "images/a/00000001.png") == root / "images" / "a" / "00000001.png"
+
+
+def test_the_read_queries_give_the_same_answers_on_both_databases(store):
+    """Catches SQL that only SQLite reads (JSON access, ordering, grouping, REAL arithmetic): what the
+    CLI, the TUI and exports ask, checked against counted values."""
+    from jobs.context import RunContext
+    from store.queries import (
+        active_runs,
+        events,
+        get_run,
+        latest_metrics,
+        list_runs,
+        metric_keys,
+        metric_series,
+        show,
+        tables,
+    )
+
+    a, b, c = queue.submit(
+        store,
+        name="q",
+        kind="sleep",
+        spec_text="",
+        sweep={},
+        priority=0,
+        runs=[
+            queue.NewRun(n, {"kind": "sleep", "device": d})
+            for n, d in (("a", "cpu"), ("b", "cuda"), ("c", "auto"))
+        ],
+    )[1]
+    run = queue.claim(store, "w", "cpu")
+    assert run.id == a
+    ctx = RunContext(store, a, attempt=run.attempt)
+    for step in (1, 2, 3):
+        ctx.log(step, loss=1.0 / step, acc=step / 10)
+    ctx.log(2, loss=0.25)  # a relogged step: the newest value wins
+    ctx.flush()
+    ctx.table("t", [{"x": 1, "y": "é"}, {"x": 2, "y": None}])
+    ctx.summary(top1=0.5, top1_ci=[0.4, 0.6])
+    ctx.event("hello")
+    assert [r.id for r in list_runs(store)] == [a, b, c]
+    assert [r.id for r in list_runs(store, status="queued")] == [b, c]
+    queue.set_priority(store, c, 5)
+    assert [r.id for r in active_runs(store)] == [a, c, b]  # running first, then by priority
+    assert get_run(store, b).label == "queued (needs a GPU)"
+    assert metric_keys(store, a) == ["acc", "loss"]
+    assert metric_series(store, a, "loss") == [(1, 1.0), (2, 0.25), (3, pytest.approx(1 / 3))]
+    assert latest_metrics(store, [a, b], "loss") == {a: (2, 0.25)}
+    assert tables(store, a) == {"t": [{"x": 1, "y": "é"}, {"x": 2, "y": None}]}
+    assert [e.message for e in events(store, a)][-1] == "hello"
+    rec = show(store, a)
+    assert rec["summary"] == {"top1": 0.5, "top1_ci": [0.4, 0.6]} and rec["spec"]["device"] == "cpu"
