@@ -55,7 +55,7 @@ class Ended:
 class Backend:
     """The interface; see the module docstring. Slots are device labels the worker shows and claims by."""
 
-    name = "local"
+    name = ""
     address: str | None = None
     watches_progress = False  # True where the worker sees every step (a pipe) and can kill a hung run
 
@@ -88,6 +88,24 @@ class Backend:
 
     def close(self) -> None:
         pass
+
+
+class ClusterBackend(Backend):
+    """Ray and Slurm: the run executes jobs.backends.remote.execute_run wherever the cluster places it and
+    hears cancel and stop from the store, so `stop` has nothing to send. Slots are `<name>:gpu|cpu`."""
+
+    def slot_has_gpu(self, slot: str) -> bool:
+        return slot.endswith(":gpu")
+
+    def wants_gpu(self, run, slot: str) -> bool:
+        return self.slot_has_gpu(slot) and run.spec.get("device", "auto") != "cpu"
+
+    def run_args(self, run, gpu: bool, threads: int) -> tuple:
+        """execute_run's arguments for one attempt."""
+        return (self.store.url, str(self.store.home), run.id, run.attempt, gpu, threads, self.name)
+
+    def stop(self, ex: Execution) -> None:
+        pass  # the run reads cancel and stop requests from the store (jobs.backends.remote)
 
 
 def make_backend(name: str, store, **options) -> Backend:

@@ -9,11 +9,11 @@ attempt, resumed from the last checkpoint), not Ray's.
 
 from __future__ import annotations
 
-from jobs.backends import Backend, BackendUnavailable, Ended, Execution
+from jobs.backends import BackendUnavailable, ClusterBackend, Ended, Execution
 from jobs.backends.remote import execute_run
 
 
-class RayBackend(Backend):
+class RayBackend(ClusterBackend):
     name = "ray"
 
     def __init__(self, store, address: str, slots: int | None = None):
@@ -39,26 +39,18 @@ class RayBackend(Backend):
     def slots(self) -> list[str]:
         return ["ray:gpu" if self.gpus else "ray:cpu"] * self.n_slots
 
-    def slot_has_gpu(self, slot: str) -> bool:
-        return slot.endswith("gpu")
-
     def default_threads(self, slot: str) -> int | None:
         return max(1, self.cpus // self.n_slots)
 
     def start(self, run, slot: str, threads: int) -> Execution:
-        gpu = self.slot_has_gpu(slot) and run.spec.get("device", "auto") != "cpu"
+        gpu = self.wants_gpu(run, slot)
         ref = self._remote.options(
             num_gpus=1 if gpu else 0,
             num_cpus=min(threads, self.cpus),
             max_retries=0,
             name=f"workbench-run-{run.id}",
-        ).remote(self.store.url, str(self.store.home), run.id, run.attempt, gpu, threads, "ray")
-        return Execution(
-            run.id,
-            run.attempt,
-            job=ref,
-            job_id=ref.task_id().hex(),
-        )
+        ).remote(*self.run_args(run, gpu, threads))
+        return Execution(run.id, run.attempt, job=ref, job_id=ref.task_id().hex())
 
     def poll(self, ex: Execution) -> Ended | None:
         import ray
@@ -72,9 +64,6 @@ class RayBackend(Backend):
             return Ended(None, "the Ray task was cancelled")
         except ray.exceptions.RayError as e:  # the task's process died (killed, out of memory, node lost)
             return Ended(None, f"the Ray task ended ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-
-    def stop(self, ex: Execution) -> None:
-        pass  # the run reads cancel and stop requests from the store (jobs.backends.remote)
 
     def kill(self, ex: Execution) -> None:
         import ray

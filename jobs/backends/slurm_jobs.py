@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.backends import Backend, BackendUnavailable, Ended, Execution
+from jobs.backends import BackendUnavailable, ClusterBackend, Ended, Execution
 from jobs.backends.remote import execute_run
 
 
@@ -28,7 +28,7 @@ def _checkpointable():
     return SlurmRun
 
 
-class SlurmBackend(Backend):
+class SlurmBackend(ClusterBackend):
     name = "slurm"
 
     def __init__(
@@ -39,8 +39,6 @@ class SlurmBackend(Backend):
         gpus_per_run: int = 1,
         time_limit: float = 24 * 60,
         cluster: str = "slurm",
-        folder: Path | None = None,
-        extra: dict | None = None,
     ):
         import submitit
 
@@ -49,26 +47,21 @@ class SlurmBackend(Backend):
         self.address = (
             f"partition {partition or '(default)'}" if cluster == "slurm" else "submitit's local executor"
         )
-        self.folder = Path(folder or Path(store.home) / "slurm")
         try:
-            self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
+            self.executor = submitit.AutoExecutor(folder=Path(store.home) / "slurm" / "%j", cluster=cluster)
         except RuntimeError as e:  # no sbatch on this host
             raise BackendUnavailable(f"cannot submit Slurm jobs from this host: {e}") from None
         self.cluster = self.executor.cluster
-        self.extra = extra or {}
         self._run_cls = _checkpointable()
 
     def slots(self) -> list[str]:
         return ["slurm:gpu" if self.gpus_per_run else "slurm:cpu"] * self.n_slots
 
-    def slot_has_gpu(self, slot: str) -> bool:
-        return slot.endswith("gpu")
-
     def default_threads(self, slot: str) -> int | None:
         return 8 if self.slot_has_gpu(slot) else 4
 
     def start(self, run, slot: str, threads: int) -> Execution:
-        gpu = self.slot_has_gpu(slot) and run.spec.get("device", "auto") != "cpu"
+        gpu = self.wants_gpu(run, slot)
         params = {
             "name": f"workbench-run-{run.id}",
             "timeout_min": int(run.spec.get("time_limit_minutes") or self.time_limit),
@@ -78,19 +71,12 @@ class SlurmBackend(Backend):
             "nodes": 1,
         }
         if self.cluster == "slurm":
-            params |= {"slurm_signal_delay_s": 120, **self.extra}
+            params["slurm_signal_delay_s"] = 120
             if self.partition:
                 params["slurm_partition"] = self.partition
         self.executor.update_parameters(**params)
-        job = self.executor.submit(
-            self._run_cls(), self.store.url, str(self.store.home), run.id, run.attempt, gpu, threads, "slurm"
-        )
-        return Execution(
-            run.id,
-            run.attempt,
-            job=job,
-            job_id=str(job.job_id),
-        )
+        job = self.executor.submit(self._run_cls(), *self.run_args(run, gpu, threads))
+        return Execution(run.id, run.attempt, job=job, job_id=str(job.job_id))
 
     def poll(self, ex: Execution) -> Ended | None:
         job = ex.job
@@ -100,9 +86,6 @@ class SlurmBackend(Backend):
             return Ended(tuple(job.result()))
         except Exception as e:  # noqa: BLE001 - the job died, was cancelled, or timed out too often
             return Ended(None, f"Slurm job {ex.job_id} ended ({job.state}: {str(e).splitlines()[0][:200]})")
-
-    def stop(self, ex: Execution) -> None:
-        pass  # the run reads cancel and stop requests from the store (jobs.backends.remote)
 
     def kill(self, ex: Execution) -> None:
         try:
