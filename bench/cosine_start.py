@@ -13,12 +13,12 @@ import math
 
 import torch
 
-import jobs.diffusion.samplers as samplers
-from jobs.data.toy2d import load_toy2d
-from jobs.diffusion.denoisers import MLPDenoiser
-from jobs.diffusion.schedules import make_schedule
-from jobs.metrics.distances import energy_distance
-from jobs.metrics.stats import mean_ci
+import workbench.jobs.diffusion.samplers as samplers
+from workbench.jobs.data.toy2d import load_toy2d
+from workbench.jobs.diffusion.denoisers import MLPDenoiser
+from workbench.jobs.diffusion.schedules import make_schedule
+from workbench.jobs.metrics.distances import energy_distance
+from workbench.jobs.metrics.stats import mean_ci
 
 torch.manual_seed(0)
 schedule = make_schedule("cosine", 1000)

@@ -42,15 +42,15 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
     args = parser.parse_args()
 
-    from jobs.runner import gpu_count
+    from workbench.jobs.runner import gpu_count
 
     n_gpus = gpu_count()
     if n_gpus == 0:
         print("gpu-check: no CUDA device on this machine (NVML and torch see none)", file=sys.stderr)
         return 2
 
-    from store.db import Store
-    from store.queries import events, get_run, show
+    from workbench.store.db import Store
+    from workbench.store.queries import events, get_run, show
 
     home = Path(tempfile.mkdtemp(prefix="wb-gpu-check-"))
     env = dict(

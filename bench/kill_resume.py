@@ -37,9 +37,9 @@ def main() -> int:
 
     from sqlalchemy import select
 
-    from store.db import Store
-    from store.models import MetricPoint
-    from store.queries import events, get_run, show
+    from workbench.store.db import Store
+    from workbench.store.models import MetricPoint
+    from workbench.store.queries import events, get_run, show
 
     home = Path(tempfile.mkdtemp(prefix="wb-kill-"))
     env = dict(os.environ, WORKBENCH_HOME=str(home), WORKBENCH_HEARTBEAT_TIMEOUT="3")

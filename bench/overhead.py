@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def submit_latency(n: int) -> None:
-    from jobs.spec import load_job
-    from store import queue
-    from store.db import Store
-    from store.queries import get_run, metric_series
+    from workbench.jobs.spec import load_job
+    from workbench.store import queue
+    from workbench.store.db import Store
+    from workbench.store.queries import get_run, metric_series
 
     home = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     env = dict(os.environ, WORKBENCH_HOME=str(home))
@@ -61,7 +61,7 @@ def submit_latency(n: int) -> None:
             with store.read() as s:
                 from sqlalchemy import select
 
-                from store.models import MetricPoint
+                from workbench.store.models import MetricPoint
 
                 wall = s.scalar(select(MetricPoint.wall_time).where(MetricPoint.run_id == rid))
             first_log.append(wall - run.created_at)
@@ -82,12 +82,12 @@ def submit_latency(n: int) -> None:
 def log_overhead() -> None:
     import torch
 
-    from jobs.context import RunContext
-    from jobs.diffusion.denoisers import MLPDenoiser
-    from jobs.diffusion.schedules import make_schedule
-    from jobs.diffusion.train import diffusion_loss
-    from store import queue
-    from store.db import Store
+    from workbench.jobs.context import RunContext
+    from workbench.jobs.diffusion.denoisers import MLPDenoiser
+    from workbench.jobs.diffusion.schedules import make_schedule
+    from workbench.jobs.diffusion.train import diffusion_loss
+    from workbench.store import queue
+    from workbench.store.db import Store
 
     torch.set_num_threads(2)
     model = MLPDenoiser(2, 64, 3, num_classes=8)

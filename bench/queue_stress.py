@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def submitter(home: str, specs: int, db_url: str | None) -> None:
-    from jobs.spec import load_job
-    from store import queue
-    from store.db import Store
+    from workbench.jobs.spec import load_job
+    from workbench.store import queue
+    from workbench.store.db import Store
 
     store = Store(db_url, home=Path(home))
     for i in range(specs):  # the same functions `workbench submit` uses
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sqlalchemy import func, select
 
-    from store.db import Store
-    from store.models import Run, RunEvent
+    from workbench.store.db import Store
+    from workbench.store.models import Run, RunEvent
 
     home = tempfile.mkdtemp(prefix="wb-stress-")
     env = dict(os.environ, WORKBENCH_HOME=home)

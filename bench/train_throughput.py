@@ -34,7 +34,7 @@ CONFIGS = {  # name: (image shape, channels, attention, batch)
 
 
 def make_unet(shape, channels, attention, device):
-    from jobs.diffusion.denoisers import UNetDenoiser
+    from workbench.jobs.diffusion.denoisers import UNetDenoiser
 
     torch.manual_seed(0)
     return UNetDenoiser(
@@ -88,11 +88,11 @@ def plain_loop(x, y, shape, channels, attention, batch, steps, device) -> float:
 
 
 def workbench_loop(x, y, shape, channels, attention, batch, steps, device) -> float:
-    from jobs.context import RunContext
-    from jobs.diffusion.schedules import make_schedule
-    from jobs.diffusion.train import TrainConfig, train
-    from store import queue
-    from store.db import Store
+    from workbench.jobs.context import RunContext
+    from workbench.jobs.diffusion.schedules import make_schedule
+    from workbench.jobs.diffusion.train import TrainConfig, train
+    from workbench.store import queue
+    from workbench.store.db import Store
 
     store = Store(home=Path(tempfile.mkdtemp(prefix="wb-bench-")))
     _, (rid,) = queue.submit(

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 COLD_OPEN = """
 import time; start = time.perf_counter()
 import asyncio, sys
-from store.db import Store
+from workbench.store.db import Store
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.screens.runs import PAGE
 
@@ -54,7 +54,7 @@ asyncio.run(main())
 
 
 def fill(store, n_runs: int, n_points: int, big: int) -> int:
-    from store import queue
+    from workbench.store import queue
 
     t = time.perf_counter()
     per_exp = 100
@@ -139,8 +139,8 @@ def matches(n_runs: int, words: str) -> int:
 async def filter_and_curve(store, big_run: int, n_runs: int, reps: int, idle: float) -> None:
     from textual import events
 
-    from jobs.context import RunContext
-    from store import queue
+    from workbench.jobs.context import RunContext
+    from workbench.store import queue
     from workbench.tui.app import WorkbenchApp
     from workbench.tui.components import CurvePlot, CurvesView
     from workbench.tui.screens.runs import PAGE
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of each idle measurement")
     args = parser.parse_args()
-    from store.db import Store
+    from workbench.store.db import Store
 
     home = Path(tempfile.mkdtemp(prefix="wb-tui-bench-"))
     store = Store(home=home)

@@ -36,7 +36,7 @@ async def until(pilot, condition, timeout: float = 20.0) -> None:
 
 
 async def render(home: Path, run_id: int, width: int, tab: str = "curves", height: int = 16) -> None:
-    from store.db import Store
+    from workbench.store.db import Store
     from workbench.tui.app import WorkbenchApp
 
     app = WorkbenchApp(Store(home=home), image_mode="halfcell", auto_worker=False)

@@ -25,7 +25,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def store(home):
-    from store.db import Store
+    from workbench.store.db import Store
 
     s = Store()
     yield s

@@ -20,17 +20,17 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from jobs.classify import PretrainedUnavailable, build_attributor
-from jobs.context import RunCancelled, RunContext
-from jobs.data import attribution as A
-from jobs.data.images import DataError
-from jobs.kinds import attribution
-from jobs.spec import resolve
-from store import queries, queue
 from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
 from tests.test_ddpm_kind import run_spec
 from tests.test_feature_sweep import finished_images_run
 from tests.test_images import new_run
+from workbench.jobs.classify import PretrainedUnavailable, build_attributor
+from workbench.jobs.context import RunCancelled, RunContext
+from workbench.jobs.data import attribution as A
+from workbench.jobs.data.images import DataError
+from workbench.jobs.kinds import attribution
+from workbench.jobs.spec import resolve
+from workbench.store import queries, queue
 
 PIPES = ["nearest", "bilinear", "bicubic", "transposed_conv"]  # the smoke example's classes
 
@@ -141,10 +141,11 @@ class RecordingHub(BaseHTTPRequestHandler):
     """The four Hub API calls huggingface_hub makes to create a repo and commit small files."""
 
     seen: list[tuple[str, bytes]] = []
+    existing: bool | None = None  # a repository already there: None (none), False (private), True (public)
 
-    def _reply(self, obj) -> None:
+    def _reply(self, obj, status: int = 200) -> None:
         data = json.dumps(obj).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -156,6 +157,8 @@ class RecordingHub(BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         self.seen.append((self.path, body))
         port = self.server.server_address[1]
+        if self.path == "/api/repos/create" and self.existing is not None:
+            return self._reply({"error": "You already created this model repo"}, 409)
         if self.path == "/api/repos/create":
             return self._reply({"url": f"http://127.0.0.1:{port}/{json.loads(body)['organization']}/x"})
         if self.path == "/api/validate-yaml":
@@ -175,38 +178,104 @@ class RecordingHub(BaseHTTPRequestHandler):
             )
         self.send_error(404)
 
+    def do_GET(self):  # noqa: N802 - the repository's visibility, asked when it exists
+        self.seen.append((self.path, b""))
+        if self.path.startswith("/api/models/lab/x") and self.existing is not None:
+            return self._reply({"id": "lab/x", "private": not self.existing, "sha": "1" * 40})
+        self.send_error(404)
+
     def log_message(self, *args):
         pass
 
 
-def test_publish_uploads_the_folder_to_the_hub_and_fails_clearly_offline(smoke, tmp_path):
-    home, run = smoke
+@pytest.fixture
+def hub():
+    """A recording Hub endpoint; yields the environment variables that point huggingface_hub at it."""
+    RecordingHub.seen, RecordingHub.existing = [], None
     server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env = subprocess_env(
-            home, HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}", HF_TOKEN="hf_t"
-        )
-        r = subprocess.run(
-            wb_command("publish", run["id"], "--repo", "lab/x", "--to-folder", tmp_path / "f"),
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-    finally:
-        server.shutdown()
-    assert r.returncode == 0, r.stderr
-    paths = [p for p, _ in RecordingHub.seen]
-    assert paths[0] == "/api/repos/create" and json.loads(RecordingHub.seen[0][1])["name"] == "x"
-    commit = [b for p, b in RecordingHub.seen if p == "/api/models/lab/x/commit/main"]
-    assert len(commit) == 1
-    sent = {
+    yield {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_TOKEN": "hf_t"}
+    server.shutdown()
+
+
+def committed_files() -> dict[str, bytes]:
+    commits = [b for p, b in RecordingHub.seen if p == "/api/models/lab/x/commit/main"]
+    assert len(commits) <= 1
+    return {
         v["value"]["path"]: base64.b64decode(v["value"]["content"])
-        for v in map(json.loads, commit[0].decode().splitlines())
+        for body in commits
+        for v in map(json.loads, body.decode().splitlines())
         if v["key"] == "file"
     }
-    assert sent == {p.name: p.read_bytes() for p in (tmp_path / "f").iterdir()}
 
+
+def test_publish_uploads_exactly_its_three_files_to_a_private_repository(smoke, tmp_path, hub):
+    """The folder also holds a secret and an older card: --force replaces our three files there, leaves
+    the secret alone, and the commit carries our three files only, to a repository created private."""
+    home, run = smoke
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / ".env").write_text("HF_TOKEN=secret")
+    (folder / "README.md").write_text("my own notes")
+    args = ("publish", run["id"], "--repo", "lab/x", "--to-folder", folder)
+    r = subprocess.run(
+        wb_command(*args, "--force"), env=subprocess_env(home, **hub), capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert "(private)" in r.stdout
+    create = json.loads(next(b for p, b in RecordingHub.seen if p == "/api/repos/create"))
+    assert create["name"] == "x" and create["private"] is True
+    published = sorted(p.name for p in folder.iterdir() if p.name != ".env")
+    assert published == ["README.md", "config.json", "model.safetensors"]
+    assert (folder / ".env").read_text() == "HF_TOKEN=secret"
+    assert committed_files() == {n: (folder / n).read_bytes() for n in published}
+
+    RecordingHub.seen = []
+    r = subprocess.run(
+        wb_command("publish", run["id"], "--repo", "lab/x", "--public"),
+        env=subprocess_env(home, **hub),
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(RecordingHub.seen[0][1])["private"] is False
+    assert sorted(committed_files()) == published
+
+
+def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub, monkeypatch):
+    """Exit 2 and nothing written or sent: a folder that holds files, a file for a folder, a public
+    repository that exists when --public was not given."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    home, run = smoke
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    for key, value in hub.items():
+        monkeypatch.setenv(key, value)
+    folder, a_file = tmp_path / "notes", tmp_path / "a.txt"
+    folder.mkdir()
+    (folder / "private-notes.txt").write_text("mine")
+    a_file.write_text("mine")
+    RecordingHub.existing = True
+    for args, words in (
+        (("--to-folder", folder), "is not empty"),
+        (("--to-folder", a_file), "is a file"),
+        (("--to-folder", folder, "--repo", "lab/x"), "is not empty"),
+        (("--repo", "lab/x"), "exists and is public: pass --public"),
+    ):
+        r = CliRunner().invoke(app, ["publish", str(run["id"]), *map(str, args)])
+        assert r.exit_code == 2 and words in r.stderr, (args, r.stderr)
+    assert [p.name for p in folder.iterdir()] == ["private-notes.txt"] and a_file.read_text() == "mine"
+    assert committed_files() == {}
+    RecordingHub.seen, RecordingHub.existing = [], False  # an existing private repository is fine
+    r = CliRunner().invoke(app, ["publish", str(run["id"]), "--repo", "lab/x"])
+    assert r.exit_code == 0, r.stderr
+    assert sorted(committed_files()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_publish_fails_clearly_offline(smoke):
+    home, run = smoke
     env = subprocess_env(home, HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_t", HF_HUB_ETAG_TIMEOUT="1")
     r = subprocess.run(
         wb_command("publish", run["id"], "--repo", "lab/x"), env=env, capture_output=True, text=True

@@ -12,17 +12,17 @@ import torch
 import yaml
 from scipy import stats
 
-import jobs.classify
-from jobs.context import RunContext
-from jobs.data.images import load_images
-from jobs.diffusion import image_model
-from jobs.kinds import augmentation
-from jobs.spec import resolve
-from store import queries, queue
 from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
 from tests.test_ddpm_kind import run_spec
 from tests.test_feature_sweep import finished_images_run
 from tests.test_images import new_run
+from workbench.jobs import classify
+from workbench.jobs.context import RunContext
+from workbench.jobs.data.images import load_images
+from workbench.jobs.diffusion import image_model
+from workbench.jobs.kinds import augmentation
+from workbench.jobs.spec import resolve
+from workbench.store import queries, queue
 
 COLUMNS = {  # the issue's machine-readable table
     "dataset_type",
@@ -131,7 +131,7 @@ def test_generators_and_classifiers_see_only_the_allowed_real_images(store, monk
     each class, from the training split) and sees no test image; every classifier's training set is that
     subset plus synthetic images, classes balanced; no test image reaches either."""
     generators, classifiers = [], []
-    train_model, train_classifier = image_model.train_model, jobs.classify.train_classifier
+    train_model, train_classifier = image_model.train_model, classify.train_classifier
 
     def spy_model(ctx, spec, data, keep=True):
         generators.append((data.x_train.clone(), data.y_train.clone(), len(data.x_test)))
@@ -142,7 +142,7 @@ def test_generators_and_classifiers_see_only_the_allowed_real_images(store, monk
         return train_classifier(x, y, *args, **kwargs)
 
     monkeypatch.setattr(image_model, "train_model", spy_model)
-    monkeypatch.setattr(jobs.classify, "train_classifier", spy_classifier)
+    monkeypatch.setattr(classify, "train_classifier", spy_classifier)
     run = run_in_process(store, {"filter": {"min_confidence": 0.3}})
 
     digits = load_images("digits")
@@ -258,7 +258,7 @@ def test_nearness_tells_copies_from_fresh_draws():
 
 def test_the_resnet18_option_learns_on_small_images():
     """torchvision's ResNet18 with the small-image stem trains and scores through the same calls as the CNN."""
-    from jobs.classify import ClassifierConfig, assess, train_classifier
+    from workbench.jobs.classify import ClassifierConfig, assess, train_classifier
 
     data = load_images("digits")
     cfg = ClassifierConfig(arch="resnet18", steps=40, batch_size=32)

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from store.db import Store
-from store.models import RunEvent
-from store.queries import get_run, metric_series, show
 from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
 from tests.test_runner import diagnose, submit, wait_for
+from workbench.store.db import Store
+from workbench.store.models import RunEvent
+from workbench.store.queries import get_run, metric_series, show
 
 LONG_SLEEP = "kind: sleep\nseconds: 30\nsteps: 300\ncheckpoint_every: 10\n"
 

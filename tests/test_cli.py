@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from jobs.context import RunContext
-from store import queue
 from tests.conftest import ROOT, write_spec
+from workbench.jobs.context import RunContext
+from workbench.store import queue
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.context import RunContext
-from store import queue
-from store.db import Store
-from store.queries import artifacts, metric_series, show
+from workbench.jobs.context import RunContext
+from workbench.store import queue
+from workbench.store.db import Store
+from workbench.store.queries import artifacts, metric_series, show
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_should_stop_sees_cancel(store):
 def test_finished_run_serves_a_succeeded_run_and_names_what_is_wrong_otherwise(store):
     import pytest
 
-    from jobs.context import UnusableRun
+    from workbench.jobs.context import UnusableRun
 
     done = _ctx(store)
     done.summary(loss=0.5)

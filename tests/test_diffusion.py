@@ -7,15 +7,15 @@ import typing
 import pytest
 import torch
 
-from jobs.context import RunCancelled, RunContext
-from jobs.diffusion.config import SamplerName
-from jobs.diffusion.denoisers import MLPDenoiser
-from jobs.diffusion.guidance import drop_labels, guided_eps
-from jobs.diffusion.samplers import sample
-from jobs.diffusion.schedules import make_schedule, q_sample
-from jobs.diffusion.train import NonFiniteLoss, TrainConfig, restore_training_state, train
-from store import queue
-from store.queries import artifacts
+from workbench.jobs.context import RunCancelled, RunContext
+from workbench.jobs.diffusion.config import SamplerName
+from workbench.jobs.diffusion.denoisers import MLPDenoiser
+from workbench.jobs.diffusion.guidance import drop_labels, guided_eps
+from workbench.jobs.diffusion.samplers import sample
+from workbench.jobs.diffusion.schedules import make_schedule, q_sample
+from workbench.jobs.diffusion.train import NonFiniteLoss, TrainConfig, restore_training_state, train
+from workbench.store import queue
+from workbench.store.queries import artifacts
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from jobs.metrics.distances import energy_distance, frechet_distance, kernel_distance
-from jobs.metrics.stats import mean_ci
+from workbench.jobs.metrics.distances import energy_distance, frechet_distance, kernel_distance
+from workbench.jobs.metrics.stats import mean_ci
 
 
 def mean_abs_normal(mu: float, var: float) -> float:

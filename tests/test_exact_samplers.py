@@ -21,8 +21,8 @@ import math
 import pytest
 import torch
 
-from jobs.diffusion.samplers import NextTimestepDDIM, make_sampler, sample
-from jobs.diffusion.schedules import make_schedule
+from workbench.jobs.diffusion.samplers import NextTimestepDDIM, make_sampler, sample
+from workbench.jobs.diffusion.schedules import make_schedule
 
 DETERMINISTIC = ("ddim", "dpmsolver++", "unipc", "euler")
 STOCHASTIC = ("ddpm", "sde-dpmsolver++")
@@ -247,7 +247,7 @@ def test_next_timestep_ddim_is_diffusers_ddim_where_that_one_is_right(eta):
     that strong guidance needs, eta's fresh noise). A step that dropped those arguments fails here."""
     from diffusers import DDIMScheduler
 
-    import jobs.diffusion.samplers as samplers
+    import workbench.jobs.diffusion.samplers as samplers
 
     schedule = make_schedule("linear", T, clip_sample=True)
     model = GaussianModel(schedule, torch.tensor([[0.9, -0.8], [0.0, 0.0]]), torch.eye(2) * 0.3)

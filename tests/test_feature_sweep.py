@@ -11,14 +11,14 @@ import yaml
 from pydantic import ValidationError
 from sklearn.datasets import load_digits
 
-from jobs.context import RunContext
-from jobs.diffusion import image_model
-from jobs.kinds import feature_sweep
-from jobs.spec import resolve
-from store import queries, queue
 from tests.conftest import subprocess_env, wb_command, write_spec
 from tests.test_ddpm_kind import run_spec
 from tests.test_images import new_run
+from workbench.jobs.context import RunContext
+from workbench.jobs.diffusion import image_model
+from workbench.jobs.kinds import feature_sweep
+from workbench.jobs.spec import resolve
+from workbench.store import queries, queue
 
 TINY_MODEL = (
     "{kind: images, timesteps: 50, data: {name: digits, n_train: 400}, "

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.diffusion.denoisers import UNetDenoiser
-from jobs.diffusion.features import FeatureCache, block_names, cached_extract, extract
-from jobs.diffusion.schedules import make_schedule
+from workbench.jobs.diffusion.denoisers import UNetDenoiser
+from workbench.jobs.diffusion.features import FeatureCache, block_names, cached_extract, extract
+from workbench.jobs.diffusion.schedules import make_schedule
 
 
 @pytest.fixture(scope="module")

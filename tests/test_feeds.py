@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.context import RunContext
-from store import queue
-from store.db import Store
-from store.feeds import MetricFeed, downsample
+from workbench.jobs.context import RunContext
+from workbench.store import queue
+from workbench.store.db import Store
+from workbench.store.feeds import MetricFeed, downsample
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_metric_feed_arrays_follow_appends_and_relogged_steps(store):
 def test_a_first_page_then_the_older_runs_each_once(store):
     """A big store opens on its newest page; the next poll brings the older runs, read fresh (one that
     started in between shows as running), with nothing twice and nothing lost."""
-    from store.feeds import RunsFeed
+    from workbench.store.feeds import RunsFeed
 
     def submit(n):
         runs = [queue.NewRun(f"r{i}", {"kind": "sleep"}) for i in range(n)]

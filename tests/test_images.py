@@ -9,20 +9,20 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.context import RunCancelled, RunContext
-from jobs.data.images import DataError, ImageData, load_images
-from jobs.diffusion import image_model
-from jobs.diffusion.config import SamplerName
-from jobs.diffusion.denoisers import UNetDenoiser
-from jobs.diffusion.samplers import sample
-from jobs.diffusion.schedules import make_schedule
-from jobs.kinds import images, sampling
-from jobs.metrics import reference
-from jobs.spec import resolve
-from store import queue
-from store.queries import artifacts, show
 from tests.conftest import write_spec
 from tests.test_ddpm_kind import run_spec
+from workbench.jobs.context import RunCancelled, RunContext
+from workbench.jobs.data.images import DataError, ImageData, load_images
+from workbench.jobs.diffusion import image_model
+from workbench.jobs.diffusion.config import SamplerName
+from workbench.jobs.diffusion.denoisers import UNetDenoiser
+from workbench.jobs.diffusion.samplers import sample
+from workbench.jobs.diffusion.schedules import make_schedule
+from workbench.jobs.kinds import images, sampling
+from workbench.jobs.metrics import reference
+from workbench.jobs.spec import resolve
+from workbench.store import queue
+from workbench.store.queries import artifacts, show
 
 TINY = {
     "kind": "images",
@@ -41,7 +41,7 @@ TINY = {
 
 
 def tiny_spec(**over) -> images.Spec:
-    from jobs.spec import deep_merge
+    from workbench.jobs.spec import deep_merge
 
     return resolve(images.Spec, deep_merge(TINY, over))
 
@@ -380,8 +380,8 @@ def test_inception_fid_pipeline_through_torchmetrics_agrees_with_our_frechet_dis
     with a real trained network in Inception's place, the reference classifier on real digits (the
     Inception weights are a download): its FID equals our frechet_distance of the same features, and
     noisy digits score far worse than clean ones."""
-    from jobs.metrics.distances import frechet_distance
-    from jobs.metrics.inception import InceptionFID
+    from workbench.jobs.metrics.distances import frechet_distance
+    from workbench.jobs.metrics.inception import InceptionFID
 
     data = load_images("digits", n_train=400)
     judge, _ = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)

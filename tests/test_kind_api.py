@@ -57,7 +57,7 @@ def test_the_readme_kind_runs_through_a_worker(home, tmp_path):
 
 
 def test_each_kind_names_headline_keys_its_summary_has():
-    from jobs.kinds import headline_keys, kind_names
+    from workbench.jobs.kinds import headline_keys, kind_names
 
     declared = {k: headline_keys(k) for k in kind_names()}
     assert declared["images"] == ("classifier_fid",) and declared["sampling"] == ("reference_classifier_fid",)
@@ -71,8 +71,8 @@ def test_headline_keys_are_read_without_importing_the_kind(tmp_path):
     (tmp_path / "literal.py").write_text('import sys\nHEADLINE = ("acc", "loss")\n')
     (tmp_path / "computed.py").write_text('HEADLINE = tuple(["acc"] + ["f1"])\n')
     code = (
-        "import sys; from jobs.kinds import headline_keys as h; "
-        "print(h('ddpm'), h('literal'), 'jobs.kinds.ddpm' in sys.modules, 'jobs.kinds.literal' in sys.modules, "
+        "import sys; from workbench.jobs.kinds import headline_keys as h; "
+        "print(h('ddpm'), h('literal'), 'workbench.jobs.kinds.ddpm' in sys.modules, 'workbench.jobs.kinds.literal' in sys.modules, "
         "'pydantic' in sys.modules, h('computed'))"
     )
     out = subprocess.run(
@@ -88,7 +88,7 @@ def test_headline_keys_are_read_without_importing_the_kind(tmp_path):
 
 
 def test_headline_prefers_the_kind_keys_then_the_first_number():
-    from store.queries import headline
+    from workbench.store.queries import headline
 
     summary = {"nfe": 20, "classifier_fid": 3.25, "classifier_fid_ci": [2.5, 4.0]}
     assert headline(summary, ("classifier_fid",)) == "classifier_fid=3.25 [2.5, 4]"

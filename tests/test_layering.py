@@ -1,10 +1,13 @@
 """The import rules of the house, read from the source (AST) and checked in fresh interpreters:
 
-- store <- jobs <- workbench: the store imports neither jobs nor workbench;
+- one namespace: every module of the product lives under `workbench.` (a user's own `jobs/` or
+  `store/` package can never be imported in its place);
+- store <- jobs <- the rest: workbench.store imports neither workbench.jobs nor the CLI/TUI, and
+  workbench.jobs imports nothing of the CLI/TUI;
 - kinds never import kinds (what they share lives in the library: jobs.diffusion, jobs.metrics, ...);
 - screens never import screens (the app opens them) and each screen module imports on its own;
-- no SQL outside store/: the TUI asks store.queries and store.queue, a run's writes go through
-  store.run_writer, and nothing in jobs/ or workbench/ imports SQLAlchemy.
+- no SQL outside workbench/store/: the TUI asks store.queries and store.queue, a run's writes go through
+  store.run_writer, and nothing else imports SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import ROOT
 
-SCREENS = ROOT / "workbench" / "tui" / "screens"
+PACKAGE = ROOT / "workbench"
+SCREENS = PACKAGE / "tui" / "screens"
+JOBS, STORE = PACKAGE / "jobs", PACKAGE / "store"
+UPPER = ("workbench.cli", "workbench.tui", "workbench.factory", "workbench.styles", "workbench.__main__")
 
 
 def imports_of(path, package: str | None = None) -> set[str]:
@@ -54,20 +60,38 @@ def test_imports_of_sees_every_form(tmp_path):
 
 def test_kinds_never_import_kinds():
     for path in modules(ROOT / "jobs" / "kinds"):
-        others = {m for m in imports_of(path) if m.startswith("jobs.kinds")}
+        others = {m for m in imports_of(path) if m.startswith("workbench.jobs.kinds")}
         assert not others, f"{path.name} imports {sorted(others)}: move what it shares into the library"
 
 
-def test_the_store_imports_neither_jobs_nor_workbench():
-    for path in sorted((ROOT / "store").glob("*.py")):
-        bad = {m for m in imports_of(path) if m.split(".")[0] in ("jobs", "workbench")}
+def test_every_import_of_the_product_is_under_one_namespace():
+    """A bare `jobs`, `store` or relative-to-root import would pick up a user's own package of that name."""
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    for path in files:
+        bare = {m for m in imports_of(path) if m.split(".")[0] in ("jobs", "store")}
+        assert not bare, (
+            f"{path.relative_to(ROOT)} imports {sorted(bare)}: use workbench.jobs / workbench.store"
+        )
+    assert not (ROOT / "jobs").exists() and not (ROOT / "store").exists()
+
+
+def test_the_store_imports_neither_jobs_nor_the_interface():
+    for path in sorted(STORE.glob("*.py")):
+        bad = {m for m in imports_of(path) if m.startswith(("workbench.jobs", *UPPER))}
         assert not bad, f"store/{path.name} imports {sorted(bad)}"
     code = (
-        "import sys, store.db, store.queries, store.queue, store.export, store.feeds; print([m for m in "
-        "sys.modules if m.split('.')[0] in ('jobs', 'workbench')])"
+        "import sys, workbench.store.db, workbench.store.queries, workbench.store.queue, "
+        "workbench.store.export, workbench.store.feeds; print(sorted(m for m in sys.modules if "
+        "m.startswith(('workbench.jobs', 'workbench.cli', 'workbench.tui', 'workbench.factory'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_jobs_import_nothing_of_the_interface():
+    for path in sorted(JOBS.rglob("*.py")):
+        bad = {m for m in imports_of(path) if m.startswith(UPPER)}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
 def test_screens_never_import_screens():
@@ -79,7 +103,7 @@ def test_screens_never_import_screens():
 
 
 def test_no_sql_outside_the_store():
-    for path in sorted([*(ROOT / "workbench").rglob("*.py"), *(ROOT / "jobs").rglob("*.py")]):
+    for path in sorted(p for p in PACKAGE.rglob("*.py") if STORE not in p.parents):
         sql = {m for m in imports_of(path) if m.split(".")[0] in ("sqlalchemy", "sqlite3")}
         assert not sql, f"{path.relative_to(ROOT)} imports {sorted(sql)}: queries belong in store/"
 

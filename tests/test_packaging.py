@@ -54,11 +54,11 @@ def test_validating_specs_does_not_import_torch():
     import sys
 
     code = (
-        "import sys; from jobs.kinds import kind_names, load_kind; [load_kind(k) for k in kind_names()]; "
+        "import sys; from workbench.jobs.kinds import kind_names, load_kind; [load_kind(k) for k in kind_names()]; "
         "print(sorted(m for m in ('torch', 'diffusers', 'matplotlib', 'sklearn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    from jobs.kinds import preload_modules
+    from workbench.jobs.kinds import preload_modules
 
     assert all(importlib.util.find_spec(m) is not None for m in preload_modules())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.metrics.probes import kshot_subsets, probe
+from workbench.jobs.metrics.probes import kshot_subsets, probe
 
 
 def blobs(n_per_class: int, classes: int, separation: float, seed: int):

@@ -11,11 +11,11 @@ import time
 import pytest
 from sqlalchemy import select
 
-from store.artifacts import run_dir
-from store.db import Store
-from store.models import MetricPoint, RunEvent
-from store.queries import get_run, show
 from tests.conftest import subprocess_env, wb_command, write_spec
+from workbench.store.artifacts import run_dir
+from workbench.store.db import Store
+from workbench.store.models import MetricPoint, RunEvent
+from workbench.store.queries import get_run, show
 
 HEARTBEAT_TIMEOUT = "4"  # short, so the kill test does not wait long; the default is 15 s
 
@@ -220,7 +220,7 @@ def test_concurrent_submitters_and_workers_run_each_once(db_url, home, tmp_path)
             assert w.wait(timeout=120) == 0
         store = Store(home=home)
         with store.read() as s:
-            from store.models import Run
+            from workbench.store.models import Run
 
             runs = s.scalars(select(Run)).all()
             starts = s.scalars(select(RunEvent.run_id).where(RunEvent.message.like("started on%"))).all()

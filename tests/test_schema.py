@@ -8,10 +8,10 @@ import sqlite3
 import pytest
 from sqlalchemy import inspect
 
-from store import queue, schema
-from store.db import Store
-from store.queries import metric_series, show, tables
 from tests.conftest import ROOT
+from workbench.store import queue, schema
+from workbench.store.db import Store
+from workbench.store.queries import metric_series, show, tables
 
 V1 = ROOT / "tests" / "fixtures" / "store_v1.db"  # written by the v1 code: tests/fixtures/make_store_v1.py
 V1_TABLES = ("experiments", "runs", "metric_points", "artifacts", "result_tables", "run_events", "workers")

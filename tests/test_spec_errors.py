@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from store.models import Base
 from tests.conftest import write_spec
+from workbench.store.models import Base
 
 BAD_SPECS = [
     ("malformed yaml", "kind: ddpm\ntrain: [1, 2\n", "malformed YAML"),

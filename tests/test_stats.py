@@ -1,4 +1,4 @@
-"""jobs.metrics.stats against what the intervals promise, counted over simulated experiments, and
+"""workbench.jobs.metrics.stats against what the intervals promise, counted over simulated experiments, and
 against published values; never against the module's own formulas."""
 
 from __future__ import annotations
@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from jobs.metrics.stats import Estimate, bootstrap_ci, mean_ci, paired_ci, ratio_ci, share_ci, verdict
+from workbench.jobs.metrics.stats import (
+    Estimate,
+    bootstrap_ci,
+    mean_ci,
+    paired_ci,
+    ratio_ci,
+    share_ci,
+    verdict,
+)
 
 
 def test_the_t_interval_covers_the_true_mean_95_percent_of_the_time():

@@ -7,11 +7,11 @@ import time
 import pytest
 from sqlalchemy import func, inspect, select, update
 
-from store import queue
-from store.artifacts import UnsafeArtifactName, artifact_path
-from store.db import Store, StoreError
-from store.models import Run
-from store.schema import SCHEMA_VERSION
+from workbench.store import queue
+from workbench.store.artifacts import UnsafeArtifactName, artifact_path
+from workbench.store.db import Store, StoreError
+from workbench.store.models import Run
+from workbench.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -215,17 +215,17 @@ MOUNTINFO = """\
     ],
 )
 def test_mount_type_finds_the_innermost_mount(path, fstype):
-    from store.db import mount_type
+    from workbench.store.db import mount_type
 
     assert mount_type(path, MOUNTINFO) == fstype
 
 
 def test_a_store_on_a_network_file_system_is_refused(tmp_path, monkeypatch):
-    import store.db
+    import workbench.store.db
 
     info = tmp_path / "mountinfo"
     info.write_text(f"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n40 22 0:35 / {tmp_path} rw - nfs4 srv:/x rw\n")
-    monkeypatch.setattr(store.db, "MOUNTINFO", info)
+    monkeypatch.setattr(workbench.store.db, "MOUNTINFO", info)
     with pytest.raises(StoreError, match=r"nfs4 file system.*WORKBENCH_DB_URL"):
         Store(home=tmp_path / "wb")
     assert not (tmp_path / "wb" / "workbench.db").exists()
@@ -256,8 +256,8 @@ def test_artifact_symlink_escape_is_refused(tmp_path):
 def test_the_read_queries_give_the_same_answers_on_both_databases(store):
     """Catches SQL that only SQLite reads (JSON access, ordering, grouping, REAL arithmetic): what the
     CLI, the TUI and exports ask, checked against counted values."""
-    from jobs.context import RunContext
-    from store.queries import (
+    from workbench.jobs.context import RunContext
+    from workbench.store.queries import (
         active_runs,
         events,
         get_run,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, update
 
-from jobs.context import RunContext
-from store import queue
-from store.models import Artifact, Run, RunEvent
+from workbench.jobs.context import RunContext
+from workbench.store import queue
+from workbench.store.models import Artifact, Run, RunEvent
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.components import CurvesView, ImagesView
 
@@ -188,7 +188,7 @@ async def test_missing_and_corrupt_images_show_a_message(filled):
 
 
 def queue_artifacts(store, run_id):
-    from store.queries import artifacts
+    from workbench.store.queries import artifacts
 
     return artifacts(store, run_id, "image")
 
@@ -393,7 +393,7 @@ async def test_submit_from_editor_invalid_then_valid(store):
 
 
 def queue_count(store) -> int:
-    from store.queries import list_runs
+    from workbench.store.queries import list_runs
 
     return len(list_runs(store))
 
@@ -408,7 +408,7 @@ async def test_cancel_a_running_run(filled):
 
 
 def queue_get(store, rid):
-    from store.queries import get_run
+    from workbench.store.queries import get_run
 
     return get_run(store, rid)
 
@@ -460,8 +460,8 @@ async def test_queue_screen_and_help(filled):
 
 @pytest.mark.parametrize("preset", ["smoke", "paper"])
 def test_every_kind_template_is_a_valid_spec(preset):
-    from jobs.kinds import kind_names
-    from jobs.spec import load_job
+    from workbench.jobs.kinds import kind_names
+    from workbench.jobs.spec import load_job
     from workbench.tui.screens.new_experiment import template
 
     for kind in kind_names():
@@ -517,7 +517,7 @@ async def test_a_read_slower_than_the_poll_interval_loses_nothing(filled, monkey
     its result dropped, or the runs it read never show."""
     import time
 
-    from store.feeds import RunsFeed
+    from workbench.store.feeds import RunsFeed
 
     store, ids = filled
     slow = RunsFeed.poll

@@ -14,16 +14,18 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from store.db import Store
-from store.models import MetricPoint, Run, RunEvent
-from store.queries import get_run, show
 from tests.conftest import ROOT, subprocess_env, wb_command, write_spec
 from tests.test_runner import alive, diagnose, submit, wait_for
+from workbench.store.db import Store
+from workbench.store.models import MetricPoint, Run, RunEvent
+from workbench.store.queries import get_run, list_runs, show
+from workbench.store.queue import live_workers
 
 
 @pytest.fixture
@@ -58,6 +60,61 @@ def stop(*procs: subprocess.Popen) -> str:
     return out
 
 
+# --- nothing of the user's folder is imported ---------------------------------------------------
+
+
+def test_submit_in_a_folder_with_its_own_packages_imports_none_of_them(home, tmp_path):
+    """A regular (non-editable) install, used from a research folder that holds packages named
+    `workbench`, `jobs` and `store`: the submitter, the worker it starts, its fork server and the run
+    import none of them (each would leave a marker file), and the run succeeds."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, ROOT],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    site = tmp_path / "site"  # a wheel unpacked is an installed pure-Python package
+    zipfile.ZipFile(next(wheels.glob("workbench-*.whl"))).extractall(site)
+    research = tmp_path / "research"
+    for name in ("workbench", "jobs", "store"):
+        (research / name).mkdir(parents=True)
+        (research / name / "__init__.py").write_text(
+            f"open({str(research / f'imported-{name}')!r}, 'w').close()\n"
+        )
+    write_spec(research, "kind: sleep\nseconds: 0.5\nsteps: 5\n")
+    env = subprocess_env(home, PYTHONPATH=str(site))
+    where = subprocess.run(
+        [sys.executable, "-P", "-c", "import workbench; print(workbench.__file__)"],
+        env=env,
+        cwd=research,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert where.startswith(str(site)), where  # the wheel's copy, not the editable checkout
+    console_script = "import sys; from workbench.cli import main; sys.argv[0] = 'workbench'; main()"
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", console_script, "submit", "job.yaml", "--wait"],
+        env=env,
+        cwd=research,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    store = Store(home=home)
+    try:
+        for w in live_workers(store):
+            os.kill(w.pid, signal.SIGTERM)
+        wait_for(lambda: not live_workers(store), 60, "the started worker to exit")
+        runs = list_runs(store)
+    finally:
+        store.dispose()
+    assert sorted(p.name for p in research.iterdir() if p.name.startswith("imported-")) == []
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r.status for r in runs] == ["succeeded"]
+
+
 # --- CUDA and the fork server ---------------------------------------------------------------------
 
 PROBE = textwrap.dedent("""
@@ -69,7 +126,7 @@ PROBE = textwrap.dedent("""
         calls.append("".join(traceback.format_stack(limit=6)))
         return real()
     torch._C._cuda_getDeviceCount = recorded
-    import jobs.preload  # what the fork server imports: torch, diffusers, every kind
+    import workbench.jobs.preload  # what the fork server imports: torch, diffusers, every kind
     assert "diffusers" in sys.modules
     during = list(calls)
     pid = os.fork()
@@ -211,8 +268,8 @@ def test_the_stop_grace_grows_with_the_step_time(store):
     """Catches: a fixed grace that kills a run whose steps are slow before it can checkpoint."""
     import multiprocessing
 
-    from jobs.backends import Execution
-    from jobs.runner import Worker
+    from workbench.jobs.backends import Execution
+    from workbench.jobs.runner import Worker
 
     worker = Worker(store, ["cpu"], stop_grace=10.0)
     slot = worker.slots[0]

@@ -7,6 +7,8 @@ Bad input is checked before the store is touched, so it never changes what is st
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,8 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from store.db import StoreError
+from workbench.store.db import StoreError
 from workbench.styles import STATUS_STYLE
+from workbench.text import printable
 
 app = typer.Typer(
     add_completion=False,
@@ -31,8 +34,14 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def shown(text) -> str:
+    """Outside text for a Rich console: control and format characters escaped (workbench.text), and
+    brackets never read as markup."""
+    return escape(printable(str(text)))
+
+
 def bad_input(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    err.print(f"[red]error:[/red] {shown(message)}")
     raise typer.Exit(2)
 
 
@@ -48,7 +57,7 @@ def open_store():
 
 
 def load_job(path: Path):
-    from jobs.spec import SpecError, load_job_file
+    from workbench.jobs.spec import SpecError, load_job_file
 
     try:
         return load_job_file(path)
@@ -57,7 +66,19 @@ def load_job(path: Path):
 
 
 def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Strict JSON (a NaN or infinity stored by an older run prints as null); non-ASCII and control
+    characters as \\u escapes, so nothing in the data reaches the terminal raw."""
+    sys.stdout.write(json.dumps(finite(data), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def finite(data):
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(v) for v in data]
+    return data
 
 
 # --- spec commands -------------------------------------------------------------------------------
@@ -79,15 +100,15 @@ def validate(
             }
         )
         return
-    out.print(f"ok: {job.kind} experiment {escape(repr(job.name))}, {len(job.runs)} run(s)")
+    out.print(f"ok: {job.kind} experiment {shown(repr(job.name))}, {len(job.runs)} run(s)")
     for name, _ in job.runs:
-        out.print(f"  - {escape(name)}")
+        out.print(f"  - {shown(name)}")
 
 
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of job specs."""
-    from jobs.spec import json_schema
+    from workbench.jobs.spec import json_schema
 
     print_json(json_schema())
 
@@ -103,8 +124,8 @@ def submit(
     priority: Annotated[int, typer.Option("--priority", min=-1000, max=1000)] = 0,
 ) -> None:
     """Queue a job (a sweep queues one run per combination)."""
-    from jobs.runner import ensure_worker
-    from store import queue
+    from workbench.jobs.runner import ensure_worker
+    from workbench.store import queue
 
     job = load_job(spec)
     store = open_store()
@@ -120,7 +141,7 @@ def submit(
     started = False if no_worker else ensure_worker(store)
     if not as_json:
         out.print(
-            f"experiment {exp_id} {escape(repr(job.name))}: queued run(s) {', '.join(map(str, run_ids))}"
+            f"experiment {exp_id} {shown(repr(job.name))}: queued run(s) {', '.join(map(str, run_ids))}"
             + (" (started a local worker)" if started else "")
         )
     if not wait:
@@ -128,8 +149,8 @@ def submit(
             print_json({"experiment_id": exp_id, "run_ids": run_ids})
         return
     statuses = follow(store, run_ids, quiet=as_json, keep_worker=not no_worker)
-    from store.export import collect
-    from store.queries import show as show_run
+    from workbench.store.export import collect
+    from workbench.store.queries import show as show_run
 
     records = [show_run(store, r) for r in run_ids]
     if as_json:
@@ -153,8 +174,8 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
     run and go on with the queue); following itself never changes a run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from store.models import FINAL_STATES
-    from store.queries import get_run, latest_metrics
+    from workbench.store.models import FINAL_STATES
+    from workbench.store.queries import get_run, latest_metrics
 
     statuses: dict[int, str] = {}
     with Progress(
@@ -177,10 +198,10 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
                 if r in losses and losses[r][1] is not None:
                     info += f"  loss {losses[r][1]:.4g} @ {losses[r][0]}"
                 if run.error:
-                    info += f"  [red]{escape(run.error)}[/]"
+                    info += f"  [red]{shown(run.error)}[/]"
                 bar.update(
                     tasks[r],
-                    description=f"run {r} {escape(run.name)}",
+                    description=f"run {r} {shown(run.name)}",
                     info=info,
                     completed=run.progress[0],
                     total=run.progress[1] or None,
@@ -189,7 +210,7 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
                 return statuses
             if keep_worker and time.monotonic() - last_check >= 5.0:
                 last_check = time.monotonic()
-                from jobs.runner import ensure_worker
+                from workbench.jobs.runner import ensure_worker
 
                 ensure_worker(store)
             time.sleep(0.5)
@@ -254,8 +275,8 @@ def worker(
     exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False,
 ) -> None:
     """Run queued runs, one per device slot. Ctrl-C: runs checkpoint and end interrupted; twice: at once."""
-    from jobs.backends import BACKENDS, BackendUnavailable, make_backend
-    from jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers, parse_devices
+    from workbench.jobs.backends import BACKENDS, BackendUnavailable, make_backend
+    from workbench.jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers, parse_devices
 
     if backend not in BACKENDS:
         bad_input(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -277,6 +298,9 @@ def worker(
             "note: the store is SQLite on this host; runs on other hosts need $WORKBENCH_DB_URL "
             "(postgresql+psycopg://...) and $WORKBENCH_HOME on a shared path"
         )
+    # The worker, its fork server and cluster drivers work in the home: nothing they start resolves or
+    # imports against the folder the worker was typed in.
+    os.chdir(store.home)
     lock = None
     if exclusive and (lock := hold_exclusive_lock(store.home)) is None:
         out.print("another auto-started worker is running; exiting")
@@ -318,7 +342,7 @@ def workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The live workers on every host: backend, devices (slots), the runs each holds, last heartbeat."""
     from collections import Counter
 
-    from store.queue import live_workers
+    from workbench.store.queue import live_workers
 
     store = open_store()
     now = store.now()
@@ -344,11 +368,11 @@ def workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         table.add_column(col)
     for r in records:
         table.add_row(
-            escape(r["host"]),
+            shown(r["host"]),
             str(r["pid"]),
             r["backend"],
-            escape(r["address"] or "this host"),
-            escape(
+            shown(r["address"] or "this host"),
+            shown(
                 ", ".join(f"{d} x {n}" if n > 1 else d for d, n in Counter(map(str, r["devices"])).items())
             ),
             ", ".join(map(str, r["running"])) or "idle",
@@ -364,8 +388,8 @@ def logs(
     tail: Annotated[int, typer.Option(min=1, help="the last N lines")] = 200,
 ) -> None:
     """A run's output log (stdout and stderr of its process, on whichever host or backend it ran)."""
-    from store.artifacts import run_dir
-    from store.queries import show
+    from workbench.store.artifacts import run_dir
+    from workbench.store.queries import show
 
     store = open_store()
     _run_ids_exist(store, [run_id])
@@ -373,15 +397,21 @@ def logs(
     path = run_dir(store.home, run_id) / "output.log"
     if not path.exists():
         bad_input(f"run {run_id} has no output log yet ({path})")
-    sys.stdout.write("".join(path.read_text(errors="replace").splitlines(keepends=True)[-tail:]))
+    with path.open("rb") as f:  # the end only: a log may be gigabytes
+        f.seek(max(0, f.seek(0, 2) - MAX_LOG_READ))
+        lines = f.read().decode("utf-8", errors="replace").splitlines()
+    sys.stdout.write("".join(printable(line, keep="\t") + "\n" for line in lines[-tail:]))
     scheduler = store.home / "slurm" / str(rec["job_id"])
     if rec["job_id"] and scheduler.is_dir():  # submitit's own files: the job's life before the run began
-        err.print(f"submitit's files for job {rec['job_id']}: {scheduler}")
+        err.print(f"submitit's files for job {rec['job_id']}: {shown(scheduler)}")
+
+
+MAX_LOG_READ = 8 << 20
 
 
 def _run_ids_exist(store, run_ids: list[int]) -> None:
-    from store.queries import get_run
-    from store.queue import UnknownRun
+    from workbench.store.queries import get_run
+    from workbench.store.queue import UnknownRun
 
     for r in run_ids:
         try:
@@ -393,7 +423,7 @@ def _run_ids_exist(store, run_ids: list[int]) -> None:
 @app.command()
 def cancel(run_ids: Annotated[list[int], typer.Argument(help="run ids")]) -> None:
     """Cancel queued runs at once; ask running runs to stop (they checkpoint first)."""
-    from store import queue
+    from workbench.store import queue
 
     store = open_store()
     _run_ids_exist(store, run_ids)
@@ -411,8 +441,8 @@ def retry(
     no_worker: Annotated[bool, typer.Option("--no-worker")] = False,
 ) -> None:
     """Queue failed, cancelled or interrupted runs again; they resume from their last checkpoint."""
-    from jobs.runner import ensure_worker
-    from store import queue
+    from workbench.jobs.runner import ensure_worker
+    from workbench.store import queue
 
     store = open_store()
     _run_ids_exist(store, run_ids)
@@ -430,15 +460,15 @@ def retry(
 
 
 def rows_table(title: str, rows: list[dict]) -> Table:
-    from store.export import cell, readable_rows
+    from workbench.store.export import cell, readable_rows
 
     rows = readable_rows(rows)
     t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
     cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "run_name"]
     for c in cols:
-        t.add_column(escape(c), no_wrap=True)  # user text: "[sampler]" is a column name, not markup
+        t.add_column(shown(c), no_wrap=True)  # user text: "[sampler]" is a column name, not markup
     for r in rows:
-        t.add_row(*(escape(cell(r.get(c))) for c in cols))
+        t.add_row(*(shown(cell(r.get(c))) for c in cols))
     return t
 
 
@@ -450,9 +480,9 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List runs."""
-    from jobs.kinds import headline_keys
-    from store.models import RUN_STATES
-    from store.queries import headline, list_runs
+    from workbench.jobs.kinds import headline_keys
+    from workbench.store.models import RUN_STATES
+    from workbench.store.queries import headline, list_runs
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
@@ -471,13 +501,13 @@ def runs(
         done, total = rec["progress"]
         table.add_row(
             str(rec["id"]),
-            escape(str(rec["experiment"])),
-            escape(rec["name"]),
+            shown(str(rec["experiment"])),
+            shown(rec["name"]),
             rec["kind"],
             f"[{STATUS_STYLE[rec['status']]}]{rec['label']}[/]",
             f"{done}/{total}" if total else "",
             (rec["started_at"] or "")[5:16].replace("T", " "),
-            escape(headline(rec["summary"], headline_keys(rec["kind"]))),
+            shown(headline(rec["summary"], headline_keys(rec["kind"]))),
         )
     out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
 
@@ -488,8 +518,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show one run: spec, status, summary, result tables, artifacts."""
-    from store.queries import show as show_run
-    from store.queue import UnknownRun
+    from workbench.store.queries import show as show_run
+    from workbench.store.queue import UnknownRun
 
     store = open_store()
     try:
@@ -500,27 +530,27 @@ def show(
         print_json(rec)
         return
     out.print(
-        f"[bold]run {rec['id']}[/] {escape(rec['name'])}  ({rec['kind']}, experiment {escape(str(rec['experiment']))})"
+        f"[bold]run {rec['id']}[/] {shown(rec['name'])}  ({rec['kind']}, experiment {shown(str(rec['experiment']))})"
     )
     out.print(
         f"status: [{STATUS_STYLE[rec['status']]}]{rec['label']}[/]  attempt {rec['attempt']}  "
         f"device {rec['device'] or '-'}  started {rec['started_at'] or '-'}  finished {rec['finished_at'] or '-'}"
     )
     if rec["error"]:
-        out.print(f"[red]error:[/] {escape(rec['error'])}")
+        out.print(f"[red]error:[/] {shown(rec['error'])}")
     if rec["summary"]:
         out.print("[bold]summary[/]")
-        from store.export import cell, flatten, readable
+        from workbench.store.export import cell, flatten, readable
 
         for k, v in readable(flatten(rec["summary"])).items():
-            out.print(f"  {escape(k)}: {escape(cell(v))}")
+            out.print(f"  {shown(k)}: {shown(cell(v))}")
     for name, rows in rec["tables"].items():
         out.print(rows_table(name, rows))
     if rec["artifacts"]:
         out.print("[bold]artifacts[/]")
         for a in rec["artifacts"]:
             out.print(
-                escape(
+                shown(
                     f"  {a['kind']:<10} {a['name']}"
                     + (f" @ {a['step']}" if a["step"] is not None else "")
                     + f"  {a['path']}"
@@ -547,9 +577,9 @@ def export(
 ) -> None:
     """Export runs' result tables (and a summary table) to CSV, Markdown, LaTeX or JSON; curves and sample
     images as PNG files next to them."""
-    from store import export as exporter
-    from store.queries import show as show_run
-    from store.queue import UnknownRun
+    from workbench.store import export as exporter
+    from workbench.store.queries import show as show_run
+    from workbench.store.queue import UnknownRun
 
     if fmt not in exporter.FORMATS:
         bad_input(f"--format: unknown format {fmt!r}; one of {', '.join(exporter.FORMATS)}")
@@ -572,7 +602,7 @@ def export(
         )
     except OSError as e:
         bad_input(f"cannot write {output}: {e.strerror}")
-    err.print("wrote " + ", ".join(map(str, written)))
+    err.print("wrote " + shown(", ".join(map(str, written))))
 
 
 IMAGE_MODES = ("auto", "halfcell", "unicode")
@@ -583,8 +613,8 @@ IMAGE_MODES = ("auto", "halfcell", "unicode")
 
 def attribution_model(run_id: int) -> tuple[Path, Path, dict]:
     """The weights and config files of a succeeded attribution run, and its record."""
-    from store.queries import show as show_run
-    from store.queue import UnknownRun
+    from workbench.store.queries import show as show_run
+    from workbench.store.queue import UnknownRun
 
     store = open_store()
     try:
@@ -609,7 +639,7 @@ def attribute(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Say which generator made each image, with the most probable generators."""
-    from jobs.attributor import Attributor, ModelFilesError
+    from workbench.jobs.attributor import Attributor, ModelFilesError
 
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
@@ -631,10 +661,10 @@ def attribute(
     table = Table("image", "generator", "probability", f"top {top}", box=None)
     for r in results:
         table.add_row(
-            escape(r.image),
-            escape(r.generator),
+            shown(r.image),
+            shown(r.generator),
             f"{r.probability:.3f}",
-            escape(", ".join(f"{g} {p:.3f}" for g, p in r.top)),
+            shown(", ".join(f"{g} {p:.3f}" for g, p in r.top)),
         )
     out.print(table)
 
@@ -648,15 +678,21 @@ def publish(
     to_folder: Annotated[
         Path | None, typer.Option(help="write the files here (without --repo: only here)")
     ] = None,
-    private: Annotated[bool, typer.Option(help="create the repository private")] = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="create the repository public (default: private)")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="write into a --to-folder that is not empty (our 3 files only)")
+    ] = False,
     token: Annotated[
         str | None, typer.Option(envvar="HF_TOKEN", help="Hub token (default: the saved login)")
     ] = None,
 ) -> None:
-    """Publish an attribution run's model: weights (safetensors), config and a model card."""
+    """Publish an attribution run's model: exactly three files, model.safetensors, config.json and the
+    model card README.md; a new Hub repository is private unless --public."""
     import tempfile
 
-    from jobs.attributor import PublishError, model_card, upload, write_folder
+    from workbench.jobs.attributor import PublishError, PublishRefused, model_card, upload, write_folder
 
     if repo is None and to_folder is None:
         bad_input("give --repo NAME (upload to the Hub), --to-folder DIR (write the files), or both")
@@ -666,16 +702,18 @@ def publish(
     config = json.loads(config_path.read_text())
     card = model_card(config, rec)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_folder(to_folder or Path(tmp) / "model", weights, config, card)
-        if to_folder is not None:
-            out.print(f"wrote {folder} (model.safetensors, config.json, README.md)")
-        if repo is not None:
-            try:
-                url = upload(folder, repo, token=token, private=private)
-            except PublishError as e:
-                err.print(f"[red]error:[/red] {escape(str(e))}")
-                raise typer.Exit(1) from None
-            out.print(f"published run {run_id} to {repo}: {url}")
+        try:
+            if to_folder is not None:
+                write_folder(to_folder, weights, config, card, force=force)
+                out.print(f"wrote {shown(str(to_folder))} (model.safetensors, config.json, README.md)")
+            if repo is not None:  # from a folder of its own: nothing else the user has can go along
+                url = upload(write_folder(Path(tmp) / "model", weights, config, card), repo, token, public)
+                out.print(f"published run {run_id} to {repo} ({'public' if public else 'private'}): {url}")
+        except PublishRefused as e:  # nothing was written or sent
+            bad_input(str(e))
+        except PublishError as e:
+            err.print(f"[red]error:[/red] {shown(str(e))}")
+            raise typer.Exit(1) from None
 
 
 @app.callback(invoke_without_command=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store.db import Store
+from workbench.store.db import Store
 
 
 def open_store() -> Store:

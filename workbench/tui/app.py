@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual_image import widget as _  # noqa: F401 - queries the terminal, which it must do before Textual starts
 
-from store.db import Store, StoreError
+from workbench.store.db import Store, StoreError
 from workbench.tui.idle_gc import CHECK_EVERY, IdleCollector
 from workbench.tui.messages import Notice
 

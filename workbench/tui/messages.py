@@ -10,8 +10,8 @@ from typing import Any
 
 from textual.message import Message
 
-from store.queries import ArtifactRecord, EventRecord, RunRecord
-from store.queue import WorkerRecord
+from workbench.store.queries import ArtifactRecord, EventRecord, RunRecord
+from workbench.store.queue import WorkerRecord
 
 
 class StoreUnreadable(Message):

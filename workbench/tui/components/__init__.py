@@ -12,6 +12,7 @@ _MODULE_OF = {
     "STATUS_STYLE": "common",
     "Table": "common",
     "fill_data_table": "common",
+    "plain": "common",
     "progress_text": "common",
     "CurvePlot": "curves",
     "CurvesView": "curves",

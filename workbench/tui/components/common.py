@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+from rich.text import Text
 from textual.widgets import DataTable
 
-from store.export import cell, readable_rows
+from workbench.store.export import cell, readable_rows
 from workbench.styles import STATUS_STYLE  # noqa: F401 - re-exported to the screens with the components
+from workbench.text import printable
 
 
 def progress_text(done: int, total: int, width: int = 8) -> str:
@@ -45,6 +47,12 @@ def fill_data_table(table: DataTable, rows: list[dict]) -> None:
     rows = readable_rows(rows)
     cols = list(dict.fromkeys(k for r in rows for k in r))
     for c in cols:
-        table.add_column(c, key=c)
+        table.add_column(plain(c), key=c)
     for r in rows:
-        table.add_row(*(cell(r.get(c)) for c in cols))
+        table.add_row(*(plain(cell(r.get(c))) for c in cols))
+
+
+def plain(text: str, style: str = "") -> Text:
+    """A cell or label from outside text: never read as markup (a DataTable parses a str cell: a name
+    like "lr=[1e-3]" lost its brackets, "[/x]" crashed it), control and format characters escaped."""
+    return Text(printable(text), style=style)

@@ -12,7 +12,7 @@ from textual.reactive import reactive
 from textual.widgets import Select
 from textual_plotext import PlotextPlot
 
-from store.feeds import MetricFeed
+from workbench.store.feeds import MetricFeed
 
 
 class CurvePlot(PlotextPlot):

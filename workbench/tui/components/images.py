@@ -7,12 +7,16 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 from rich.markup import escape
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
 from textual_image import widget as image_widgets  # imported before the app starts: it queries the terminal
+
+from workbench.text import printable
 
 
 def image_widget_class(mode: str):
@@ -47,7 +51,7 @@ class ArtifactImage(Vertical):
         yield Static("", id="image-error")
 
     def show(self, path: Path | None, caption: str) -> None:
-        self.query_one("#caption", Static).update(caption)
+        self.query_one("#caption", Static).update(Text(printable(caption)))
         picture = self.query_one("#picture")
         error = self.query_one("#image-error", Static)
         try:
@@ -59,7 +63,7 @@ class ArtifactImage(Vertical):
         except (OSError, ValueError) as e:
             picture.image = None
             picture.display = False
-            error.update(f"[red]cannot show image:[/] {escape(str(e))}")
+            error.update(f"[red]cannot show image:[/] {escape(printable(str(e)))}")
             error.display = True
             return
         picture.image = image
@@ -112,7 +116,7 @@ class ImagesView(Horizontal):
         options = self.query_one("#image-list", OptionList)
         names = self.names()
         options.clear_options()
-        options.add_options(names)
+        options.add_options(Option(Text(printable(n)), id=str(i)) for i, n in enumerate(names))
         if self.picked not in names:
             self.picked = names[0] if names else None
         if self.picked:
@@ -121,7 +125,7 @@ class ImagesView(Horizontal):
 
     @on(OptionList.OptionHighlighted, "#image-list")
     def _picked(self, event: OptionList.OptionHighlighted) -> None:
-        name = str(event.option.prompt)
+        name = self.names()[int(event.option.id)]
         if name != self.picked:
             self.index = -1
             self.picked = name

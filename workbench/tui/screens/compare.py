@@ -9,9 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
-from store.export import collect, flatten
-from store.feeds import MetricFeed
-from store.queries import artifacts, show
+from workbench.store.export import collect, flatten
+from workbench.store.feeds import MetricFeed
+from workbench.store.queries import artifacts, show
 from workbench.tui.components import CurvesView, ImagesView, Picture, ResultTables, Table, fill_data_table
 from workbench.tui.live import RunViewsScreen, view_bindings
 from workbench.tui.messages import RunsCompared

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
-from store import export as exporter
+from workbench.store import export as exporter
 from workbench.tui.messages import Exported
 
 

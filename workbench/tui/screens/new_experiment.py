@@ -14,9 +14,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static, TextArea
 from textual.worker import get_current_worker
 
-from jobs.kinds import kind_names, load_kind
-from jobs.spec import SpecError, load_job, resolve
-from store import queue
+from workbench.jobs.kinds import kind_names, load_kind
+from workbench.jobs.spec import SpecError, load_job, resolve
+from workbench.store import queue
 from workbench.tui.messages import SpecChecked
 
 VALIDATE_DELAY = 0.3
@@ -160,7 +160,7 @@ class NewExperimentScreen(Screen):
             runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs],
         )
         if self.app.auto_worker:
-            from jobs.runner import ensure_worker
+            from workbench.jobs.runner import ensure_worker
 
             ensure_worker(self.app.store)
         self.notify(f"experiment {exp_id}: queued run(s) {', '.join(map(str, run_ids))}")

@@ -7,9 +7,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from store import queue
-from store.queries import active_runs
-from workbench.tui.components import STATUS_STYLE, Table, progress_text
+from workbench.store import queue
+from workbench.store.queries import active_runs
+from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
 from workbench.tui.live import LiveScreen
 from workbench.tui.messages import QueuePolled
 
@@ -53,10 +53,12 @@ class QueueScreen(LiveScreen):
         for w in message.workers:
             mine = [str(r.id) for r in runs if r.worker == w.id and r.status == "running"]
             wt.add_row(
-                w.id,
-                ",".join(w.devices)
-                if w.backend == "local"
-                else f"{w.backend} at {w.address}: {len(w.devices)} slot(s)",
+                plain(w.id),
+                plain(
+                    ",".join(w.devices)
+                    if w.backend == "local"
+                    else f"{w.backend} at {w.address}: {len(w.devices)} slot(s)"
+                ),
                 str(w.pid),
                 f"{db_now - w.heartbeat_at:.0f} s ago",
                 ", ".join(mine) or "idle",
@@ -69,7 +71,7 @@ class QueueScreen(LiveScreen):
         for r in runs:
             rt.add_row(
                 str(r.id),
-                r.name,
+                plain(r.name),
                 r.kind,
                 Text(r.label, style=STATUS_STYLE[r.status]),
                 str(r.priority),
@@ -108,7 +110,7 @@ class QueueScreen(LiveScreen):
             self._op(queue.set_priority, current + delta)
 
     def action_start_worker(self) -> None:
-        from jobs.runner import ensure_worker
+        from workbench.jobs.runner import ensure_worker
 
         started = ensure_worker(self.app.store)
         self.notify("started a local worker" if started else "a worker is already alive")

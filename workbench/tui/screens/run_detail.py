@@ -15,11 +15,12 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from store import queue
-from store.export import cell, flatten, readable
-from store.feeds import MetricFeed
-from store.queries import UnknownRun, artifacts, events, show, tables
-from workbench.tui.components import STATUS_STYLE, CurvesView, ImagesView, Picture, ResultTables
+from workbench.store import queue
+from workbench.store.export import cell, flatten, readable
+from workbench.store.feeds import MetricFeed
+from workbench.store.queries import UnknownRun, artifacts, events, show, tables
+from workbench.text import printable
+from workbench.tui.components import STATUS_STYLE, CurvesView, ImagesView, Picture, ResultTables, plain
 from workbench.tui.live import RunViewsScreen, view_bindings
 from workbench.tui.messages import RunGone, RunPolled
 
@@ -102,12 +103,12 @@ class RunDetailScreen(RunViewsScreen):
         if new_events:
             for e in new_events:
                 style = {"error": "red", "warning": "yellow"}.get(e.level, "")
-                self.event_lines.append(Text(f"{_clock(e.time)} {e.message}", style=style))
+                self.event_lines.append(plain(f"{_clock(e.time)} {e.message}", style=style))
             self.last_event_id = new_events[-1].id
             # Rendered as one renderable so it re-wraps with the pane instead of at write time.
             parts = [Text("\n").join(self.event_lines)]
             if rec["status"] == "failed" and rec["traceback"]:
-                parts.append(Syntax(rec["traceback"], "pytb", word_wrap=True))
+                parts.append(Syntax(printable(rec["traceback"], keep="\n"), "pytb", word_wrap=True))
             self.query_one("#events", Static).update(Group(*parts))
         if message.curves_changed:
             self.query_one(CurvesView).refresh_curves()
@@ -119,16 +120,16 @@ class RunDetailScreen(RunViewsScreen):
 
     def show_overview(self, rec: dict) -> None:
         style = STATUS_STYLE.get(rec["status"], "")
-        self.sub_title = f"run {rec['id']} {rec['name']} ({rec['kind']}): {rec['label']}"
+        self.sub_title = printable(f"run {rec['id']} {rec['name']} ({rec['kind']}): {rec['label']}")
         lines = [
             f"[b]status[/] [{style}]{rec['label']}[/]   attempt {rec['attempt']}   device {rec['device'] or '-'}",
             f"[b]created[/] {rec['created_at']}   [b]started[/] {rec['started_at'] or '-'}   "
             f"[b]finished[/] {rec['finished_at'] or '-'}",
         ]
         if rec["error"]:
-            lines.append(f"[red b]error[/] [red]{escape(rec['error'])}[/]")
+            lines.append(f"[red b]error[/] [red]{escape(printable(rec['error']))}[/]")
         for k, v in readable(flatten(rec["summary"])).items():  # estimates with their intervals and n
-            lines.append(f"  [b]{escape(k)}[/] {escape(cell(v))}")
+            lines.append(f"  [b]{escape(printable(k))}[/] {escape(cell(v))}")
         self.query_one("#summary", Static).update("\n".join(lines))
         spec_yaml = yaml.safe_dump(rec["spec"], sort_keys=False)
         self.query_one("#spec", Static).update(Syntax(spec_yaml, "yaml", line_numbers=False, word_wrap=True))

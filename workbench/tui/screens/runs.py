@@ -12,11 +12,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from jobs.kinds import headline_keys
-from store import queue
-from store.feeds import RunsFeed
-from store.queries import RunRecord, headline
-from workbench.tui.components import STATUS_STYLE, Table, progress_text
+from workbench.jobs.kinds import headline_keys
+from workbench.store import queue
+from workbench.store.feeds import RunsFeed
+from workbench.store.queries import RunRecord, headline
+from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
 from workbench.tui.live import LiveScreen
 from workbench.tui.messages import RunsPolled
 
@@ -184,7 +184,7 @@ class RunsScreen(LiveScreen):
                         (
                             "▾",
                             "",
-                            Text(r.experiment, style="bold"),
+                            plain(r.experiment, style="bold"),
                             Text(f"{n} run(s)", style="dim"),
                             "",
                             "",
@@ -213,7 +213,7 @@ class RunsScreen(LiveScreen):
                 )
             )
         # Text, not str: a DataTable parses str cells as markup (a name like "lr=[1e-3]" lost its brackets).
-        wanted = [(key, tuple(Text(c) if isinstance(c, str) else c for c in cells)) for key, cells in wanted]
+        wanted = [(key, tuple(plain(c) if isinstance(c, str) else c for c in cells)) for key, cells in wanted]
         current = [str(k.value) for k in table.rows]
         if current == [
             k for k, _ in wanted[: len(current)]

@@ -1,0 +1,236 @@
+"""A trained attribution model outside its run: load it (from a run's files or a published folder), say
+which generator made each image, and publish it (a folder, or a Hugging Face Hub model repository).
+
+A model is two files, in a run's artifacts and in a published folder alike: `model.safetensors` (the
+weights) and `config.json` (backbone, recipe, view size, class names, the test results); a published
+folder adds `README.md`, the model card.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+FORMAT = "workbench-attribution/1"
+
+
+class ModelFilesError(ValueError):
+    """The files do not hold a workbench attribution model."""
+
+
+@dataclass
+class Attribution:
+    image: str
+    generator: str
+    probability: float
+    top: list[tuple[str, float]]  # the most probable generators, best first
+
+    def as_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "generator": self.generator,
+            "probability": self.probability,
+            "top": [{"generator": g, "probability": p} for g, p in self.top],
+        }
+
+
+class Attributor:
+    def __init__(self, net, config: dict, device: str):
+        from workbench.jobs.data.attribution import View
+
+        self.net, self.config, self.device = net, config, device
+        self.class_names: list[str] = config["class_names"]
+        self.view = View(config["recipe"], int(config["size"]), int(config["test_patches"]))
+
+    @classmethod
+    def load(cls, weights: Path, config: Path, device: str = "auto") -> Attributor:
+        import torch
+        from safetensors.torch import load_file
+
+        from workbench.jobs.classify import build_attributor
+
+        try:
+            cfg = json.loads(Path(config).read_text())
+        except (OSError, ValueError) as e:
+            raise ModelFilesError(f"{config}: not a readable model config ({e})") from None
+        if cfg.get("format") != FORMAT:
+            raise ModelFilesError(
+                f"{config}: not a workbench attribution model (format {cfg.get('format')!r})"
+            )
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        net = build_attributor(cfg["backbone"], len(cfg["class_names"]), int(cfg["width"]))
+        try:
+            net.load_state_dict(load_file(str(weights)))
+        except (OSError, RuntimeError) as e:
+            raise ModelFilesError(f"{weights}: the weights do not fit the config ({e})") from None
+        return cls(net.to(device).eval(), cfg, device)
+
+    @classmethod
+    def from_folder(cls, folder: Path, device: str = "auto") -> Attributor:
+        folder = Path(folder)
+        for name in (WEIGHTS, CONFIG):
+            if not (folder / name).is_file():
+                raise ModelFilesError(f"{folder} has no {name}: not a published attribution model")
+        return cls.load(folder / WEIGHTS, folder / CONFIG, device)
+
+    def attribute(self, paths: list[Path], top: int = 5, batch_size: int = 16) -> list[Attribution]:
+        """The generator of each image, with the `top` most probable ones; images in batches of
+        batch_size, each classified as in the run's test (a grid of patches, or resized to 224)."""
+        import torch
+        from PIL import Image, UnidentifiedImageError
+
+        from workbench.jobs.data.attribution import decode, test_views
+        from workbench.jobs.diffusion.train import autocast
+
+        out = []
+        for i in range(0, len(paths), batch_size):
+            chunk = paths[i : i + batch_size]
+            views = []
+            for p in chunk:
+                try:
+                    with Image.open(p) as img:
+                        views.append(test_views(decode(img), self.view))
+                except (OSError, UnidentifiedImageError) as e:
+                    raise ModelFilesError(f"{p}: not a readable image ({e})") from None
+            with torch.no_grad(), autocast(self.device):
+                logits = self.net(torch.cat(views).to(self.device)).float()
+            probs = torch.stack([part.mean(0) for part in logits.split([len(v) for v in views])]).softmax(1)
+            for p, row in zip(chunk, probs.cpu(), strict=True):
+                best = row.argsort(descending=True)[: min(top, len(row))].tolist()
+                ranked = [(self.class_names[j], float(row[j])) for j in best]
+                out.append(Attribution(str(p), ranked[0][0], ranked[0][1], ranked))
+        return out
+
+
+# --- publishing ------------------------------------------------------------------------------------
+
+
+def model_card(config: dict, run: dict) -> str:
+    """A Hugging Face model card: metadata, what the model does, its test results with intervals."""
+    r = config["results"]
+    data = config.get("data", {})
+    dragon = data.get("source") == "dragon"
+    low, high = r["top1_ci"]
+    tags = ["image-classification", "diffusion-model-attribution", "synthetic-image-detection", "workbench"]
+    meta = ["---", "library_name: pytorch", "pipeline_tag: image-classification", "tags:"]
+    meta += [f"  - {t}" for t in tags]
+    if dragon:
+        meta += ["datasets:", f"  - {data.get('repo', 'lesc-unifi/dragon')}", "license: cc-by-sa-4.0"]
+    meta.append("---")
+    classes = ", ".join(config["class_names"])
+    view = (
+        f"native-resolution {config['size']} x {config['size']} patches (a grid of up to "
+        f"{config['test_patches']} per image at test time, logits averaged)"
+        if config["recipe"] == "patches"
+        else f"the whole image resized to {config['size']} x {config['size']}"
+    )
+    source = (
+        f"DRAGON ({data.get('repo')}, config {data.get('config')})"
+        if dragon
+        else f"a {data.get('source')} source"
+    )
+    return "\n".join(
+        meta
+        + [
+            "",
+            f"# {run.get('name') or 'attribution'}: which generator made this image",
+            "",
+            f"A {config['backbone']} classifier over {len(config['class_names'])} image generators, trained by "
+            f"workbench run {run.get('id')} on {source}. It sees {view}.",
+            "",
+            f"Generators: {classes}.",
+            "",
+            "## Results on the held-out test split",
+            "",
+            "| metric | value | 95 % interval | test images |",
+            "|---|---|---|---|",
+            f"| top-1 accuracy | {r['top1']:.4f} | [{low:.4f}, {high:.4f}] (Wilson) | {r['n_test']} |",
+            f"| top-5 accuracy | {r['top5']:.4f} | {_interval(r.get('top5_ci'))} (Wilson) | {r['n_test']} |",
+            f"| macro-F1 | {r['macro_f1']:.4f} | {_interval(r.get('macro_f1_ci'))} (bootstrap) | {r['n_test']} |",
+            "",
+            "## Use",
+            "",
+            "```",
+            "workbench attribute THIS_FOLDER image.png",
+            "```",
+            "",
+            "`config.json` holds the recipe and the class order; `model.safetensors` the weights.",
+            "",
+        ]
+    )
+
+
+def _interval(ci) -> str:
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+
+
+PUBLISHED = (WEIGHTS, CONFIG, CARD)  # every file publishing writes, and the only ones it uploads
+
+
+def write_folder(folder: Path, weights: Path, config: dict, card: str, force: bool = False) -> Path:
+    """The published files in `folder` (created). A folder that already holds anything is refused unless
+    `force`, which replaces these three files and touches nothing else in it."""
+    import shutil
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PublishRefused(f"--to-folder {folder} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise PublishRefused(
+            f"--to-folder {folder} is not empty: give an empty or new folder, or --force to replace "
+            f"{', '.join(PUBLISHED)} in it (nothing else there is touched)"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(config, indent=2))
+    (folder / CARD).write_text(card)
+    return folder
+
+
+class PublishError(RuntimeError):
+    """The model could not be published; the message says why."""
+
+
+class PublishRefused(PublishError):
+    """Publishing would do something the user did not ask for (exit 2, nothing uploaded)."""
+
+
+def upload(folder: Path, repo: str, token: str | None = None, public: bool = False) -> str:
+    """Commit the three published files of `folder` (never anything else in it) to the model repository
+    `repo`, created private unless `public`; returns the commit URL. An existing public repository is
+    refused unless `public`: uploading there would make the model public. The Hub's address is
+    huggingface_hub's (HF_ENDPOINT), the token HF_TOKEN's or the saved login's."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(token=token)
+    try:
+        try:
+            api.create_repo(repo, repo_type="model", private=not public)
+        except HfHubHTTPError as e:
+            if e.response is None or e.response.status_code != 409:
+                raise
+            if not api.model_info(repo).private and not public:  # it exists already
+                raise PublishRefused(
+                    f"{repo} exists and is public: pass --public to publish into it"
+                ) from None
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo,
+            repo_type="model",
+            allow_patterns=list(PUBLISHED),
+            commit_message="workbench: publish model",
+        )
+    except PublishError:
+        raise
+    except HfHubHTTPError as e:
+        raise PublishError(f"the Hub refused {repo}: {e}") from None
+    except Exception as e:  # no network, no token
+        raise PublishError(
+            f"cannot publish to {api.endpoint}/{repo}: {type(e).__name__}: {e}. Offline? Write the files "
+            "with --to-folder and upload them where the Hub is reachable"
+        ) from None
+    return str(info)

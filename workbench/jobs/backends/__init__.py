@@ -1,0 +1,134 @@
+"""Execution backends: where a claimed run executes.
+
+The worker (jobs.runner) claims a run, holds its lease, relays cancel and stop, and records the outcome.
+A backend only starts the run's execution, says whether it has ended and how, asks it to stop, kills it,
+and names its log:
+
+- `local`: a child process per run on this host, forked from a warm fork server (the default);
+- `ray`: a Ray task per run on the cluster at an address (jobs.backends.ray_tasks);
+- `slurm`: a Slurm job per run through submitit (jobs.backends.slurm_jobs).
+
+Every backend's run process sends its stdout and stderr to runs/<id>/output.log under $WORKBENCH_HOME
+(`workbench logs RUN`), so a run's log is found the same way wherever it ran.
+
+A run on Ray or Slurm executes jobs.backends.remote.execute_run on whichever host the cluster picks. It
+writes through the same RunContext, and reads cancel, stop and its lease from the store, since no pipe
+reaches it; its artifacts go under the same $WORKBENCH_HOME, which must be a path every host shares.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+BACKENDS = ("local", "ray", "slurm")
+
+
+class BackendUnavailable(Exception):
+    """The cluster cannot be reached or used (exit code 2 in the CLI)."""
+
+
+@dataclass
+class Execution:
+    """One attempt of a run as its backend tracks it."""
+
+    run_id: int
+    attempt: int
+    job: Any = None  # the backend's own handle: a process, a Ray ObjectRef, a submitit Job
+    pid: int | None = None
+    job_id: str | None = None  # Ray task id, Slurm job id
+    last_alive: float = field(default_factory=time.monotonic)  # last sign of progress (local only)
+    last_step: tuple[int, float] | None = None
+    step_seconds: float = 0.0
+    result: tuple | None = None  # the run's own report: ("succeeded",), ("failed", error, traceback), ...
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How an execution ended: the run's report when it made one, else what the backend saw."""
+
+    result: tuple | None
+    how: str = ""  # "killed by signal 9", "the Ray task's process died", "Slurm job FAILED"
+
+
+class Backend:
+    """The interface; see the module docstring. Slots are device labels the worker shows and claims by."""
+
+    name = ""
+    address: str | None = None
+    watches_progress = False  # True where the worker sees every step (a pipe) and can kill a hung run
+
+    def slots(self) -> list[str]:
+        raise NotImplementedError
+
+    def slot_has_gpu(self, slot: str) -> bool:
+        raise NotImplementedError
+
+    def default_threads(self, slot: str) -> int | None:
+        """CPU threads for a run whose spec sets none; None: the worker's share of this host's cores."""
+        return None
+
+    def prepare(self, log) -> None:
+        """Work before the first claim (the local fork server starts here)."""
+
+    def start(self, run, slot: str, threads: int) -> Execution:
+        raise NotImplementedError
+
+    def poll(self, ex: Execution) -> Ended | None:
+        """None while it executes."""
+        raise NotImplementedError
+
+    def stop(self, ex: Execution) -> None:
+        """Ask it to checkpoint and end (the worker is stopping, or the run was cancelled)."""
+        raise NotImplementedError
+
+    def kill(self, ex: Execution) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ClusterBackend(Backend):
+    """Ray and Slurm: the run executes jobs.backends.remote.execute_run wherever the cluster places it and
+    hears cancel and stop from the store, so `stop` has nothing to send. Slots are `<name>:gpu|cpu`."""
+
+    def slot_has_gpu(self, slot: str) -> bool:
+        return slot.endswith(":gpu")
+
+    def wants_gpu(self, run, slot: str) -> bool:
+        return self.slot_has_gpu(slot) and run.spec.get("device", "auto") != "cpu"
+
+    def run_args(self, run, gpu: bool, threads: int) -> tuple:
+        """execute_run's arguments for one attempt."""
+        return (self.store.url, str(self.store.home), run.id, run.attempt, gpu, threads, self.name)
+
+    def stop(self, ex: Execution) -> None:
+        pass  # the run reads cancel and stop requests from the store (jobs.backends.remote)
+
+
+def make_backend(name: str, store, **options) -> Backend:
+    """The backend a worker was configured with (`workbench worker --backend ...`)."""
+    try:
+        return _make(name, store, **options)
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"the {name} backend needs {e.name}: pip install 'workbench[cluster]'"
+        ) from None
+
+
+def _make(name: str, store, **options) -> Backend:
+    if name == "local":
+        from workbench.jobs.backends.local import LocalBackend
+
+        return LocalBackend(store, **options)
+    if name == "ray":
+        from workbench.jobs.backends.ray_tasks import RayBackend
+
+        return RayBackend(store, **options)
+    if name == "slurm":
+        from workbench.jobs.backends.slurm_jobs import SlurmBackend
+
+        return SlurmBackend(store, **options)
+    raise ValueError(f"--backend: {name!r} is not one of {', '.join(BACKENDS)}")

@@ -1,0 +1,82 @@
+"""The body of a run on a cluster (a Ray task, a Slurm job): no pipe reaches it, so it reads what the
+local child hears through its pipe from the store instead, once a second:
+
+- its attempt no longer owns the run (reaped, retried elsewhere) -> exit at once, writing nothing;
+- cancel requested -> stop at the next step, ending `cancelled`;
+- stop requested (its worker is shutting down) -> checkpoint and end `interrupted`;
+- its lease not renewed for the heartbeat timeout (the worker is gone) -> flush and exit, as a local
+  child does when its worker dies; a worker will mark the run interrupted, resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from workbench.jobs.backends.attempt import limit_threads, redirect_output, run_attempt
+
+LOST_EXIT_CODE = 75
+
+
+def execute_run(
+    db_url: str, home: str, run_id: int, attempt: int, gpu: bool, threads: int, backend: str
+) -> tuple:
+    """Run one claimed attempt in this process; returns its result tuple (see attempt.run_attempt)."""
+    if not gpu:  # the cluster gave this task no GPU: the run must not find one
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if not Path(home).is_dir():
+        return (
+            "failed",
+            f"the artifact folder {home} does not exist on {socket.gethostname()}: mount the shared "
+            "$WORKBENCH_HOME at the same path on every host",
+            None,
+        )
+    redirect_output(Path(home), run_id)
+    limit_threads(threads)
+
+    from workbench.jobs.context import RunContext
+    from workbench.store import queue
+    from workbench.store.db import Store
+
+    store = Store(db_url, Path(home))
+    ctx = RunContext(store, run_id, attempt=attempt)
+    stop_reason: list[str] = []
+    # scancel and submitit's local cancel signal first: checkpoint and end, as a stopped local run does
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: (stop_reason.append("shutdown"), ctx.request_stop()))
+    done = threading.Event()
+
+    def watch_store() -> None:
+        while not done.wait(queue.HEARTBEAT_INTERVAL):
+            try:
+                lease = queue.lease_of(store, run_id, attempt)
+            except Exception:  # noqa: BLE001 - a store fault is no reason to stop; the next read may work
+                continue
+            if not lease.held:
+                os._exit(LOST_EXIT_CODE)
+            if lease.cancel and not stop_reason:
+                stop_reason.append("cancel")
+                ctx.request_stop()
+            elif lease.stop and not stop_reason:
+                stop_reason.append("shutdown")
+                ctx.request_stop()
+            elif lease.age > queue.heartbeat_timeout():
+                try:
+                    ctx.flush()
+                finally:
+                    os._exit(LOST_EXIT_CODE)
+
+    threading.Thread(target=watch_store, daemon=True, name="watch-store").start()
+    where = (
+        f"{backend} on {socket.gethostname()}, process {os.getpid()}: "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}; {threads} CPU thread(s)"
+    )
+    queue.set_pid(store, run_id, pid=os.getpid(), attempt=attempt)
+    result = run_attempt(ctx, "0" if gpu else "cpu", where)
+    done.set()
+    if result[0] == "cancelled" and stop_reason[:1] == ["shutdown"]:
+        return ("interrupted", "the worker was stopped", None)
+    return result

@@ -1,0 +1,72 @@
+"""Spec sections and names the diffusion kinds share (ddpm, images, sampling).
+
+Only pydantic here: specs are validated by the CLI and the TUI, which must not pay torch's import.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workbench.jobs.spec import ExistingPath
+
+SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler"]
+ImageDatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"]
+Toy2DName = Literal["swissroll", "moons", "gaussians"]
+
+# class names of the built-in datasets, by label (specs name classes by these before any data is loaded)
+CLASS_NAMES = {
+    "digits": [str(i) for i in range(10)],
+    "mnist": [str(i) for i in range(10)],
+    "fashion_mnist": [
+        "t-shirt",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle boot",
+    ],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainSpec(Strict):
+    steps: int = Field(3000, ge=1, le=10_000_000)
+    batch_size: int = Field(512, ge=1, le=65_536)
+    lr: float = Field(2e-3, gt=0, le=1.0)
+    warmup_steps: int = Field(100, ge=0, le=1_000_000)
+    weight_decay: float = Field(0.0, ge=0, le=1.0)
+    grad_clip: float = Field(1.0, ge=0, le=1e6)
+    ema_decay: float = Field(0.995, ge=0, lt=1.0)
+    label_dropout: float = Field(0.1, ge=0, le=1.0, description="probability of training on the null class")
+    checkpoint_every: int = Field(500, ge=1, le=10_000_000)
+    log_every: int = Field(10, ge=1, le=100_000)
+    mixed_precision: bool = Field(
+        True, description="bf16 autocast (and channels_last) on CUDA; ignored on CPU"
+    )
+
+
+class SamplerSpec(Strict):
+    name: SamplerName
+    steps: int = Field(ge=1, le=10_000)
+    eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity")
+
+
+class InceptionOptions(BaseModel):
+    """Real Inception FID next to classifier-FID (optional: pip install 'workbench[fid]')."""
+
+    inception_fid: bool = Field(
+        False, description="also report Inception FID against the test images (torchmetrics; slow on CPU)"
+    )
+    inception_weights: ExistingPath | None = Field(
+        None, description="a local weights-inception-2015-12-05 file (offline); default: torch's hub cache"
+    )

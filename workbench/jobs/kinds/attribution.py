@@ -1,0 +1,858 @@
+"""attribution: which generator made this image? A classifier over generators (DRAGON's 25 diffusion
+models, folders of images, or the workbench's own image runs), its accuracy with intervals, the model
+saved for `workbench attribute` and `workbench publish`.
+
+Method:
+1. Data (jobs.data.attribution): training and test images with their generator and prompt; the
+   validation split is held out from training by prompt (no prompt in both), the test split is the
+   source's own (DRAGON's test, a folder's test/, fresh draws for the zoo and the trace benchmark).
+2. Recipes: `patches` trains on native-resolution random crops (the generators' traces survive) and
+   classifies a test image by the mean logits of a grid of crops; `resize224` resizes whole images to
+   224 x 224 (the ImageNet recipe; resizing down erases high-frequency traces). Backbones: a small
+   patch CNN from scratch, or torchvision ResNet18/50 (ImageNet weights when they can be had).
+3. Training: AdamW, warm-up and cosine decay, bf16 on CUDA, a fixed step budget with early stopping on
+   validation top-1 (the best validation weights are kept), checkpoints at each evaluation.
+4. Results on the test split: top-1 and top-5 accuracy (Wilson intervals, n = test images), macro-F1
+   (bootstrap interval over test images), per-class accuracy, the confusion matrix. Several recipes in
+   one run are trained on the same splits and compared on the same test images: the difference in top-1
+   comes with a paired interval. The headline is the recipe with the best *validation* top-1, so the
+   test split is not used to choose it.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+
+from workbench.jobs.diffusion.config import SamplerSpec, Strict
+from workbench.jobs.spec import BaseSpec, ExistingPath
+
+PRELOAD = (
+    "workbench.jobs.classify",
+    "workbench.jobs.data.attribution",
+    "workbench.jobs.data.images",
+    "workbench.jobs.metrics.stats",
+    "datasets",
+    "torchvision.transforms.v2",
+    "sklearn.metrics",
+    "matplotlib.pyplot",
+)
+HEADLINE = ("top1", "macro_f1", "top5")
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from workbench.jobs.context import RunContext
+
+PIPELINES = (  # the trace benchmark's classes (jobs.data.attribution.trace_images)
+    "nearest",
+    "bilinear",
+    "bicubic",
+    "lanczos",
+    "transposed_conv",
+    "bicubic_jpeg",
+    "bilinear_noise",
+    "bicubic_sharpen",
+)
+
+
+def _shard_files(patterns: list[str], info: ValidationInfo) -> list[str]:
+    """Paths or glob patterns, relative to the spec file, each matching at least one file."""
+    base = Path((info.context or {}).get("base_dir") or Path.cwd())
+    files = []
+    for pattern in patterns:
+        full = Path(pattern).expanduser()
+        full = full if full.is_absolute() else base / full
+        found = sorted(glob.glob(str(full)))
+        if not found:
+            raise ValueError(f"{pattern!r} matches no file (looked for {full})")
+        files += [str(Path(f).resolve()) for f in found]
+    return files
+
+
+ShardFiles = Annotated[list[str], Field(min_length=1), AfterValidator(_shard_files)]
+PerClass = Field(None, ge=1, le=10_000_000, description="at most this many images per generator")
+
+
+class DragonSource(Strict):
+    source: Literal["dragon"]
+    config: Literal["ExtraSmall", "Small", "Regular", "Large", "ExtraLarge"] = "Regular"
+    repo: str = Field("lesc-unifi/dragon", description="the Hugging Face dataset")
+    train_per_class: int | None = PerClass
+    test_per_class: int | None = PerClass
+
+
+class ShardsSource(Strict):
+    source: Literal["shards"]
+    train: ShardFiles = Field(
+        description="DRAGON-schema WebDataset .tar files or globs (relative to the spec)"
+    )
+    test: ShardFiles
+    train_per_class: int | None = PerClass
+    test_per_class: int | None = PerClass
+
+
+class FolderSource(Strict):
+    source: Literal["imagefolder"]
+    path: ExistingPath = Field(description="one subfolder per generator (or train/ and test/ above them)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held out as test when there is no test/")
+
+
+class ZooSource(Strict):
+    source: Literal["zoo"]
+    runs: list[int] = Field(min_length=2, description="succeeded images runs: one class each")
+    train_per_class: int = Field(200, ge=2, le=1_000_000, description="images drawn per run for training")
+    test_per_class: int = Field(100, ge=1, le=1_000_000, description="fresh images per run for the test")
+    sampler: SamplerSpec = SamplerSpec(name="ddim", steps=50)
+    guidance_scale: float = Field(2.0, ge=0, le=100)
+    batch_size: int = Field(500, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if len(set(self.runs)) != len(self.runs):
+            raise ValueError("runs: a run is listed twice")
+        return self
+
+
+class TracesSource(Strict):
+    """The offline benchmark: the same kind of content through different upsampling pipelines."""
+
+    source: Literal["traces"]
+    base: Literal["digits", "mnist", "fashion_mnist"] = "digits"
+    path: ExistingPath | None = Field(None, description="the base dataset's .npz (mnist, fashion_mnist)")
+    pipelines: list[Literal[PIPELINES]] = Field(  # type: ignore[valid-type]
+        list(PIPELINES), min_length=2, description="one class per pipeline"
+    )
+    factor: int = Field(4, ge=2, le=16, description="upsampling factor (digits 8 px -> 32 px at 4)")
+    train_per_class: int = Field(150, ge=2, le=1_000_000)
+    test_per_class: int = Field(100, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if len(set(self.pipelines)) != len(self.pipelines):
+            raise ValueError("pipelines: a pipeline is listed twice")
+        return self
+
+
+Source = Annotated[
+    DragonSource | ShardsSource | FolderSource | ZooSource | TracesSource, Field(discriminator="source")
+]
+
+
+class RecipeSpec(Strict):
+    name: Literal["patches", "resize224"] = "patches"
+    backbone: Literal["patch_cnn", "resnet18", "resnet50"] = "patch_cnn"
+    pretrained: str = Field(
+        "none",
+        description="none, imagenet (torchvision's weights, cached or downloaded), or a state dict path",
+    )
+    patch_size: int = Field(64, ge=8, le=1024, description="patches: the crop side, in native pixels")
+    test_patches: int = Field(
+        16, ge=1, le=1024, description="patches: at most this many crops per test image"
+    )
+    width: int = Field(32, ge=4, le=512, description="patch_cnn: channels of its first stage")
+    steps: int | None = Field(
+        None, ge=1, le=10_000_000, description="this recipe's step budget (default: train.steps)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.backbone == "patch_cnn" and self.pretrained != "none":
+            raise ValueError("pretrained: the patch CNN is trained from scratch (use none, or a ResNet)")
+        return self
+
+    @property
+    def label(self) -> str:
+        size = f"-{self.patch_size}" if self.name == "patches" else ""
+        weights = (
+            "-imagenet"
+            if self.pretrained == "imagenet"
+            else "-pretrained"
+            if self.pretrained != "none"
+            else ""
+        )
+        return f"{self.name}{size}-{self.backbone}{weights}"
+
+
+class AugmentSpec(Strict):
+    flips: bool = Field(True, description="random horizontal flips")
+    jpeg: float = Field(0.0, ge=0, le=1, description="probability of a JPEG round trip (robustness)")
+    jpeg_quality: tuple[int, int] = (65, 100)
+    blur: float = Field(0.0, ge=0, le=1, description="probability of a Gaussian blur")
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    rescale: float = Field(0.0, ge=0, le=1, description="probability of resampling by a random factor")
+    rescale_range: tuple[float, float] = (0.5, 1.5)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        lo, hi = self.jpeg_quality
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError("jpeg_quality: give [low, high] within 1-100")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError("blur_sigma: give [low, high] above 0")
+        if not 0 < self.rescale_range[0] <= self.rescale_range[1]:
+            raise ValueError("rescale_range: give [low, high] above 0")
+        return self
+
+
+class TrainSpec(Strict):
+    steps: int = Field(
+        3000, ge=1, le=10_000_000, description="the most optimizer steps (early stopping may end sooner)"
+    )
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=1)
+    weight_decay: float = Field(0.05, ge=0, le=1)
+    warmup_steps: int = Field(100, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_every: int = Field(250, ge=1, description="validate (and checkpoint) every so many steps")
+    patience: int = Field(
+        4, ge=0, description="stop after this many validations without a better top-1 (0: never)"
+    )
+    max_val_images: int = Field(2000, ge=1, description="validate on at most this many images (seeded)")
+    log_every: int = Field(10, ge=1)
+    num_workers: int = Field(0, ge=0, le=64, description="image-decoding processes (0: in the run's process)")
+    mixed_precision: bool = Field(True, description="bf16 autocast on CUDA")
+
+
+class Spec(BaseSpec):
+    kind: Literal["attribution"] = "attribution"
+    data: Source = TracesSource(source="traces")
+    classes: list[str] | None = Field(
+        None, min_length=2, description="these generators only, in this order (default: all, sorted)"
+    )
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of training prompts held out for validation"
+    )
+    recipes: list[RecipeSpec] = Field(
+        [RecipeSpec()], min_length=1, max_length=8, description="trained on the same splits and compared"
+    )
+    augment: AugmentSpec = AugmentSpec()
+    train: TrainSpec = TrainSpec()
+
+    PRESETS = {
+        # four upsampling pipelines on sklearn's digits (8 -> 32 px), 16 px patches: a minute on 2 CPU cores
+        "smoke": {
+            "data": {
+                "source": "traces",
+                "base": "digits",
+                "pipelines": ["nearest", "bilinear", "bicubic", "transposed_conv"],
+                "factor": 4,
+                "train_per_class": 120,
+                "test_per_class": 60,
+            },
+            "recipes": [{"name": "patches", "patch_size": 16, "width": 16, "test_patches": 4}],
+            "train": {"steps": 200, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20, "eval_every": 50},
+        },
+        # DRAGON Regular on one GPU: native 64-px patches with a from-scratch CNN (the published best
+        # recipe's idea), next to the seed project's resize224 ResNet50 from ImageNet weights
+        "paper": {
+            "data": {"source": "dragon", "config": "Regular"},
+            "recipes": [
+                {"name": "patches", "patch_size": 64, "width": 32, "test_patches": 16},
+                {"name": "resize224", "backbone": "resnet50", "pretrained": "imagenet"},
+            ],
+            "augment": {"flips": True},
+            "train": {
+                "steps": 20000,
+                "batch_size": 128,
+                "lr": 1e-3,
+                "warmup_steps": 500,
+                "eval_every": 1000,
+                "patience": 5,
+                "num_workers": 8,
+            },
+        },
+    }
+
+    @classmethod
+    def preset_fields(cls, raw: dict) -> dict:
+        """A preset's data fields apply only to the same source: `data: {source: dragon}` under the smoke
+        preset (traces) takes none of its trace settings."""
+        fields = super().preset_fields(raw)
+        data, preset_data = raw.get("data"), fields.get("data") or {}
+        if isinstance(data, dict) and data.get("source", "traces") != preset_data.get("source", "traces"):
+            fields = {k: v for k, v in fields.items() if k != "data"}
+        return fields
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes: a generator is listed twice")
+        labels = [r.label for r in self.recipes]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"recipes: two recipes are the same ({', '.join(labels)})")
+        return self
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def run(ctx: RunContext, spec: Spec) -> None:
+    import numpy as np
+
+    from workbench.jobs.data.attribution import View, split_by_prompt
+
+    data = load_data(ctx, spec)
+    names = data.class_names
+    y_train = labels_of(data.train, names, "training")
+    y_test = labels_of(data.test, names, "test")
+    train_idx, val_idx = split_by_prompt(list(data.train["prompt"]), spec.val_fraction, spec.seed)
+    if len(val_idx) > spec.train.max_val_images:
+        val_idx = np.sort(np.random.default_rng(spec.seed).choice(val_idx, spec.train.max_val_images, False))
+    ctx.event(
+        f"{data.name}: {len(names)} generators; {len(train_idx)} training, {len(val_idx)} validation "
+        f"(held out by prompt), {len(y_test)} test images"
+    )
+    results = []
+    several = len(spec.recipes) > 1
+    for i, recipe in enumerate(spec.recipes):
+        view = View(recipe.name, recipe.patch_size if recipe.name == "patches" else 224, recipe.test_patches)
+        done = finished_recipe(ctx, recipe, len(names)) if several else None
+        if done is not None:  # a resumed run: this recipe finished before the interruption
+            net, fit, logits = done
+            ctx.event(f"{recipe.label}: finished before, its model and test logits read back")
+        else:
+            net, fit = train_recipe(
+                ctx.part(recipe.label, i, len(spec.recipes)) if several else ctx,
+                spec,
+                recipe,
+                view,
+                data.train.select(train_idx),
+                y_train[train_idx],
+                data.train.select(val_idx),
+                y_train[val_idx],
+                len(names),
+            )
+            logits = predict(net, data.test, y_test, view, ctx.device, spec.train.num_workers)
+            if several:
+                keep_recipe(ctx, recipe, net, fit, logits)
+        results.append({"recipe": recipe, "view": view, "net": net, "fit": fit, "logits": logits})
+        ctx.event(f"{recipe.label}: test top-1 {float((logits.argmax(1) == y_test).mean()):.4f}")
+    report(ctx, spec, results, y_test, names)
+
+
+def keep_recipe(ctx: RunContext, recipe: RecipeSpec, net, fit: dict, logits: np.ndarray) -> None:
+    """A finished recipe's best weights, its fit and its test logits, so a run interrupted in a later
+    recipe does not train this one again (the checkpoint holds one recipe at a time)."""
+    import json
+
+    import torch
+    from safetensors.torch import save
+
+    tensors = {f"weights.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors["logits"] = torch.from_numpy(logits)
+    ctx.file(f"recipes/{recipe.label}.safetensors", save(tensors, metadata={"fit": json.dumps(fit)}))
+
+
+def finished_recipe(ctx: RunContext, recipe: RecipeSpec, k: int):
+    """(net, fit, test logits) of a recipe this run finished in an earlier attempt, or None."""
+    import json
+
+    from safetensors import safe_open
+
+    from workbench.jobs.classify import build_attributor
+    from workbench.store.artifacts import artifact_path
+
+    path = artifact_path(ctx.store.home, ctx.run_id, f"files/recipes/{recipe.label}.safetensors")
+    if not path.exists():
+        return None
+    with safe_open(str(path), "pt") as f:
+        fit = json.loads(f.metadata()["fit"])
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    net = build_attributor(recipe.backbone, k, recipe.width).to(ctx.device)
+    net.load_state_dict(
+        {key[len("weights.") :]: v for key, v in tensors.items() if key.startswith("weights.")}
+    )
+    return net.eval(), fit, tensors["logits"].numpy()
+
+
+def load_data(ctx: RunContext, spec: Spec):
+    """The source's images as jobs.data.attribution.AttributionData (classes: the spec's, or all)."""
+    from workbench.jobs.data import attribution as A
+
+    d = spec.data
+    cache = ctx.store.home / "cache" / "attribution"
+    if isinstance(d, DragonSource | ShardsSource):
+        per_class = {"train": d.train_per_class, "test": d.test_per_class}
+        if isinstance(d, DragonSource):
+            splits = A.load_webdataset(
+                cache, repo=d.repo, config=d.config, per_class=per_class, classes=spec.classes
+            )
+            name = f"DRAGON {d.config}"
+        else:
+            splits = A.load_webdataset(
+                cache, files={"train": d.train, "test": d.test}, per_class=per_class, classes=spec.classes
+            )
+            name = f"shards ({len(d.train)} train, {len(d.test)} test)"
+    elif isinstance(d, FolderSource):
+        splits, name = A.folder_rows(Path(d.path), d.test_fraction, spec.seed), Path(d.path).name
+    elif isinstance(d, ZooSource):
+        splits, name = zoo_rows(ctx, spec, d), f"zoo of runs {', '.join(map(str, d.runs))}"
+    else:
+        splits, name = trace_rows(spec, d), f"traces of {d.base}"
+    found = sorted(set(splits["train"]["generator"]))
+    if spec.classes:
+        missing = [c for c in spec.classes if c not in found]
+        if missing:
+            raise ValueError(
+                f"classes: no training image of {missing[0]!r} (the data has: {', '.join(found)})"
+            )
+        splits = {
+            s: ds.filter(lambda g: g in spec.classes, input_columns="generator") for s, ds in splits.items()
+        }
+        names = list(spec.classes)
+    elif isinstance(d, TracesSource):
+        names = list(d.pipelines)
+    elif isinstance(d, ZooSource):
+        names = list(dict.fromkeys(splits["train"]["generator"]))
+    else:
+        names = found
+    if len(names) < 2:
+        raise ValueError(f"data: {len(names)} generator found; attribution needs at least 2")
+    return A.AttributionData(name, splits["train"], splits["test"], names)
+
+
+def labels_of(rows, names: list[str], split: str) -> np.ndarray:
+    import numpy as np
+
+    index = {n: i for i, n in enumerate(names)}
+    generators = list(rows["generator"])
+    unknown = sorted({g for g in generators if g not in index})
+    if unknown:
+        raise ValueError(
+            f"data: the {split} split has images of {', '.join(unknown[:3])}, which the training split lacks "
+            "(list the generators to use in classes)"
+        )
+    return np.array([index[g] for g in generators], dtype=np.int64)
+
+
+def trace_rows(spec: Spec, d: TracesSource) -> dict:
+    """The trace benchmark: disjoint base images per pipeline (seeded), so content never tells classes
+    apart; test images come from the base dataset's test split."""
+    import numpy as np
+
+    from workbench.jobs.data import attribution as A
+    from workbench.jobs.data.images import load_images
+
+    base = load_images(d.base, d.path, seed=spec.seed)
+    out = {}
+    for split, x, y, per in (
+        ("train", base.x_train, base.y_train, d.train_per_class),
+        ("test", base.x_test, base.y_test, d.test_per_class),
+    ):
+        need = per * len(d.pipelines)
+        if need > len(x):
+            raise ValueError(
+                f"data: {len(d.pipelines)} pipelines x {per} images need {need} {split} images of {d.base}; "
+                f"it has {len(x)} (each pipeline gets its own images)"
+            )
+        order = np.random.default_rng([spec.seed, split == "test"]).permutation(len(x))[:need]
+        grey = ((x[order, 0].numpy() + 1) * 127.5).round().astype(np.uint8)
+        images, generators, prompts = [], [], []
+        for k, pipeline in enumerate(d.pipelines):
+            chunk = order[k * per : (k + 1) * per]
+            images.append(
+                A.trace_images(grey[k * per : (k + 1) * per], pipeline, d.factor, seed=spec.seed + k)
+            )
+            generators += [pipeline] * per
+            prompts += [base.class_names[int(c)] for c in y[chunk]]
+        out[split] = A.array_rows(np.concatenate(images), generators, prompts)
+    return out
+
+
+def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
+    """Images drawn from finished images runs, one class per run; the prompt is the class a draw was
+    conditioned on. Draws are cached per (model, sampler, guidance, seed) like augmentation's."""
+    import numpy as np
+
+    from workbench.jobs.data import attribution as A
+    from workbench.jobs.diffusion import image_model, synthetic
+
+    models = [image_model.finished_model(ctx, rid, f"data.runs ({rid})") for rid in d.runs]
+    names = [m.spec.name or f"run{m.run_id}" for m in models]
+    if len(set(names)) != len(names):
+        names = [f"run{m.run_id}" for m in models]
+    out = {"train": ([], [], []), "test": ([], [], [])}
+    for m, name in zip(models, names, strict=True):
+        k = max(1, m.model.num_classes)
+        classes = list(range(k))
+        for split, per, offset in (("train", d.train_per_class, 0), ("test", d.test_per_class, 104729)):
+            per_class = -(-per // k)  # draws per conditioning class, enough for `per` images
+            key = synthetic.set_key(
+                generator=image_model.weights_digest(m.model),
+                classes=classes,
+                sampler=d.sampler.model_dump(),
+                guidance=d.guidance_scale,
+                seed=spec.seed + offset,
+            )
+            syn = synthetic.load(ctx.store.home, key, per_class, k)
+            if syn is None:
+                x, seconds = synthetic.generate(
+                    m.model,
+                    m.schedule,
+                    m.data.shape,
+                    classes,
+                    per_class,
+                    d.sampler.name,
+                    d.sampler.steps,
+                    d.guidance_scale,
+                    seed=spec.seed + offset,
+                    batch_size=d.batch_size,
+                    eta=d.sampler.eta,
+                    device=ctx.device,
+                )
+                y = synthetic.cycling_labels(classes, per_class)
+                synthetic.save(ctx.store.home, key, x, y, {"run": ctx.run_id, "source_run": m.run_id})
+                syn = synthetic.SyntheticSet(x, y, False, seconds)
+                ctx.event(f"zoo: drew {len(x)} {split} images from run {m.run_id} in {seconds:.1f} s")
+            x = synthetic.to_uint8(syn.x[:per])  # (n, C, H, W)
+            x = np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+            images, generators, prompts = out[split]
+            images.append(x.transpose(0, 2, 3, 1))
+            generators += [name] * len(x)
+            cls = m.data.class_names if m.model.num_classes else ["unconditional"]
+            prompts += [cls[int(c)] for c in syn.y[:per]]
+    shapes = {imgs[0].shape[1:] for imgs, _, _ in out.values()}
+    if len(shapes) > 1:
+        raise ValueError(f"data.runs: the runs make images of different sizes ({sorted(shapes)})")
+    return {s: A.array_rows(np.concatenate(i), g, p) for s, (i, g, p) in out.items()}
+
+
+def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train, val_rows, y_val, k: int):
+    """Train one recipe's classifier; returns it with the best validation weights, and how it went."""
+    import torch
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from torch.nn import functional as F
+
+    from workbench.jobs.classify import build_attributor
+    from workbench.jobs.context import RunCancelled
+    from workbench.jobs.data.attribution import Augment, StepBatches, TrainViews
+    from workbench.jobs.diffusion.train import autocast
+
+    t = spec.train
+    steps = recipe.steps or t.steps
+    device = torch.device(ctx.device)
+    on_gpu = device.type == "cuda"
+    torch.manual_seed(spec.seed)
+    net = build_attributor(recipe.backbone, k, recipe.width, recipe.pretrained).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=on_gpu or None)
+    schedule = get_cosine_schedule_with_warmup(opt, min(t.warmup_steps, steps // 2), steps)
+    start, best, history = 0, None, []  # best: (val top-1, -val loss, step, weights on the CPU)
+    if (state := ctx.restore()) is not None:
+        from workbench.jobs.diffusion.train import restore_optimizer
+
+        net.load_state_dict(state["model"])
+        restore_optimizer(opt, state["optimizer"])
+        schedule.load_state_dict(state["lr_schedule"])
+        start, history = int(state["step"]), list(state["history"])
+        if state.get("best") is not None:
+            b = state["best"]
+            best = (float(b["top1"]), float(b["neg_loss"]), int(b["step"]), b["weights"])
+    # a run that had stopped early before it was interrupted trains no further
+    stopped = best is not None and t.patience and _since_best(history, best[2]) >= t.patience
+    end = start if stopped else steps
+    aug = Augment(**spec.augment.model_dump())
+    batch = min(t.batch_size, len(y_train))
+    loader = torch.utils.data.DataLoader(
+        TrainViews(train_rows, y_train, view, aug),
+        batch_sampler=StepBatches(len(y_train), batch, spec.seed, start, end),
+        num_workers=t.num_workers,
+        pin_memory=on_gpu,
+    )
+
+    def save(step: int) -> None:
+        ctx.checkpoint(
+            {
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "lr_schedule": schedule.state_dict(),
+                "step": step,
+                "history": history,
+                "best": None
+                if best is None
+                else {"top1": best[0], "neg_loss": best[1], "step": best[2], "weights": best[3]},
+            },
+            step,
+        )
+
+    pending: list[torch.Tensor] = []
+    net.train()
+    step = start
+    for step, (x, y) in enumerate(loader, start + 1):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if on_gpu:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, t.mixed_precision):
+            loss = F.cross_entropy(net(x).float(), y, label_smoothing=t.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        pending.append(loss.detach())
+        stop = ctx.should_stop()
+        last = step == steps
+        if stop or last or step % t.log_every == 0:
+            values = torch.stack(pending).float().cpu()
+            pending.clear()
+            if not torch.isfinite(values).all():
+                raise RuntimeError(f"the training loss is not finite by step {step}: lower train.lr")
+            ctx.log(step, loss=float(values.mean()), lr=schedule.get_last_lr()[0])
+            ctx.progress(step, steps)
+        if last or step % t.eval_every == 0:
+            val = predict(net, val_rows, y_val, view, device, t.num_workers)
+            top1 = float((val.argmax(1) == y_val).mean())
+            val_loss = float(F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)))
+            net.train()
+            ctx.log(step, val_top1=top1, val_loss=val_loss)
+            history.append({"step": step, "val_top1": top1, "val_loss": val_loss})
+            if best is None or (top1, -val_loss) > best[:2]:
+                best = (
+                    top1,
+                    -val_loss,
+                    step,
+                    {k_: v.detach().cpu().clone() for k_, v in net.state_dict().items()},
+                )
+            save(step)
+            if t.patience and _since_best(history, best[2]) >= t.patience:
+                ctx.event(
+                    f"early stop at step {step}: validation top-1 has not improved for {t.patience} "
+                    f"validations (best {best[0]:.4f} at step {best[2]})"
+                )
+                break
+        elif stop:
+            save(step)
+        if stop:
+            raise RunCancelled
+    if best is None:  # no validation yet (steps == start): validate the weights we have
+        raise RuntimeError("training ended before any validation")
+    net.load_state_dict(best[3])
+    ctx.progress(steps, steps)
+    return net.eval(), {
+        "steps": step,
+        "best_step": best[2],
+        "val_top1": best[0],
+        "val_loss": -best[1],
+        "stopped_early": step < steps,
+    }
+
+
+def _since_best(history: list[dict], best_step: int) -> int:
+    return sum(1 for h in history if h["step"] > best_step)
+
+
+def predict(net, rows, labels, view, device, workers: int = 0, images_per_batch: int = 32) -> np.ndarray:
+    """The mean logits of each image's test views, float32 (N, K)."""
+    import numpy as np
+    import torch
+
+    from workbench.jobs.data.attribution import TestViews, collate_views
+    from workbench.jobs.diffusion.train import autocast
+
+    net.eval()
+    loader = torch.utils.data.DataLoader(
+        TestViews(rows, labels, view),
+        batch_size=images_per_batch,
+        num_workers=workers,
+        collate_fn=collate_views,
+    )
+    out = []
+    with torch.no_grad():
+        for views, counts, _ in loader:
+            views = views.to(device)
+            with autocast(device):
+                logits = torch.cat([net(chunk).float() for chunk in views.split(512)])
+            out += [part.mean(0) for part in logits.split(counts.tolist())]
+    return torch.stack(out).cpu().numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+def scores(logits: np.ndarray, y: np.ndarray, k: int) -> dict:
+    """top-1, top-5 (Wilson intervals) and macro-F1 (bootstrap over test images) of one recipe."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from workbench.jobs.metrics.stats import share_ci
+
+    pred = logits.argmax(1)
+    top = np.argsort(-logits, axis=1)[:, : min(5, k)]
+    correct = pred == y
+    in_top5 = (top == y[:, None]).any(1)
+    rng = np.random.default_rng(0)  # a percentile bootstrap over test images (400 resamples)
+    draws = [
+        f1_score(y[i], pred[i], labels=range(k), average="macro", zero_division=0)
+        for i in (rng.integers(0, len(y), len(y)) for _ in range(400))
+    ]
+    f1 = float(f1_score(y, pred, labels=range(k), average="macro", zero_division=0))
+    low, high = np.quantile(draws, [0.025, 0.975])
+    return {
+        "top1": share_ci(int(correct.sum()), len(y)),
+        "top5": share_ci(int(in_top5.sum()), len(y)),
+        "macro_f1": (f1, float(low), float(high)),
+        "correct": correct,
+        "pred": pred,
+    }
+
+
+def report(ctx: RunContext, spec: Spec, results: list[dict], y: np.ndarray, names: list[str]) -> None:
+    from safetensors.torch import save
+
+    from workbench.jobs.metrics.stats import paired_ci
+
+    k = len(names)
+    for r in results:
+        r["scores"] = scores(r["logits"], y, k)
+    # the headline recipe is chosen on validation (top-1, then loss), not on the test split
+    head = max(results, key=lambda r: (r["fit"]["val_top1"], -r["fit"]["val_loss"]))
+    s = head["scores"]
+    per_class = per_class_rows(s["pred"], y, names)
+    ctx.table("per_class", per_class)
+    ctx.table("confusion", confusion_rows(s["pred"], y, names))
+    if len(results) > 1:
+        first = results[0]["scores"]["correct"].astype(float)
+        rows = []
+        for r in results:
+            sc, fit = r["scores"], r["fit"]
+            d = paired_ci(sc["correct"].astype(float), first)
+            rows.append(
+                {
+                    "recipe": r["recipe"].label,
+                    **sc["top1"].columns("top1"),
+                    "top5": sc["top5"].value,
+                    "macro_f1": sc["macro_f1"][0],
+                    "macro_f1_ci_low": sc["macro_f1"][1],
+                    "macro_f1_ci_high": sc["macro_f1"][2],
+                    "macro_f1_n": len(y),
+                    "val_top1": fit["val_top1"],
+                    "val_loss": fit["val_loss"],
+                    "best_step": fit["best_step"],
+                    "steps": fit["steps"],
+                    **d.columns("top1_vs_first"),
+                    "headline": r is head,
+                }
+            )
+        ctx.table("recipes", rows)
+        for r in results:
+            if r is not head:
+                ctx.table(f"confusion_{r['recipe'].label}", confusion_rows(r["scores"]["pred"], y, names))
+    for r in results:
+        suffix = "" if r is head else f"_{r['recipe'].label}"
+        ctx.image(
+            f"confusion{suffix}", None, confusion_figure(r["scores"]["pred"], y, names, r["recipe"].label)
+        )
+    config = model_config(head["recipe"], head["view"], names, spec, s)
+    ctx.file("model.safetensors", save({k_: v.contiguous() for k_, v in head["net"].state_dict().items()}))
+    ctx.file("config.json", __import__("json").dumps(config, indent=2).encode())
+    ctx.summary(
+        recipe=head["recipe"].label,
+        **s["top1"].summary("top1"),
+        **s["top5"].summary("top5"),
+        macro_f1=s["macro_f1"][0],
+        macro_f1_ci=[s["macro_f1"][1], s["macro_f1"][2]],
+        macro_f1_n=len(y),
+        n_classes=k,
+        n_test=len(y),
+        val_top1=head["fit"]["val_top1"],
+        best_step=head["fit"]["best_step"],
+        steps_trained=head["fit"]["steps"],
+        stopped_early=head["fit"]["stopped_early"],
+        worst_class=min(per_class, key=lambda row: row["accuracy"] if row["support"] else 2.0)["class"],
+    )
+
+
+def model_config(recipe: RecipeSpec, view, names: list[str], spec: Spec, s: dict) -> dict:
+    """What `workbench attribute` and a published folder need to rebuild and use the model."""
+    return {
+        "format": "workbench-attribution/1",
+        "backbone": recipe.backbone,
+        "width": recipe.width,
+        "recipe": recipe.name,
+        "size": view.size,
+        "test_patches": view.test_patches,
+        "class_names": names,
+        "normalisation": "imagenet",
+        "data": spec.data.model_dump(mode="json"),
+        "results": {
+            "top1": s["top1"].value,
+            "top1_ci": [s["top1"].low, s["top1"].high],
+            "top5": s["top5"].value,
+            "top5_ci": [s["top5"].low, s["top5"].high],
+            "macro_f1": s["macro_f1"][0],
+            "macro_f1_ci": [s["macro_f1"][1], s["macro_f1"][2]],
+            "n_test": int(s["top1"].n),
+        },
+    }
+
+
+def per_class_rows(pred: np.ndarray, y: np.ndarray, names: list[str]) -> list[dict]:
+    from workbench.jobs.metrics.stats import share_ci
+
+    rows = []
+    for c, name in enumerate(names):
+        mine = y == c
+        support = int(mine.sum())
+        hits = int((pred[mine] == c).sum())
+        est = (
+            share_ci(hits, support).columns("accuracy")
+            if support
+            else dict.fromkeys(("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_n"))
+        )
+        rows.append(
+            {
+                "class": name,
+                **est,
+                "support": support,
+                "predicted": int((pred == c).sum()),
+            }
+        )
+    return rows
+
+
+def confusion_rows(pred: np.ndarray, y: np.ndarray, names: list[str]) -> list[dict]:
+    """One row per true class (the `classes` column), a column of counts per predicted class."""
+    from sklearn.metrics import confusion_matrix
+
+    m = confusion_matrix(y, pred, labels=range(len(names)))
+    return [
+        {"classes": name, **{p: int(m[i, j]) for j, p in enumerate(names)}} for i, name in enumerate(names)
+    ]
+
+
+def confusion_figure(pred: np.ndarray, y: np.ndarray, names: list[str], title: str):
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    from workbench.jobs.figures import pyplot
+
+    plt = pyplot()
+    m = confusion_matrix(y, pred, labels=range(len(names))).astype(float)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    side = max(4.0, 0.35 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true generator")
+    ax.set_title(f"{title}: share of each true class")
+    if len(names) <= 12:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if m[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(m[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

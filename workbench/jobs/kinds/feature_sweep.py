@@ -1,0 +1,495 @@
+"""feature_sweep: few-shot classification on a diffusion model's features, over timesteps and blocks,
+against raw pixels and a VAE's latent on the same labelled subsets.
+
+Method:
+1. The model: a finished `images` run (model_run) or one trained first (train: an images spec; the
+   presets train an unconditional one, so no label reaches the features at any stage). A class-conditional
+   model is run at its null class.
+2. Features: each image x_0 is noised to x_t with noise seeded by (seed, t, draw, image), the UNet runs
+   once per t and forward hooks keep every block asked for, pooled (`avg`, or a k x k `grid<k>`);
+   `a+b` concatenates blocks. Only the training images some k-shot subset uses, and the test split, are
+   run. Features are cached under the store per (model weights, images, pooling, seed, draws) and t and
+   block, so later runs reuse them. No label is passed to any of this.
+3. Baselines on the same images: raw pixels, and the posterior mean of a small VAE (diffusers'
+   AutoencoderKL) trained here on the same unlabelled training images (cached under the store too).
+4. Probes: for each k (labelled images per class), `repeats` subsets of k images per class, the same
+   subsets for every feature source (so sources compare paired); a standardised linear head (logistic
+   regression) and a one-hidden-layer MLP fit on each subset and scored on the whole test split.
+   Accuracy: mean over the repeats with its t-interval. The best diffusion setting per k against each
+   baseline: the paired difference over the same subsets, with its interval. The best setting is picked
+   on the test split among all (t, block, head): its interval is the interval of that setting, not of
+   the choice, which favours the diffusion features a little when many settings are swept.
+Pictures: accuracy against t per block (at the headline k, one panel per head) with the baselines as
+bands; accuracy against k for the best diffusion setting, the VAE and pixels; VAE reconstructions.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from workbench.jobs.diffusion import image_model
+from workbench.jobs.diffusion.config import Strict
+from workbench.jobs.diffusion.image_model import DataSpec, WithImageModel
+
+# imported by run(); the worker loads them once, up front
+PRELOAD = (
+    *image_model.PRELOAD,
+    "workbench.jobs.diffusion.features",
+    "workbench.jobs.diffusion.vae",
+    "workbench.jobs.metrics.probes",
+    "workbench.jobs.metrics.stats",
+    "sklearn.linear_model",
+    "sklearn.neural_network",
+    "scipy.stats",
+    "matplotlib.pyplot",
+)
+HEADLINE = ("diffusion_accuracy", "pixels_accuracy", "vae_accuracy")  # at the headline k
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from workbench.jobs.context import RunContext
+
+TEST_IDS = 1 << 40  # feature-cache ids of test images start here (training images: their index)
+BLOCK = re.compile(r"(down\d+|mid|up\d+)(\+(down\d+|mid|up\d+))*")
+POOLING = re.compile(r"avg|grid[1-9]\d?")
+
+
+class VAEOptions(Strict):
+    channels: list[int] = Field(
+        [32, 64, 64],
+        min_length=1,
+        max_length=5,
+        description="per level; the latent is the image / 2**(levels-1)",
+    )
+    latent_channels: int = Field(4, ge=1, le=64)
+    norm_groups: int = Field(8, ge=1, le=64)
+    steps: int = Field(1000, ge=1, le=10_000_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    kl_weight: float = Field(1.0, ge=0, le=1e6, description="weight of the KL term (per pixel) in the loss")
+
+    @model_validator(mode="after")
+    def _groups(self):
+        if bad := [c for c in self.channels if c % self.norm_groups]:
+            raise ValueError(f"channels {bad} are not multiples of norm_groups ({self.norm_groups})")
+        return self
+
+
+class Spec(WithImageModel):
+    kind: Literal["feature_sweep"] = "feature_sweep"
+    data: DataSpec | None = Field(
+        None, description="the labelled images to probe (default: the model's own data); same image shape"
+    )
+    timesteps: list[int] = Field(
+        [10, 50, 100, 200, 400, 700], min_length=1, max_length=64, description="noise levels t to sweep"
+    )
+    blocks: list[str] = Field(
+        ["down1", "mid", "up0", "up1"],
+        min_length=1,
+        max_length=32,
+        description="UNet blocks: down<i>, mid, up<i>; a+b concatenates their features",
+    )
+    pooling: str = Field("avg", description="avg (per channel) or grid<k> (k x k cells per channel)")
+    draws: int = Field(1, ge=1, le=64, description="noise draws per image and t, features averaged")
+    ks: list[int | Literal["all"]] = Field(
+        [1, 5, 10], min_length=1, max_length=16, description="labelled images per class; all: the whole split"
+    )
+    heads: list[Literal["linear", "mlp"]] = Field(["linear", "mlp"], min_length=1)
+    repeats: int = Field(
+        5, ge=2, le=100, description="labelled subsets per k (the draws behind each interval)"
+    )
+    baselines: list[Literal["pixels", "vae"]] = Field(["pixels", "vae"], max_length=2)
+    vae: VAEOptions = VAEOptions()
+    batch_size: int = Field(256, ge=1, le=100_000, description="images per forward pass")
+
+    PRESETS = {
+        # A tiny unconditional digits model first, then a 3 x 3 sweep: under a minute on 2 CPU cores.
+        "smoke": {
+            "train": {
+                "kind": "images",
+                "preset": "smoke",
+                "timesteps": 200,
+                "model": {"conditional": False},
+                "sample": {"guidance_scales": [0.0], "n_samples": 20, "eval_sets": 2},
+            },
+            "timesteps": [5, 20, 60],
+            "blocks": ["down1", "mid", "up0"],
+            "ks": [1, 5, 10],
+            "repeats": 3,
+            "vae": {"channels": [16, 32], "steps": 150, "batch_size": 64},
+        },
+        # The images paper model (MNIST), unconditional, then 8 timesteps x 7 blocks; on one GPU.
+        "paper": {
+            "train": {"kind": "images", "preset": "paper", "model": {"conditional": False}},
+            "timesteps": [1, 10, 25, 50, 100, 200, 400, 700],
+            "blocks": ["down0", "down1", "down2", "mid", "up0", "up1", "up2"],
+            "ks": [1, 5, 10, 32, 100, "all"],
+            "repeats": 5,
+            "vae": {"steps": 5000, "batch_size": 256},
+            "batch_size": 1000,
+        },
+    }
+
+    @field_validator("blocks")
+    @classmethod
+    def _block_names(cls, blocks):
+        if bad := [b for b in blocks if not BLOCK.fullmatch(b)]:
+            raise ValueError(f"{bad}: name blocks down<i>, mid or up<i>, or join them with + (mid+up0)")
+        if len(set(blocks)) != len(blocks):
+            raise ValueError("blocks are listed twice")
+        return blocks
+
+    @field_validator("pooling")
+    @classmethod
+    def _pooling(cls, pooling):
+        if not POOLING.fullmatch(pooling):
+            raise ValueError(f"{pooling!r}: use avg or grid<k> with k from 1 to 99 (grid2, grid4)")
+        return pooling
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.timesteps != sorted(set(self.timesteps)) or self.timesteps[0] < 0:
+            raise ValueError("timesteps must be distinct, increasing and at least 0, e.g. [10, 100, 400]")
+        numbers = [k for k in self.ks if k != "all"]
+        if numbers != sorted(set(numbers)) or (numbers and numbers[0] < 1) or self.ks.count("all") > 1:
+            raise ValueError("ks must be distinct increasing counts of at least 1, optionally ending in all")
+        if "all" in self.ks and self.ks[-1] != "all":
+            raise ValueError("ks: put all last")
+        if self.train is not None:  # the model is known now: check what it must have
+            check_model(self, self.train.timesteps, len(self.train.model.channels))
+        return self
+
+
+def check_model(spec: Spec, timesteps: int, levels: int) -> None:
+    """The sweep's timesteps and blocks exist in a model of `timesteps` and `levels` UNet levels."""
+    if spec.timesteps[-1] >= timesteps:
+        raise ValueError(
+            f"timesteps go to {spec.timesteps[-1]}; the model's chain has t = 0 to {timesteps - 1}"
+        )
+    names = {"mid", *(f"down{i}" for i in range(levels)), *(f"up{i}" for i in range(levels))}
+    if missing := sorted({b for entry in spec.blocks for b in entry.split("+")} - names):
+        raise ValueError(
+            f"blocks {missing}: the model has {levels} levels, so down0-down{levels - 1}, mid, up0-up{levels - 1}"
+        )
+
+
+def run(ctx: RunContext, spec: Spec) -> None:
+
+    import numpy as np
+
+    from workbench.jobs.context import RunCancelled
+    from workbench.jobs.diffusion.features import FeatureCache, cached_extract
+    from workbench.jobs.metrics.probes import kshot_subsets, probe
+
+    source = image_model.source_model(ctx, spec)
+    model, schedule, data = source.model, source.schedule, source.data
+    if spec.model_run is not None:  # a spec with train: was checked when it was validated
+        try:
+            check_model(spec, schedule.config.num_train_timesteps, len(source.spec.model.channels))
+        except ValueError as e:
+            raise ValueError(f"model_run {spec.model_run}: {e}") from None
+    if spec.data is not None:
+        data = image_model.load_data(source.spec.model_copy(update={"data": spec.data}))
+        if data.shape != source.data.shape:
+            raise ValueError(
+                f"data: {data.name} images are {data.shape}; the model takes {source.data.shape}"
+            )
+    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+    ks = [None if k == "all" else k for k in spec.ks]
+    subsets = {k: kshot_subsets(y_train, k, spec.repeats, spec.seed) for k in ks}
+    used = np.unique(np.concatenate([idx for sets in subsets.values() for idx in sets]))
+    ids = np.concatenate([used, TEST_IDS + np.arange(len(y_test))])
+    images = np.concatenate([data.x_train.numpy()[used], data.x_test.numpy()])
+    n_train = len(used)
+    ctx.event(
+        f"{data.name}: {n_train} labelled training images in {sum(len(s) for s in subsets.values())} "
+        f"subsets (k = {', '.join(map(str, spec.ks))}), {len(y_test)} test images"
+    )
+
+    # --- features: diffusion (cached per t and block), then the baselines --------------------------
+    import torch
+
+    atoms = list(dict.fromkeys(b for entry in spec.blocks for b in entry.split("+")))
+    fingerprint = images_fingerprint(data)  # hashes every image once: the feature and VAE caches' key
+    cache = FeatureCache(
+        ctx.store.home / "cache" / "features",
+        model=image_model.weights_digest(model),
+        images=fingerprint,
+        pooling=spec.pooling,
+        seed=spec.seed,
+        draws=spec.draws,
+    )
+    n_probes = (len(spec.timesteps) * len(spec.blocks) + len(spec.baselines)) * len(spec.heads) * len(ks)
+    total = len(spec.timesteps) + n_probes
+    done = 0
+
+    def extracted(t):
+        nonlocal done
+        done += 1
+        ctx.progress(done, total)
+
+    feats, passes = cached_extract(
+        cache,
+        model,
+        schedule,
+        torch.from_numpy(images),
+        ids,
+        spec.timesteps,
+        atoms,
+        spec.pooling,
+        spec.seed,
+        spec.draws,
+        spec.batch_size,
+        on_timestep=extracted,
+    )
+    needed = len(spec.timesteps) * spec.draws * len(ids)
+    ctx.event(
+        f"diffusion features of {len(atoms)} blocks at {len(spec.timesteps)} timesteps: "
+        f"{passes} image forward passes ({passes / len(ids):.2f} per image; "
+        f"{needed - passes} of {needed} from the cache)"
+    )
+    ctx.summary(feature_forward_passes=passes, feature_images=len(ids), feature_passes_cached=needed - passes)
+    sources: dict[tuple[str, int | None, str], np.ndarray] = {}
+    for t in spec.timesteps:
+        for entry in spec.blocks:
+            sources[("diffusion", t, entry)] = np.concatenate(
+                [feats[(t, b)] for b in entry.split("+")], axis=1
+            )
+    if "pixels" in spec.baselines:
+        sources[("pixels", None, "")] = images.reshape(len(images), -1)
+    if "vae" in spec.baselines:
+        sources[("vae", None, "")] = vae_features(ctx, spec, data, fingerprint, images)
+
+    # --- probes: every source on the same subsets ---------------------------------------------------
+    rows, per_repeat = [], {}
+    for (kind, t, entry), x in sources.items():
+        train_x, test_x = x[:n_train], x[n_train:]
+        for head in spec.heads:
+            for k, label in zip(ks, spec.ks, strict=True):
+                if ctx.should_stop():
+                    raise RunCancelled
+                local = [np.searchsorted(used, idx) for idx in subsets[k]]  # rows of x[:n_train]
+                result = probe(train_x, y_train[used], test_x, y_test, local, head, k, seed=spec.seed)
+                acc = result.accuracy
+                per_repeat[(kind, t, entry, head, label)] = result.accuracies
+                rows.append(
+                    {
+                        "source": kind,
+                        "t": t,
+                        "block": entry or None,
+                        "pooling": spec.pooling if kind == "diffusion" else None,
+                        "head": head,
+                        "k": label,
+                        "features": x.shape[1],
+                        "accuracy_mean": acc.value,
+                        "accuracy_ci_low": acc.low,
+                        "accuracy_ci_high": acc.high,
+                        "repeats": acc.n,
+                    }
+                )
+                done += 1
+                ctx.progress(done, total)
+        ctx.event(f"probed {kind}{f' t={t} {entry}' if t is not None else ''}")
+    ctx.table("probes", rows)
+    summarise(ctx, spec, rows, per_repeat)
+
+
+def images_fingerprint(data) -> str:
+    """Identifies the images (not their labels: features never depend on those)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{data.name}{data.shape}".encode())
+    h.update(data.x_train.numpy().tobytes())
+    h.update(data.x_test.numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def vae_features(ctx: RunContext, spec: Spec, data, fingerprint: str, images: np.ndarray) -> np.ndarray:
+    """Train (or reuse) the VAE on the unlabelled training images; its posterior means of `images`."""
+    import torch
+
+    from workbench.jobs.diffusion import vae
+    from workbench.jobs.figures import grid_image
+
+    o = spec.vae
+    cfg = vae.VAEConfig(
+        tuple(o.channels),
+        o.latent_channels,
+        o.norm_groups,
+        o.steps,
+        o.batch_size,
+        o.lr,
+        o.kl_weight,
+        spec.seed,
+    )
+    if data.shape[-1] % 2 ** (len(cfg.channels) - 1):
+        raise ValueError(
+            f"vae.channels: {len(cfg.channels)} levels cannot halve {data.shape[-1]}x{data.shape[-1]} images "
+            f"{len(cfg.channels) - 1} times; use fewer levels"
+        )
+    trained = vae.train_or_load(
+        ctx.store.home,
+        fingerprint,
+        data.x_train,
+        data.x_test,
+        cfg,
+        ctx.device,
+        on_step=lambda step, losses: ctx.log(step, **{f"vae/{k}": v for k, v in losses.items()}),
+        should_stop=ctx.should_stop,
+    )
+    shown = data.x_test[:8]
+    ctx.image(
+        "vae_reconstructions",
+        None,
+        grid_image(torch.cat([shown, vae.reconstruct(trained.model, shown, ctx.device)]), 2, len(shown)),
+    )
+    features = vae.encode(trained.model, torch.from_numpy(images), ctx.device)
+    ctx.event(
+        f"VAE {'from the cache' if trained.cached else 'trained'}: {o.steps} steps, test reconstruction "
+        f"MSE {trained.reconstruction_mse:.4f} per pixel, latent of {features.shape[1]} numbers"
+    )
+    ctx.summary(vae_reconstruction_mse=trained.reconstruction_mse, vae_latent_size=features.shape[1])
+    return features
+
+
+def summarise(ctx: RunContext, spec: Spec, rows: list[dict], per_repeat: dict) -> None:
+    """summary.best per k; the best diffusion setting against each baseline (paired); the pictures."""
+    from workbench.jobs.metrics.stats import mean_ci, paired_ci
+
+    best, comparisons = {}, []
+    for label in spec.ks:
+        at_k = [r for r in rows if r["k"] == label]
+        top = max(at_k, key=lambda r: r["accuracy_mean"])
+        best[str(label)] = {
+            "source": top["source"],
+            "t": top["t"],
+            "block": top["block"],
+            "head": top["head"],
+            "accuracy_mean": top["accuracy_mean"],
+            "accuracy_ci": [top["accuracy_ci_low"], top["accuracy_ci_high"]],
+        }
+        for head in spec.heads:
+            diffusion = [r for r in at_k if r["source"] == "diffusion" and r["head"] == head]
+            d = max(diffusion, key=lambda r: r["accuracy_mean"])
+            for base in spec.baselines:
+                diff = paired_ci(
+                    per_repeat[("diffusion", d["t"], d["block"], head, label)],
+                    per_repeat[(base, None, "", head, label)],
+                )
+                comparisons.append(
+                    {
+                        "k": label,
+                        "head": head,
+                        "t": d["t"],
+                        "block": d["block"],
+                        "versus": base,
+                        **diff.columns("diffusion_minus_baseline"),
+                        "verdict": "diffusion better"
+                        if diff.low > 0
+                        else "baseline better"
+                        if diff.high < 0
+                        else "unresolved",
+                    }
+                )
+    ctx.table("comparisons", comparisons)
+    headline = 10 if 10 in spec.ks else max((k for k in spec.ks if k != "all"), default="all")
+    at = [r for r in rows if r["k"] == headline]
+    top = max((r for r in at if r["source"] == "diffusion"), key=lambda r: r["accuracy_mean"])
+    values = {
+        "headline_k": headline,
+        "best": best,
+        "diffusion_setting": f"t={top['t']} {top['block']} {top['head']}",
+    }
+    values.update(
+        mean_ci(per_repeat[("diffusion", top["t"], top["block"], top["head"], headline)]).summary(
+            "diffusion_accuracy"
+        )
+    )
+    for base in spec.baselines:
+        values.update(
+            mean_ci(per_repeat[(base, None, "", top["head"], headline)]).summary(f"{base}_accuracy")
+        )
+        c = next(
+            c for c in comparisons if c["k"] == headline and c["head"] == top["head"] and c["versus"] == base
+        )
+        values[f"diffusion_minus_{base}"] = c["diffusion_minus_baseline"]
+        values[f"diffusion_minus_{base}_ci"] = [
+            c["diffusion_minus_baseline_ci_low"],
+            c["diffusion_minus_baseline_ci_high"],
+        ]
+    ctx.summary(**values)
+    ctx.image("accuracy_vs_t", None, accuracy_vs_t(rows, spec, headline))
+    ctx.image("accuracy_vs_k", None, accuracy_vs_k(rows, spec, top["head"]))
+
+
+def _errorbar(ax, xs, rows, **kw):
+    ys = [r["accuracy_mean"] for r in rows]
+    low = [y - r["accuracy_ci_low"] if r["repeats"] > 1 else 0 for y, r in zip(ys, rows, strict=True)]
+    high = [r["accuracy_ci_high"] - y if r["repeats"] > 1 else 0 for y, r in zip(ys, rows, strict=True)]
+    ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, **kw)
+
+
+def accuracy_vs_t(rows: list[dict], spec: Spec, k):
+    """Accuracy against t, one line per block and one panel per head, at k labels per class; baselines
+    as bands (their 95 % intervals)."""
+    from workbench.jobs.figures import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(spec.heads), figsize=(5.5 * len(spec.heads), 4), squeeze=False)
+    for ax, head in zip(axes[0], spec.heads, strict=True):
+        mine = [r for r in rows if r["k"] == k and r["head"] == head]
+        for entry in spec.blocks:
+            line = sorted(
+                (r for r in mine if r["block"] == entry and r["source"] == "diffusion"), key=lambda r: r["t"]
+            )
+            _errorbar(ax, [max(r["t"], 0.5) for r in line], line, label=entry)
+        for base, color in (("pixels", "tab:gray"), ("vae", "tab:green")):
+            for r in (r for r in mine if r["source"] == base):
+                ax.axhspan(
+                    r["accuracy_ci_low"],
+                    r["accuracy_ci_high"],
+                    color=color,
+                    alpha=0.25,
+                    label=f"{base} (95 % CI)",
+                )
+                ax.axhline(r["accuracy_mean"], color=color, linestyle="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("timestep t (log)")
+        ax.set_ylabel(f"test accuracy, {k} labels per class")
+        ax.set_title(f"{head} head, {spec.pooling} pooling")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def accuracy_vs_k(rows: list[dict], spec: Spec, head: str):
+    """Accuracy against labels per class: the best diffusion setting at each k, the VAE and pixels."""
+    from workbench.jobs.figures import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    numbers = [k for k in spec.ks if k != "all"]
+    for source in ("diffusion", *spec.baselines):
+        line = [
+            max(
+                (r for r in rows if r["k"] == k and r["source"] == source and r["head"] == head),
+                key=lambda r: r["accuracy_mean"],
+            )
+            for k in numbers
+        ]
+        _errorbar(
+            ax, numbers, line, label=source + (" (best t, block per k)" if source == "diffusion" else "")
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled images per class (k)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{head} head")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,483 @@
+"""The worker: claim a run -> start it on the backend -> renew its lease -> record how it ended.
+
+Where a run executes is the backend's business (jobs.backends): a child process on this host (local,
+the default), a Ray task, or a Slurm job. Whatever the backend, the worker holds the run's lease while
+the execution lives, relays cancel and stop to it, kills it when it ignores a stop past its grace, and
+records its outcome; a run ends as `interrupted` (resumable) whenever it ended without saying how.
+
+Ownership: a run is held under a lease (worker, attempt) that a separate thread renews every second,
+so a main loop waiting on a locked database cannot lose it. When a renewal says the run was taken
+(reaped while this worker was slow, then retried), the thread kills the run's process at once and
+the worker records nothing for it. Store faults (locked past the timeout, disk full, read-only) are
+logged and retried with back-off; they never end the worker, and never fail a run.
+
+Devices: each slot holds a host-wide file lock on its device (gpu-N, cpu-K) while it runs a run, so
+two workers on one host never put two runs on one GPU, or on the CPU slot another worker uses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.jobs.backends import Backend, Ended, Execution
+from workbench.store import queue
+from workbench.store.db import DatabaseError, Store
+
+DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run gets to checkpoint, plus two of its steps
+POLL_INTERVAL = 0.1
+REAP_INTERVAL = 2.0
+FAULT_BACKOFF_MAX = 10.0
+DEFAULT_NO_PROGRESS_MINUTES = 30.0
+
+
+def parse_devices(devices: str) -> list[str]:
+    """`cpu`, `cpu:2` (two CPU slots), `0,1` (GPU indices) or `auto` -> one entry per slot."""
+    if devices == "auto":
+        n = gpu_count()
+        return [str(i) for i in range(n)] or ["cpu"]
+    slots: list[str] = []
+    for part in devices.split(","):
+        part = part.strip()
+        if part == "cpu" or part.startswith("cpu:"):
+            count = part.partition(":")[2] or "1"
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"--devices: bad CPU slot count in {part!r}")
+            slots += ["cpu"] * int(count)
+        elif part.isdigit():
+            slots.append(part)
+        else:
+            raise ValueError(f"--devices: {part!r} is neither 'cpu', 'cpu:N', a GPU index nor 'auto'")
+    if len(set(s for s in slots if s != "cpu")) != len([s for s in slots if s != "cpu"]):
+        raise ValueError("--devices: a GPU index is listed twice (one run per GPU)")
+    return slots
+
+
+def gpu_count() -> int:
+    """GPUs on this host, from NVML where it answers (it does not initialise CUDA in the worker)."""
+    import torch
+
+    if not torch.cuda._is_compiled():
+        return 0
+    n = torch.cuda._device_count_nvml()
+    return n if n >= 0 else torch.cuda.device_count()
+
+
+def resolve_device(requested: str, slot: str) -> str:
+    """The torch device a run uses inside its slot (its GPU is always cuda:0 there)."""
+    import torch
+
+    if requested == "cpu" or (requested == "auto" and slot == "cpu"):
+        if requested == "auto" and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested.startswith("cuda") or requested == "auto":
+        if slot == "cpu" or not torch.cuda.is_available():
+            if requested == "auto":
+                return "cpu"
+            raise RuntimeError(f"the spec asks for device {requested!r} but this worker slot has no GPU")
+        return "cuda:0"
+    return requested
+
+
+def lock_dir() -> Path:
+    """Where device locks live: one folder per host, shared by every user's workers."""
+    d = Path(os.environ.get("WORKBENCH_LOCK_DIR") or "/tmp/workbench-devices")
+    if not d.is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.chmod(0o1777)  # like /tmp: any user's worker can lock, none can remove another's lock
+        except OSError:
+            pass
+    return d
+
+
+class DeviceLock:
+    """A host-wide exclusive lock on one device slot (flock: released by the kernel if the worker dies)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.path = lock_dir() / f"{name}.lock"
+        self._file = None
+
+    def acquire(self) -> bool:
+        if self._file is not None:
+            return True
+        f = open(self.path, "a")  # noqa: SIM115 - held while the slot runs a run
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return False
+        self._file = f
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Slot:
+    device: str
+    lock: DeviceLock | None  # local slots hold their device host-wide; a cluster schedules its own
+    run_id: int | None = None
+    attempt: int = 0
+    ex: Execution | None = None
+    no_progress_s: float = DEFAULT_NO_PROGRESS_MINUTES * 60
+    stop_sent_at: float | None = None
+    stop_reason: str | None = None  # cancel | shutdown | hung
+    cancel_seen: bool = False  # set by the lease thread; the main loop sends the stop
+    lost: bool = False  # the lease thread found the run taken from this worker and killed its execution
+    outcome: tuple[str, str | None, str | None] | None = None  # decided, not yet recorded
+
+    def free(self) -> None:
+        self.run_id = self.ex = None
+        self.stop_sent_at = self.stop_reason = self.outcome = None
+        self.cancel_seen = self.lost = False
+        if self.lock is not None:
+            self.lock.release()
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        devices: list[str],
+        *,
+        once: bool = False,
+        max_jobs: int | None = None,
+        idle_exit: float | None = None,
+        threads: int | None = None,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        backend: Backend | None = None,
+        log=print,
+    ):
+        """`devices`: the local backend's slots (parse_devices); a cluster backend brings its own."""
+        from workbench.jobs.backends.local import LocalBackend
+
+        self.store = store
+        self.backend = backend or LocalBackend(store, devices)
+        devices = self.backend.slots()
+        local = self.backend.name == "local"
+        cpu_index = iter(range(len(devices)))
+        self.slots = [
+            Slot(d, DeviceLock(f"cpu-{next(cpu_index)}" if d == "cpu" else f"gpu-{d}") if local else None)
+            for d in devices
+        ]
+        self.once, self.max_jobs, self.idle_exit = once, max_jobs, idle_exit
+        self.stop_grace = stop_grace
+        self.threads = threads
+        self.log = log
+        self.started = 0
+        self.stopping = False
+        self.forced = False
+        cores = os.cpu_count() or 1
+        n_cpu_slots = max(1, sum(s.device == "cpu" for s in self.slots))
+        # CPU runs side by side split the cores; a GPU run's CPU work shares them with its neighbours.
+        self.cpu_threads = threads or max(1, cores // n_cpu_slots)
+        self.gpu_threads = threads or max(1, cores // len(self.slots))
+        self._slots_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._faults: dict[str, float] = {}
+
+    def request_stop(self, *_args) -> None:
+        """First Ctrl-C / SIGTERM: runs checkpoint and end as interrupted. A second Ctrl-C: stop them now."""
+        if self.stopping:
+            self.forced = True
+        self.stopping = True
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        b = self.backend
+        self.id = self._retrying(
+            "registering",
+            lambda: queue.register_worker(self.store, [s.device for s in self.slots], b.name, b.address),
+        )
+        where = f"device locks in {lock_dir()}" if b.name == "local" else f"{b.name} at {b.address}"
+        self.log(
+            f"worker {self.id} on {', '.join(s.device for s in self.slots)} (db {self.store.safe_url}, {where})"
+        )
+        b.prepare(self.log)
+        self.log("ready")
+        lease_thread = threading.Thread(target=self._renew_leases, daemon=True, name="leases")
+        lease_thread.start()
+        last_reap = 0.0
+        idle_since = time.monotonic()
+        backoff = 0.0
+        try:
+            while True:
+                try:
+                    if time.monotonic() - last_reap >= REAP_INTERVAL:
+                        last_reap = time.monotonic()
+                        for rid in queue.reap_stale(self.store):
+                            self.log(f"run {rid}: lease lapsed, marked interrupted")
+                    for s in self._busy():
+                        self._poll(s)
+                    if not self.stopping and (self.max_jobs is None or self.started < self.max_jobs):
+                        for s in self.slots:
+                            if s.run_id is None and (self.max_jobs is None or self.started < self.max_jobs):
+                                if self._start(s):
+                                    idle_since = time.monotonic()
+                    backoff = 0.0
+                except (DatabaseError, OSError) as e:
+                    self._fault("the main loop", e)
+                    backoff = min(FAULT_BACKOFF_MAX, max(0.5, backoff * 2))
+                    time.sleep(backoff)
+                if busy := self._busy():
+                    idle_since = time.monotonic()
+                    if self.stopping and all(b.outcome is not None for b in busy):
+                        # Stopping with outcomes the store would not take: exit anyway. Their leases lapse and
+                        # the next worker marks them interrupted, resumable from their last checkpoint.
+                        self.log(
+                            f"exiting with {len(busy)} run(s) the store could not record; they will be "
+                            "marked interrupted once their leases lapse"
+                        )
+                        return 0
+                elif (
+                    self.stopping
+                    or (self.max_jobs is not None and self.started >= self.max_jobs)
+                    or self.once
+                ):
+                    return 0
+                elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:
+                    self.log(f"idle for {self.idle_exit:.0f} s, exiting")
+                    return 0
+                time.sleep(POLL_INTERVAL)
+        finally:
+            self._closing.set()
+            for s in self._busy():  # only after a forced stop: their leases lapse and a worker reaps them
+                if s.ex is not None and s.outcome is None:
+                    self.backend.kill(s.ex)
+            self.backend.close()
+            try:
+                queue.stop_worker(self.store, self.id)
+            except DatabaseError as e:
+                self._fault("stopping", e)
+
+    def _busy(self) -> list[Slot]:
+        return [s for s in self.slots if s.run_id is not None]
+
+    def _retrying(self, what: str, fn):
+        """fn() until the store takes it, backing off (a worker must start even while the store is busy)."""
+        delay = 0.5
+        while True:
+            try:
+                return fn()
+            except DatabaseError as e:
+                if self.stopping:
+                    raise
+                self._fault(what, e)
+                time.sleep(delay)
+                delay = min(FAULT_BACKOFF_MAX, delay * 2)
+
+    def _fault(self, what: str, e: BaseException) -> None:
+        """Log a store fault, at most every 30 s per kind of fault."""
+        text = str(getattr(e, "orig", None) or e).splitlines()[0]
+        key = f"{what}: {text}"
+        if time.monotonic() - self._faults.get(key, -1e9) >= 30.0:
+            self._faults[key] = time.monotonic()
+            self.log(f"store fault while {what}: {text}; backing off and retrying")
+
+    def _renew_leases(self) -> None:
+        """The lease thread: database waits in the main loop cannot stop it from renewing."""
+        while not self._closing.wait(queue.HEARTBEAT_INTERVAL):
+            with self._slots_lock:
+                held = {s.run_id: s.attempt for s in self.slots if s.run_id is not None and s.outcome is None}
+            try:
+                renewal = queue.renew_leases(self.store, self.id, held)
+            except DatabaseError as e:
+                self._fault("renewing leases", e)
+                continue
+            with self._slots_lock:
+                for s in self.slots:
+                    if s.run_id is None or held.get(s.run_id) != s.attempt or s.outcome is not None:
+                        continue
+                    if s.run_id not in renewal.kept and not s.lost:
+                        s.lost = True
+                        if s.ex is not None:
+                            self.backend.kill(s.ex)  # at once: the run has a new owner
+                        self.log(
+                            f"run {s.run_id}: attempt {s.attempt} was taken from this worker; its execution "
+                            "killed"
+                        )
+                    elif s.run_id in renewal.cancelled:
+                        s.cancel_seen = True
+
+    def _start(self, slot: Slot) -> bool:
+        if slot.lock is not None and not slot.lock.acquire():
+            return False  # another worker on this host uses the device
+        try:
+            run = queue.claim(
+                self.store, self.id, slot.device, has_gpu=self.backend.slot_has_gpu(slot.device)
+            )
+        except BaseException:
+            if slot.lock is not None:
+                slot.lock.release()
+            raise
+        if run is None:
+            if slot.lock is not None:
+                slot.lock.release()
+            return False
+        self.started += 1
+        gpu = self.backend.slot_has_gpu(slot.device)
+        threads = int(  # the spec's, else --threads, else the backend's share, else this host's
+            run.spec.get("threads")
+            or self.threads
+            or self.backend.default_threads(slot.device)
+            or (self.gpu_threads if gpu else self.cpu_threads)
+        )
+        with self._slots_lock:
+            slot.run_id, slot.attempt = run.id, run.attempt
+            slot.no_progress_s = 60 * float(
+                run.spec.get("no_progress_minutes") or DEFAULT_NO_PROGRESS_MINUTES
+            )
+            try:
+                slot.ex = self.backend.start(run, slot.device, threads)
+            except Exception as e:  # noqa: BLE001 - the cluster refused it: the run ends, the worker goes on
+                slot.ex = Execution(run.id, run.attempt)
+                slot.outcome = (
+                    "interrupted",
+                    f"the {self.backend.name} backend could not start it: {e}",
+                    None,
+                )
+                self.log(f"run {run.id}: {slot.outcome[1]}")
+                return True
+        where = f"pid {slot.ex.pid}" if slot.ex.pid else f"job {slot.ex.job_id}"
+        self.log(
+            f"run {run.id} ({run.kind} {run.name!r}) attempt {run.attempt} started on {slot.device}, "
+            f"{where}, {threads} thread(s)"
+        )
+        queue.set_pid(self.store, run.id, slot.ex.pid, slot.ex.job_id)
+        return True
+
+    def _send_stop(self, slot: Slot, reason: str) -> None:
+        slot.stop_sent_at, slot.stop_reason = time.monotonic(), reason
+        if reason == "shutdown":  # a run on another host hears it through the store
+            queue.request_stop(self.store, slot.run_id, slot.attempt)
+        self.backend.stop(slot.ex)
+
+    def _grace(self, slot: Slot) -> float:
+        return self.stop_grace + 2 * (slot.ex.step_seconds if slot.ex else 0.0)
+
+    def _poll(self, slot: Slot) -> None:
+        if slot.outcome is None:
+            ended = self.backend.poll(slot.ex)
+            if ended is None:
+                now = time.monotonic()
+                if slot.stop_sent_at is None:
+                    if slot.cancel_seen:
+                        self._send_stop(slot, "cancel")
+                    elif self.stopping:
+                        self._send_stop(slot, "shutdown")
+                    elif self.backend.watches_progress and now - slot.ex.last_alive > slot.no_progress_s:
+                        slot.stop_sent_at, slot.stop_reason = now, "hung"
+                        self.backend.kill(slot.ex)
+                        self.log(
+                            f"run {slot.run_id}: no progress for {slot.no_progress_s / 60:g} min; killed"
+                        )
+                if slot.stop_sent_at is not None and (
+                    self.forced or now - slot.stop_sent_at >= self._grace(slot)
+                ):
+                    self.backend.kill(slot.ex)
+                return
+            slot.outcome = self._outcome(slot, ended)
+        status, error, tb = slot.outcome
+        if slot.lost or status == "lost":
+            self.log(
+                f"run {slot.run_id}: attempt {slot.attempt} ended after losing the run; nothing recorded"
+            )
+        else:
+            queue.finish(
+                self.store, slot.run_id, self.id, status, error, tb, attempt=slot.attempt
+            )  # may fault: retried
+            self.log(f"run {slot.run_id} {status}" + (f": {error}" if error else ""))
+        with self._slots_lock:
+            slot.free()
+
+    def _outcome(self, slot: Slot, ended: Ended) -> tuple[str, str | None, str | None]:
+        result = ended.result
+        if slot.stop_reason == "hung":
+            return (
+                "failed",
+                f"no progress for {slot.no_progress_s / 60:g} min (no step or report from the run)",
+                None,
+            )
+        if result and result[0] in ("succeeded", "failed", "interrupted", "lost"):
+            return result[0], *(list(result[1:]) + [None, None])[:2]
+        if result and result[0] == "cancelled" and slot.stop_reason != "shutdown":
+            return "cancelled", None, None
+        if slot.stop_sent_at is not None:
+            if slot.stop_reason == "cancel":
+                return "cancelled", None, None
+            return "interrupted", "the worker was stopped", None
+        return "interrupted", f"{ended.how} before reporting a result", None
+
+
+# --- starting a worker in the background ---------------------------------------------------------
+
+
+def hold_exclusive_lock(home: Path):
+    """Take the auto-worker lock, or return None when another auto-started worker holds it."""
+    f = open(Path(home) / "worker.lock", "w")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def ensure_worker(store: Store, idle_exit: float = 600.0) -> bool:
+    """Start a detached local worker unless one is alive. Returns True when it started one."""
+    if queue.live_workers(store):
+        return False
+    logs = store.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, WORKBENCH_HOME=str(store.home), WORKBENCH_DB_URL=store.url)
+    if kinds_path := env.get("WORKBENCH_KINDS_PATH"):  # relative folders meant the submitter's directory
+        env["WORKBENCH_KINDS_PATH"] = os.pathsep.join(
+            str(Path(p).resolve()) for p in kinds_path.split(os.pathsep)
+        )
+    # -P and a fixed directory: nothing in the folder where `submit` was typed is ever imported (a user's
+    # own `workbench/` package included), by the worker, its fork server or its runs.
+    with open(logs / "worker.log", "ab") as out:
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "workbench",
+                "worker",
+                "--devices",
+                "auto",
+                "--idle-exit",
+                str(idle_exit),
+                "--exclusive",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+            cwd=store.home,
+            start_new_session=True,
+        )
+    return True
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM stop the worker gracefully; a second Ctrl-C stops its runs at once."""
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)

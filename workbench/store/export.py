@@ -1,0 +1,287 @@
+"""Exports, for the CLI (`workbench export`) and the TUI alike: result tables -> CSV, Markdown, LaTeX or
+JSON; curves -> one PNG per metric with every run overlaid; sample images -> the newest of each, copied.
+
+Exporting several runs stacks each named table across them with `run` and `run_name` columns in
+front; the `summary` table holds one row per run with its headline numbers (nested mappings such
+as guided_accuracy become columns like `guided_accuracy[3.0]`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from workbench.text import printable, spreadsheet_cell
+
+FORMATS = ("csv", "md", "latex", "json")
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}[{k}]" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def readable(row: dict[str, Any], with_n: bool = True) -> dict[str, Any]:
+    """A result row or a flattened summary for people: each estimate's interval (and, with_n, its number
+    of draws) folded into its value's cell, `0.0016 [0.00121, 0.002] n=20`, the separate keys dropped.
+    The machine formats (CSV, JSON, `--json`) keep them separate."""
+    folded: set[str] = set()
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        base, sub = _split(key)
+        low, high, n = _interval(row, base, sub)
+        if isinstance(value, int | float) and (low is not None or high is not None):
+            out[key] = f"{cell(value)} [{_end(low)}, {_end(high)}]" + (
+                f" n={n}" if with_n and n is not None else ""
+            )
+            folded |= {
+                f"{base}_ci{sub}",
+                f"{base}_ci_low{sub}",
+                f"{base}_ci_high{sub}",
+                f"{base}_n{sub}",
+                f"{base}_n",
+            }
+        else:
+            out[key] = value
+    return {k: v for k, v in out.items() if k not in folded}
+
+
+def readable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`readable` for a table: a column whose estimates all come from the same number of draws says so
+    once, in its name (`energy_distance (n=20)`), not in every cell."""
+    ns: dict[str, set] = {}
+    for row in rows:
+        for key in row:
+            base, sub = _split(key)
+            low, high, n = _interval(row, base, sub)
+            if low is not None or high is not None:
+                ns.setdefault(key, set()).add(n)
+    shared = {k: next(iter(v)) for k, v in ns.items() if len(v) == 1 and None not in v}
+    out = []
+    for row in rows:
+        r = readable(row, with_n=False)
+        out.append(
+            {
+                (f"{k} (n={shared[k]})" if k in shared else k): (
+                    v if k in shared or k not in ns else f"{v} n={_interval(row, *_split(k))[2]}"
+                )
+                for k, v in r.items()
+            }
+        )
+    return out
+
+
+def _split(key: str) -> tuple[str, str]:
+    """`guided_accuracy[3.0]` -> (`guided_accuracy`, `[3.0]`)."""
+    base, bracket, sub = key.partition("[")
+    return base, bracket + sub
+
+
+def _interval(row: dict[str, Any], base: str, sub: str) -> tuple[Any, Any, Any]:
+    ci = row.get(f"{base}_ci{sub}")
+    low, high = (
+        ci
+        if isinstance(ci, list) and len(ci) == 2
+        else (row.get(f"{base}_ci_low{sub}"), row.get(f"{base}_ci_high{sub}"))
+    )
+    return low, high, row.get(f"{base}_n{sub}", row.get(f"{base}_n"))
+
+
+def _end(v: Any) -> str:
+    return cell(v)
+
+
+def collect(records: list[dict[str, Any]], table: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Stack the tables of several `show` records: {table name: rows with run columns first}."""
+    stacked: dict[str, list[dict[str, Any]]] = {}
+    if table in (None, "summary"):
+        stacked["summary"] = [
+            {
+                "run": r["id"],
+                "run_name": r["name"],
+                "kind": r["kind"],
+                "status": r["status"],
+                **flatten(r["summary"]),
+            }
+            for r in records
+        ]
+    for r in records:
+        for name, rows in r["tables"].items():
+            if table is None or name == table:
+                stacked.setdefault(name, []).extend(
+                    {"run": r["id"], "run_name": r["name"], **flatten(row)} for row in rows
+                )
+    return stacked
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+def cell(v: Any) -> str:
+    """A value as people read it in a table (CLI, TUI, Markdown, LaTeX): outside text `printable`."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else "-"
+    if isinstance(v, list | dict):
+        return json.dumps(v)
+    return printable(str(v))
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """Strings as a spreadsheet shows text (no formula starts, nothing unprintable); lists and mappings
+    as JSON."""
+    cols = _columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([spreadsheet_cell(c) for c in cols])
+    for row in rows:
+        values = (row.get(c) for c in cols)
+        writer.writerow(
+            [spreadsheet_cell(json.dumps(v) if isinstance(v, list | dict) else v) for v in values]
+        )
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    cols = _columns(rows)
+    esc = [[cell(row.get(c)).replace("|", "\\|") for c in cols] for row in rows]
+    header = [cell(c).replace("|", "\\|") for c in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(rows: list[dict[str, Any]], caption: str) -> str:
+    cols = _columns(rows)
+    align = "".join(
+        "r" if all(isinstance(r.get(c), int | float) for r in rows if r.get(c) is not None) else "l"
+        for c in cols
+    )
+    out = [
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{latex_escape(caption)}}}",
+        f"\\begin{{tabular}}{{{align}}}",
+        "\\toprule",
+        " & ".join(latex_escape(printable(c)) for c in cols) + " \\\\",
+        "\\midrule",
+    ]
+    out += [" & ".join(latex_escape(cell(row.get(c))) for c in cols) + " \\\\" for row in rows]
+    out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def render(tables: dict[str, list[dict[str, Any]]], fmt: str) -> str:
+    """All tables in one document (CSV: one section per table, each headed `# <name>`)."""
+    if fmt == "json":
+        return json.dumps(tables, indent=2) + "\n"
+    parts = []
+    for name, rows in tables.items():
+        if fmt == "csv":
+            parts.append((f"# {name}\n" if len(tables) > 1 else "") + to_csv(rows))
+        elif fmt == "md":
+            parts.append(f"## {name}\n\n" + to_markdown(rows))
+        elif fmt == "latex":
+            parts.append(to_latex(rows, name))
+        else:
+            raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    return "\n".join(parts)
+
+
+def write(tables: dict[str, list[dict[str, Any]]], fmt: str, path: Path) -> list[Path]:
+    """Write to `path`; CSV with several tables writes one file per table (`<stem>-<table>.csv`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv" and len(tables) > 1:
+        written = []
+        for name, rows in tables.items():
+            p = path.with_name(f"{path.stem}-{name}{path.suffix or '.csv'}")
+            p.write_text(to_csv(rows))
+            written.append(p)
+        return written
+    path.write_text(render(tables, fmt))
+    return [path]
+
+
+def export_runs(
+    store,
+    run_ids: list[int],
+    fmt: str,
+    path: Path,
+    tables: bool = True,
+    curves: bool = False,
+    samples: bool = False,
+    table: str | None = None,
+) -> list[Path]:
+    """Write what was asked for at and next to `path`: the tables (all, or only `table`) in `fmt`;
+    `<stem>-curve-<metric>.png` per metric; `<stem>-images/run<id>-<name>.png`. Returns the files written."""
+    from workbench.store.queries import artifacts, metric_keys, metric_series, show
+
+    path = Path(path).expanduser()
+    written: list[Path] = []
+    if tables:
+        written += write(collect([show(store, r) for r in run_ids], table), fmt, path)
+    if curves:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = sorted({k for r in run_ids for k in metric_keys(store, r)})
+        for key in keys:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for r in run_ids:
+                if series := metric_series(store, r, key):
+                    ax.plot(*zip(*series, strict=True), label=f"run {r}")
+            ax.set_xlabel("step")
+            ax.set_ylabel(key)
+            ax.legend()
+            out = path.with_name(f"{path.stem}-curve-{key}.png")
+            fig.savefig(out, dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            written.append(out)
+    if samples:
+        folder = path.with_name(f"{path.stem}-images")
+        for r in run_ids:
+            latest: dict[str, object] = {}
+            for a in artifacts(store, r, "image"):
+                latest[a.name] = a  # artifacts come in id order: the last one is the newest
+            for name, a in latest.items():
+                src = store.home / a.path
+                if src.exists():
+                    out = folder / f"run{r}-{name.replace('/', '_')}.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, out)
+                    written.append(out)
+    return written

@@ -1,0 +1,408 @@
+"""The run queue: submit, atomic claim, lease renewal, cancel, finish, reap, retry.
+
+All state changes are single BEGIN IMMEDIATE transactions; a claim is one UPDATE ... RETURNING, so
+no two workers can ever get the same run. A claimed run is held under a lease: (worker, attempt),
+renewed by the worker's heartbeat and measured on the database's clock. Only workers reap lapsed
+leases; readers show such a run as stale. Whoever holds a run's current attempt is its only writer.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, literal_column, not_, or_, select, update
+
+from workbench.store.db import Store, StoreError
+from workbench.store.models import FINAL_STATES, RETRYABLE_STATES, Experiment, Run, RunEvent, Worker
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+def heartbeat_timeout() -> float:
+    """Seconds without a heartbeat after which a running run counts as interrupted."""
+    return float(os.environ.get("WORKBENCH_HEARTBEAT_TIMEOUT", "15"))
+
+
+@dataclass(frozen=True)
+class NewRun:
+    name: str
+    spec: dict[str, Any]
+
+
+class UnknownRun(StoreError):
+    def __init__(self, run_id: int):
+        super().__init__(f"no run with id {run_id}")
+
+
+def db_now(store: Store):
+    """The database's clock as a SQL expression (see store.db.db_now_sql)."""
+    return literal_column(store.now_sql)
+
+
+def needs_gpu(spec: dict[str, Any]) -> bool:
+    return str(spec.get("device", "auto")).startswith("cuda")
+
+
+def is_stale(run: Run, now: float) -> bool:
+    """A running run whose lease lapsed (`now` from Store.now()): its worker or process is gone or stuck."""
+    return (
+        run.status == "running"
+        and run.heartbeat_at is not None
+        and now - run.heartbeat_at > heartbeat_timeout()
+    )
+
+
+def _event(session, run_id: int, message: str, level: str = "info") -> None:
+    session.add(RunEvent(run_id=run_id, time=time.time(), level=level, message=message))
+
+
+def submit(
+    store: Store,
+    *,
+    name: str,
+    kind: str,
+    spec_text: str,
+    sweep: dict[str, Any],
+    runs: list[NewRun],
+    priority: int = 0,
+) -> tuple[int, list[int]]:
+    """Store one experiment and its runs as queued; returns (experiment id, run ids)."""
+    now = time.time()
+    with store.write() as s:
+        exp = Experiment(name=name, kind=kind, spec_text=spec_text, sweep=sweep, created_at=now)
+        s.add(exp)
+        s.flush()
+        objs = [
+            Run(
+                experiment_id=exp.id,
+                name=r.name,
+                kind=kind,
+                spec=r.spec,
+                priority=priority,
+                created_at=now,
+                status="queued",
+            )
+            for r in runs
+        ]
+        s.add_all(objs)
+        s.flush()
+        for r in objs:
+            _event(s, r.id, f"queued (priority {priority})")
+        return exp.id, [r.id for r in objs]
+
+
+def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = None) -> Run | None:
+    """Atomically take the highest-priority, oldest queued run this slot can run and mark it running.
+
+    A slot without a GPU (`device` "cpu" unless `has_gpu` says otherwise) never takes a run whose spec
+    says `device: cuda`. The run's attempt goes up by one: the new attempt is the run's only writer from
+    now on. On PostgreSQL the candidate row is locked with SKIP LOCKED, so concurrent claimers on many
+    hosts each take a different run instead of queueing behind one row (SQLite serialises writers).
+    """
+    now = time.time()
+    with store.write() as s:
+        runnable = [Run.status == "queued"]
+        if not (has_gpu if has_gpu is not None else device != "cpu"):
+            runnable.append(not_(func.coalesce(Run.spec["device"].as_string(), "auto").like("cuda%")))
+        next_id = (
+            select(Run.id)
+            .where(*runnable)
+            .order_by(Run.priority.desc(), Run.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        run = s.execute(
+            update(Run)
+            .where(Run.id == next_id, Run.status == "queued")
+            .values(
+                status="running",
+                worker_id=worker_id,
+                device=device,
+                started_at=now,
+                heartbeat_at=db_now(store),
+                attempt=Run.attempt + 1,
+                finished_at=None,
+                pid=None,
+                job_id=None,
+                stop_requested=False,
+            )
+            .returning(Run)
+        ).scalar_one_or_none()
+        if run is not None:
+            _event(s, run.id, f"started on {device} by {worker_id} (attempt {run.attempt})")
+        return run
+
+
+def set_pid(
+    store: Store, run_id: int, pid: int | None = None, job_id: str | None = None, attempt: int | None = None
+) -> None:
+    """Where the run executes: its process, its backend job (Ray task, Slurm job id), or both (each
+    given value is set; the others are left)."""
+    values = {k: v for k, v in (("pid", pid), ("job_id", job_id)) if v is not None}
+    held = [Run.id == run_id] + ([Run.attempt == attempt] if attempt is not None else [])
+    if values:
+        with store.write() as s:
+            s.execute(update(Run).where(*held).values(**values))
+
+
+def request_stop(store: Store, run_id: int, attempt: int) -> None:
+    """Ask a run's attempt to checkpoint and end interrupted (its worker is stopping); a run on another
+    host (Ray, Slurm) reads this from the store, as it reads a cancel."""
+    with store.write() as s:
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.attempt == attempt, Run.status == "running")
+            .values(stop_requested=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What a run's own process needs to know about its lease (see jobs.backends.remote)."""
+
+    held: bool  # this attempt still owns the run
+    cancel: bool
+    stop: bool
+    age: float  # seconds since the worker last renewed it (the database's clock)
+
+
+def lease_of(store: Store, run_id: int, attempt: int) -> Lease:
+    with store.read() as s:
+        row = s.execute(
+            select(
+                Run.status,
+                Run.attempt,
+                Run.cancel_requested,
+                Run.stop_requested,
+                db_now(store) - Run.heartbeat_at,
+            ).where(Run.id == run_id)
+        ).first()
+    if row is None or row[0] != "running" or row[1] != attempt:
+        return Lease(False, False, False, 0.0)
+    return Lease(True, bool(row[2]), bool(row[3]), float(row[4] or 0.0))
+
+
+@dataclass(frozen=True)
+class Renewal:
+    kept: set[int]  # runs whose lease this worker still holds, renewed now
+    cancelled: set[int]  # of those, the ones the user asked to cancel
+
+
+def renew_leases(store: Store, worker_id: str, held: dict[int, int]) -> Renewal:
+    """Renew the worker's heartbeat and its runs' leases ({run id: attempt}).
+
+    A run missing from `kept` was taken from this worker (reaped while it was slow, then retried):
+    its process must stop at once, and must not record an outcome.
+    """
+    with store.write() as s:
+        s.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=db_now(store)))
+        if not held:
+            return Renewal(set(), set())
+        mine = [and_(Run.id == rid, Run.attempt == attempt) for rid, attempt in held.items()]
+        rows = s.execute(
+            update(Run)
+            .where(or_(*mine), Run.status == "running", Run.worker_id == worker_id)
+            .values(heartbeat_at=db_now(store))
+            .returning(Run.id, Run.cancel_requested)
+        ).all()
+        return Renewal({r for r, _ in rows}, {r for r, c in rows if c})
+
+
+def request_cancel(store: Store, run_id: int) -> str:
+    """Cancel a queued run at once, or ask a running one to stop. Returns the resulting status."""
+    with store.write() as s:
+        run = s.get(Run, run_id, with_for_update=True)  # a claim waits, then finds it no longer queued
+        if run is None:
+            raise UnknownRun(run_id)
+        if run.status == "queued":
+            run.status, run.finished_at = "cancelled", time.time()
+            _event(s, run_id, "cancelled while queued")
+        elif run.status == "running":
+            run.cancel_requested = True
+            _event(s, run_id, "cancel requested")
+        else:
+            raise StoreError(f"run {run_id} is {run.status}; only queued or running runs can be cancelled")
+        return run.status
+
+
+def finish(
+    store: Store,
+    run_id: int,
+    worker_id: str,
+    status: str,
+    error: str | None = None,
+    traceback: str | None = None,
+    attempt: int | None = None,
+) -> bool:
+    """Record the end of a run this worker holds; False if it no longer holds it (reaped meanwhile)."""
+    assert status in FINAL_STATES
+    held = [Run.id == run_id, Run.status == "running", Run.worker_id == worker_id]
+    if attempt is not None:
+        held.append(Run.attempt == attempt)
+    with store.write() as s:
+        done = s.execute(
+            update(Run)
+            .where(*held)
+            .values(
+                status=status,
+                finished_at=time.time(),
+                error=error,
+                traceback=traceback,
+                cancel_requested=False,
+                stop_requested=False,
+            )
+        ).rowcount
+        if done:
+            _event(
+                s, run_id, status + (f": {error}" if error else ""), "error" if status == "failed" else "info"
+            )
+        return bool(done)
+
+
+def reap_stale(store: Store, timeout: float | None = None) -> list[int]:
+    """Mark running runs whose lease lapsed as interrupted; returns their ids. Workers call this, readers never.
+
+    Ages are measured on the database's clock, so hosts whose clocks disagree cannot reap each other's runs.
+    """
+    cutoff = db_now(store) - (heartbeat_timeout() if timeout is None else timeout)
+    with store.read() as s:  # cheap check first, so a worker does not take the write lock for nothing
+        if not s.scalar(
+            select(func.count()).select_from(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)
+        ):
+            return []
+    with store.write() as s:
+        ids = list(
+            s.scalars(
+                update(Run)
+                .where(Run.status == "running", Run.heartbeat_at < cutoff)
+                .values(
+                    status="interrupted",
+                    finished_at=time.time(),
+                    error="heartbeat lost (worker or run process died)",
+                )
+                .returning(Run.id)
+            )
+        )
+        for rid in ids:
+            _event(s, rid, "interrupted: heartbeat lost", "warning")
+        return ids
+
+
+def retry(store: Store, run_id: int) -> None:
+    """Queue a failed, cancelled or interrupted run again; it resumes from its last checkpoint.
+
+    A running run whose lease lapsed (stale) can be retried too: it is interrupted and queued in one
+    transaction, on the same clock and condition a worker's reaper uses.
+    """
+    with store.write() as s:
+        run = s.get(Run, run_id, with_for_update=True)
+        if run is None:
+            raise UnknownRun(run_id)
+        if run.status == "running" and is_stale(run, float(s.scalar(select(db_now(store))))):
+            _event(s, run_id, "interrupted: lease lapsed (retried by the user)", "warning")
+        elif run.status not in RETRYABLE_STATES:
+            raise StoreError(
+                f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs "
+                "(or running ones whose lease lapsed) can be retried"
+            )
+        run.status, run.error, run.traceback, run.cancel_requested = "queued", None, None, False
+        run.stop_requested = False
+        run.finished_at = None
+        _event(s, run_id, "queued again (retry)")
+
+
+def set_priority(store: Store, run_id: int, priority: int) -> None:
+    with store.write() as s:
+        if not s.execute(update(Run).where(Run.id == run_id).values(priority=priority)).rowcount:
+            raise UnknownRun(run_id)
+
+
+# --- workers -------------------------------------------------------------------------------------
+
+
+def register_worker(
+    store: Store, devices: list[str], backend: str = "local", address: str | None = None
+) -> str:
+    now = store.now()
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000) % 100000}"
+    with store.write() as s:
+        s.add(
+            Worker(
+                id=worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                devices=devices,
+                backend=backend,
+                address=address,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+    return worker_id
+
+
+def stop_worker(store: Store, worker_id: str) -> None:
+    with store.write() as s:
+        s.execute(update(Worker).where(Worker.id == worker_id).values(stopped_at=time.time()))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker process: its devices (slots) and its last heartbeat (the database's clock)."""
+
+    id: str
+    hostname: str
+    pid: int
+    devices: list[str]
+    started_at: float
+    heartbeat_at: float
+    backend: str = "local"
+    address: str | None = None
+    running: tuple[int, ...] = ()  # the runs it holds now
+
+
+def live_workers(store: Store) -> list[WorkerRecord]:
+    """Workers that have not stopped and whose heartbeat is recent, with the runs each holds."""
+    cutoff = store.now() - heartbeat_timeout()
+    with store.read() as s:
+        rows = s.execute(
+            select(
+                Worker.id,
+                Worker.hostname,
+                Worker.pid,
+                Worker.devices,
+                Worker.started_at,
+                Worker.heartbeat_at,
+                Worker.backend,
+                Worker.address,
+            )
+            .where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff)
+            .order_by(Worker.started_at)
+        ).all()
+        held: dict[str, list[int]] = {}
+        for wid, rid in s.execute(
+            select(Run.worker_id, Run.id)
+            .where(Run.status == "running", Run.worker_id.in_([r.id for r in rows]))
+            .order_by(Run.id)
+        ):
+            held.setdefault(wid, []).append(rid)
+        return [WorkerRecord(*row, running=tuple(held.get(row.id, ()))) for row in rows]
+
+
+def prune_workers(store: Store, keep_seconds: float = 86400.0) -> None:
+    """Forget workers that stopped or went silent a day ago."""
+    cutoff = time.time() - keep_seconds
+    with store.write() as s:
+        s.execute(
+            delete(Worker).where(
+                or_(
+                    and_(Worker.stopped_at.is_not(None), Worker.stopped_at < cutoff),
+                    Worker.heartbeat_at < cutoff,
+                )
+            )
+        )
