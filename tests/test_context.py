@@ -172,3 +172,47 @@ def test_a_part_names_its_results_and_resumes_only_its_own_checkpoint(store):
     assert [tuple(p) for p in metric_series(store, ctx.run_id, "gen/b/loss")] == [(1, 0.25)]
     assert "gen/b/samples" in {a.name for a in artifacts(store, ctx.run_id)}
     assert show(store, ctx.run_id)["progress"] == [1500, 4000]
+
+
+def test_non_finite_numbers_are_mapped_once_as_documented(store, cli):
+    """NaN -> null and +-inf -> +-1e308 in summaries, tables and notes, from Python, numpy and torch
+    numbers alike (numpy's NaN used to pass: SQLite stored it, `show --json` printed `NaN`, and PostgreSQL
+    refused the write as a store fault every retry repeated); curves keep NaN as a gap and store
+    infinities as +-1e308."""
+    import json
+
+    ctx = _ctx(store)
+    nan, inf = float("nan"), float("inf")
+    ctx.summary(
+        a=nan,
+        b=np.float64(inf),
+        c=np.float32(-inf),
+        d=torch.tensor(nan),
+        e=np.array([1.0, nan]),
+        f={"g": [inf]},
+    )
+    ctx.table("t", [{"x": np.float32(nan), "y": torch.tensor([inf, 2.0])}])
+    ctx.log(1, loss=inf, lr=-inf, gap=nan)
+    ctx.flush()
+    rec = show(store, ctx.run_id)
+    big = 1e308
+    assert rec["summary"] == {"a": None, "b": big, "c": -big, "d": None, "e": [1.0, None], "f": {"g": [big]}}
+    assert rec["tables"]["t"] == [{"x": None, "y": [big, 2.0]}]
+    assert metric_series(store, ctx.run_id, "loss") == [(1, big)]
+    assert metric_series(store, ctx.run_id, "lr") == [(1, -big)]
+    assert math.isnan(metric_series(store, ctx.run_id, "gap")[0][1])
+    code, out, _ = cli("show", ctx.run_id, "--json")
+    assert code == 0
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+
+
+def test_a_value_that_is_not_json_is_the_kinds_error_not_a_store_fault(store):
+    from workbench.jobs.context import is_store_fault
+
+    ctx = _ctx(store)
+    with pytest.raises(ValueError, match=r"summary: not storable as JSON") as e:
+        ctx.summary(where=store.home)  # a Path
+    assert not is_store_fault(e.value)
+    with pytest.raises(ValueError, match=r"table 't'"):
+        ctx.table("t", [{"s": {1, 2}}])
+    assert show(store, ctx.run_id)["summary"] == {}

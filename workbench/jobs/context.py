@@ -236,7 +236,7 @@ class RunContext:
         Cost: one transaction. After a crash: written at once; a resumed attempt sees it (and may
             overwrite it). Raises StoreFault or LostOwnership (see the module docstring).
         """
-        self._writer.merge_summary(_jsonable(values))
+        self._writer.merge_summary(_jsonable(values, "summary"))
 
     def table(self, name: str, rows: list[dict[str, Any]]) -> None:
         """A result table: the TUI's Tables tab, `workbench export`, `show --json`.
@@ -249,7 +249,7 @@ class RunContext:
         Cost: one transaction; the rows are stored as one JSON document (keep tables to thousands of rows).
         After a crash: written at once, replaced whole: never half a table.
         """
-        self._writer.replace_table(name, _jsonable(list(rows)))
+        self._writer.replace_table(name, _jsonable(list(rows), f"table {name!r}"))
 
     def event(self, message: str, level: str = "info") -> None:
         """A line in the run's event log (the TUI's Log tab).
@@ -311,7 +311,7 @@ class RunContext:
     ) -> None:
         # replace: a resumed run that redoes a picture (or a checkpoint) replaces the old row
         rel = relative_to_home(self.store.home, path)
-        self._writer.add_artifact(name, kind, rel, step, _jsonable(meta), replace)
+        self._writer.add_artifact(name, kind, rel, step, _jsonable(meta, f"the notes of {name!r}"), replace)
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -502,22 +502,41 @@ class RunPart:
 
 
 def _finite_or_none(v: float) -> float | None:
-    """SQLite stores NaN as NULL anyway; keep the row so a curve shows the gap."""
+    """A scalar as stored: NaN as NULL (the row stays, so a curve shows the gap), infinities as +-1e308,
+    the same on every database."""
     v = float(v)
-    return None if math.isnan(v) else v
+    if math.isfinite(v):
+        return v
+    return None if math.isnan(v) else math.copysign(1e308, v)
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any, what: str = "value") -> Any:
+    """A value as stored in a summary, a table or an artifact's notes: numpy and torch numbers, arrays
+    and 0-d tensors made plain, NaN as null and infinities as +-1e308 (the one place non-finite numbers
+    are mapped; JSON has neither and PostgreSQL refuses them). Anything else that is not JSON raises
+    ValueError naming `what`: a kind's bug fails its run with that reason, never a store fault."""
+    clean = _plain(obj)
+    try:
+        json.dumps(clean, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: not storable as JSON ({e})") from None
+    return clean
+
+
+def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "ndim"):  # numpy scalars and arrays, torch tensors
+        obj = obj.tolist()
+        return _plain(obj) if isinstance(obj, list) else _plain_number(obj)
+    return _plain_number(obj)
+
+
+def _plain_number(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
-    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # 0-d torch tensors
-        return obj.item()
+        return _finite_or_none(obj)
     return obj
 
 
