@@ -303,3 +303,31 @@ def test_the_read_queries_give_the_same_answers_on_both_databases(store):
     assert [e.message for e in events(store, a)][-1] == "hello"
     rec = show(store, a)
     assert rec["summary"] == {"top1": 0.5, "top1_ci": [0.4, 0.6]} and rec["spec"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://lab:s3cret@db.example/wb",  # the driver is not installed
+        "postgresql+nodriver://lab:s3cret@db.example/wb",  # no such dialect plugin
+        "lab:s3cret@@db.example",  # not a URL at all
+    ],
+)
+def test_a_password_in_a_bad_url_is_never_printed(url, cli, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DB_URL", url)
+    code, out, err = cli("runs")
+    assert code == 2 and "cannot use database URL" in err
+    assert "s3cret" not in out + err, err
+
+
+def test_cluster_backends_refuse_a_url_with_a_password(pg_url, cli, monkeypatch):
+    """Ray and Slurm send the store's URL with every run (task arguments, submitit's pickles on a shared
+    mount): a password in it is refused, with the way out, before anything is sent."""
+    with_password = pg_url.replace("://wb@", "://wb:s3cret@")  # the test server trusts any password
+    assert with_password != pg_url
+    monkeypatch.setenv("WORKBENCH_DB_URL", with_password)
+    code, out, err = cli("worker", "--backend", "slurm", "--slurm-cluster", "local", "--once")
+    assert code == 2 and "~/.pgpass" in err and "PGPASSFILE" in err, err
+    assert "s3cret" not in out + err
+    code, out, err = cli("runs")  # the local faces still open the store with it
+    assert code == 0, err

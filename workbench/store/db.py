@@ -7,12 +7,13 @@ deadlock upgrading read locks; reads run in deferred transactions and never bloc
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
@@ -56,6 +57,14 @@ def workbench_home() -> Path:
     home = Path(os.environ.get("WORKBENCH_HOME") or user_data_dir("workbench", appauthor=False))
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def redacted(url: str) -> str:
+    """`url` fit to print: its password (if any) as ***, whether or not it parses."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"^((?:[^:/@]*://)?[^:/@]*:)[^/]*@", r"\1***@", url)
 
 
 def database_url(home: Path | None = None) -> str:
@@ -142,7 +151,8 @@ class Store:
             self.engine = create_engine(self.url, **engine_options(self.url))
         except (ArgumentError, ImportError) as e:
             hint = " (pip install 'workbench[cluster]' for PostgreSQL)" if isinstance(e, ImportError) else ""
-            raise StoreError(f"cannot use database URL {self.url!r}: {e}{hint}") from None
+            why = str(e).replace(self.url, redacted(self.url))
+            raise StoreError(f"cannot use database URL {redacted(self.url)!r}: {why}{hint}") from None
         if self.engine.dialect.name == "sqlite":
             if (db_file := self.engine.url.database) and db_file != ":memory:":
                 refuse_network_fs(Path(db_file).resolve())
@@ -175,7 +185,7 @@ class Store:
                     # older workbenches read only this: they refuse a database they cannot read
                     conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except NewerSchema as e:
-            raise StoreError(f"database {self.url} has {e}; upgrade workbench") from None
+            raise StoreError(f"database {self.safe_url} has {e}; upgrade workbench") from None
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -192,6 +202,11 @@ class Store:
         """The database's time (Unix seconds)."""
         with self.engine.connect() as conn:
             return float(conn.exec_driver_sql(f"SELECT {self.now_sql}").scalar())
+
+    @property
+    def has_password(self) -> bool:
+        """Whether the URL itself carries a password (rather than ~/.pgpass or $PGPASSFILE)."""
+        return self.engine.url.password is not None
 
     @property
     def safe_url(self) -> str:

@@ -119,6 +119,12 @@ def make_backend(name: str, store, **options) -> Backend:
 
 
 def _make(name: str, store, **options) -> Backend:
+    if name != "local" and store.has_password:  # the URL would travel in every task's arguments
+        raise BackendUnavailable(
+            f"the {name} backend sends the store's URL to every run, so it must not hold a password: "
+            "put the password in ~/.pgpass (mode 0600) or a file named by $PGPASSFILE, on every host, and "
+            f"drop it from $WORKBENCH_DB_URL ({store.safe_url})"
+        )
     if name == "local":
         from workbench.jobs.backends.local import LocalBackend
 
