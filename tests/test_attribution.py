@@ -198,6 +198,11 @@ def hub():
     server.shutdown()
 
 
+def created_private(body: dict) -> bool:
+    """The create call's visibility (huggingface_hub sends `visibility`; releases before 1.0 `private`)."""
+    return body["visibility"] == "private" if "visibility" in body else body["private"] is True
+
+
 def committed_files() -> dict[str, bytes]:
     commits = [b for p, b in RecordingHub.seen if p == "/api/models/lab/x/commit/main"]
     assert len(commits) <= 1
@@ -224,7 +229,7 @@ def test_publish_uploads_exactly_its_three_files_to_a_private_repository(smoke, 
     assert r.returncode == 0, r.stderr
     assert "(private)" in r.stdout
     create = json.loads(next(b for p, b in RecordingHub.seen if p == "/api/repos/create"))
-    assert create["name"] == "x" and create["private"] is True
+    assert create["name"] == "x" and created_private(create)
     published = sorted(p.name for p in folder.iterdir() if p.name != ".env")
     assert published == ["README.md", "config.json", "model.safetensors"]
     assert (folder / ".env").read_text() == "HF_TOKEN=secret"
@@ -238,39 +243,41 @@ def test_publish_uploads_exactly_its_three_files_to_a_private_repository(smoke, 
         text=True,
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads(RecordingHub.seen[0][1])["private"] is False
+    assert not created_private(json.loads(next(b for p, b in RecordingHub.seen if p == "/api/repos/create")))
     assert sorted(committed_files()) == published
 
 
-def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub, monkeypatch):
+def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub):
     """Exit 2 and nothing written or sent: a folder that holds files, a file for a folder, a public
     repository that exists when --public was not given."""
-    from typer.testing import CliRunner
-
-    from workbench.cli import app
-
     home, run = smoke
-    monkeypatch.setenv("WORKBENCH_HOME", str(home))
-    for key, value in hub.items():
-        monkeypatch.setenv(key, value)
     folder, a_file = tmp_path / "notes", tmp_path / "a.txt"
     folder.mkdir()
     (folder / "private-notes.txt").write_text("mine")
     a_file.write_text("mine")
     RecordingHub.existing = True
+
+    def publish(*args):
+        return subprocess.run(
+            wb_command("publish", run["id"], *args),
+            env=subprocess_env(home, **hub),
+            capture_output=True,
+            text=True,
+        )
+
     for args, words in (
         (("--to-folder", folder), "is not empty"),
         (("--to-folder", a_file), "is a file"),
         (("--to-folder", folder, "--repo", "lab/x"), "is not empty"),
-        (("--repo", "lab/x"), "exists and is public: pass --public"),
+        (("--repo", "lab/x"), "lab/x exists and is public: pass --public"),
     ):
-        r = CliRunner().invoke(app, ["publish", str(run["id"]), *map(str, args)])
-        assert r.exit_code == 2 and words in r.stderr, (args, r.stderr)
+        r = publish(*args)
+        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
     assert [p.name for p in folder.iterdir()] == ["private-notes.txt"] and a_file.read_text() == "mine"
     assert committed_files() == {}
     RecordingHub.seen, RecordingHub.existing = [], False  # an existing private repository is fine
-    r = CliRunner().invoke(app, ["publish", str(run["id"]), "--repo", "lab/x"])
-    assert r.exit_code == 0, r.stderr
+    r = publish("--repo", "lab/x")
+    assert r.returncode == 0, r.stderr
     assert sorted(committed_files()) == ["README.md", "config.json", "model.safetensors"]
 
 
@@ -598,3 +605,57 @@ def test_recipes_compare_paired_and_a_run_resumed_in_the_second_does_not_retrain
     assert any("patches-16-patch_cnn: finished before" in e for e in events)
     assert any(e.startswith("patches-8-patch_cnn: resumed from checkpoint at step") for e in events)
     assert queries.tables(store, rid)["recipes"] == rows  # the same numbers as the uninterrupted run
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height (a few hundred bytes; decoding it would take gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    idat = zlib.compress(b"\0" * (width + 1) * 4)  # a few rows; the rest is missing
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_attribute_bounds_what_it_reads_from_images_and_published_folders(smoke, tmp_path, monkeypatch):
+    """Exit 2 with a message, never a traceback or gigabytes: huge images (by header, by file size), a
+    published config.json that asks for an absurd width, an unknown backbone, or escapes in class names."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    home, run = smoke
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    folder = tmp_path / "published"
+    assert CliRunner().invoke(app, ["publish", str(run["id"]), "--to-folder", str(folder)]).exit_code == 0
+    good = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
+    bomb, big, huge_file = tmp_path / "bomb.png", tmp_path / "big.png", tmp_path / "huge.png"
+    png_header_only(bomb, 30000, 30000)
+    png_header_only(big, 12000, 12000)
+    with open(huge_file, "wb") as f:
+        f.truncate(65 << 20)  # sparse: 65 MiB that take no disk
+    config = json.loads((folder / "config.json").read_text())
+
+    def published(**changes) -> str:
+        copy = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        copy.mkdir()
+        (copy / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+        (copy / "config.json").write_text(json.dumps({**config, **changes}))
+        return str(copy)
+
+    for args, words in (
+        ((run["id"], bomb), "bomb.png: too many pixels (Image size (900000000 pixels)"),
+        ((run["id"], big), "big.png: 12000 x 12000 pixels; images are at most 25 megapixels"),
+        ((run["id"], huge_file), "huge.png: 65 MiB; images are at most 64 MiB"),
+        ((published(width=60000), good), "config.json: width: Input should be less than or equal to 512"),
+        ((published(backbone="vit_h"), good), "config.json: backbone: Input should be"),
+        ((published(class_names=["a", "b\x1b[31m"] + config["class_names"][2:]), good), "not printable"),
+        ((published(class_names="abcd"), good), "config.json: class_names"),
+    ):
+        r = CliRunner().invoke(app, ["attribute", *map(str, args)])
+        assert r.exit_code == 2 and words in r.stderr, (args, r.stderr, r.exception)
+        assert "\x1b" not in r.stderr

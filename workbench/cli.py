@@ -639,7 +639,7 @@ def attribute(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Say which generator made each image, with the most probable generators."""
-    from workbench.jobs.attributor import Attributor, ModelFilesError
+    from workbench.jobs.attributor import Attributor, ImageRefused, ModelFilesError
 
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
@@ -653,7 +653,7 @@ def attribute(
         else:
             bad_input(f"{model!r} is neither a run id nor a model folder")
         results = attributor.attribute(images, top=top, batch_size=batch_size)
-    except ModelFilesError as e:
+    except (ModelFilesError, ImageRefused) as e:
         bad_input(str(e))
     if as_json:
         print_json([r.as_dict() for r in results])

@@ -11,13 +11,72 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 FORMAT = "workbench-attribution/1"
+# A published folder may come from anyone (the model card says to run it on folders from the Hub):
+# everything read from it is bounded before it is used.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 1 << 30  # a ResNet50 is about 100 MB
+MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; generators' images are at most a few megapixels
 
 
 class ModelFilesError(ValueError):
     """The files do not hold a workbench attribution model."""
+
+
+class ImageRefused(ValueError):
+    """An image that cannot be attributed: unreadable, or larger than the bounds above."""
+
+
+class ModelConfig(BaseModel):
+    """What `config.json` must say, bounded as the attribution kind's own spec bounds it."""
+
+    model_config = ConfigDict(extra="allow")  # results, data, run: for the card, not for loading
+
+    format: Literal["workbench-attribution/1"]
+    backbone: Literal["patch_cnn", "resnet18", "resnet50"]
+    recipe: Literal["patches", "resize224"]
+    size: int = Field(ge=8, le=1024)
+    test_patches: int = Field(1, ge=1, le=1024)
+    width: int = Field(32, ge=4, le=512)
+    class_names: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        min_length=2, max_length=10_000
+    )
+
+    @field_validator("class_names")
+    @classmethod
+    def _printable(cls, names: list[str]) -> list[str]:
+        if bad := next((n for n in names if not n.isprintable()), None):
+            raise ValueError(f"class name {bad!r} is not printable text")
+        return names
+
+
+def read_config(path: Path) -> dict:
+    """config.json, checked against ModelConfig; ModelFilesError naming the first problem."""
+    try:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelFilesError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a model config")
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        if isinstance(e, ModelFilesError):
+            raise
+        raise ModelFilesError(f"{path}: not a readable model config ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise ModelFilesError(f"{path}: not a workbench attribution model (format {got!r})")
+    try:
+        return ModelConfig.model_validate(raw).model_dump()
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise ModelFilesError(
+            f"{path}: {where}: {first['msg']}; not a config this workbench can load"
+        ) from None
 
 
 @dataclass
@@ -47,25 +106,23 @@ class Attributor:
     @classmethod
     def load(cls, weights: Path, config: Path, device: str = "auto") -> Attributor:
         import torch
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from workbench.jobs.classify import build_attributor
 
-        try:
-            cfg = json.loads(Path(config).read_text())
-        except (OSError, ValueError) as e:
-            raise ModelFilesError(f"{config}: not a readable model config ({e})") from None
-        if cfg.get("format") != FORMAT:
+        cfg = read_config(config)
+        if Path(weights).stat().st_size > MAX_WEIGHTS_BYTES:
             raise ModelFilesError(
-                f"{config}: not a workbench attribution model (format {cfg.get('format')!r})"
+                f"{weights}: larger than {MAX_WEIGHTS_BYTES >> 30} GiB; not one of our models"
             )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         net = build_attributor(cfg["backbone"], len(cfg["class_names"]), int(cfg["width"]))
         try:
             net.load_state_dict(load_file(str(weights)))
-        except (OSError, RuntimeError) as e:
-            raise ModelFilesError(f"{weights}: the weights do not fit the config ({e})") from None
+        except (OSError, RuntimeError, SafetensorError) as e:
+            raise ModelFilesError(f"{weights}: the weights do not fit the config ({str(e)[:300]})") from None
         return cls(net.to(device).eval(), cfg, device)
 
     @classmethod
@@ -80,9 +137,8 @@ class Attributor:
         """The generator of each image, with the `top` most probable ones; images in batches of
         batch_size, each classified as in the run's test (a grid of patches, or resized to 224)."""
         import torch
-        from PIL import Image, UnidentifiedImageError
 
-        from workbench.jobs.data.attribution import decode, test_views
+        from workbench.jobs.data.attribution import test_views
         from workbench.jobs.diffusion.train import autocast
 
         out = []
@@ -90,11 +146,7 @@ class Attributor:
             chunk = paths[i : i + batch_size]
             views = []
             for p in chunk:
-                try:
-                    with Image.open(p) as img:
-                        views.append(test_views(decode(img), self.view))
-                except (OSError, UnidentifiedImageError) as e:
-                    raise ModelFilesError(f"{p}: not a readable image ({e})") from None
+                views.append(test_views(read_image(p), self.view))
             with torch.no_grad(), autocast(self.device):
                 logits = self.net(torch.cat(views).to(self.device)).float()
             probs = torch.stack([part.mean(0) for part in logits.split([len(v) for v in views])]).softmax(1)
@@ -103,6 +155,38 @@ class Attributor:
                 ranked = [(self.class_names[j], float(row[j])) for j in best]
                 out.append(Attribution(str(p), ranked[0][0], ranked[0][1], ranked))
         return out
+
+
+def read_image(path: Path):
+    """The image at `path` as uint8 (3, H, W), decoded only once its file size and pixel count are known
+    to be in bounds (a 420 KB PNG can hold 12000 x 12000 pixels: 3 GB and half a minute to decode).
+    ImageRefused otherwise, or when it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    from workbench.jobs.data.attribution import decode
+
+    unreadable = (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError)
+    size = Path(path).stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ImageRefused(f"{path}: {size >> 20} MiB; images are at most {MAX_IMAGE_BYTES >> 20} MiB")
+    try:
+        img = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError as e:  # Pillow's own bound, far above ours
+        raise ImageRefused(
+            f"{path}: too many pixels ({e}); images are at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+        ) from None
+    except unreadable as e:
+        raise ImageRefused(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    with img:
+        w, h = img.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise ImageRefused(
+                f"{path}: {w} x {h} pixels; images are at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+            )
+        try:
+            return decode(img)
+        except unreadable as e:
+            raise ImageRefused(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 # --- publishing ------------------------------------------------------------------------------------
