@@ -42,7 +42,12 @@ def main() -> int:
     from workbench.store.queries import events, get_run, show
 
     home = Path(tempfile.mkdtemp(prefix="wb-kill-"))
-    env = dict(os.environ, WORKBENCH_HOME=str(home), WORKBENCH_HEARTBEAT_TIMEOUT="3")
+    env = dict(
+        os.environ,
+        WORKBENCH_HOME=str(home),
+        WORKBENCH_HEARTBEAT_TIMEOUT="3",
+        WORKBENCH_BUSY_TIMEOUT_MS="1000",
+    )
     env.pop("WORKBENCH_DB_URL", None)
     (home / "job.yaml").write_text(SPEC)
     wb = [sys.executable, "-m", "workbench"]

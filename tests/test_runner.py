@@ -146,7 +146,7 @@ def test_cancel_stops_a_running_run(env, home, tmp_path):
 
 @pytest.mark.parametrize("victim", ["child", "worker"])
 def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp_path):
-    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT)
+    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT, WORKBENCH_BUSY_TIMEOUT_MS="1000")
     (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 8\nsteps: 80\ncheckpoint_every: 5\n"))
     worker = start_worker(env)
     store = Store(home=home)
@@ -167,7 +167,7 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
                 ).stdout
                 return next(r for r in json.loads(out) if r["id"] == rid)
 
-            row = wait_for(lambda: (r := listed())["stale"] and r, 3 * float(HEARTBEAT_TIMEOUT) + 10, "stale")
+            row = wait_for(lambda: (r := listed())["stale"] and r, 3 * float(HEARTBEAT_TIMEOUT) + 12, "stale")
             assert row["status"] == "running" and row["label"] == "running (stale)"
             assert get_run(store, rid).status == "running", "a reader reaped the run"
             # ... and the next worker reaps it.

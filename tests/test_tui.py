@@ -326,7 +326,7 @@ async def test_compare_two_runs(filled):
         screen = app.screen
         await wait_until(pilot, lambda: screen.query_one("#spec-diff").row_count > 0)
         diff = screen.query_one("#spec-diff")
-        assert [diff.get_row_at(i)[0] for i in range(diff.row_count)] == ["seed"]
+        assert [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)] == ["seed"]
         results = screen.query_one("#result-table")
         assert results.row_count == 2  # the summary table: one row per run
         screen.query_one("#table-select").value = "samplers"
@@ -448,7 +448,7 @@ async def test_queue_screen_and_help(filled):
         await wait_until(pilot, lambda: runs.row_count == 1)
         workers = app.screen.query_one("#workers-table")
         await wait_until(pilot, lambda: workers.row_count == 2)
-        devices = {workers.get_row_at(i)[0]: workers.get_row_at(i)[1] for i in range(2)}
+        devices = {str(workers.get_row_at(i)[0]): str(workers.get_row_at(i)[1]) for i in range(2)}
         assert devices == {local: "0,1", ray: "ray at 10.0.0.1:6379: 4 slot(s)"}
         await pilot.press("plus")
         await wait_until(pilot, lambda: queue_get(store, ids[2]).priority == 1)

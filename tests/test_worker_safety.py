@@ -175,7 +175,7 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
     was slow. Worker A is frozen (SIGSTOP) while its run process keeps running; worker B, on another
     host (its own lock folder), reaps the lapsed lease; the run is retried and B runs attempt 2. The old
     process must stop writing at once, and A, thawed, must kill it and record nothing."""
-    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT="3")
+    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT="3", WORKBENCH_BUSY_TIMEOUT_MS="1000")  # lapse: 4 s
     (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 24\nsteps: 240\ncheckpoint_every: 10\n"))
     a = start_worker(env)
     b = None
@@ -365,6 +365,87 @@ def test_a_locked_database_loses_no_metric_and_no_run(env, home, tmp_path):
         assert steps == set(range(1, 81)), f"steps lost: {sorted(set(range(1, 81)) - steps)}"
     finally:
         stop(worker)
+
+
+def hold_write_lock(db: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding SQLite's write lock, as a VACUUM, a large flush or a schema upgrade does."""
+    code = (
+        f"import sqlite3, time; c = sqlite3.connect({str(db)!r}, isolation_level=None); "
+        f"c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep({seconds}); c.execute('COMMIT')"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_held_for_25_s_costs_no_healthy_run_its_lease(env, home, tmp_path):
+    """The review's case, at the default timings (heartbeat timeout 15 s, lock wait 30 s): two workers, a
+    run each, and the database's write lock held for 25 s. Both runs go on and succeed as attempt 1:
+    neither worker reaps the other's run, nor its own (was: both interrupted and killed, nothing logged)."""
+    ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 30\nsteps: 30\nsweep:\n  seed: [1, 2]\n"))
+    workers = [
+        start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / f"host{i}")), "--once") for i in range(2)
+    ]
+    store = Store(home=home)
+    try:
+        wait_for(lambda: all(get_run(store, r).progress[0] >= 2 for r in ids), 120, "both runs running")
+        assert len({get_run(store, r).worker for r in ids}) == 2
+        assert hold_write_lock(home / "workbench.db", 25).wait(timeout=60) == 0
+        for w in workers:
+            assert w.wait(timeout=180) == 0, stop(w)
+        logs = "".join(w.stdout.read() for w in workers)
+        for r in ids:
+            rec = show(store, r)
+            assert (rec["status"], rec["attempt"]) == ("succeeded", 1), diagnose(store, r)
+            assert not [e for e in events(store, r) if "interrupted" in e or "heartbeat" in e]
+        assert "lease lapsed" not in logs and "taken from this worker" not in logs, logs
+        assert "store fault while renewing leases" in logs, logs  # the stall was logged
+    finally:
+        stop(*workers)
+        store.dispose()
+
+
+def test_a_slow_backend_start_does_not_stop_lease_renewal(home, monkeypatch):
+    """A backend whose start takes 20 s (a slow sbatch) while another run is live, and another worker's
+    reaper running all along with a lease lapse of 16 s: no run is reaped (was: start() ran under the lock
+    the lease thread needs, so every run of the worker lost its lease)."""
+    import threading
+
+    from workbench.jobs.backends.local import LocalBackend
+    from workbench.jobs.runner import Worker
+    from workbench.store import queue
+
+    monkeypatch.setenv("WORKBENCH_BUSY_TIMEOUT_MS", "1000")  # lapse: 15 s + 1 s
+    monkeypatch.setenv("WORKBENCH_LOCK_DIR", str(home.parent / "locks"))
+    store = Store()
+    specs = [
+        queue.NewRun(f"r{i}", {"kind": "sleep", "seconds": s, "steps": 10}) for i, s in ((1, 25), (2, 1))
+    ]
+    _, ids = queue.submit(store, name="slow", kind="sleep", spec_text="", sweep={}, runs=specs)
+
+    class SlowStart(LocalBackend):
+        def start(self, run, slot, threads):
+            if run.id == ids[1]:
+                time.sleep(20)
+            return super().start(run, slot, threads)
+
+    worker = Worker(
+        store, ["cpu", "cpu"], backend=SlowStart(store, ["cpu", "cpu"]), once=True, log=lambda m: None
+    )
+    done = []
+    thread = threading.Thread(target=lambda: done.append(worker.run()), daemon=True)
+    thread.start()
+    reaped = []
+    try:
+        while thread.is_alive():  # what another worker's loop does
+            reaped += queue.reap_stale(store)
+            time.sleep(0.5)
+        assert done == [0] and reaped == []
+        assert [(get_run(store, r).status, get_run(store, r).attempt) for r in ids] == [("succeeded", 1)] * 2
+    finally:
+        worker.request_stop()
+        thread.join(timeout=60)
+        store.dispose()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.store.artifacts import artifact_path, atomic_write_bytes, relative_to_home, run_dir
+from workbench.store.artifacts import artifact_path, relative_to_home, run_dir, write_temporary
 from workbench.store.db import Store
 from workbench.store.run_writer import (
     LostOwnership,
@@ -278,8 +278,7 @@ class RunContext:
         data = _png_bytes(image)
         rel = f"images/{name}/{step:08d}.png" if step is not None else f"images/{name}.png"
         path = artifact_path(self.store.home, self.run_id, rel)
-        self._write_file(path, data)
-        self._add_artifact(name, "image", path, step, meta, replace=True)
+        self._store_file(name, "image", path, data, step, meta)
         return path
 
     def file(self, name: str, data: bytes, **meta: Any) -> Path:
@@ -293,25 +292,25 @@ class RunContext:
         Returns: its path. Cost: writing the bytes (atomically) plus one transaction.
         """
         path = artifact_path(self.store.home, self.run_id, f"files/{name}")
-        self._write_file(path, data)
-        self._add_artifact(name, "file", path, None, meta, replace=True)
+        self._store_file(name, "file", path, data, None, meta)
         return path
 
-    def _write_file(self, path: Path, data: bytes) -> None:
-        self._writer.check_owner()  # a superseded attempt must not overwrite the new attempt's files
+    def _store_file(
+        self, name: str, kind: str, path: Path, data: bytes, step: int | None, meta: dict[str, Any]
+    ) -> None:
+        """The bytes written beside `path`, then renamed onto it and recorded in one owned transaction: a
+        superseded attempt never replaces the file of the attempt that took the run over. A resumed run
+        that redoes a picture (or a checkpoint) replaces the old row."""
+        notes = _jsonable(meta, f"the notes of {name!r}")
+        self._writer.check_owner()  # cheap, before the bytes are written
         try:
-            atomic_write_bytes(path, data)
+            tmp = write_temporary(path, data)
         except OSError as e:
             if is_store_fault(e):
                 raise StoreFault(f"cannot write {path.name}: {e.strerror}") from e
             raise
-
-    def _add_artifact(
-        self, name: str, kind: str, path: Path, step: int | None, meta: dict[str, Any], replace: bool = False
-    ) -> None:
-        # replace: a resumed run that redoes a picture (or a checkpoint) replaces the old row
         rel = relative_to_home(self.store.home, path)
-        self._writer.add_artifact(name, kind, rel, step, _jsonable(meta, f"the notes of {name!r}"), replace)
+        self._writer.add_artifact(name, kind, rel, step, notes, replace=True, temporary=tmp)
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -335,10 +334,12 @@ class RunContext:
         skeleton = _pack(state, "", tensors)
         folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
         path = folder / f"a{self.attempt}-step-{step:09d}.safetensors"
-        self._write_file(path, save(tensors, metadata={"state": json.dumps(skeleton), "step": str(step)}))
-        self._add_artifact("checkpoint", "checkpoint", path, step, {}, replace=True)
-        for old in folder.glob("*.safetensors"):  # only the owner gets here: the row above checked it
-            if old != path:
+        data = save(tensors, metadata={"state": json.dumps(skeleton), "step": str(step)})
+        self._store_file("checkpoint", "checkpoint", path, data, step, {})
+        # Only this attempt's and earlier attempts' files go: should this attempt lose the run right now,
+        # the attempt that takes it over resumes from `path` and writes files of a later attempt number.
+        for old in folder.glob("a*-step-*.safetensors"):
+            if old != path and _checkpoint_attempt(old) <= self.attempt:
                 old.unlink(missing_ok=True)
         self.event(f"checkpoint at step {step}")
 
@@ -355,7 +356,15 @@ class RunContext:
 
         last = self._writer.last_checkpoint()
         folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
-        if last is not None and last[0].endswith(".safetensors") and (self.store.home / last[0]).exists():
+        if last is not None and last[0].endswith(".safetensors") and not (self.store.home / last[0]).exists():
+            message = (
+                f"the run's checkpoint at step {last[1]} ({last[0]}) is missing from {self.store.home}; "
+                "resuming would silently start from step 0. Restore the file, or submit the spec again "
+                "to start over"
+            )
+            self.event(message, "error")
+            raise CheckpointMissing(message)
+        if last is not None and last[0].endswith(".safetensors"):
             path = self.store.home / last[0]
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
@@ -499,6 +508,18 @@ class RunPart:
 
     def alive(self, step: int | None = None) -> None:
         self.ctx.alive(step)
+
+
+class CheckpointMissing(RuntimeError):
+    """The run's checkpoint row names a file that is not there: the run fails rather than start over."""
+
+
+def _checkpoint_attempt(path: Path) -> int:
+    """The attempt that wrote a checkpoint file `a<attempt>-step-<step>.safetensors`."""
+    try:
+        return int(path.name[1:].split("-", 1)[0])
+    except ValueError:
+        return 0
 
 
 def _finite_or_none(v: float) -> float | None:

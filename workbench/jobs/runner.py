@@ -222,7 +222,7 @@ class Worker:
                 try:
                     if time.monotonic() - last_reap >= REAP_INTERVAL:
                         last_reap = time.monotonic()
-                        for rid in queue.reap_stale(self.store):
+                        for rid in queue.reap_stale(self.store, spare=self.id):
                             self.log(f"run {rid}: lease lapsed, marked interrupted")
                     for s in self._busy():
                         self._poll(s)
@@ -301,20 +301,20 @@ class Worker:
             except DatabaseError as e:
                 self._fault("renewing leases", e)
                 continue
+            lost = []
             with self._slots_lock:
                 for s in self.slots:
                     if s.run_id is None or held.get(s.run_id) != s.attempt or s.outcome is not None:
                         continue
                     if s.run_id not in renewal.kept and not s.lost:
                         s.lost = True
-                        if s.ex is not None:
-                            self.backend.kill(s.ex)  # at once: the run has a new owner
-                        self.log(
-                            f"run {s.run_id}: attempt {s.attempt} was taken from this worker; its execution "
-                            "killed"
-                        )
+                        lost.append((s.run_id, s.attempt, s.ex))
                     elif s.run_id in renewal.cancelled:
                         s.cancel_seen = True
+            for run_id, attempt, ex in lost:  # at once, and outside the lock: a kill may be slow (scancel)
+                if ex is not None:  # still starting: _start kills it once the backend hands it over
+                    self.backend.kill(ex)
+                self.log(f"run {run_id}: attempt {attempt} was taken from this worker; its execution killed")
 
     def _start(self, slot: Slot) -> bool:
         if slot.lock is not None and not slot.lock.acquire():
@@ -339,22 +339,27 @@ class Worker:
             or self.backend.default_threads(slot.device)
             or (self.gpu_threads if gpu else self.cpu_threads)
         )
-        with self._slots_lock:
+        with self._slots_lock:  # from here the lease thread renews the run, however long its start takes
             slot.run_id, slot.attempt = run.id, run.attempt
             slot.no_progress_s = 60 * float(
                 run.spec.get("no_progress_minutes") or DEFAULT_NO_PROGRESS_MINUTES
             )
-            try:
-                slot.ex = self.backend.start(run, slot.device, threads)
-            except Exception as e:  # noqa: BLE001 - the cluster refused it: the run ends, the worker goes on
+        try:  # outside the lock: a start may take seconds (sbatch), and the lease thread needs the lock
+            ex = self.backend.start(run, slot.device, threads)
+        except Exception as e:  # noqa: BLE001 - the cluster refused it: the run ends, the worker goes on
+            with self._slots_lock:
                 slot.ex = Execution(run.id, run.attempt)
                 slot.outcome = (
                     "interrupted",
                     f"the {self.backend.name} backend could not start it: {e}",
                     None,
                 )
-                self.log(f"run {run.id}: {slot.outcome[1]}")
-                return True
+            self.log(f"run {run.id}: {slot.outcome[1]}")
+            return True
+        with self._slots_lock:
+            slot.ex, lost = ex, slot.lost
+        if lost:  # taken from this worker while it started
+            self.backend.kill(ex)
         where = f"pid {slot.ex.pid}" if slot.ex.pid else f"job {slot.ex.job_id}"
         self.log(
             f"run {run.id} ({run.kind} {run.name!r}) attempt {run.attempt} started on {slot.device}, "

@@ -31,6 +31,36 @@ def relative_to_home(home: Path, path: Path) -> str:
     return Path(os.path.relpath(path, home)).as_posix()
 
 
+def write_temporary(path: Path, data: bytes) -> Path:
+    """`data` in a synced temporary file beside `path` (its folder made), for `place` to move into place.
+    A full or read-only disk leaves no temporary file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def place(tmp: Path, path: Path) -> None:
+    """Rename the temporary file onto `path` and sync the folder, so the rename itself survives a crash."""
+    os.replace(tmp, path)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write through a temporary file and rename, so a kill never leaves half a file, and a full or
     read-only disk leaves none (the temporary file is removed, the old file stays)."""

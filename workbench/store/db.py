@@ -71,12 +71,12 @@ def database_url(home: Path | None = None) -> str:
     return os.environ.get("WORKBENCH_DB_URL") or f"sqlite:///{(home or workbench_home()) / 'workbench.db'}"
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, lock_wait_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event choose the BEGIN mode
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
+        cur.execute(f"PRAGMA busy_timeout = {lock_wait_ms}")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute(
             "PRAGMA synchronous = FULL"
@@ -103,7 +103,7 @@ def mount_type(path: Path, mountinfo: str | None = None) -> str | None:
         fields = line.split()
         if " - " not in line or len(fields) < 5:
             continue
-        point = fields[4].replace("\\040", " ")
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])  # \040 space, \011 tab, ...
         fstype = line.split(" - ", 1)[1].split()[0]
         inside = target == point or target.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
@@ -129,15 +129,20 @@ def db_now_sql(dialect: str) -> str:
     return "extract(epoch from clock_timestamp())"
 
 
-def engine_options(url: str) -> dict:
+def engine_options(url: str, lock_wait_ms: int) -> dict:
     """PostgreSQL: connections checked before use (a server restart or idle cut is survived), and a
-    statement that waits for a lock gives up like SQLite's busy timeout does."""
+    statement that waits for a lock gives up after lock_wait_ms, like SQLite's busy timeout."""
     if url.startswith("postgresql"):
         return {
             "pool_pre_ping": True,
-            "connect_args": {"options": f"-c lock_timeout={busy_timeout_ms()}", "connect_timeout": 10},
+            "connect_args": {"options": f"-c lock_timeout={lock_wait_ms}", "connect_timeout": 10},
         }
     return {}
+
+
+# A lease renewal waits this long for the lock, then tries again a second later: it never queues for the
+# whole busy timeout behind a long write, and each renewal that fails is logged.
+QUICK_LOCK_WAIT_MS = 2000
 
 
 class Store:
@@ -147,8 +152,9 @@ class Store:
         self.home = Path(home) if home else workbench_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.url = url or database_url(self.home)
+        self._quick_engine: Engine | None = None
         try:
-            self.engine = create_engine(self.url, **engine_options(self.url))
+            self.engine = self._engine(busy_timeout_ms())
         except (ArgumentError, ImportError) as e:
             hint = " (pip install 'workbench[cluster]' for PostgreSQL)" if isinstance(e, ImportError) else ""
             why = str(e).replace(self.url, redacted(self.url))
@@ -156,7 +162,6 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             if (db_file := self.engine.url.database) and db_file != ":memory:":
                 refuse_network_fs(Path(db_file).resolve())
-            _configure_sqlite(self.engine)
         self.now_sql = db_now_sql(self.engine.dialect.name)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         try:
@@ -168,6 +173,12 @@ class Store:
                     "read-write, or set $WORKBENCH_HOME to a writable folder)"
                 ) from e
             raise
+
+    def _engine(self, lock_wait_ms: int) -> Engine:
+        engine = create_engine(self.url, **engine_options(self.url, lock_wait_ms))
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine, lock_wait_ms)
+        return engine
 
     def _migrate(self) -> None:
         """Create or upgrade the schema. The version is read without the write lock (a store that is
@@ -188,9 +199,15 @@ class Store:
             raise StoreError(f"database {self.safe_url} has {e}; upgrade workbench") from None
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session in one BEGIN IMMEDIATE transaction, committed on success."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+    def write(self, quick: bool = False) -> Iterator[Session]:
+        """A session in one BEGIN IMMEDIATE transaction, committed on success. `quick`: wait at most
+        QUICK_LOCK_WAIT_MS for the lock (its own small pool), for writes that would rather fail and retry."""
+        engine = self.engine
+        if quick:
+            if self._quick_engine is None:
+                self._quick_engine = self._engine(QUICK_LOCK_WAIT_MS)
+            engine = self._quick_engine
+        with Session(engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
@@ -231,3 +248,5 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._quick_engine is not None:
+            self._quick_engine.dispose()

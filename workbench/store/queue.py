@@ -16,15 +16,23 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, literal_column, not_, or_, select, update
 
-from workbench.store.db import Store, StoreError
+from workbench.store.db import Store, StoreError, busy_timeout_ms
 from workbench.store.models import FINAL_STATES, RETRYABLE_STATES, Experiment, Run, RunEvent, Worker
 
 HEARTBEAT_INTERVAL = 1.0
 
 
 def heartbeat_timeout() -> float:
-    """Seconds without a heartbeat after which a running run counts as interrupted."""
+    """Seconds without a heartbeat after which a worker counts as gone (`workbench workers`)."""
     return float(os.environ.get("WORKBENCH_HEARTBEAT_TIMEOUT", "15"))
+
+
+def lease_lapse() -> float:
+    """Seconds without a renewal after which a running run's lease has lapsed (it is reaped as interrupted,
+    and a remote run gives itself up): the heartbeat timeout plus the longest a write may wait for the
+    database's lock, so that a lock held by a long write (a VACUUM, a large flush, a schema upgrade, a slow
+    disk), which stops every renewal while it lasts, never costs a healthy run its lease."""
+    return heartbeat_timeout() + busy_timeout_ms() / 1000
 
 
 @dataclass(frozen=True)
@@ -49,11 +57,7 @@ def needs_gpu(spec: dict[str, Any]) -> bool:
 
 def is_stale(run: Run, now: float) -> bool:
     """A running run whose lease lapsed (`now` from Store.now()): its worker or process is gone or stuck."""
-    return (
-        run.status == "running"
-        and run.heartbeat_at is not None
-        and now - run.heartbeat_at > heartbeat_timeout()
-    )
+    return run.status == "running" and run.heartbeat_at is not None and now - run.heartbeat_at > lease_lapse()
 
 
 def _event(session, run_id: int, message: str, level: str = "info") -> None:
@@ -197,9 +201,10 @@ def renew_leases(store: Store, worker_id: str, held: dict[int, int]) -> Renewal:
     """Renew the worker's heartbeat and its runs' leases ({run id: attempt}).
 
     A run missing from `kept` was taken from this worker (reaped while it was slow, then retried):
-    its process must stop at once, and must not record an outcome.
+    its process must stop at once, and must not record an outcome. Waits QUICK_LOCK_WAIT_MS for the
+    database's lock at most: the caller tries again a second later.
     """
-    with store.write() as s:
+    with store.write(quick=True) as s:
         s.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=db_now(store)))
         if not held:
             return Renewal(set(), set())
@@ -264,22 +269,25 @@ def finish(
         return bool(done)
 
 
-def reap_stale(store: Store, timeout: float | None = None) -> list[int]:
-    """Mark running runs whose lease lapsed as interrupted; returns their ids. Workers call this, readers never.
+def reap_stale(store: Store, timeout: float | None = None, spare: str | None = None) -> list[int]:
+    """Mark running runs whose lease lapsed (lease_lapse(), or `timeout` s) as interrupted; returns their
+    ids. Workers call this, readers never; `spare`: a worker's id, whose own runs it never reaps (it knows
+    they are alive, and ends them itself when they are not).
 
     Ages are measured on the database's clock, so hosts whose clocks disagree cannot reap each other's runs.
     """
-    cutoff = db_now(store) - (heartbeat_timeout() if timeout is None else timeout)
+    cutoff = db_now(store) - (lease_lapse() if timeout is None else timeout)
+    lapsed = [Run.status == "running", Run.heartbeat_at < cutoff]
+    if spare is not None:
+        lapsed.append(or_(Run.worker_id.is_(None), Run.worker_id != spare))
     with store.read() as s:  # cheap check first, so a worker does not take the write lock for nothing
-        if not s.scalar(
-            select(func.count()).select_from(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)
-        ):
+        if not s.scalar(select(func.count()).select_from(Run).where(*lapsed)):
             return []
     with store.write() as s:
         ids = list(
             s.scalars(
                 update(Run)
-                .where(Run.status == "running", Run.heartbeat_at < cutoff)
+                .where(*lapsed)
                 .values(
                     status="interrupted",
                     finished_at=time.time(),

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import errno
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from workbench.store.artifacts import place
 from workbench.store.db import DatabaseError, Store
 from workbench.store.models import Artifact, MetricPoint, ResultTable, Run, RunEvent
 
@@ -93,11 +95,30 @@ class RunWriter:
             s.add(RunEvent(run_id=self.run_id, time=time.time(), level=level, message=message))
 
     def add_artifact(
-        self, name: str, kind: str, path: str, step: int | None, meta: dict[str, Any], replace: bool
+        self,
+        name: str,
+        kind: str,
+        path: str,
+        step: int | None,
+        meta: dict[str, Any],
+        replace: bool,
+        temporary: Path | None = None,
     ) -> None:
         """A row for a file under the store's home (`path` relative to it); with `replace`, the row it
-        supersedes goes: the run's one checkpoint row, or the same (name, step) of an image or file."""
+        supersedes goes: the run's one checkpoint row, or the same (name, step) of an image or file.
+        `temporary`: the file's new content, renamed onto `path` inside the owned transaction, so an
+        attempt that lost the run never replaces a file of the attempt that took it over (removed when
+        this attempt no longer owns the run)."""
+        try:
+            self._add_artifact(name, kind, path, step, meta, replace, temporary)
+        finally:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+
+    def _add_artifact(self, name, kind, path, step, meta, replace, temporary) -> None:
         with self._owned() as s:
+            if temporary is not None:  # the ownership check holds the run's row: no one takes it meanwhile
+                place(temporary, self.store.home / path)
             if replace:
                 same = [Artifact.run_id == self.run_id, Artifact.name == name, Artifact.kind == kind]
                 if kind != "checkpoint":

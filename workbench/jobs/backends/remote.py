@@ -4,7 +4,7 @@ local child hears through its pipe from the store instead, once a second:
 - its attempt no longer owns the run (reaped, retried elsewhere) -> exit at once, writing nothing;
 - cancel requested -> stop at the next step, ending `cancelled`;
 - stop requested (its worker is shutting down) -> checkpoint and end `interrupted`;
-- its lease not renewed for the heartbeat timeout (the worker is gone) -> flush and exit, as a local
+- its lease not renewed for the lease lapse (queue.lease_lapse: the worker is gone) -> flush and exit, as a local
   child does when its worker dies; a worker will mark the run interrupted, resumable.
 """
 
@@ -63,7 +63,7 @@ def execute_run(
             elif lease.stop and not stop_reason:
                 stop_reason.append("shutdown")
                 ctx.request_stop()
-            elif lease.age > queue.heartbeat_timeout():
+            elif lease.age > queue.lease_lapse():
                 try:
                     ctx.flush()
                 finally:
