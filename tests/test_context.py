@@ -9,7 +9,7 @@ import torch
 from workbench.jobs.context import RunContext
 from workbench.store import queue
 from workbench.store.db import Store
-from workbench.store.queries import artifacts, metric_series, show
+from workbench.store.queries import artifacts, events, metric_series, show
 
 
 @pytest.fixture
@@ -216,3 +216,81 @@ def test_a_value_that_is_not_json_is_the_kinds_error_not_a_store_fault(store):
     with pytest.raises(ValueError, match=r"table 't'"):
         ctx.table("t", [{"s": {1, 2}}])
     assert show(store, ctx.run_id)["summary"] == {}
+
+
+# --- an attempt that lost the run writes nothing ---------------------------------------------------
+
+
+def _take_over(store, ctx) -> RunContext:
+    """What a slow attempt meets: its lease reaped as lapsed, the run retried and claimed again."""
+    assert queue.reap_stale(store, timeout=-5) == [ctx.run_id]
+    queue.retry(store, ctx.run_id)
+    assert queue.claim(store, "w2", "cpu").id == ctx.run_id
+    return RunContext(store, ctx.run_id, attempt=ctx.attempt + 1)
+
+
+def test_a_superseded_attempt_never_replaces_the_new_attempts_file(store, monkeypatch):
+    """The interleaving: attempt 1 has written its picture's bytes when it loses the run, and attempt 2
+    writes the same picture; attempt 1 then carries on. The file holds attempt 2's picture (was:
+    attempt 1's rename landed on it, after its ownership check had passed)."""
+    from workbench.jobs import context as context_module
+    from workbench.store.run_writer import LostOwnership
+
+    old = _ctx(store)
+    new: list[RunContext] = []
+    real = context_module.write_temporary
+
+    def then_taken_over(path, data):
+        tmp = real(path, data)
+        if not new:  # attempt 1's bytes are on disk: now attempt 2 takes the run and draws its own
+            new.append(_take_over(store, old))
+            new[0].image("samples", 10, np.ones((8, 8)))
+        return tmp
+
+    monkeypatch.setattr(context_module, "write_temporary", then_taken_over)
+    with pytest.raises(LostOwnership):
+        old.image("samples", 10, np.zeros((8, 8)))
+    (art,) = artifacts(store, old.run_id, "image")
+    from PIL import Image
+
+    assert np.asarray(Image.open(store.home / art.path)).min() == 255, (
+        "attempt 1's picture replaced attempt 2's"
+    )
+    assert not list((store.home / art.path).parent.glob(".*.tmp*")), "a temporary file was left behind"
+
+
+def test_a_superseded_attempt_never_deletes_the_new_attempts_checkpoint(store, monkeypatch):
+    """The interleaving: attempt 1 records its checkpoint, loses the run before it clears its older files,
+    and attempt 2 resumes and checkpoints; attempt 1 then clears. Attempt 2's checkpoint survives and a
+    third attempt resumes from it (was: attempt 1 deleted every file but its own)."""
+    old = _ctx(store)
+    old.checkpoint({"step": torch.tensor(5)}, 5)
+    new: list[RunContext] = []
+    real = old._store_file
+
+    def then_taken_over(*args, **kwargs):
+        real(*args, **kwargs)
+        new.append(_take_over(store, old))
+        assert int(new[0].restore()["step"]) == 10
+        new[0].checkpoint({"step": torch.tensor(11)}, 11)
+
+    monkeypatch.setattr(old, "_store_file", then_taken_over)
+    from workbench.store.run_writer import LostOwnership
+
+    with pytest.raises(LostOwnership):  # records, clears (now as a superseded attempt), is told at its event
+        old.checkpoint({"step": torch.tensor(10)}, 10)
+    third = _take_over(store, new[0])
+    assert int(third.restore()["step"]) == 11
+
+
+def test_restore_fails_loudly_when_the_checkpoint_file_is_gone(store):
+    from workbench.jobs.context import CheckpointMissing
+
+    ctx = _ctx(store)
+    ctx.checkpoint({"step": torch.tensor(7)}, 7)
+    (ckpt,) = artifacts(store, ctx.run_id, "checkpoint")
+    (store.home / ckpt.path).unlink()
+    again = _take_over(store, ctx)
+    with pytest.raises(CheckpointMissing, match="checkpoint at step 7 .* is missing"):
+        again.restore()
+    assert any("is missing" in e.message for e in events(store, ctx.run_id))
