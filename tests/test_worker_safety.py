@@ -448,6 +448,29 @@ def test_a_slow_backend_start_does_not_stop_lease_renewal(home, monkeypatch):
         store.dispose()
 
 
+def test_the_worker_never_logs_an_outcome_the_store_did_not_take(store):
+    """Catches: "run 1 succeeded" in the worker's log for a run that was reaped and retried meanwhile
+    (queue.finish refused it: the worker no longer held it)."""
+    from workbench.jobs.runner import Slot, Worker
+    from workbench.store import queue
+
+    _, (rid,) = queue.submit(
+        store, name="t", kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun("r", {"kind": "sleep"})]
+    )
+    lines: list[str] = []
+    worker = Worker(store, ["cpu"], log=lines.append)
+    worker.id = queue.register_worker(store, ["cpu"])
+    queue.claim(store, worker.id, "cpu")
+    queue.reap_stale(store, timeout=-5)  # its lease taken while it was slow ...
+    queue.retry(store, rid)
+    queue.claim(store, "other", "cpu")  # ... and the run is another worker's attempt 2
+    slot = Slot("cpu", None, run_id=rid, attempt=1, outcome=("succeeded", None, None))
+    worker._poll(slot)
+    assert not [m for m in lines if "succeeded" in m and "nothing recorded" not in m], lines
+    assert any(f"run {rid}: ended succeeded, but attempt 1 no longer holds it" in m for m in lines), lines
+    assert get_run(store, rid).status == "running" and slot.run_id is None
+
+
 @pytest.fixture
 def small_fs(tmp_path):
     """A 6 MiB tmpfs (root only): the store on it can be filled, or remounted read-only."""

@@ -404,11 +404,15 @@ class Worker:
             self.log(
                 f"run {slot.run_id}: attempt {slot.attempt} ended after losing the run; nothing recorded"
             )
-        else:
-            queue.finish(
-                self.store, slot.run_id, self.id, status, error, tb, attempt=slot.attempt
-            )  # may fault: retried
+        elif queue.finish(
+            self.store, slot.run_id, self.id, status, error, tb, attempt=slot.attempt
+        ):  # may fault
             self.log(f"run {slot.run_id} {status}" + (f": {error}" if error else ""))
+        else:
+            self.log(
+                f"run {slot.run_id}: ended {status}, but attempt {slot.attempt} no longer holds it "
+                "(reaped or retried meanwhile); nothing recorded"
+            )
         with self._slots_lock:
             slot.free()
 
