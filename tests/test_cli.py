@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, write_spec
@@ -149,3 +150,42 @@ def test_human_output_prints_brackets_literally(store, cli, tmp_path):
     assert "exp [beta]" in out
     code, out, _ = cli("export", rid, "--format", "md")
     assert "best[sampler]" in out and "cfg[w]" in out
+
+
+def test_show_prints_a_page_of_a_long_table_and_says_how_to_get_the_rest(store, cli, tmp_path):
+    """Catches: `show` rendering every row of a 50 000-row table (68 s in a terminal, a minute of scroll)."""
+    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\n"), "--no-worker", "--json")
+    (rid,) = json.loads(out)["run_ids"]
+    queue.claim(store, "w", "cpu")
+    RunContext(store, rid).table("long", [{"i": i, "name": f"row{i}"} for i in range(250)])
+    queue.finish(store, rid, "w", "succeeded")
+    code, out, _ = cli("show", rid)
+    assert code == 0 and "row99" in out and "row100" not in out
+    assert f"150 more rows: --rows 0, or workbench export {rid} --table long" in out
+    code, out, _ = cli("show", rid, "--rows", "0")
+    assert "row249" in out and "more rows" not in out
+    code, out, _ = cli("show", rid, "--json")
+    assert len(json.loads(out)["tables"]["long"]) == 250
+
+
+def test_export_curves_and_samples_of_names_with_slashes(store, cli, tmp_path):
+    """Catches: `export --curves` crashing on `part0/loss` (every run part and feature_sweep log such
+    names), and a name that could climb out of the export's folder."""
+    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\n"), "--no-worker", "--json")
+    (rid,) = json.loads(out)["run_ids"]
+    queue.claim(store, "w", "cpu")
+    ctx = RunContext(store, rid)
+    for step in range(3):
+        ctx.log(step, **{"part0/loss": 1.0 / (step + 1), "../../escape": 1.0})
+    ctx.flush()
+    ctx.image("probe/t=10", None, np.zeros((4, 4)))
+    queue.finish(store, rid, "w", "succeeded")
+    target = tmp_path / "out" / "e.csv"
+    code, _, err = cli("export", rid, "--curves", "--samples", "-o", target)
+    assert code == 0, err
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert written == [
+        "e-curve-_.._escape.png",
+        "e-curve-part0_loss.png",
+        f"e-images/run{rid}-probe_t=10.png",
+    ]

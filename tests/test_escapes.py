@@ -189,3 +189,32 @@ def test_generator_names_from_folders_and_shards_are_refused_unless_printable(tm
     rows[0]["model.txt"] = "g" * 201
     with pytest.raises(DataError, match=r"at most 200 characters"):
         list(webdataset_rows(rows, None, None))
+
+
+def test_spec_files_are_read_no_further_than_their_bound_and_values_are_not_markup(cli, tmp_path):
+    """Catches: `validate /dev/zero` reading until memory runs out (the 1 MiB check came after the read);
+    a value like `[/x]` in an error rendered as Rich markup (MarkupError traceback, exit 1)."""
+    code, _, err = cli("validate", "/dev/zero")
+    assert code == 2 and "larger than 1048576 bytes" in err
+    spec = tmp_path / "job.yaml"
+    spec.write_text('kind: sleep\nsteps: "[/x] [bold]"\n')
+    code, _, err = cli("validate", spec)
+    assert code == 2 and "[/x] [bold]" in err, err
+    spec.write_text("kind: sleep\nname: a [/x] b\n")
+    code, out, err = cli("validate", spec)
+    assert code == 0 and "a [/x] b" in out, err
+
+
+def test_mount_points_with_escaped_characters_are_recognised():
+    """/proc/self/mountinfo writes a space as \\040, a tab as \\011, a backslash as \\134: a store under
+    such a network mount is refused like any other."""
+    from workbench.store.db import mount_type
+
+    info = (
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "40 22 0:35 / /mnt/lab\\011share\\134x rw - nfs4 srv:/x rw\n"
+        "41 22 0:36 / /mnt/my\\040data rw - cifs //srv/d rw\n"
+    )
+    assert mount_type("/mnt/lab\tshare\\x/wb", info) == "nfs4"
+    assert mount_type("/mnt/my data/wb", info) == "cifs"
+    assert mount_type("/home/wb", info) == "ext4"

@@ -659,3 +659,25 @@ async def test_a_lone_filter_key_applies_at_once_and_a_burst_renders_once(filled
         assert rendered == ["d"]  # the first at once ...
         await pilot.pause(0.3)
         assert rendered == ["d", "demo"]  # ... the rest once, when the typing paused
+
+
+async def test_a_long_result_table_shows_its_first_rows_and_says_so(store):
+    """Catches: a 50 000-row table filling the DataTable on the UI thread (7 s frozen here)."""
+    from workbench.tui.components.tables import MAX_ROWS
+
+    _, (rid,) = queue.submit(
+        store, name="long", kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun("r", {"kind": "sleep"})]
+    )
+    queue.claim(store, "w", "cpu")
+    RunContext(store, rid).table("long", [{"i": i} for i in range(MAX_ROWS + 500)])
+    queue.finish(store, rid, "w", "succeeded")
+    app = make_app(store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 1)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen")
+        app.screen.action_tab("tables")
+        table = app.screen.query_one("#result-table")
+        await wait_until(pilot, lambda: table.row_count == MAX_ROWS)
+        note = str(app.screen.query_one("#table-note").render())
+        assert f"the first {MAX_ROWS:,} of {MAX_ROWS + 500:,} rows" in note

@@ -516,6 +516,10 @@ def runs(
 def show(
     run_id: Annotated[int, typer.Argument(help="run id")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    max_rows: Annotated[
+        int,
+        typer.Option("--rows", min=0, help="rows shown per table (0: all; --json and export: always all)"),
+    ] = 100,
 ) -> None:
     """Show one run: spec, status, summary, result tables, artifacts."""
     from workbench.store.queries import show as show_run
@@ -545,7 +549,14 @@ def show(
         for k, v in readable(flatten(rec["summary"])).items():
             out.print(f"  {shown(k)}: {shown(cell(v))}")
     for name, rows in rec["tables"].items():
-        out.print(rows_table(name, rows))
+        out.print(rows_table(name, rows[:max_rows] if max_rows else rows))
+        if (
+            max_rows and len(rows) > max_rows
+        ):  # a terminal is no place for 50 000 rows (and Rich takes minutes)
+            more = len(rows) - max_rows
+            out.print(
+                f"[dim]... {more:,} more rows: --rows 0, or workbench export {run_id} --table {shown(name)}[/]"
+            )
     if rec["artifacts"]:
         out.print("[bold]artifacts[/]")
         for a in rec["artifacts"]:

@@ -394,13 +394,23 @@ def _shortened(run_name: str, exp_name: str, label: str) -> str:
     return f"{label[:half]}…{label[-(MAX_RUN_NAME_LENGTH - 1 - half) :]}"
 
 
-def load_job_file(path: str | Path) -> Job:
+def read_spec_file(path: str | Path) -> str:
+    """A spec file's text, read no further than MAX_SPEC_BYTES (`/dev/zero`, a log file, an image named
+    by mistake: refused after a megabyte, never read whole). SpecError when it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES} bytes; a job spec is far smaller")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}") from None
-    return load_job(text, str(path), base_dir=path.resolve().parent)
+
+
+def load_job_file(path: str | Path) -> Job:
+    path = Path(path)
+    return load_job(read_spec_file(path), str(path), base_dir=path.resolve().parent)
 
 
 def spec_from_dict(data: dict[str, Any]) -> BaseSpec:

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,12 @@ def write(tables: dict[str, list[dict[str, Any]]], fmt: str, path: Path) -> list
     return [path]
 
 
+def file_part(name: str) -> str:
+    """A metric or artifact name as part of one file name: `part0/loss` -> `part0_loss`; nothing that
+    makes a folder, hides the file or leaves the export's folder."""
+    return re.sub(r"[^\w.=+-]", "_", name).lstrip(".")[:150] or "_"
+
+
 def export_runs(
     store,
     run_ids: list[int],
@@ -267,7 +274,7 @@ def export_runs(
             ax.set_xlabel("step")
             ax.set_ylabel(key)
             ax.legend()
-            out = path.with_name(f"{path.stem}-curve-{key}.png")
+            out = path.with_name(f"{path.stem}-curve-{file_part(key)}.png")
             fig.savefig(out, dpi=100, bbox_inches="tight")
             plt.close(fig)
             written.append(out)
@@ -280,7 +287,7 @@ def export_runs(
             for name, a in latest.items():
                 src = store.home / a.path
                 if src.exists():
-                    out = folder / f"run{r}-{name.replace('/', '_')}.png"
+                    out = folder / f"run{r}-{file_part(name)}.png"
                     out.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, out)
                     written.append(out)

@@ -15,8 +15,9 @@ from textual.widgets import Footer, Header, Select, Static, TextArea
 from textual.worker import get_current_worker
 
 from workbench.jobs.kinds import kind_names, load_kind
-from workbench.jobs.spec import SpecError, load_job, resolve
+from workbench.jobs.spec import SpecError, load_job, read_spec_file, resolve
 from workbench.store import queue
+from workbench.text import printable
 from workbench.tui.messages import SpecChecked
 
 VALIDATE_DELAY = 0.3
@@ -134,9 +135,9 @@ class NewExperimentScreen(Screen):
             if not path:
                 return
             try:
-                text = Path(path).expanduser().read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                self.notify(f"cannot read {path}: {e}", severity="error", markup=False)
+                text = read_spec_file(Path(path).expanduser())
+            except SpecError as e:
+                self.notify(printable(str(e)), severity="error", markup=False)
                 return
             self.base_dir = Path(path).expanduser().resolve().parent
             self.query_one("#editor", TextArea).text = text
