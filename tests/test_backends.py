@@ -158,6 +158,27 @@ def test_stopping_a_ray_worker_checkpoints_its_runs_as_interrupted(home, tmp_pat
     )
 
 
+def test_a_run_the_cluster_never_starts_ends_interrupted_after_the_pending_limit(home, tmp_path, ray_head):
+    """Catches: a task Ray cannot place (here: the head's 2 CPUs are held by the first run) keeping its
+    slot and its lease for ever. With --pending-limit 0.1 (6 s) the second run ends `interrupted`, with
+    the reason, and a retry runs it once the cluster has room."""
+    env = subprocess_env(home)
+    spec = "kind: sleep\nseconds: 20\nsteps: 20\nthreads: 2\nsweep:\n  seed: [1, 2]\n"
+    first, second = submit(env, write_spec(tmp_path, spec))
+    worker = start(env, "--backend", "ray", "--address", ray_head, "--slots", "2", "--pending-limit", "0.1")
+    store = Store(home=home)
+    try:
+        wait_for(lambda: get_run(store, second).status == "interrupted", 120, "the pending run to give up")
+        rec = show(store, second)
+        assert rec["error"].startswith("the ray cluster did not start it within 0.1 min"), rec["error"]
+        assert get_run(store, first).status == "running"  # the one the cluster placed goes on
+        subprocess.run(wb_command("retry", second, "--no-worker"), env=env, check=True, capture_output=True)
+        wait_for(lambda: get_run(store, first).status == "succeeded", 120, "the first run")
+    finally:
+        log = stop(worker)
+    assert "did not start it within 0.1 min" in log, log
+
+
 def test_a_preempted_slurm_job_is_requeued_and_resumes_the_same_attempt(home, tmp_path):
     """Through submitit (its local executor): USR2, as Slurm sends before a preemption or the time limit,
     makes submitit requeue the job. Catches: a requeued job that starts over, or that the worker takes
@@ -182,6 +203,31 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_the_same_attempt(home, tm
         assert rec["job_id"] and (home / "slurm" / rec["job_id"]).is_dir()
         log = subprocess.run(wb_command("logs", rid), env=env, capture_output=True, text=True)
         assert log.returncode == 0 and "Requeued job" in log.stdout, log.stdout + log.stderr
+    finally:
+        stop(worker)
+
+
+def test_a_hung_remote_run_ends_itself_failed_with_the_reason(home, tmp_path):
+    """Through submitit's local executor. Catches: a run on Slurm or Ray that stops reporting (a deadlock)
+    holding its slot and lease for ever: no worker sees a remote process's liveness, so the run's own
+    process must end it, failed, with the local watchdog's reason."""
+    env = subprocess_env(home)
+    spec = "kind: sleep\nseconds: 60\nsteps: 60\nhang_at_step: 3\nno_progress_minutes: 0.1\n"
+    (rid,) = submit(env, write_spec(tmp_path, spec))
+    worker = start(env, "--backend", "slurm", "--slurm-cluster", "local", "--gpus-per-run", "0", "--once")
+    store = Store(home=home)
+    try:
+        wait_for(
+            lambda: get_run(store, rid).status != "running" and get_run(store, rid).status != "queued",
+            120,
+            "the hung run to end",
+        )
+        rec = show(store, rid)
+        assert rec["status"] == "failed", diagnose(store, rid, worker)
+        assert rec["error"].startswith("no progress for 0.1 min (no step or report from the run)"), rec[
+            "error"
+        ]
+        assert worker.wait(timeout=60) == 0  # --once: the slot came free, the queue is empty
     finally:
         stop(worker)
 

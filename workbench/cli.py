@@ -271,6 +271,15 @@ def worker(
             help="slurm: a job's time limit in minutes unless its spec sets time_limit_minutes",
         ),
     ] = 24 * 60,
+    pending_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--pending-limit",
+            min=0.05,
+            help="ray/slurm: minutes a run may wait for the cluster to start it, then it ends interrupted "
+            "(default: ray 60, slurm none)",
+        ),
+    ] = None,
     slurm_cluster: Annotated[str, typer.Option("--slurm-cluster", hidden=True)] = "slurm",  # local: tests
     exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False,
 ) -> None:
@@ -316,6 +325,10 @@ def worker(
             "cluster": slurm_cluster,
         },
     }[backend]
+    if pending_limit is not None:
+        if backend == "local":
+            bad_input("--pending-limit is for --backend ray or slurm")
+        options["pending_limit"] = 60 * pending_limit
     try:
         chosen = make_backend(backend, store, **options)
     except (BackendUnavailable, ImportError) as e:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.jobs.backends import Backend, Ended, Execution
+from workbench.jobs.backends import DEFAULT_NO_PROGRESS_MINUTES, Backend, Ended, Execution
 from workbench.store import queue
 from workbench.store.db import DatabaseError, Store
 
@@ -35,7 +35,6 @@ DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run gets to checkpoint, plus two 
 POLL_INTERVAL = 0.1
 REAP_INTERVAL = 2.0
 FAULT_BACKOFF_MAX = 10.0
-DEFAULT_NO_PROGRESS_MINUTES = 30.0
 
 
 def parse_devices(devices: str) -> list[str]:
@@ -314,7 +313,9 @@ class Worker:
             for run_id, attempt, ex in lost:  # at once, and outside the lock: a kill may be slow (scancel)
                 if ex is not None:  # still starting: _start kills it once the backend hands it over
                     self.backend.kill(ex)
-                self.log(f"run {run_id}: attempt {attempt} was taken from this worker; its execution killed")
+                self.log(
+                    f"run {run_id}: attempt {attempt} was taken from this worker (or ended itself); killed"
+                )
 
     def _start(self, slot: Slot) -> bool:
         if slot.lock is not None and not slot.lock.acquire():
@@ -387,6 +388,10 @@ class Worker:
                         self._send_stop(slot, "cancel")
                     elif self.stopping:
                         self._send_stop(slot, "shutdown")
+                    elif self._never_began(slot, now):
+                        slot.stop_sent_at, slot.stop_reason = now, "unscheduled"
+                        self.backend.kill(slot.ex)
+                        self.log(f"run {slot.run_id}: {self._unscheduled(slot)}; cancelled its job")
                     elif self.backend.watches_progress and now - slot.ex.last_alive > slot.no_progress_s:
                         slot.stop_sent_at, slot.stop_reason = now, "hung"
                         self.backend.kill(slot.ex)
@@ -416,8 +421,24 @@ class Worker:
         with self._slots_lock:
             slot.free()
 
+    def _never_began(self, slot: Slot, now: float) -> bool:
+        """Past the backend's pending limit and its process still not started (read once it is due)."""
+        limit = self.backend.pending_limit
+        if slot.ex.began or limit is None or now - slot.ex.started_at < limit:
+            return False
+        slot.ex.began = queue.has_begun(self.store, slot.run_id, slot.attempt)
+        return not slot.ex.began
+
+    def _unscheduled(self, slot: Slot) -> str:
+        return (
+            f"the {self.backend.name} cluster did not start it within {self.backend.pending_limit / 60:g} min "
+            "(does any node have the CPUs and GPUs it asks for?)"
+        )
+
     def _outcome(self, slot: Slot, ended: Ended) -> tuple[str, str | None, str | None]:
         result = ended.result
+        if slot.stop_reason == "unscheduled":
+            return "interrupted", self._unscheduled(slot), None
         if slot.stop_reason == "hung":
             return (
                 "failed",

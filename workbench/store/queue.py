@@ -154,6 +154,12 @@ def set_pid(
             s.execute(update(Run).where(*held).values(**values))
 
 
+def has_begun(store: Store, run_id: int, attempt: int) -> bool:
+    """Whether the attempt's own process has started (it records its pid; a claim clears it)."""
+    with store.read() as s:
+        return s.scalar(select(Run.pid).where(Run.id == run_id, Run.attempt == attempt)) is not None
+
+
 def request_stop(store: Store, run_id: int, attempt: int) -> None:
     """Ask a run's attempt to checkpoint and end interrupted (its worker is stopping); a run on another
     host (Ray, Slurm) reads this from the store, as it reads a cancel."""
@@ -238,15 +244,18 @@ def request_cancel(store: Store, run_id: int) -> str:
 def finish(
     store: Store,
     run_id: int,
-    worker_id: str,
+    worker_id: str | None,
     status: str,
     error: str | None = None,
     traceback: str | None = None,
     attempt: int | None = None,
 ) -> bool:
-    """Record the end of a run this worker holds; False if it no longer holds it (reaped meanwhile)."""
-    assert status in FINAL_STATES
-    held = [Run.id == run_id, Run.status == "running", Run.worker_id == worker_id]
+    """Record the end of a run this worker holds; False if it no longer holds it (reaped meanwhile).
+    `worker_id` None: whichever worker holds it (a remote run ending itself; `attempt` says it is its)."""
+    assert status in FINAL_STATES and (worker_id is not None or attempt is not None)
+    held = [Run.id == run_id, Run.status == "running"]
+    if worker_id is not None:
+        held.append(Run.worker_id == worker_id)
     if attempt is not None:
         held.append(Run.attempt == attempt)
     with store.write() as s:

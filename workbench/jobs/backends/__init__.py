@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BACKENDS = ("local", "ray", "slurm")
+# A run that reports no step, metric or event for this long is hung (a spec's `no_progress_minutes`):
+# the worker kills a local one; a remote one ends itself (jobs.backends.remote).
+DEFAULT_NO_PROGRESS_MINUTES = 30.0
 
 
 class BackendUnavailable(Exception):
@@ -39,6 +42,8 @@ class Execution:
     pid: int | None = None
     job_id: str | None = None  # Ray task id, Slurm job id
     last_alive: float = field(default_factory=time.monotonic)  # last sign of progress (local only)
+    started_at: float = field(default_factory=time.monotonic)  # when the backend took it
+    began: bool = False  # its process has started (a cluster may keep it pending)
     last_step: tuple[int, float] | None = None
     step_seconds: float = 0.0
     result: tuple | None = None  # the run's own report: ("succeeded",), ("failed", error, traceback), ...
@@ -58,6 +63,9 @@ class Backend:
     name = ""
     address: str | None = None
     watches_progress = False  # True where the worker sees every step (a pipe) and can kill a hung run
+    # Seconds a run may wait for the cluster to start it before it ends `interrupted` (None: for ever); a
+    # task no node can take (more CPUs or GPUs than any node has) would otherwise hold its slot for ever.
+    pending_limit: float | None = None
 
     def slots(self) -> list[str]:
         raise NotImplementedError

@@ -2,9 +2,10 @@
 `ray start --address HEAD:6379` on the others; or a `ray://` client address).
 
 A task asks for one GPU when the cluster has GPUs and the spec allows one (`device: auto | cuda`), and
-for `threads` CPUs; `max_calls=1` gives each run a fresh worker process (its GPU memory and its
-stdout are its own), `max_retries=0` because a run's retry is workbench's (`workbench retry`: a new
-attempt, resumed from the last checkpoint), not Ray's.
+for `threads` CPUs (at most the largest node's: a task runs on one node); `max_calls=1` gives each run
+a fresh worker process (its GPU memory and its stdout are its own), `max_retries=0` because a run's
+retry is workbench's (`workbench retry`: a new attempt, resumed from the last checkpoint), not Ray's.
+A task Ray has not started within `pending_limit` (60 min) is cancelled and its run ends `interrupted`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from workbench.jobs.backends.remote import execute_run
 class RayBackend(ClusterBackend):
     name = "ray"
 
-    def __init__(self, store, address: str, slots: int | None = None):
+    def __init__(self, store, address: str, slots: int | None = None, pending_limit: float | None = 3600.0):
         import ray
 
-        self.store, self.address = store, address
+        self.store, self.address, self.pending_limit = store, address, pending_limit
         try:
             ray.init(
                 address=address,
@@ -33,6 +34,9 @@ class RayBackend(ClusterBackend):
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         self.cpus = max(1, int(resources.get("CPU", 1)))
+        # A task must fit on one node: asking for more CPUs than the largest node has leaves it pending.
+        per_node = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+        self.node_cpus = max(1, int(max(per_node, default=self.cpus)))
         self.n_slots = slots or self.gpus or 1
         self._remote = ray.remote(max_calls=1)(execute_run)
 
@@ -46,7 +50,7 @@ class RayBackend(ClusterBackend):
         gpu = self.wants_gpu(run, slot)
         ref = self._remote.options(
             num_gpus=1 if gpu else 0,
-            num_cpus=min(threads, self.cpus),
+            num_cpus=min(threads, self.node_cpus),
             max_retries=0,
             name=f"workbench-run-{run.id}",
         ).remote(*self.run_args(run, gpu, threads))

@@ -5,7 +5,10 @@ local child hears through its pipe from the store instead, once a second:
 - cancel requested -> stop at the next step, ending `cancelled`;
 - stop requested (its worker is shutting down) -> checkpoint and end `interrupted`;
 - its lease not renewed for the lease lapse (queue.lease_lapse: the worker is gone) -> flush and exit, as a local
-  child does when its worker dies; a worker will mark the run interrupted, resumable.
+  child does when its worker dies; a worker will mark the run interrupted, resumable;
+- no step, metric or event from the kind for `no_progress_minutes` (hung: a deadlock, a dead collective)
+  -> record the run failed with that reason and exit, as the worker does to a hung local run. No worker
+  can see a remote process's liveness, so the process watches itself.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
+from workbench.jobs.backends import DEFAULT_NO_PROGRESS_MINUTES
 from workbench.jobs.backends.attempt import limit_threads, redirect_output, run_attempt
 
 LOST_EXIT_CODE = 75
+HUNG_EXIT_CODE = 76
 
 
 def execute_run(
@@ -42,7 +48,11 @@ def execute_run(
     from workbench.store.db import Store
 
     store = Store(db_url, Path(home))
-    ctx = RunContext(store, run_id, attempt=attempt)
+    active = [time.monotonic()]  # the kind's last step, metric or event
+    ctx = RunContext(
+        store, run_id, attempt=attempt, on_activity=lambda _step: active.__setitem__(0, time.monotonic())
+    )
+    no_progress_s = 60 * float(ctx.spec.get("no_progress_minutes") or DEFAULT_NO_PROGRESS_MINUTES)
     stop_reason: list[str] = []
     # scancel and submitit's local cancel signal first: checkpoint and end, as a stopped local run does
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,6 +78,20 @@ def execute_run(
                     ctx.flush()
                 finally:
                     os._exit(LOST_EXIT_CODE)
+            elif time.monotonic() - active[0] > no_progress_s:
+                try:
+                    ctx.flush(raise_fault=False)
+                    queue.finish(
+                        store,
+                        run_id,
+                        None,
+                        "failed",
+                        f"no progress for {no_progress_s / 60:g} min (no step or report from the run); its "
+                        f"{backend} process ended itself",
+                        attempt=attempt,
+                    )
+                finally:
+                    os._exit(HUNG_EXIT_CODE)
 
     threading.Thread(target=watch_store, daemon=True, name="watch-store").start()
     where = (

@@ -39,10 +39,13 @@ class SlurmBackend(ClusterBackend):
         gpus_per_run: int = 1,
         time_limit: float = 24 * 60,
         cluster: str = "slurm",
+        pending_limit: float
+        | None = None,  # a busy queue may hold a job for days; sbatch refuses the impossible
     ):
         import submitit
 
         self.store, self.partition, self.n_slots = store, partition, slots
+        self.pending_limit = pending_limit
         self.gpus_per_run, self.time_limit = gpus_per_run, time_limit
         self.address = (
             f"partition {partition or '(default)'}" if cluster == "slurm" else "submitit's local executor"
