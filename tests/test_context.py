@@ -294,3 +294,35 @@ def test_restore_fails_loudly_when_the_checkpoint_file_is_gone(store):
     with pytest.raises(CheckpointMissing, match="checkpoint at step 7 .* is missing"):
         again.restore()
     assert any("is missing" in e.message for e in events(store, ctx.run_id))
+
+
+def test_a_value_the_database_refuses_fails_the_run_not_the_store(store):
+    """PostgreSQL refuses a table name longer than its column (SQLite stores it): the same write would
+    fail on every retry, so it is the run's error (was: a store fault, `interrupted`, retried for ever)."""
+    from workbench.jobs.context import is_store_fault
+    from workbench.store.run_writer import RefusedValue
+
+    ctx = _ctx(store)
+    name = "t" * 150
+    if store.dialect == "sqlite":
+        ctx.table(name, [{"a": 1}])
+        return
+    with pytest.raises(RefusedValue, match="the store refused a value: value too long") as e:
+        ctx.table(name, [{"a": 1}])
+    assert not is_store_fault(e.value)
+    ctx.table("short", [{"a": 1}])  # the run's next write goes through: nothing was left half done
+    assert show(store, ctx.run_id)["tables"] == {"short": [{"a": 1}]}
+
+
+def test_a_checkpoint_is_durable_once_recorded(store, monkeypatch):
+    """The rename that puts a checkpoint (or any artifact) in place is synced with its folder before the
+    row that points at it commits (was: the folder was never synced: a power cut could lose the rename)."""
+    from workbench.store import artifacts as artifacts_module
+
+    synced = []
+    real = artifacts_module.sync_folder
+    monkeypatch.setattr(artifacts_module, "sync_folder", lambda folder: (synced.append(folder), real(folder)))
+    ctx = _ctx(store)
+    ctx.checkpoint({"w": torch.ones(2)}, 3)
+    (ckpt,) = artifacts(store, ctx.run_id, "checkpoint")
+    assert synced == [(store.home / ckpt.path).parent]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 
 from workbench.store.artifacts import place
 from workbench.store.db import DatabaseError, Store
@@ -33,6 +34,11 @@ class LostOwnership(Exception):
 
 class StoreFault(Exception):
     """The store could not take a write (locked past the timeout, disk full, read-only, corrupt)."""
+
+
+class RefusedValue(ValueError):
+    """The database refused a value of the run's own (a name longer than its column, a number out of
+    range): the same write would fail on every retry, so the run fails with this reason, never a fault."""
 
 
 def is_store_fault(e: BaseException) -> bool:
@@ -186,10 +192,17 @@ class _OwnedWrite:
         try:
             self._cm.__exit__(exc_type, exc, tb)  # commits, or rolls back when the body raised
         except DatabaseError as e:
-            raise StoreFault(_short(e)) from e
+            raise _classified(e) from e
         if isinstance(exc, DatabaseError):
-            raise StoreFault(_short(exc)) from exc
+            raise _classified(exc) from exc
         return False
+
+
+def _classified(e: DatabaseError) -> Exception:
+    """A value the database refuses (SQL's data and integrity errors) is the run's; the rest the store's."""
+    if isinstance(e, DataError | IntegrityError):
+        return RefusedValue(f"the store refused a value: {_short(e).splitlines()[0]}")
+    return StoreFault(_short(e))
 
 
 def _short(e: DatabaseError) -> str:
