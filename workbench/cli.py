@@ -34,14 +34,14 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def shown(text) -> str:
-    """Outside text for a Rich console: control and format characters escaped (workbench.text), and
-    brackets never read as markup."""
-    return escape(printable(str(text)))
+def shown(text, keep: str = "") -> str:
+    """Outside text for a Rich console: control and format characters escaped (workbench.text) but
+    those in `keep`, and brackets never read as markup."""
+    return escape(printable(str(text), keep=keep))
 
 
 def bad_input(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {shown(message)}")
+    err.print(f"[red]error:[/red] {shown(message, keep=chr(10))}")  # a message may list problems by line
     raise typer.Exit(2)
 
 
