@@ -247,10 +247,19 @@ def test_publish_uploads_exactly_its_three_files_to_a_private_repository(smoke, 
     assert sorted(committed_files()) == published
 
 
-def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub):
+def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub, monkeypatch):
     """Exit 2 and nothing written or sent: a folder that holds files, a file for a folder, a public
-    repository that exists when --public was not given."""
+    repository that exists when --public was not given. (In-process: a subprocess each costs seconds;
+    huggingface_hub read HF_ENDPOINT when it was imported, so its constant is pointed at the recorder.)"""
+    from huggingface_hub import constants
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
     home, run = smoke
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.setenv("HF_TOKEN", hub["HF_TOKEN"])
+    monkeypatch.setattr(constants, "ENDPOINT", hub["HF_ENDPOINT"])
     folder, a_file = tmp_path / "notes", tmp_path / "a.txt"
     folder.mkdir()
     (folder / "private-notes.txt").write_text("mine")
@@ -258,12 +267,7 @@ def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub):
     RecordingHub.existing = True
 
     def publish(*args):
-        return subprocess.run(
-            wb_command("publish", run["id"], *args),
-            env=subprocess_env(home, **hub),
-            capture_output=True,
-            text=True,
-        )
+        return CliRunner().invoke(app, ["publish", str(run["id"]), *map(str, args)])
 
     for args, words in (
         (("--to-folder", folder), "is not empty"),
@@ -272,12 +276,12 @@ def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub):
         (("--repo", "lab/x"), "lab/x exists and is public: pass --public"),
     ):
         r = publish(*args)
-        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
+        assert r.exit_code == 2 and words in r.stderr, (args, r.stderr)
     assert [p.name for p in folder.iterdir()] == ["private-notes.txt"] and a_file.read_text() == "mine"
     assert committed_files() == {}
     RecordingHub.seen, RecordingHub.existing = [], False  # an existing private repository is fine
     r = publish("--repo", "lab/x")
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     assert sorted(committed_files()) == ["README.md", "config.json", "model.safetensors"]
 
 

@@ -74,6 +74,9 @@ def hostile_run(store):
         [{"class": HOSTILE, f"col{RLO}": 1}, {"class": '=HYPERLINK("http://x")', f"col{RLO}": 2}],
     )
     ctx.summary(best={HOSTILE: 0.5})
+    for step in (1, 2):
+        ctx.log(step, **{f"loss/{HOSTILE}": 1.0 / step})
+    ctx.flush()
     ctx.event(f"saw {HOSTILE}")
     queue.finish(store, rid, "w", "failed", f"ValueError: {HOSTILE}")
     return rid
@@ -121,6 +124,9 @@ async def test_the_tui_shows_hostile_text_escaped(hostile_run, store):
         app.screen.action_tab("tables")
         await wait_until(pilot, lambda: "per_class" in as_text(app) or "col" in as_text(app))
         assert not raw_in(as_text(app))
+        app.screen.action_tab("curves")  # a metric named after a class: picker and plot title
+        await wait_until(pilot, lambda: "loss/sd" in as_text(app))
+        assert not raw_in(as_text(app)), as_text(app)
 
 
 # --- refused on intake -------------------------------------------------------------------------------

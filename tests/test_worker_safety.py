@@ -175,8 +175,9 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
     was slow. Worker A is frozen (SIGSTOP) while its run process keeps running; worker B, on another
     host (its own lock folder), reaps the lapsed lease; the run is retried and B runs attempt 2. The old
     process must stop writing at once, and A, thawed, must kill it and record nothing."""
-    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT="3", WORKBENCH_BUSY_TIMEOUT_MS="1000")  # lapse: 4 s
-    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 24\nsteps: 240\ncheckpoint_every: 10\n"))
+    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT="2", WORKBENCH_BUSY_TIMEOUT_MS="3000")  # lapse: 5 s
+    # long enough to outlive B's start on a loaded machine: the old process must be alive when it is reaped
+    (rid,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 40\nsteps: 400\ncheckpoint_every: 10\n"))
     a = start_worker(env)
     b = None
     store = Store(home=home)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -13,6 +14,7 @@ from textual.widgets import Select
 from textual_plotext import PlotextPlot
 
 from workbench.store.feeds import MetricFeed
+from workbench.text import printable
 
 
 class CurvePlot(PlotextPlot):
@@ -41,6 +43,7 @@ class CurvePlot(PlotextPlot):
 
     def _draw(self) -> None:
         series_of, title, log_y = self._drawn
+        title = printable(title)  # metric names are the kind's, but may carry a class name from the data
         series = series_of(max(200, 4 * self.size.width))
         plt = self.plt
         plt.clear_data()
@@ -52,7 +55,10 @@ class CurvePlot(PlotextPlot):
             ok = np.isfinite(y) & ((y > 0) if log_y else True)
             if ok.any():
                 plt.plot(
-                    x[ok].tolist(), y[ok].tolist(), label=label if len(series) > 1 else None, marker="braille"
+                    x[ok].tolist(),
+                    y[ok].tolist(),
+                    label=printable(label) if len(series) > 1 else None,
+                    marker="braille",
                 )
                 drawn = True
         if log_y and drawn:
@@ -91,7 +97,7 @@ class CurvesView(Vertical):
         if keys != self._keys:
             self._keys = keys
             select = self.query_one("#metric", Select)
-            select.set_options([(k, k) for k in keys])
+            select.set_options([(Text(printable(k)), k) for k in keys])
             if self.metric not in keys and keys:
                 self.metric = "loss" if "loss" in keys else keys[0]
             if self.metric in keys:

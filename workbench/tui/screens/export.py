@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
 from workbench.store import export as exporter
+from workbench.text import printable
 from workbench.tui.messages import Exported
 
 
@@ -69,9 +70,12 @@ class ExportScreen(ModalScreen):
 
     def on_exported(self, message: Exported) -> None:
         if message.error:
-            self.notify(message.error, severity="error", markup=False)
+            self.notify(printable(message.error), severity="error", markup=False)
             return
         self.notify(
-            "wrote " + ", ".join(p.name for p in message.written) if message.written else "nothing to write"
+            printable("wrote " + ", ".join(p.name for p in message.written))
+            if message.written
+            else "nothing to write",
+            markup=False,
         )
         self.dismiss(message.written)
