@@ -205,7 +205,7 @@ class Store:
         engine = self.engine
         if quick:
             if self._quick_engine is None:
-                self._quick_engine = self._engine(QUICK_LOCK_WAIT_MS)
+                self._quick_engine = self._engine(min(QUICK_LOCK_WAIT_MS, busy_timeout_ms()))
             engine = self._quick_engine
         with Session(engine, expire_on_commit=False) as session, session.begin():
             yield session
