@@ -224,3 +224,21 @@ def test_mount_points_with_escaped_characters_are_recognised():
     assert mount_type("/mnt/lab\tshare\\x/wb", info) == "nfs4"
     assert mount_type("/mnt/my data/wb", info) == "cifs"
     assert mount_type("/home/wb", info) == "ext4"
+
+
+def test_logs_show_a_runs_output_escaped(hostile_run, store, cli):
+    """A run's output.log holds whatever its process printed (a class name, a library's colours)."""
+    from workbench.store.artifacts import run_dir
+
+    log = run_dir(store.home, hostile_run) / "output.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"epoch 1\tloss 0.5\nclass {HOSTILE}\r\nprogress 50%\rprogress 100%\n")
+    code, out, err = cli("logs", hostile_run)
+    assert code == 0, err
+    assert not raw_in(out) and "\r" not in out
+    assert out.splitlines() == [
+        "epoch 1\tloss 0.5",
+        f"class {printable(HOSTILE)}",
+        "progress 50%",
+        "progress 100%",
+    ]
