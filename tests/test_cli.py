@@ -176,7 +176,7 @@ def test_export_curves_and_samples_of_names_with_slashes(store, cli, tmp_path):
     queue.claim(store, "w", "cpu")
     ctx = RunContext(store, rid)
     for step in range(3):
-        ctx.log(step, **{"part0/loss": 1.0 / (step + 1), "../../escape": 1.0})
+        ctx.log(step, **{"part0/loss": 1.0 / (step + 1), "part0_loss": 2.0, "../../escape": 1.0})
     ctx.flush()
     ctx.image("probe/t=10", None, np.zeros((4, 4)))
     queue.finish(store, rid, "w", "succeeded")
@@ -186,6 +186,7 @@ def test_export_curves_and_samples_of_names_with_slashes(store, cli, tmp_path):
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
     assert written == [
         "e-curve-_.._escape.png",
+        "e-curve-part0_loss-2.png",  # `part0_loss` after `part0/loss`: both keep a file
         "e-curve-part0_loss.png",
         f"e-images/run{rid}-probe_t=10.png",
     ]

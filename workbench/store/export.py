@@ -241,6 +241,15 @@ def file_part(name: str) -> str:
     return re.sub(r"[^\w.=+-]", "_", name).lstrip(".")[:150] or "_"
 
 
+def _unused(path: Path, written: list[Path]) -> Path:
+    """`path`, or `<stem>-2`, `-3`, ... when this export already wrote a file of that name."""
+    candidate, n = path, 1
+    while candidate in written:
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 def export_runs(
     store,
     run_ids: list[int],
@@ -275,6 +284,7 @@ def export_runs(
             ax.set_ylabel(key)
             ax.legend()
             out = path.with_name(f"{path.stem}-curve-{file_part(key)}.png")
+            out = _unused(out, written)  # `a_b` after `a/b`: both keep a file
             fig.savefig(out, dpi=100, bbox_inches="tight")
             plt.close(fig)
             written.append(out)
@@ -288,6 +298,7 @@ def export_runs(
                 src = store.home / a.path
                 if src.exists():
                     out = folder / f"run{r}-{file_part(name)}.png"
+                    out = _unused(out, written)
                     out.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, out)
                     written.append(out)
