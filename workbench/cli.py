@@ -732,7 +732,9 @@ def publish(
                 out.print(f"wrote {shown(str(to_folder))} (model.safetensors, config.json, README.md)")
             if repo is not None:  # from a folder of its own: nothing else the user has can go along
                 url = upload(write_folder(Path(tmp) / "model", weights, config, card), repo, token, public)
-                out.print(f"published run {run_id} to {repo} ({'public' if public else 'private'}): {url}")
+                out.print(
+                    f"published run {run_id} to {shown(repo)} ({'public' if public else 'private'}): {shown(url)}"
+                )
         except PublishRefused as e:  # nothing was written or sent
             bad_input(str(e))
         except PublishError as e:

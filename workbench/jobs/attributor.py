@@ -59,13 +59,13 @@ class ModelConfig(BaseModel):
 def read_config(path: Path) -> dict:
     """config.json, checked against ModelConfig; ModelFilesError naming the first problem."""
     try:
-        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
-            raise ModelFilesError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a model config")
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        raw = json.loads(data.decode("utf-8")) if len(data) <= MAX_CONFIG_BYTES else None
     except (OSError, ValueError) as e:
-        if isinstance(e, ModelFilesError):
-            raise
         raise ModelFilesError(f"{path}: not a readable model config ({e})") from None
+    if raw is None:
+        raise ModelFilesError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a model config")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise ModelFilesError(f"{path}: not a workbench attribution model (format {got!r})")
