@@ -379,11 +379,23 @@ def hold_write_lock(db: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
-def test_a_lock_held_for_25_s_costs_no_healthy_run_its_lease(env, home, tmp_path):
-    """The review's case, at the default timings (heartbeat timeout 15 s, lock wait 30 s): two workers, a
-    run each, and the database's write lock held for 25 s. Both runs go on and succeed as attempt 1:
-    neither worker reaps the other's run, nor its own (was: both interrupted and killed, nothing logged)."""
-    ids = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 30\nsteps: 30\nsweep:\n  seed: [1, 2]\n"))
+@pytest.mark.parametrize(
+    "heartbeat, lock_wait_ms, held, run_s",
+    [
+        pytest.param(15, 30_000, 25, 30, marks=pytest.mark.slow, id="the review's 25 s, default timings"),
+        pytest.param(3, 6_000, 6, 12, id="scaled: 6 s against a 3 s heartbeat"),
+    ],
+)
+def test_a_lock_held_past_the_heartbeat_costs_no_healthy_run_its_lease(
+    env, home, tmp_path, heartbeat, lock_wait_ms, held, run_s
+):
+    """The review's case: two workers, a run each, and the database's write lock held longer than the
+    heartbeat timeout but shorter than the lapse (heartbeat + lock wait). Both runs go on and succeed as
+    attempt 1: neither worker reaps the other's run, nor its own (was: both interrupted and killed,
+    nothing logged). At the default timings (slow) and scaled down five-fold (make test)."""
+    env = dict(env, WORKBENCH_HEARTBEAT_TIMEOUT=str(heartbeat), WORKBENCH_BUSY_TIMEOUT_MS=str(lock_wait_ms))
+    spec = f"kind: sleep\nseconds: {run_s}\nsteps: {run_s}\nsweep:\n  seed: [1, 2]\n"
+    ids = submit(env, write_spec(tmp_path, spec))
     workers = [
         start_worker(dict(env, WORKBENCH_LOCK_DIR=str(tmp_path / f"host{i}")), "--once") for i in range(2)
     ]
@@ -391,7 +403,7 @@ def test_a_lock_held_for_25_s_costs_no_healthy_run_its_lease(env, home, tmp_path
     try:
         wait_for(lambda: all(get_run(store, r).progress[0] >= 2 for r in ids), 120, "both runs running")
         assert len({get_run(store, r).worker for r in ids}) == 2
-        assert hold_write_lock(home / "workbench.db", 25).wait(timeout=60) == 0
+        assert hold_write_lock(home / "workbench.db", held).wait(timeout=60) == 0
         for w in workers:
             assert w.wait(timeout=180) == 0, stop(w)
         logs = "".join(w.stdout.read() for w in workers)
@@ -406,28 +418,36 @@ def test_a_lock_held_for_25_s_costs_no_healthy_run_its_lease(env, home, tmp_path
         store.dispose()
 
 
-def test_a_slow_backend_start_does_not_stop_lease_renewal(home, monkeypatch):
-    """A backend whose start takes 20 s (a slow sbatch) while another run is live, and another worker's
-    reaper running all along with a lease lapse of 16 s: no run is reaped (was: start() ran under the lock
-    the lease thread needs, so every run of the worker lost its lease)."""
+@pytest.mark.parametrize(
+    "start_s, heartbeat, run_s",
+    [
+        pytest.param(20, 15, 25, marks=pytest.mark.slow, id="the review's 20 s start"),
+        pytest.param(6, 3, 9, id="scaled: a 6 s start against a 3 s heartbeat"),
+    ],
+)
+def test_a_slow_backend_start_does_not_stop_lease_renewal(home, monkeypatch, start_s, heartbeat, run_s):
+    """A backend whose start takes longer than the lease lapse (a slow sbatch) while another run is live,
+    and another worker's reaper running all along: no run is reaped (was: start() ran under the lock the
+    lease thread needs, so every run of the worker lost its lease). Lapse: heartbeat + 1 s lock wait."""
     import threading
 
     from workbench.jobs.backends.local import LocalBackend
     from workbench.jobs.runner import Worker
     from workbench.store import queue
 
-    monkeypatch.setenv("WORKBENCH_BUSY_TIMEOUT_MS", "1000")  # lapse: 15 s + 1 s
+    monkeypatch.setenv("WORKBENCH_HEARTBEAT_TIMEOUT", str(heartbeat))
+    monkeypatch.setenv("WORKBENCH_BUSY_TIMEOUT_MS", "1000")  # lapse: heartbeat + 1 s, shorter than the start
     monkeypatch.setenv("WORKBENCH_LOCK_DIR", str(home.parent / "locks"))
     store = Store()
     specs = [
-        queue.NewRun(f"r{i}", {"kind": "sleep", "seconds": s, "steps": 10}) for i, s in ((1, 25), (2, 1))
+        queue.NewRun(f"r{i}", {"kind": "sleep", "seconds": s, "steps": 10}) for i, s in ((1, run_s), (2, 1))
     ]
     _, ids = queue.submit(store, name="slow", kind="sleep", spec_text="", sweep={}, runs=specs)
 
     class SlowStart(LocalBackend):
         def start(self, run, slot, threads):
             if run.id == ids[1]:
-                time.sleep(20)
+                time.sleep(start_s)
             return super().start(run, slot, threads)
 
     worker = Worker(
