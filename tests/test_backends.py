@@ -158,6 +158,7 @@ def test_stopping_a_ray_worker_checkpoints_its_runs_as_interrupted(home, tmp_pat
     )
 
 
+@pytest.mark.slow  # cluster behaviour, with the other slow cluster tests (make test-all)
 def test_a_run_the_cluster_never_starts_ends_interrupted_after_the_pending_limit(home, tmp_path, ray_head):
     """Catches: a task Ray cannot place (here: the head's 2 CPUs are held by the first run) keeping its
     slot and its lease for ever. With --pending-limit 0.1 (6 s) the second run ends `interrupted`, with
@@ -207,6 +208,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_the_same_attempt(home, tm
         stop(worker)
 
 
+@pytest.mark.slow  # cluster behaviour, with the other slow cluster tests (make test-all)
 def test_a_hung_remote_run_ends_itself_failed_with_the_reason(home, tmp_path):
     """Through submitit's local executor. Catches: a run on Slurm or Ray that stops reporting (a deadlock)
     holding its slot and lease for ever: no worker sees a remote process's liveness, so the run's own
