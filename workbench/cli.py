@@ -342,7 +342,7 @@ def worker(
         idle_exit=idle_exit,
         threads=threads,
         stop_grace=stop_grace,
-        log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True),
+        log=lambda m: print(time.strftime("%H:%M:%S"), printable(m), flush=True),  # errors quote outside text
     )
     install_signal_handlers(w)
     code = w.run()
