@@ -550,12 +550,7 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_plain(v) for v in obj]
     if hasattr(obj, "tolist") and hasattr(obj, "ndim"):  # numpy scalars and arrays, torch tensors
-        obj = obj.tolist()
-        return _plain(obj) if isinstance(obj, list) else _plain_number(obj)
-    return _plain_number(obj)
-
-
-def _plain_number(obj: Any) -> Any:
+        return _plain(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return _finite_or_none(obj)
     return obj
