@@ -473,6 +473,50 @@ def test_training_resumes_to_the_same_model(store):
     assert fit == fit2
 
 
+def test_the_spectrum_recipe_is_a_logistic_regression_on_mean_log_dct_spectra(store):
+    """Its logits are scikit-learn's on each image's mean log |DCT| over the grid of 8-px crops of its
+    grey levels (scipy's DCT here, a matrix product in the model), standardised, at the chosen C."""
+    from scipy.fft import dctn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    data_spec = {"source": "traces", "base": "digits", "pipelines": PIPES, "strength": 0.3}
+    spec = resolve(
+        attribution.Spec,
+        {
+            "kind": "attribution",
+            "data": {**data_spec, "train_per_class": 60, "test_per_class": 30},
+            "recipes": [{"name": "spectrum", "patch_size": 8, "test_patches": 16}],
+        },
+    )
+    (recipe,) = spec.recipes
+    assert recipe.backbone == "spectrum" and recipe.label == "spectrum-8"
+    data = attribution.trace_rows(spec, spec.data)
+    y = attribution.labels_of(data["train"], PIPES, "training")
+    y_test = attribution.labels_of(data["test"], PIPES, "test")
+    tr, va = A.split_by_prompt(list(data["train"]["prompt"]), 0.1, 0)
+    ctx = RunContext(store, new_run(store, spec))
+    train, val = data["train"].select(tr), data["train"].select(va)
+    net, fit = attribution.train_recipe(ctx, spec, recipe, recipe.view, train, y[tr], val, y[va], 4)
+    logits = attribution.predict(net, data["test"], y_test, recipe.view, "cpu")
+
+    def spectra(rows) -> np.ndarray:  # 32-px images: crops at 0, 8, 16, 24 in each direction
+        out = []
+        for img in rows["image"]:
+            grey = np.asarray(img, np.float64).mean(-1)
+            crops = [grey[t : t + 8, s : s + 8] for t in range(0, 32, 8) for s in range(0, 32, 8)]
+            out.append(np.mean([np.log(np.abs(dctn(c, norm="ortho")) + 0.01).ravel() for c in crops], 0))
+        return np.array(out)
+
+    scaler = StandardScaler().fit(spectra(train))
+    clf = LogisticRegression(C=fit["C"], max_iter=5000).fit(scaler.transform(spectra(train)), y[tr])
+    expected = clf.predict_proba(scaler.transform(spectra(data["test"])))
+    got = torch.from_numpy(logits).softmax(1).numpy()
+    # float32 in the model, float64 here: a log near the floor moves a little (a wrong fold: > 0.3)
+    assert np.abs(got - expected).max() < 0.02 and (got.argmax(1) == expected.argmax(1)).all()
+    assert fit["val_top1"] > 0.5 and (got.argmax(1) == y_test).mean() > 0.5  # it learnt the traces
+
+
 def test_early_stopping_keeps_the_best_validation_weights(store):
     spec, args = tiny_training(store)
     spec = spec.model_copy(
@@ -520,6 +564,74 @@ def test_patches_are_native_pixels_and_the_test_grid_covers_the_image():
     assert torch.equal(same, again) and not torch.equal(same, patch)
     resized = A.test_views(x, A.View("resize224", 224))
     assert resized.shape == (1, 3, 224, 224)
+
+
+def _nearest_neighbour_on_pixels(strength: float):
+    """1-NN on raw pixels from the training images to the test images of the 8-pipeline benchmark."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from workbench.jobs.metrics.stats import share_ci
+
+    spec = attribution.Spec.model_validate(
+        {
+            "data": {
+                "source": "traces",
+                "base": "digits",
+                "pipelines": list(attribution.PIPELINES),
+                "strength": strength,
+                "train_per_class": 100,
+                "test_per_class": 36,
+            }
+        }
+    )
+    data = attribution.trace_rows(spec, spec.data)
+
+    def pixels(rows):
+        x = np.stack([np.asarray(im, np.float32).ravel() for im in rows["image"]])
+        return x, np.array([attribution.PIPELINES.index(g) for g in rows["generator"]])
+
+    (x_train, y_train), (x_test, y_test) = pixels(data["train"]), pixels(data["test"])
+    hits = int((KNeighborsClassifier(1).fit(x_train, y_train).predict(x_test) == y_test).sum())
+    return share_ci(hits, len(y_test))
+
+
+def test_the_trace_benchmark_shares_no_draw_between_training_and_test(monkeypatch):
+    """The faint benchmark leaks nothing a nearest neighbour on pixels can use (its interval below 2/K,
+    chance 1/K); with the content blanked out, so that only the per-image draws (noise, tint) and the
+    traces are left, still chance, and all but perfect once the test split is given the training seed:
+    the split seeds are what keeps test images apart."""
+    from workbench.jobs.data import images
+
+    chance = 1 / len(attribution.PIPELINES)
+    honest = _nearest_neighbour_on_pixels(0.1)
+    assert honest.high < 2 * chance and honest.low < chance, honest
+
+    real = images.load_images
+
+    def blank(*args, **kwargs):
+        base = real(*args, **kwargs)
+        base.x_train.fill_(-1)
+        base.x_test.fill_(-1)
+        return base
+
+    monkeypatch.setattr(images, "load_images", blank)
+    assert _nearest_neighbour_on_pixels(0.1).high < 2 * chance
+    monkeypatch.setitem(attribution.SPLIT_SEEDS, "test", attribution.SPLIT_SEEDS["train"])
+    assert _nearest_neighbour_on_pixels(0.1).low > 0.9
+
+
+def test_a_fainter_trace_is_the_same_image_with_less_of_the_pipeline_in_it():
+    """strength 0.1 keeps a tenth of each pipeline's departure from the neutral upsampling: a few grey
+    levels, counted here on the pixels."""
+    base = digit_images(12)
+    own = A.trace_images(base, "nearest", 4, [3, 0], 1.0).astype(float)
+    faint = A.trace_images(base, "nearest", 4, [3, 0], 0.1).astype(float)
+    neutral = A.trace_images(base, "nearest", 4, [3, 0], 1e-9).astype(float)
+    full, tenth = np.abs(own - neutral).mean(), np.abs(faint - neutral).mean()
+    assert full > 10 and 0.05 < tenth / full < 0.15  # rounding to whole levels blurs the tenth a little
+    assert np.sqrt(((faint - neutral) ** 2).mean()) < 4  # a few grey levels
+    with pytest.raises(ValueError, match="strength"):
+        A.trace_images(base, "nearest", 4, 0, 1.5)
 
 
 def test_validation_is_held_out_by_prompt():

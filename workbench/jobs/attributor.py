@@ -39,11 +39,12 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow")  # results, data, run: for the card, not for loading
 
     format: Literal["workbench-attribution/1"]
-    backbone: Literal["patch_cnn", "resnet18", "resnet50"]
-    recipe: Literal["patches", "resize224"]
+    backbone: Literal["patch_cnn", "resnet18", "resnet50", "spectrum"]
+    recipe: Literal["patches", "resize224"]  # the view: native crops, or the whole image resized
     size: int = Field(ge=8, le=1024)
-    test_patches: int = Field(1, ge=1, le=1024)
+    test_patches: int = Field(1, ge=1, le=4096)
     width: int = Field(32, ge=4, le=512)
+    front: Literal["none", "srm", "bayar"] = "none"
     class_names: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
         min_length=2, max_length=10_000
     )
@@ -118,7 +119,9 @@ class Attributor:
             )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        net = build_attributor(cfg["backbone"], len(cfg["class_names"]), int(cfg["width"]))
+        net = build_attributor(
+            cfg["backbone"], len(cfg["class_names"]), cfg["width"], front=cfg["front"], patch=cfg["size"]
+        )
         try:
             net.load_state_dict(load_file(str(weights)))
         except (OSError, RuntimeError, SafetensorError) as e:

@@ -162,23 +162,68 @@ def assess(net: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int 
 
 # --- attribution backbones -------------------------------------------------------------------------
 
-Backbone = Literal["patch_cnn", "resnet18", "resnet50"]
+Backbone = Literal["patch_cnn", "resnet18", "resnet50", "spectrum"]
+Front = Literal["none", "srm", "bayar"]
+
+# the three SRM high-pass kernels of steganalysis (Fridrich and Kodovsky 2012), as used for
+# manipulation traces (Zhou et al., CVPR 2018): second-order 3x3 ("KB"), 5x5 "KV", second-order row
+_SRM = (
+    [[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]],
+    [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]],
+    [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+)
+_SRM_SCALE = (4.0, 12.0, 2.0)
+
+
+class HighPass(nn.Module):
+    """A residual front end: the image minus what its neighbours predict, so the layers after it see the
+    traces (a few grey levels) without the content (hundreds of levels) on top. `srm`: the fixed SRM
+    kernels on each colour channel (9 maps); `bayar`: Bayar and Stamm's constrained convolution (2016),
+    6 learnt 5x5 kernels per colour whose centre is -1 and whose other taps sum to 1, re-imposed at every
+    forward pass. Batch norm after it, since residuals are small next to the normalised image."""
+
+    def __init__(self, kind: Front):
+        super().__init__()
+        self.kind = kind
+        if kind == "srm":
+            k = torch.tensor(_SRM, dtype=torch.float32) / torch.tensor(_SRM_SCALE)[:, None, None]
+            self.register_buffer("kernel", k[:, None].repeat(3, 1, 1, 1))  # (9, 1, 5, 5): 3 per colour
+            self.maps = 9
+        elif kind == "bayar":
+            self.weight = nn.Parameter(torch.rand(18, 1, 5, 5) * 0.1 + 0.01)
+            self.maps = 18
+        else:
+            raise ValueError(f"front {kind!r}: use srm or bayar")
+        self.norm = nn.BatchNorm2d(self.maps)
+
+    def constrained(self) -> torch.Tensor:
+        centre = torch.zeros(1, 1, 5, 5, device=self.weight.device, dtype=torch.bool)
+        centre[..., 2, 2] = True
+        w = self.weight.masked_fill(centre, 0)
+        w = w / w.sum((2, 3), keepdim=True).clamp_min(1e-6)
+        return w.masked_fill(centre, -1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.kernel if self.kind == "srm" else self.constrained()
+        return self.norm(F.conv2d(x, kernel.to(x.dtype), padding=2, groups=3))
 
 
 class PatchCNN(nn.Module):
-    """A small CNN for generator traces, trained from scratch on native-resolution patches: no pooling in
-    its first two layers (the traces live in neighbouring pixels), then strided stages and a global
-    average, so it takes a patch of any size."""
+    """A small CNN for generator traces, trained from scratch on native-resolution patches: an optional
+    high-pass front end, no pooling in its first two layers (the traces live in neighbouring pixels),
+    then strided stages and a global average, so it takes a patch of any size."""
 
-    def __init__(self, num_classes: int, width: int = 32):
+    def __init__(self, num_classes: int, width: int = 32, front: Front = "none"):
         super().__init__()
 
         def conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
         w = width
+        head = [] if front == "none" else [HighPass(front)]
         self.body = nn.Sequential(
-            *conv(3, w),
+            *head,
+            *conv(3 if front == "none" else head[0].maps, w),
             *conv(w, w),
             *conv(w, 2 * w, 2),
             *conv(2 * w, 2 * w),
@@ -194,22 +239,64 @@ class PatchCNN(nn.Module):
         return self.head(self.body(x))
 
 
+def dct_matrix(n: int) -> torch.Tensor:
+    """The orthonormal DCT-II matrix D (n, n): D @ x is the DCT of a column x (scipy's dct, norm=ortho)."""
+    i = torch.arange(n, dtype=torch.float64)
+    d = torch.cos(torch.pi * (i[None, :] + 0.5) * i[:, None] / n) * (2 / n) ** 0.5
+    d[0] /= 2**0.5
+    return d.float()
+
+
+class SpectrumLinear(nn.Module):
+    """The spectral baseline (Frank et al., ICML 2020): the log magnitude of a patch's 2D DCT, of its
+    grey levels, then a linear layer (a standardised logistic regression fitted by scikit-learn, the
+    standardisation folded into the weights). Linear after the features, so the mean of a grid of
+    patches' logits is the logits of the patches' mean spectrum. Takes ImageNet-normalised patches."""
+
+    EPS = 1e-2  # grey levels: below a level's rounding, so flat patches stay finite and comparable
+
+    def __init__(self, num_classes: int, patch: int):
+        super().__init__()
+        self.register_buffer("dct", dct_matrix(patch))
+        self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1))
+        self.head = nn.Linear(patch * patch, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        grey = ((x.float() * self.std + self.mean) * 255).mean(1)  # (B, S, S) grey levels
+        if grey.shape[-1] != self.dct.shape[0] or grey.shape[-2] != self.dct.shape[0]:
+            raise ValueError(f"the spectrum model takes {self.dct.shape[0]}-px patches, not {grey.shape}")
+        spectrum = self.dct @ grey @ self.dct.T
+        return torch.log(spectrum.abs() + self.EPS).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class PretrainedUnavailable(ValueError):
     """ImageNet weights were asked for and cannot be had (offline and not cached)."""
 
 
 def build_attributor(
-    backbone: Backbone, num_classes: int, width: int = 32, pretrained: str = "none"
+    backbone: Backbone,
+    num_classes: int,
+    width: int = 32,
+    pretrained: str = "none",
+    front: Front = "none",
+    patch: int = 64,
 ) -> nn.Module:
-    """The patch CNN, or a torchvision ResNet (ImageNet stem) with a new head for num_classes.
+    """The patch CNN (with a high-pass `front`), the spectral baseline (on `patch`-px crops), or a
+    torchvision ResNet (ImageNet stem) with a new head for num_classes.
 
     pretrained: none (from scratch); imagenet (torchvision's weights, from the local torch cache, or
     downloaded when the machine is online); or the path of a state dict (.pth or .safetensors) of the
     same architecture, whose classifier head is replaced."""
+    if backbone in ("patch_cnn", "spectrum") and pretrained != "none":
+        raise ValueError(f"the {backbone} model is trained from scratch: set pretrained: none")
     if backbone == "patch_cnn":
-        if pretrained != "none":
-            raise ValueError("the patch CNN is trained from scratch: set pretrained: none")
-        return PatchCNN(num_classes, width)
+        return PatchCNN(num_classes, width, front)
+    if backbone == "spectrum":
+        return SpectrumLinear(num_classes, patch)
     from torchvision import models
 
     weights_enum = {"resnet18": models.ResNet18_Weights, "resnet50": models.ResNet50_Weights}[backbone]

@@ -236,6 +236,71 @@ def array_rows(images: np.ndarray, generators: list[str], prompts: list[str]):
     )
 
 
+# --- what the files themselves say --------------------------------------------------------------------
+
+
+def file_traits(rows) -> list[str]:
+    """Each image's size, file format and mode ("512x512 PNG RGB"), from its header alone."""
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    out = []
+    for item in rows.select_columns(["image"]).cast_column("image", ImageFeature(decode=False))["image"]:
+        source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
+        with Image.open(source) as img:
+            out.append(f"{img.width}x{img.height} {img.format} {img.mode}")
+    return out
+
+
+def size_by_class(traits: list[str], labels: np.ndarray, names: list[str]) -> tuple[float, float, list[dict]]:
+    """How well an image's size, format and mode alone name its generator: (the share of images whose
+    class is the commonest for their traits, the share of the commonest class, a row per class with its
+    commonest traits). Well above the second, a classifier can learn the file, not the traces."""
+    by_trait: dict[str, Counter] = {}
+    for t, y in zip(traits, labels, strict=True):
+        by_trait.setdefault(t, Counter())[int(y)] += 1
+    named = sum(c.most_common(1)[0][1] for c in by_trait.values())
+    majority = Counter(labels.tolist()).most_common(1)[0][1]
+    rows = []
+    for c, name in enumerate(names):
+        mine = Counter(t for t, y in zip(traits, labels, strict=True) if y == c)
+        top, count = mine.most_common(1)[0] if mine else ("-", 0)
+        rows.append(
+            {
+                "class": name,
+                "commonest": top,
+                "share": count / max(1, sum(mine.values())),
+                "distinct": len(mine),
+            }
+        )
+    return named / len(labels), majority / len(labels), rows
+
+
+def normalised(rows, size: int | None, fmt: str):
+    """The same rows with every image re-encoded (PNG), and resized to size x size when asked (shorter
+    side scaled to `size`, then a centred crop): what a generator's file format or size told is gone."""
+    from PIL import Image
+
+    def convert(batch):
+        out = []
+        for img in batch["image"]:
+            img = img.convert("RGB")
+            if size is not None:
+                scale = size / min(img.size)
+                img = img.resize(
+                    (max(size, round(img.width * scale)), max(size, round(img.height * scale))),
+                    Image.BICUBIC,
+                )
+                left, top = (img.width - size) // 2, (img.height - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            buf = io.BytesIO()
+            img.save(buf, format=fmt.upper())
+            out.append({"bytes": buf.getvalue(), "path": None})
+        return {"image": out}
+
+    return rows.map(convert, batched=True, batch_size=64, features=features())
+
+
 # --- splits --------------------------------------------------------------------------------------
 
 
@@ -427,20 +492,43 @@ class StepBatches(torch.utils.data.Sampler):
 # --- the trace benchmark -------------------------------------------------------------------------
 
 
-def trace_images(base: np.ndarray, pipeline: str, factor: int, seed: int) -> np.ndarray:
+def trace_images(
+    base: np.ndarray, pipeline: str, factor: int, seed: int | list[int], strength: float = 1.0
+) -> np.ndarray:
     """Upsample grey uint8 images (N, h, w) by `factor` through one pipeline, as uint8 (N, fh, fw, 3).
 
     Stand-ins for generators whose images differ only in their traces: the content (tinted, lightly
-    noised base images) is drawn the same way for every pipeline; what tells them apart is the
-    upsampling kernel, a transposed convolution's checkerboard, JPEG blocks, sensor-like noise or
-    sharpening, all at the pixel level, as the traces of real generators' decoders are."""
+    noised base images, drawn from `seed`) is made the same way for every pipeline; what tells them
+    apart is the upsampling kernel, a transposed convolution's checkerboard, JPEG blocks, sensor-like
+    noise or sharpening, all at the pixel level, as the traces of real generators' decoders are.
+
+    `strength` scales each pipeline's trace: the image is `neutral + strength * (pipeline - neutral)`,
+    rounded once, where `neutral` is the same content upsampled by a Gaussian-smoothed nearest kernel
+    that no pipeline uses. At 1 the pipeline's own output; at 0.1 its trace is a few grey levels, the
+    regime of real generators that share a content distribution. The caller must give training and
+    test images different seeds: the seed fixes the content noise and tint."""
+    from scipy.ndimage import gaussian_filter
+
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength {strength}: give a share in (0, 1]")
+    seed = [seed] if isinstance(seed, int) else list(seed)
+    rngs = [np.random.default_rng([*seed, i]) for i in range(len(base))]  # image i's draws, whatever N
+    tint = np.stack([r.uniform(0.35, 1.0, 3) for r in rngs])[:, None, None, :]
+    noise = np.stack([r.normal(0, 0.04, base.shape[1:]) for r in rngs])
+    grey = base.astype(np.float32) / 255 * 0.85 + 0.1 + noise
+    small = np.clip(grey[..., None] * tint * 255, 0, 255).round().astype(np.uint8)  # (N, h, w, 3)
+    own = _pipeline(small, pipeline, factor, rngs).astype(np.float64)
+    if strength == 1:
+        return own.round().astype(np.uint8)
+    blocks = small.repeat(factor, 1).repeat(factor, 2).astype(np.float64)
+    neutral = gaussian_filter(blocks, sigma=(0, factor / 2, factor / 2, 0), mode="nearest")
+    return np.clip(neutral + strength * (own - neutral), 0, 255).round().astype(np.uint8)
+
+
+def _pipeline(small: np.ndarray, pipeline: str, factor: int, rngs: list) -> np.ndarray:
     from PIL import Image, ImageFilter
 
-    rng = np.random.default_rng(seed)
-    n, h, w = base.shape
-    grey = base.astype(np.float32) / 255 * 0.85 + 0.1 + rng.normal(0, 0.04, base.shape)
-    tint = rng.uniform(0.35, 1.0, (n, 1, 1, 3))
-    small = np.clip(grey[..., None] * tint * 255, 0, 255).round().astype(np.uint8)  # (N, h, w, 3)
+    h, w = small.shape[1:3]
     size = (w * factor, h * factor)
     if pipeline == "transposed_conv":  # a decoder's learned upsampling: stride = factor, kernel 2 x factor
         k = torch.from_numpy(np.random.default_rng(1234).uniform(0.2, 1.0, (2 * factor, 2 * factor)))
@@ -462,7 +550,7 @@ def trace_images(base: np.ndarray, pipeline: str, factor: int, seed: int) -> np.
         raise ValueError(f"pipeline {pipeline!r}: use transposed_conv or one of {', '.join(methods)}")
     method = methods[pipeline]
     out = []
-    for img in small:
+    for img, rng in zip(small, rngs, strict=True):
         big = Image.fromarray(img).resize(size, method)
         if pipeline == "bicubic_jpeg":
             buf = io.BytesIO()

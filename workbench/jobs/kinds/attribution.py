@@ -77,7 +77,19 @@ ShardFiles = Annotated[list[str], Field(min_length=1), AfterValidator(_shard_fil
 PerClass = Field(None, ge=1, le=10_000_000, description="at most this many images per generator")
 
 
-class DragonSource(Strict):
+class Normalise(Strict):
+    """Re-encode every image (training and test) before anything sees it, so that a generator's file
+    format or size cannot stand in for its traces. Resizing resamples: it blurs traces too."""
+
+    size: int | None = Field(None, ge=8, le=4096, description="resize and centre-crop to size x size")
+    format: Literal["png"] = "png"
+
+
+class SourceBase(Strict):
+    normalise: Normalise | None = Field(None, description="re-encode images (png; a size) first")
+
+
+class DragonSource(SourceBase):
     source: Literal["dragon"]
     config: Literal["ExtraSmall", "Small", "Regular", "Large", "ExtraLarge"] = "Regular"
     repo: str = Field("lesc-unifi/dragon", description="the Hugging Face dataset")
@@ -85,7 +97,7 @@ class DragonSource(Strict):
     test_per_class: int | None = PerClass
 
 
-class ShardsSource(Strict):
+class ShardsSource(SourceBase):
     source: Literal["shards"]
     train: ShardFiles = Field(
         description="DRAGON-schema WebDataset .tar files or globs (relative to the spec)"
@@ -95,13 +107,13 @@ class ShardsSource(Strict):
     test_per_class: int | None = PerClass
 
 
-class FolderSource(Strict):
+class FolderSource(SourceBase):
     source: Literal["imagefolder"]
     path: ExistingPath = Field(description="one subfolder per generator (or train/ and test/ above them)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held out as test when there is no test/")
 
 
-class ZooSource(Strict):
+class ZooSource(SourceBase):
     source: Literal["zoo"]
     runs: list[int] = Field(min_length=2, description="succeeded images runs: one class each")
     train_per_class: int = Field(200, ge=2, le=1_000_000, description="images drawn per run for training")
@@ -117,7 +129,7 @@ class ZooSource(Strict):
         return self
 
 
-class TracesSource(Strict):
+class TracesSource(SourceBase):
     """The offline benchmark: the same kind of content through different upsampling pipelines."""
 
     source: Literal["traces"]
@@ -127,6 +139,12 @@ class TracesSource(Strict):
         list(PIPELINES), min_length=2, description="one class per pipeline"
     )
     factor: int = Field(4, ge=2, le=16, description="upsampling factor (digits 8 px -> 32 px at 4)")
+    strength: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of each pipeline's trace kept (1: its own output; 0.1: a few grey levels)",
+    )
     train_per_class: int = Field(150, ge=2, le=1_000_000)
     test_per_class: int = Field(100, ge=1, le=1_000_000)
 
@@ -143,29 +161,59 @@ Source = Annotated[
 
 
 class RecipeSpec(Strict):
-    name: Literal["patches", "resize224"] = "patches"
-    backbone: Literal["patch_cnn", "resnet18", "resnet50"] = "patch_cnn"
+    name: Literal["patches", "resize224", "spectrum"] = "patches"
+    backbone: Literal["patch_cnn", "resnet18", "resnet50", "spectrum"] = Field(
+        "patch_cnn", description="spectrum goes with the spectrum recipe (and is set by it)"
+    )
     pretrained: str = Field(
         "none",
         description="none, imagenet (torchvision's weights, cached or downloaded), or a state dict path",
     )
-    patch_size: int = Field(64, ge=8, le=1024, description="patches: the crop side, in native pixels")
+    front: Literal["none", "srm", "bayar"] = Field(
+        "none",
+        description="patch_cnn: a high-pass first layer (fixed SRM kernels, or Bayar's constrained conv)",
+    )
+    patch_size: int = Field(
+        64, ge=8, le=1024, description="patches, spectrum: the crop side, in native pixels"
+    )
     test_patches: int = Field(
-        16, ge=1, le=1024, description="patches: at most this many crops per test image"
+        16, ge=1, le=4096, description="patches, spectrum: at most this many crops per test image"
     )
     width: int = Field(32, ge=4, le=512, description="patch_cnn: channels of its first stage")
     steps: int | None = Field(
         None, ge=1, le=10_000_000, description="this recipe's step budget (default: train.steps)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _spectrum_backbone(cls, data):
+        if isinstance(data, dict) and data.get("name") == "spectrum" and "backbone" not in data:
+            return {**data, "backbone": "spectrum"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self):
-        if self.backbone == "patch_cnn" and self.pretrained != "none":
-            raise ValueError("pretrained: the patch CNN is trained from scratch (use none, or a ResNet)")
+        if (self.name == "spectrum") != (self.backbone == "spectrum"):
+            raise ValueError("backbone: spectrum goes with the spectrum recipe, and only with it")
+        if self.backbone in ("patch_cnn", "spectrum") and self.pretrained != "none":
+            raise ValueError(f"pretrained: the {self.backbone} model is trained from scratch (use none)")
+        if self.front != "none" and self.backbone != "patch_cnn":
+            raise ValueError("front: a high-pass front end is for the patch_cnn backbone")
         return self
 
     @property
+    def view(self):
+        """How this recipe sees an image (jobs.data.attribution.View)."""
+        from workbench.jobs.data.attribution import View
+
+        if self.name == "resize224":
+            return View("resize224", 224)
+        return View("patches", self.patch_size, self.test_patches)
+
+    @property
     def label(self) -> str:
+        if self.name == "spectrum":
+            return f"spectrum-{self.patch_size}"
         size = f"-{self.patch_size}" if self.name == "patches" else ""
         weights = (
             "-imagenet"
@@ -174,7 +222,15 @@ class RecipeSpec(Strict):
             if self.pretrained != "none"
             else ""
         )
-        return f"{self.name}{size}-{self.backbone}{weights}"
+        front = f"-{self.front}" if self.front != "none" else ""
+        return f"{self.name}{size}-{self.backbone}{front}{weights}"
+
+    def build(self, num_classes: int):
+        from workbench.jobs.classify import build_attributor
+
+        return build_attributor(
+            self.backbone, num_classes, self.width, self.pretrained, self.front, self.patch_size
+        )
 
 
 class AugmentSpec(Strict):
@@ -293,7 +349,7 @@ class Spec(BaseSpec):
 def run(ctx: RunContext, spec: Spec) -> None:
     import numpy as np
 
-    from workbench.jobs.data.attribution import View, split_by_prompt
+    from workbench.jobs.data.attribution import split_by_prompt
 
     data = load_data(ctx, spec)
     names = data.class_names
@@ -306,10 +362,11 @@ def run(ctx: RunContext, spec: Spec) -> None:
         f"{data.name}: {len(names)} generators; {len(train_idx)} training, {len(val_idx)} validation "
         f"(held out by prompt), {len(y_test)} test images"
     )
+    shortcut = check_files(ctx, data.train, y_train, names)
     results = []
     several = len(spec.recipes) > 1
     for i, recipe in enumerate(spec.recipes):
-        view = View(recipe.name, recipe.patch_size if recipe.name == "patches" else 224, recipe.test_patches)
+        view = recipe.view
         done = finished_recipe(ctx, recipe, len(names)) if several else None
         if done is not None:  # a resumed run: this recipe finished before the interruption
             net, fit, logits = done
@@ -331,7 +388,28 @@ def run(ctx: RunContext, spec: Spec) -> None:
                 keep_recipe(ctx, recipe, net, fit, logits)
         results.append({"recipe": recipe, "view": view, "net": net, "fit": fit, "logits": logits})
         ctx.event(f"{recipe.label}: test top-1 {float((logits.argmax(1) == y_test).mean()):.4f}")
-    report(ctx, spec, results, y_test, names)
+    report(ctx, spec, results, y_test, names, shortcut)
+
+
+SHORTCUT_MARGIN = 0.05  # size/format naming this much more than the commonest class is a shortcut
+
+
+def check_files(ctx: RunContext, rows, labels: np.ndarray, names: list[str]) -> float:
+    """Warn when the training files' size, format and mode name the generator (the literature's JPEG
+    and size bias): a classifier can then score without looking at a single trace. Returns the share
+    those traits name (the summary's size_by_class)."""
+    from workbench.jobs.data import attribution as A
+
+    named, majority, per_class = A.size_by_class(A.file_traits(rows), labels, names)
+    ctx.table("files", per_class)
+    if named > majority + SHORTCUT_MARGIN:
+        ctx.event(
+            f"warning: the files' size, format and mode alone name the generator of {named:.0%} of the "
+            f"training images (guessing the commonest class: {majority:.0%}); a classifier can learn "
+            "the file instead of the traces. See the files table; data.normalise: {format: png, size: "
+            "...} re-encodes every image the same way."
+        )
+    return named
 
 
 def keep_recipe(ctx: RunContext, recipe: RecipeSpec, net, fit: dict, logits: np.ndarray) -> None:
@@ -353,7 +431,6 @@ def finished_recipe(ctx: RunContext, recipe: RecipeSpec, k: int):
 
     from safetensors import safe_open
 
-    from workbench.jobs.classify import build_attributor
     from workbench.store.artifacts import artifact_path
 
     path = artifact_path(ctx.store.home, ctx.run_id, f"files/recipes/{recipe.label}.safetensors")
@@ -362,7 +439,7 @@ def finished_recipe(ctx: RunContext, recipe: RecipeSpec, k: int):
     with safe_open(str(path), "pt") as f:
         fit = json.loads(f.metadata()["fit"])
         tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-    net = build_attributor(recipe.backbone, k, recipe.width).to(ctx.device)
+    net = recipe.build(k).to(ctx.device)
     net.load_state_dict(
         {key[len("weights.") :]: v for key, v in tensors.items() if key.startswith("weights.")}
     )
@@ -412,6 +489,11 @@ def load_data(ctx: RunContext, spec: Spec):
         names = found
     if len(names) < 2:
         raise ValueError(f"data: {len(names)} generator found; attribution needs at least 2")
+    if d.normalise is not None:
+        splits = {s: A.normalised(ds, d.normalise.size, d.normalise.format) for s, ds in splits.items()}
+        name += f", re-encoded as {d.normalise.format}" + (
+            f" at {d.normalise.size} px" if d.normalise.size else ""
+        )
     return A.AttributionData(name, splits["train"], splits["test"], names)
 
 
@@ -427,6 +509,9 @@ def labels_of(rows, names: list[str], split: str) -> np.ndarray:
             "(list the generators to use in classes)"
         )
     return np.array([index[g] for g in generators], dtype=np.int64)
+
+
+SPLIT_SEEDS = {"train": 0, "test": 1}  # the trace benchmark's splits draw from different seeds
 
 
 def trace_rows(spec: Spec, d: TracesSource) -> dict:
@@ -454,9 +539,9 @@ def trace_rows(spec: Spec, d: TracesSource) -> dict:
         images, generators, prompts = [], [], []
         for k, pipeline in enumerate(d.pipelines):
             chunk = order[k * per : (k + 1) * per]
-            images.append(
-                A.trace_images(grey[k * per : (k + 1) * per], pipeline, d.factor, seed=spec.seed + k)
-            )
+            # content noise and tint drawn apart per split: no test image shares them with a training one
+            seed = [spec.seed, SPLIT_SEEDS[split], k]
+            images.append(A.trace_images(grey[k * per : (k + 1) * per], pipeline, d.factor, seed, d.strength))
             generators += [pipeline] * per
             prompts += [base.class_names[int(c)] for c in y[chunk]]
         out[split] = A.array_rows(np.concatenate(images), generators, prompts)
@@ -527,17 +612,18 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from torch.nn import functional as F
 
-    from workbench.jobs.classify import build_attributor
     from workbench.jobs.context import RunCancelled
     from workbench.jobs.data.attribution import Augment, StepBatches, TrainViews
     from workbench.jobs.diffusion.train import autocast
 
+    if recipe.name == "spectrum":
+        return fit_spectrum(ctx, spec, recipe, view, train_rows, y_train, val_rows, y_val, k)
     t = spec.train
     steps = recipe.steps or t.steps
     device = torch.device(ctx.device)
     on_gpu = device.type == "cuda"
     torch.manual_seed(spec.seed)
-    net = build_attributor(recipe.backbone, k, recipe.width, recipe.pretrained).to(device)
+    net = recipe.build(k).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=on_gpu or None)
     schedule = get_cosine_schedule_with_warmup(opt, min(t.warmup_steps, steps // 2), steps)
     start, best, history = 0, None, []  # best: (val top-1, -val loss, step, weights on the CPU)
@@ -639,6 +725,72 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
     }
 
 
+SPECTRUM_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # inverse L2 strengths tried, chosen on validation
+
+
+def fit_spectrum(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train, val_rows, y_val, k: int):
+    """The spectral baseline: each image's mean log-DCT spectrum over its grid of crops, a standardised
+    L2 logistic regression (scikit-learn) whose strength is chosen on validation, folded into the
+    model's linear layer. Seconds, no steps: it is logged as one step per strength tried."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    net = recipe.build(k).to(ctx.device).eval()
+
+    def spectra(rows, labels) -> np.ndarray:
+        from workbench.jobs.data.attribution import TestViews, collate_views
+
+        loader = torch.utils.data.DataLoader(
+            TestViews(rows, labels, view), batch_size=32, num_workers=spec.train.num_workers,
+            collate_fn=collate_views,
+        )
+        out = []
+        with torch.no_grad():
+            for views, counts, _ in loader:
+                f = net.features(views.to(ctx.device))
+                out += [part.mean(0) for part in f.split(counts.tolist())]
+                if ctx.should_stop():
+                    from workbench.jobs.context import RunCancelled
+
+                    raise RunCancelled
+        return torch.stack(out).cpu().double().numpy()
+
+    x_train, x_val = spectra(train_rows, y_train), spectra(val_rows, y_val)
+    scaler = StandardScaler().fit(x_train)
+    z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)
+    best = None
+    for step, c in enumerate(SPECTRUM_C, 1):
+        clf = LogisticRegression(C=c, max_iter=5000, random_state=spec.seed).fit(z_train, y_train)
+        proba = clf.predict_proba(z_val)
+        top1 = float((proba.argmax(1) == y_val).mean())
+        loss = float(log_loss(y_val, proba, labels=range(k)))
+        ctx.log(step, val_top1=top1, val_loss=loss)
+        ctx.progress(step, len(SPECTRUM_C))
+        if best is None or (top1, -loss) > best[:2]:
+            best = (top1, -loss, step, clf, c)
+    top1, neg_loss, step, clf, c = best
+    coef, intercept = clf.coef_, clf.intercept_
+    if k == 2:  # scikit-learn keeps one row for two classes: the logit of class 1 over class 0
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    weight = coef / scaler.scale_  # (K, D): the standardisation folded in
+    bias = intercept - weight @ scaler.mean_
+    with torch.no_grad():
+        net.head.weight.copy_(torch.from_numpy(weight).float())
+        net.head.bias.copy_(torch.from_numpy(bias).float())
+    ctx.event(f"L2 strength C = {c} chosen on validation (top-1 {top1:.4f})")
+    return net, {
+        "steps": len(SPECTRUM_C),
+        "best_step": step,
+        "val_top1": top1,
+        "val_loss": -neg_loss,
+        "stopped_early": False,
+        "C": c,
+    }
+
+
 def _since_best(history: list[dict], best_step: int) -> int:
     return sum(1 for h in history if h["step"] > best_step)
 
@@ -698,7 +850,9 @@ def scores(logits: np.ndarray, y: np.ndarray, k: int) -> dict:
     }
 
 
-def report(ctx: RunContext, spec: Spec, results: list[dict], y: np.ndarray, names: list[str]) -> None:
+def report(
+    ctx: RunContext, spec: Spec, results: list[dict], y: np.ndarray, names: list[str], shortcut: float
+) -> None:
     from safetensors.torch import save
 
     from workbench.jobs.metrics.stats import paired_ci
@@ -761,6 +915,7 @@ def report(ctx: RunContext, spec: Spec, results: list[dict], y: np.ndarray, name
         steps_trained=head["fit"]["steps"],
         stopped_early=head["fit"]["stopped_early"],
         worst_class=min(per_class, key=lambda row: row["accuracy"] if row["support"] else 2.0)["class"],
+        size_by_class=shortcut,
     )
 
 
@@ -770,7 +925,8 @@ def model_config(recipe: RecipeSpec, view, names: list[str], spec: Spec, s: dict
         "format": "workbench-attribution/1",
         "backbone": recipe.backbone,
         "width": recipe.width,
-        "recipe": recipe.name,
+        "front": recipe.front,
+        "recipe": view.recipe,
         "size": view.size,
         "test_patches": view.test_patches,
         "class_names": names,
