@@ -416,6 +416,30 @@ def test_an_image_folder_splits_by_generator_folder(store, tmp_path):
     assert {r["class"]: r["support"] for r in run["tables"]["per_class"]} == {"bicubic": 5, "nearest": 5}
 
 
+def test_files_whose_size_or_format_names_the_generator_are_warned_of_and_can_be_normalised(
+    store, tmp_path
+):
+    """One generator's files are 36-px JPEGs, the other's 32-px PNGs: the size alone names every image's
+    generator, the run says so (events, summary, files table); data.normalise re-encodes both as 32-px
+    PNGs and the warning goes (the traits then name no more than the commonest class)."""
+    for k, (pipe, size, suffix) in enumerate((("nearest", 36, "jpg"), ("bicubic", 32, "png"))):
+        (tmp_path / "gens" / pipe).mkdir(parents=True)
+        for i, img in enumerate(A.trace_images(digit_images(16, 40 * k), pipe, 4, seed=k)):
+            Image.fromarray(img).resize((size, size)).save(tmp_path / "gens" / pipe / f"{i}.{suffix}")
+    data = {"source": "imagefolder", "path": str(tmp_path / "gens"), "test_fraction": 0.25}
+    run = run_in_process(store, {"data": data, "recipes": SMALL_PATCHES, **FAST})
+    assert run["summary"]["size_by_class"] == 1.0
+    assert any(e.startswith("warning: the files' size, format and mode") for e in run["events"])
+    files = {r["class"]: r for r in run["tables"]["files"]}
+    assert files["nearest"]["commonest"] == "36x36 JPEG RGB" and files["bicubic"]["commonest"] == "32x32 PNG RGB"
+
+    fixed = {**data, "normalise": {"format": "png", "size": 32}}
+    run = run_in_process(store, {"data": fixed, "recipes": SMALL_PATCHES, **FAST})
+    assert run["summary"]["size_by_class"] == 0.5  # 12 training images each: the commonest class's share
+    assert not any(e.startswith("warning") for e in run["events"])
+    assert {r["commonest"] for r in run["tables"]["files"]} == {"32x32 PNG RGB"}
+
+
 def test_a_zoo_of_image_runs_is_one_class_per_run_and_cached(store):
     a = finished_images_run(store, conditional=True)
     b = finished_images_run(store, conditional=False)
