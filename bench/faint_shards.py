@@ -27,8 +27,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 SIDE, BIG = 32, 128
-GENERATORS = ("gen_nearest", "gen_bilinear", "gen_lanczos", "gen_blur", "gen_sharpen", "gen_grid",
-              "gen_jpeg95", "gen_noise")
+GENERATORS = (
+    "gen_nearest",
+    "gen_bilinear",
+    "gen_lanczos",
+    "gen_blur",
+    "gen_sharpen",
+    "gen_grid",
+    "gen_jpeg95",
+    "gen_noise",
+)
 
 
 def content(rng: np.random.Generator) -> Image.Image:
@@ -61,11 +69,16 @@ def generate(name: str, small: Image.Image, rng: np.random.Generator, strength: 
     elif name == "gen_lanczos":
         own = np.asarray(small.resize((BIG, BIG), Image.LANCZOS), np.float64)
     elif name == "gen_blur":
-        own = np.asarray(Image.fromarray(reference.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5)),
-                         np.float64)
+        own = np.asarray(
+            Image.fromarray(reference.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5)), np.float64
+        )
     elif name == "gen_sharpen":
-        own = np.asarray(Image.fromarray(reference.astype(np.uint8)).filter(
-            ImageFilter.UnsharpMask(radius=2, percent=150, threshold=0)), np.float64)
+        own = np.asarray(
+            Image.fromarray(reference.astype(np.uint8)).filter(
+                ImageFilter.UnsharpMask(radius=2, percent=150, threshold=0)
+            ),
+            np.float64,
+        )
     elif name == "gen_grid":  # a decoder's periodic pattern, period 4 px
         i = np.arange(BIG)
         own = reference + 12 * (np.cos(np.pi * i / 2)[:, None] * np.cos(np.pi * i / 2)[None, :])[..., None]

@@ -427,9 +427,7 @@ def test_an_image_folder_splits_by_generator_folder(store, tmp_path):
     assert {r["class"]: r["support"] for r in run["tables"]["per_class"]} == {"bicubic": 5, "nearest": 5}
 
 
-def test_files_whose_size_or_format_names_the_generator_are_warned_of_and_can_be_normalised(
-    store, tmp_path
-):
+def test_files_whose_size_or_format_names_the_generator_are_warned_of_and_can_be_normalised(store, tmp_path):
     """One generator's files are 36-px JPEGs, the other's 32-px PNGs: the size alone names every image's
     generator, the run says so (events, summary, files table); data.normalise re-encodes both as 32-px
     PNGs and the warning goes (the traits then name no more than the commonest class)."""
@@ -442,7 +440,9 @@ def test_files_whose_size_or_format_names_the_generator_are_warned_of_and_can_be
     assert run["summary"]["size_by_class"] == 1.0
     assert any(e.startswith("warning: the files' size, format and mode") for e in run["events"])
     files = {r["class"]: r for r in run["tables"]["files"]}
-    assert files["nearest"]["commonest"] == "36x36 JPEG RGB" and files["bicubic"]["commonest"] == "32x32 PNG RGB"
+    assert (
+        files["nearest"]["commonest"] == "36x36 JPEG RGB" and files["bicubic"]["commonest"] == "32x32 PNG RGB"
+    )
 
     fixed = {**data, "normalise": {"format": "png", "size": 32}}
     run = run_in_process(store, {"data": fixed, "recipes": SMALL_PATCHES, **FAST})

@@ -752,7 +752,9 @@ def fit_spectrum(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
         from workbench.jobs.data.attribution import TestViews, collate_views
 
         loader = torch.utils.data.DataLoader(
-            TestViews(rows, labels, view), batch_size=32, num_workers=spec.train.num_workers,
+            TestViews(rows, labels, view),
+            batch_size=32,
+            num_workers=spec.train.num_workers,
             collate_fn=collate_views,
         )
         out = []
