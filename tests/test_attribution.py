@@ -655,6 +655,30 @@ def test_the_trace_benchmark_shares_no_draw_between_training_and_test(monkeypatc
     assert _nearest_neighbour_on_pixels(0.1).low > 0.9
 
 
+@pytest.mark.parametrize("front", ["srm", "bayar"])
+def test_a_high_pass_front_end_passes_no_content_of_a_flat_image_and_keeps_its_constraint(front):
+    """The residual of a flat colour image is zero (every kernel's taps sum to 0; SRM's second-order
+    kernels zero a linear ramp too), and Bayar's kernels stay constrained (centre -1, the rest summing
+    to 1) after the optimiser moves them."""
+    from workbench.jobs.classify import HighPass
+
+    layer = HighPass(front)
+    flat = torch.full((2, 3, 20, 20), 0.7)
+    ramp = torch.linspace(0, 1, 20).expand(2, 3, 20, 20).clone()
+    for image in (flat, ramp) if front == "srm" else (flat,):
+        conv = torch.nn.functional.conv2d(
+            image, layer.kernel if front == "srm" else layer.constrained(), groups=3
+        )
+        assert conv.abs().max() < 1e-5
+    if front == "bayar":
+        loss = layer(torch.randn(2, 3, 20, 20)).pow(2).mean()
+        loss.backward()
+        torch.optim.SGD(layer.parameters(), lr=10.0).step()
+        k = layer.constrained()
+        assert torch.allclose(k[:, 0, 2, 2], torch.tensor(-1.0))
+        assert torch.allclose(k.sum((2, 3)), torch.zeros(18, 1), atol=1e-5)
+
+
 def test_a_fainter_trace_is_the_same_image_with_less_of_the_pipeline_in_it():
     """strength 0.1 keeps a tenth of each pipeline's departure from the neutral upsampling: a few grey
     levels, counted here on the pixels."""

@@ -225,7 +225,9 @@ def model_card(config: dict, run: dict) -> str:
             "",
             f"# {run.get('name') or 'attribution'}: which generator made this image",
             "",
-            f"A {config['backbone']} classifier over {len(config['class_names'])} image generators, trained by "
+            f"A {MODEL_WORDS.get(config['backbone'], config['backbone'])}"
+            f"{FRONT_WORDS.get(config.get('front', 'none'), '')} over {len(config['class_names'])} image "
+            "generators, trained by "
             f"workbench run {run.get('id')} on {source}. It sees {view}.",
             "",
             f"Generators: {classes}.",
@@ -248,6 +250,18 @@ def model_card(config: dict, run: dict) -> str:
             "",
         ]
     )
+
+
+MODEL_WORDS = {
+    "patch_cnn": "patch CNN classifier",
+    "resnet18": "ResNet18 classifier",
+    "resnet50": "ResNet50 classifier",
+    "spectrum": "logistic regression on log-DCT spectra (the spectral baseline)",
+}
+FRONT_WORDS = {
+    "srm": " behind fixed SRM high-pass filters",
+    "bayar": " behind a constrained (Bayar) high-pass layer",
+}
 
 
 def _interval(ci) -> str:
