@@ -9,7 +9,11 @@ held out by it):
   files, both read through `datasets.load_dataset` in streaming mode and written once into an Arrow
   cache under the store (at most so many images per generator), so a resumed run reads no shard again.
 - `folder_rows`: one subfolder of images per generator (and optionally `train/` and `test/` above them).
-- `array_rows`: images made in the run (the zoo of the workbench's own models, the trace benchmark).
+- `array_rows`: images made in the run (the zoo of the workbench's own models, the trace benchmark:
+  `trace_images`, every image's draws from its own seed, traces scaled by `strength`).
+
+`file_traits` and `size_by_class` say how much the files' size, format and mode alone tell of the
+generator; `normalised` re-encodes every image the same way.
 
 Views (`train_view`, `test_views`) turn an image into what a model sees: the `patches` recipe crops at
 native resolution (a random crop in training, a grid of crops at test time whose logits are averaged),

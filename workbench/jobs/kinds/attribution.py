@@ -6,10 +6,15 @@ Method:
 1. Data (jobs.data.attribution): training and test images with their generator and prompt; the
    validation split is held out from training by prompt (no prompt in both), the test split is the
    source's own (DRAGON's test, a folder's test/, fresh draws for the zoo and the trace benchmark).
-2. Recipes: `patches` trains on native-resolution random crops (the generators' traces survive) and
-   classifies a test image by the mean logits of a grid of crops; `resize224` resizes whole images to
-   224 x 224 (the ImageNet recipe; resizing down erases high-frequency traces). Backbones: a small
-   patch CNN from scratch, or torchvision ResNet18/50 (ImageNet weights when they can be had).
+2. Recipes: `spectrum`, the spectral baseline (each image's mean log-DCT spectrum over a grid of native
+   crops, a standardised logistic regression; seconds); `patches` trains on native-resolution random
+   crops (the generators' traces survive) and classifies a test image by the mean logits of a grid of
+   crops; `resize224` resizes whole images to 224 x 224 (the ImageNet recipe; resizing down erases
+   high-frequency traces). Backbones: a small patch CNN from scratch, behind a high-pass `front` (SRM
+   kernels or Bayar's constrained convolution: without one it stays at chance on faint traces), or
+   torchvision ResNet18/50 (ImageNet weights when they can be had).
+   Before training, the files' size, format and mode are checked for a label shortcut (`files` table,
+   `size_by_class`); `data.normalise` re-encodes every image.
 3. Training: AdamW, warm-up and cosine decay, bf16 on CUDA, a fixed step budget with early stopping on
    validation top-1 (the best validation weights are kept), checkpoints at each evaluation.
 4. Results on the test split: top-1 and top-5 accuracy (Wilson intervals, n = test images), macro-F1
