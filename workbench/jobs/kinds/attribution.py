@@ -295,7 +295,7 @@ class Spec(BaseSpec):
 
     PRESETS = {
         # four upsampling pipelines on sklearn's digits (8 -> 32 px) with a fifth of their traces kept: the
-        # spectral baseline next to the patch CNN with Bayar's constrained first layer, about a minute
+        # spectral baseline next to the patch CNN with Bayar's constrained first layer, about 20 s
         "smoke": {
             "data": {
                 "source": "traces",
