@@ -547,9 +547,14 @@ def test_the_spectrum_recipe_is_a_logistic_regression_on_mean_log_dct_spectra(st
     clf = LogisticRegression(C=fit["C"], max_iter=5000).fit(scaler.transform(spectra(train)), y[tr])
     expected = clf.predict_proba(scaler.transform(spectra(data["test"])))
     got = torch.from_numpy(logits).softmax(1).numpy()
-    # float32 in the model, float64 here: a log near the floor moves a little (a wrong fold: > 0.3)
-    assert np.abs(got - expected).max() < 0.02 and (got.argmax(1) == expected.argmax(1)).all()
+    # float32 in the model, float64 here: a log near the floor moves a little (a wrong fold: 0.9998)
+    assert np.abs(got - expected).max() < 0.05 and (got.argmax(1) == expected.argmax(1)).all()
     assert fit["val_top1"] > 0.5 and (got.argmax(1) == y_test).mean() > 0.5  # it learnt the traces
+    # bf16 autocast (as on CUDA) leaves the spectrum in float32: a log of bf16 bins would move
+    views = A.test_views(A.decode(data["test"][0]["image"]), recipe.view)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(net.features(views), net.features(views.double().float()))
+        assert net.features(views).dtype == torch.float32
 
 
 def test_early_stopping_keeps_the_best_validation_weights(store):

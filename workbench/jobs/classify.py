@@ -263,7 +263,11 @@ class SpectrumLinear(nn.Module):
         self.head = nn.Linear(patch * patch, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        grey = ((x.float() * self.std + self.mean) * 255).mean(1)  # (B, S, S) grey levels
+        with torch.autocast(x.device.type, enabled=False):  # bf16 would move the log of small bins
+            return self._features(x.float())
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        grey = ((x * self.std + self.mean) * 255).mean(1)  # (B, S, S) grey levels
         if grey.shape[-1] != self.dct.shape[0] or grey.shape[-2] != self.dct.shape[0]:
             raise ValueError(f"the spectrum model takes {self.dct.shape[0]}-px patches, not {grey.shape}")
         spectrum = self.dct @ grey @ self.dct.T

@@ -753,25 +753,8 @@ def fit_spectrum(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
 
     net = recipe.build(k).to(ctx.device).eval()
 
-    def spectra(rows, labels) -> np.ndarray:
-        from workbench.jobs.data.attribution import TestViews, collate_views
-
-        loader = torch.utils.data.DataLoader(
-            TestViews(rows, labels, view),
-            batch_size=32,
-            num_workers=spec.train.num_workers,
-            collate_fn=collate_views,
-        )
-        out = []
-        with torch.no_grad():
-            for views, counts, _ in loader:
-                f = net.features(views.to(ctx.device))
-                out += [part.mean(0) for part in f.split(counts.tolist())]
-                if ctx.should_stop():
-                    from workbench.jobs.context import RunCancelled
-
-                    raise RunCancelled
-        return torch.stack(out).cpu().double().numpy()
+    def spectra(rows, labels) -> np.ndarray:  # each image's mean spectrum over its grid of crops
+        return predict(net, rows, labels, view, ctx.device, spec.train.num_workers, net.features)
 
     x_train, x_val = spectra(train_rows, y_train), spectra(val_rows, y_val)
     scaler = StandardScaler().fit(x_train)
@@ -810,8 +793,11 @@ def _since_best(history: list[dict], best_step: int) -> int:
     return sum(1 for h in history if h["step"] > best_step)
 
 
-def predict(net, rows, labels, view, device, workers: int = 0, images_per_batch: int = 32) -> np.ndarray:
-    """The mean logits of each image's test views, float32 (N, K)."""
+def predict(
+    net, rows, labels, view, device, workers: int = 0, forward=None, images_per_batch: int = 32
+) -> np.ndarray:
+    """The mean logits of each image's test views, float32 (N, K); `forward` in place of the net's own
+    (the spectrum recipe's features)."""
     import numpy as np
     import torch
 
@@ -830,7 +816,7 @@ def predict(net, rows, labels, view, device, workers: int = 0, images_per_batch:
         for views, counts, _ in loader:
             views = views.to(device)
             with autocast(device):
-                logits = torch.cat([net(chunk).float() for chunk in views.split(512)])
+                logits = torch.cat([(forward or net)(chunk).float() for chunk in views.split(512)])
             out += [part.mean(0) for part in logits.split(counts.tolist())]
     return torch.stack(out).cpu().numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
