@@ -451,13 +451,14 @@ def test_files_whose_size_or_format_names_the_generator_are_warned_of_and_can_be
     assert {r["commonest"] for r in run["tables"]["files"]} == {"32x32 PNG RGB"}
 
 
-def test_a_zoo_of_image_runs_is_one_class_per_run_and_cached(store):
+def test_a_zoo_of_image_runs_is_one_class_per_member_and_cached(store):
     a = finished_images_run(store, conditional=True)
     b = finished_images_run(store, conditional=False)
     fields = {
         "data": {
             "source": "zoo",
-            "runs": [a, b],
+            # run a twice: DRAGON-like members differ in sampler, steps and guidance, not only weights
+            "runs": [a, b, {"run": a, "sampler": {"name": "ddpm", "steps": 3}, "guidance_scale": 0}],
             "train_per_class": 40,
             "test_per_class": 10,
             "sampler": {"name": "ddim", "steps": 4},
@@ -466,12 +467,31 @@ def test_a_zoo_of_image_runs_is_one_class_per_run_and_cached(store):
         **FAST,
     }
     run = run_in_process(store, fields)
-    assert [r["classes"] for r in run["tables"]["confusion"]] == [f"run{a}", f"run{b}"]
+    names = [f"run{a} ddim-4 g2", f"run{b}", f"run{a} ddpm-3 g0"]
+    assert [r["classes"] for r in run["tables"]["confusion"]] == names
     assert {r["support"] for r in run["tables"]["per_class"]} == {10}
-    assert sum("zoo: drew" in e for e in run["events"]) == 4  # train and test draws of each run
+    assert sum("zoo: drew" in e for e in run["events"]) == 6  # train and test draws of each member
     again = run_in_process(store, fields)
     assert not any("zoo: drew" in e for e in again["events"])  # read from the cache
     assert again["summary"]["top1"] == run["summary"]["top1"]
+
+    guided = {**fields, "data": {**fields["data"], "runs": [a, {"run": b, "guidance_scale": 3}]}}
+    with pytest.raises(ValueError, match=f"run {b} is unconditional"):
+        run_in_process(store, guided)
+
+
+def test_zoo_class_names_stay_apart():
+    from workbench.jobs.diffusion.config import SamplerSpec
+
+    ddim = SamplerSpec(name="ddim", steps=50)
+    M = attribution.ZooMember
+    members = [M(run=1, sampler=ddim, guidance_scale=1), M(run=2, sampler=ddim, guidance_scale=1)]
+    assert attribution.zoo_names(members, {1: "base", 2: "wide"}) == ["base", "wide"]
+    assert attribution.zoo_names(members, {1: "same", 2: "same"}) == ["run1", "run2"]
+    assert attribution.zoo_names(members, {1: None, 2: "wide"}) == ["run1", "wide"]
+    named = [M(run=1, sampler=ddim, guidance_scale=1, name="wide"), members[1]]
+    with pytest.raises(ValueError, match="share the class name 'wide'"):
+        attribution.zoo_names(named, {1: "base", 2: "wide"})
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -741,6 +761,9 @@ def test_pretrained_backbones_load_a_state_dict_or_say_why_not(tmp_path, monkeyp
         ("recipes: [{name: patches}, {name: patches}]", "the same"),
         ("augment: {jpeg_quality: [90, 10]}", "jpeg_quality"),
         ("data: {source: zoo, runs: [1, 1]}", "listed twice"),
+        ("data: {source: zoo, runs: [1, {run: 1, guidance_scale: 2.0}]}", "listed twice"),
+        ("data: {source: zoo, runs: [1, {run: 2, name: a}, {run: 3, name: a}]}", "same name"),
+        ('data: {source: zoo, runs: [1, {run: 2, name: "\\e[31m"}]}', "name"),
         ("data: {source: traces, pipelines: [nearest, warp]}", "pipelines"),
         ("classes: [a, a]", "listed twice"),
         ("data: {source: dragon, config: Huge}", "config"),

@@ -118,19 +118,49 @@ class FolderSource(SourceBase):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held out as test when there is no test/")
 
 
+class ZooMember(Strict):
+    """One class of a zoo: a finished images run, drawn with its own sampler and guidance if given
+    (DRAGON's generators differ in sampler, steps and guidance as much as in weights)."""
+
+    run: int
+    sampler: SamplerSpec | None = Field(None, description="default: the zoo's sampler")
+    guidance_scale: float | None = Field(None, ge=0, le=100, description="default: the zoo's guidance")
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")
+
+
 class ZooSource(SourceBase):
     source: Literal["zoo"]
-    runs: list[int] = Field(min_length=2, description="succeeded images runs: one class each")
+    runs: list[int | ZooMember] = Field(
+        min_length=2,
+        description="succeeded images runs, one class each: a run id, or {run, sampler, guidance_scale, name}",
+    )
     train_per_class: int = Field(200, ge=2, le=1_000_000, description="images drawn per run for training")
     test_per_class: int = Field(100, ge=1, le=1_000_000, description="fresh images per run for the test")
     sampler: SamplerSpec = SamplerSpec(name="ddim", steps=50)
     guidance_scale: float = Field(2.0, ge=0, le=100)
     batch_size: int = Field(500, ge=1, le=100_000)
 
+    @property
+    def members(self) -> list[ZooMember]:
+        """Every class with the zoo's defaults filled in."""
+        return [
+            ZooMember(
+                run=m.run,
+                sampler=m.sampler or self.sampler,
+                guidance_scale=self.guidance_scale if m.guidance_scale is None else m.guidance_scale,
+                name=m.name,
+            )
+            for m in (ZooMember(run=r) if isinstance(r, int) else r for r in self.runs)
+        ]
+
     @model_validator(mode="after")
     def _distinct(self):
-        if len(set(self.runs)) != len(self.runs):
-            raise ValueError("runs: a run is listed twice")
+        drawn = [(m.run, m.sampler, m.guidance_scale) for m in self.members]
+        if len(set(map(repr, drawn))) != len(drawn):
+            raise ValueError("runs: a run is listed twice with the same sampler and guidance")
+        names = [m.name for m in self.members if m.name]
+        if len(set(names)) != len(names):
+            raise ValueError("runs: two members have the same name")
         return self
 
 
@@ -480,7 +510,8 @@ def load_data(ctx: RunContext, spec: Spec):
     elif isinstance(d, FolderSource):
         splits, name = A.folder_rows(Path(d.path), d.test_fraction, spec.seed), Path(d.path).name
     elif isinstance(d, ZooSource):
-        splits, name = zoo_rows(ctx, spec, d), f"zoo of runs {', '.join(map(str, d.runs))}"
+        splits = zoo_rows(ctx, spec, d)
+        name = f"zoo of runs {', '.join(str(m.run) for m in d.members)}"
     else:
         splits, name = trace_rows(spec, d), f"traces of {d.base}"
     found = sorted(set(splits["train"]["generator"]))
@@ -562,28 +593,35 @@ def trace_rows(spec: Spec, d: TracesSource) -> dict:
 
 
 def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
-    """Images drawn from finished images runs, one class per run; the prompt is the class a draw was
-    conditioned on. Draws are cached per (model, sampler, guidance, seed) like augmentation's."""
+    """Images drawn from finished images runs, one class per member; the prompt is the class a draw
+    was conditioned on. Draws are cached per (model, sampler, guidance, seed) like augmentation's."""
     import numpy as np
 
     from workbench.jobs.data import attribution as A
     from workbench.jobs.diffusion import image_model, synthetic
 
-    models = [image_model.finished_model(ctx, rid, f"data.runs ({rid})") for rid in d.runs]
-    names = [m.spec.name or f"run{m.run_id}" for m in models]
-    if len(set(names)) != len(names):
-        names = [f"run{m.run_id}" for m in models]
+    members = d.members
+    models = {
+        rid: image_model.finished_model(ctx, rid, f"data.runs ({rid})") for rid in {m.run for m in members}
+    }
+    names = zoo_names(members, {rid: m.spec.name for rid, m in models.items()})
     out = {"train": ([], [], []), "test": ([], [], [])}
-    for m, name in zip(models, names, strict=True):
+    for raw, member, name in zip(d.runs, members, names, strict=True):
+        m, sampler = models[member.run], member.sampler
         k = max(1, m.model.num_classes)
+        if not m.model.num_classes and isinstance(raw, ZooMember) and raw.guidance_scale:
+            raise ValueError(
+                f"data.runs: run {m.run_id} is unconditional; guidance_scale {member.guidance_scale:g} "
+                "needs a class-conditional model (set it to 0)"
+            )
         classes = list(range(k))
         for split, per, offset in (("train", d.train_per_class, 0), ("test", d.test_per_class, 104729)):
             per_class = -(-per // k)  # draws per conditioning class, enough for `per` images
             key = synthetic.set_key(
                 generator=image_model.weights_digest(m.model),
                 classes=classes,
-                sampler=d.sampler.model_dump(),
-                guidance=d.guidance_scale,
+                sampler=sampler.model_dump(),
+                guidance=member.guidance_scale,
                 seed=spec.seed + offset,
             )
             syn = synthetic.load(ctx.store.home, key, per_class, k)
@@ -594,18 +632,18 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
                     m.data.shape,
                     classes,
                     per_class,
-                    d.sampler.name,
-                    d.sampler.steps,
-                    d.guidance_scale,
+                    sampler.name,
+                    sampler.steps,
+                    member.guidance_scale,
                     seed=spec.seed + offset,
                     batch_size=d.batch_size,
-                    eta=d.sampler.eta,
+                    eta=sampler.eta,
                     device=ctx.device,
                 )
                 y = synthetic.cycling_labels(classes, per_class)
                 synthetic.save(ctx.store.home, key, x, y, {"run": ctx.run_id, "source_run": m.run_id})
                 syn = synthetic.SyntheticSet(x, y, False, seconds)
-                ctx.event(f"zoo: drew {len(x)} {split} images from run {m.run_id} in {seconds:.1f} s")
+                ctx.event(f"zoo: drew {len(x)} {split} images for {name} in {seconds:.1f} s")
             x = synthetic.to_uint8(syn.x[:per])  # (n, C, H, W)
             x = np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
             images, generators, prompts = out[split]
@@ -617,6 +655,24 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
     if len(shapes) > 1:
         raise ValueError(f"data.runs: the runs make images of different sizes ({sorted(shapes)})")
     return {s: A.array_rows(np.concatenate(i), g, p) for s, (i, g, p) in out.items()}
+
+
+def zoo_names(members: list[ZooMember], run_names: dict[int, str | None]) -> list[str]:
+    """A class name per member: its own name, else its run's spec name (run<id> where two runs share
+    one), with the sampler and guidance added where one run is drawn more than one way."""
+    base = {rid: n or f"run{rid}" for rid, n in run_names.items()}
+    if len(set(base.values())) != len(base):
+        base = {rid: f"run{rid}" for rid in base}
+    uses = [m.run for m in members]
+    names = [
+        m.name
+        or base[m.run]
+        + (f" {m.sampler.name}-{m.sampler.steps} g{m.guidance_scale:g}" if uses.count(m.run) > 1 else "")
+        for m in members
+    ]
+    if len(set(names)) != len(names):
+        raise ValueError(f"data.runs: two members would share the class name {max(names, key=names.count)!r}")
+    return names
 
 
 def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train, val_rows, y_val, k: int):
