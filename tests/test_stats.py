@@ -131,3 +131,18 @@ def test_verdicts_follow_the_interval(low, high, expected):
     """Margin 0.1: "matches" needs the whole interval below +0.1; straddling 0 past the margin says nothing."""
     assert verdict(Estimate((low + high) / 2, low, high, 5), margin=0.1) == expected
     assert verdict(Estimate(0.0, math.nan, math.nan, 1), margin=0.1) == "unresolved"
+
+
+def test_an_estimate_column_without_an_estimate_in_one_row_is_one_blank_cell():
+    """A row that has no estimate (the first recipe against itself) leaves its cell empty instead of
+    spilling its interval columns into the table."""
+    from workbench.store.export import readable_rows
+
+    rows = [
+        {"recipe": "a", "d": None, "d_ci_low": None, "d_ci_high": None, "d_n": None},
+        {"recipe": "b", "d": 0.1, "d_ci_low": -0.02, "d_ci_high": 0.2, "d_n": 400},
+    ]
+    assert readable_rows(rows) == [
+        {"recipe": "a", "d (n=400)": None},
+        {"recipe": "b", "d (n=400)": "0.1 [-0.02, 0.2]"},
+    ]

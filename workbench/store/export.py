@@ -42,9 +42,12 @@ def readable(row: dict[str, Any], with_n: bool = True) -> dict[str, Any]:
     for key, value in row.items():
         base, sub = _split(key)
         low, high, n = _interval(row, base, sub)
-        if isinstance(value, int | float) and (low is not None or high is not None):
-            out[key] = f"{cell(value)} [{_end(low)}, {_end(high)}]" + (
-                f" n={n}" if with_n and n is not None else ""
+        estimate = isinstance(value, int | float) and (low is not None or high is not None)
+        if estimate or (value is None and f"{base}_ci_low{sub}" in row):  # None: no estimate in this row
+            out[key] = (
+                f"{cell(value)} [{_end(low)}, {_end(high)}]" + (f" n={n}" if with_n and n is not None else "")
+                if estimate
+                else None
             )
             folded |= {
                 f"{base}_ci{sub}",

@@ -928,7 +928,9 @@ def report(
         rows = []
         for r in results:
             sc, fit = r["scores"], r["fit"]
-            d = paired_ci(sc["correct"].astype(float), first)
+            d = paired_ci(sc["correct"].astype(float), first).columns("top1_vs_first")
+            if r is results[0]:  # a recipe minus itself is not an estimate
+                d = dict.fromkeys(d)
             rows.append(
                 {
                     "recipe": r["recipe"].label,
@@ -942,7 +944,7 @@ def report(
                     "val_loss": fit["val_loss"],
                     "best_step": fit["best_step"],
                     "steps": fit["steps"],
-                    **d.columns("top1_vs_first"),
+                    **d,
                     "headline": r is head,
                 }
             )
