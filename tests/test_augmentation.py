@@ -137,9 +137,9 @@ def test_generators_and_classifiers_see_only_the_allowed_real_images(store, monk
         generators.append((data.x_train.clone(), data.y_train.clone(), len(data.x_test)))
         return train_model(ctx, spec, data, keep)
 
-    def spy_classifier(x, y, *args, **kwargs):
-        classifiers.append((x.clone(), y.clone()))
-        return train_classifier(x, y, *args, **kwargs)
+    def spy_classifier(x, y, num_classes, cfg, seed, *args, **kwargs):
+        classifiers.append((x.clone(), y.clone(), cfg, seed))
+        return train_classifier(x, y, num_classes, cfg, seed, *args, **kwargs)
 
     monkeypatch.setattr(image_model, "train_model", spy_model)
     monkeypatch.setattr(classify, "train_classifier", spy_classifier)
@@ -159,7 +159,13 @@ def test_generators_and_classifiers_see_only_the_allowed_real_images(store, monk
     assert subsets[0] != subsets[1]  # seeds draw different real subsets
     # per seed: real; then per ratio real+synthetic, synthetic, real+filtered synthetic
     assert len(classifiers) == 2 * (1 + 2 * 3)
-    for i, (x, y) in enumerate(classifiers):
+    # the gain is paired: every classifier of a seed (real only and augmented) has that seed and the
+    # same configuration, steps included; the seeds differ
+    per_seed = [classifiers[i : i + 7] for i in (0, 7)]
+    assert [{c[3] for c in group} for group in per_seed] == [{per_seed[0][0][3]}, {per_seed[1][0][3]}]
+    assert per_seed[0][0][3] != per_seed[1][0][3]
+    assert all(c[2] == classifiers[0][2] and c[2].steps == 20 for c in classifiers)
+    for i, (x, y, _, _) in enumerate(classifiers):
         subset = subsets[i // 7]
         rows = [r.tobytes() for r in x.numpy()]
         assert not test_rows.intersection(rows)
