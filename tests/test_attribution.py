@@ -453,7 +453,10 @@ def test_files_whose_size_or_format_names_the_generator_are_warned_of_and_can_be
     assert {r["commonest"] for r in run["tables"]["files"]} == {"32x32 PNG RGB"}
 
 
-def test_a_zoo_of_image_runs_is_one_class_per_member_and_cached(store):
+def test_a_zoo_of_image_runs_is_one_class_per_member_and_cached(store, monkeypatch):
+    from tests.test_augmentation import spy_sampling_seeds
+    from workbench.jobs.diffusion import synthetic
+
     a = finished_images_run(store, conditional=True)
     b = finished_images_run(store, conditional=False)
     fields = {
@@ -468,7 +471,9 @@ def test_a_zoo_of_image_runs_is_one_class_per_member_and_cached(store):
         "recipes": [{"name": "patches", "patch_size": 8, "width": 8, "test_patches": 1}],
         **FAST,
     }
+    seeds = spy_sampling_seeds(monkeypatch, synthetic)
     run = run_in_process(store, fields)
+    assert len(seeds) == 6 and all(keyed == drawn for keyed, drawn in seeds)
     names = [f"run{a} ddim-4 g2", f"run{b}", f"run{a} ddpm-3 g0"]
     assert [r["classes"] for r in run["tables"]["confusion"]] == names
     assert {r["support"] for r in run["tables"]["per_class"]} == {10}

@@ -54,6 +54,24 @@ TINY = {  # digits, 3 real images per class, a 20-step generator and 20-step cla
 }
 
 
+def spy_sampling_seeds(monkeypatch, synthetic) -> list[tuple[int, int]]:
+    """(the cache key's sampling_seed, the seed generate then drew with) for every set drawn."""
+    pairs, keyed = [], []
+    set_key, generate = synthetic.set_key, synthetic.generate
+
+    def key(**parts):
+        keyed.append(parts["sampling_seed"])
+        return set_key(**parts)
+
+    def draw(*args, seed, **kwargs):
+        pairs.append((keyed[-1], seed))
+        return generate(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(synthetic, "set_key", key)
+    monkeypatch.setattr(synthetic, "generate", draw)
+    return pairs
+
+
 def run_in_process(store, fields: dict) -> dict:
     spec = resolve(augmentation.Spec, {**TINY, **fields})
     rid = new_run(store, spec)
@@ -180,10 +198,15 @@ def test_generators_and_classifiers_see_only_the_allowed_real_images(store, monk
     assert kinds == {"real", "real+synthetic", "synthetic", "real+synthetic (filtered)"}
 
 
-def test_a_second_run_takes_its_synthetic_sets_from_the_cache(store):
+def test_a_second_run_takes_its_synthetic_sets_from_the_cache(store, monkeypatch):
     """Same generators, fewer synthetic images: no generator trained, no image sampled, and the sets are
-    the cached ones (the classifiers they train match the first run's to the bit)."""
+    the cached ones (the classifiers they train match the first run's to the bit). The key's seed is
+    the one the images were drawn with (the zoo's test holds the same)."""
+    from workbench.jobs.diffusion import synthetic
+
+    seeds = spy_sampling_seeds(monkeypatch, synthetic)
     first = run_in_process(store, {})
+    assert len(seeds) == 2 and all(keyed == drawn for keyed, drawn in seeds)
     second = run_in_process(store, {"ratios": [1]})
     assert first["summary"]["diffusion_models_trained"] == 2
     s = second["summary"]

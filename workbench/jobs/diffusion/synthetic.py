@@ -30,7 +30,17 @@ class SyntheticSet:
     seconds: float  # sampling time (0 when cached)
 
 
-def set_key(**parts: object) -> str:
+def set_key(*, generator: str, classes: list[int], sampler: dict, guidance: float, sampling_seed: int) -> str:
+    """A synthetic set's cache key: what the images are a function of. `sampling_seed` is the seed handed
+    to `generate` (one meaning for every kind, so two kinds drawing from one model share sets only when
+    they drew the same images)."""
+    parts = {
+        "generator": generator,
+        "classes": classes,
+        "sampler": sampler,
+        "guidance": guidance,
+        "sampling_seed": sampling_seed,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

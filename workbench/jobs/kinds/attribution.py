@@ -622,7 +622,7 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
                 classes=classes,
                 sampler=sampler.model_dump(),
                 guidance=member.guidance_scale,
-                seed=spec.seed + offset,
+                sampling_seed=spec.seed + offset,
             )
             syn = synthetic.load(ctx.store.home, key, per_class, k)
             if syn is None:

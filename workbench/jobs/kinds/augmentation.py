@@ -306,6 +306,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
         real_x, real_y = task.x_train[idx], task.y_train[idx]
         per_class = {r: max(1, round(r * real_pc)) for r in ratios}
         seed_s = spec.seed + s
+        sampling_seed = seed_s + 7919  # apart from the training seeds
         # --- the synthetic set: from the cache, or a generator trained on this subset only ----------
         generator_key = fixed.key if fixed else subset_generator_key(spec, real_x, real_y, task, seed_s)
         key = synthetic.set_key(
@@ -313,7 +314,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             classes=fixed.model_labels if fixed else list(range(k)),
             sampler=g.sampler.model_dump(),
             guidance=g.guidance_scale,
-            seed=seed_s,
+            sampling_seed=sampling_seed,
         )
         syn = synthetic.load(ctx.store.home, key, max(per_class.values()), k)
         if syn is not None:
@@ -339,7 +340,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
                 g.sampler.name,
                 g.sampler.steps,
                 g.guidance_scale,
-                seed=seed_s + 7919,  # apart from the training seeds
+                seed=sampling_seed,
                 batch_size=g.batch_size,
                 eta=g.sampler.eta,
                 device=ctx.device,
