@@ -89,7 +89,7 @@ def test_the_smoke_example_reports_accuracy_with_intervals_per_class_and_confusi
     # the two recipes of the preset on the same 240 images: the headline is the better on validation,
     # the other's top-1 counted from its own confusion table, the paired difference against the first
     recipes = {r["recipe"]: r for r in tables["recipes"]}
-    assert list(recipes) == ["spectrum-8", "patches-16-patch_cnn-bayar"]
+    assert list(recipes) == ["spectrum-8", "patches-16-patch_cnn-bayar-w16"]
     head = max(recipes.values(), key=lambda r: (r["val_top1"], -r["val_loss"]))
     assert [r["recipe"] for r in recipes.values() if r["headline"]] == [head["recipe"]] == [s["recipe"]]
     for label, r in recipes.items():
@@ -788,7 +788,7 @@ def test_recipes_compare_paired_and_a_run_resumed_in_the_second_does_not_retrain
     }
     whole = run_in_process(store, fields)
     rows = whole["tables"]["recipes"]
-    assert [r["recipe"] for r in rows] == ["patches-16-patch_cnn", "patches-8-patch_cnn"]
+    assert [r["recipe"] for r in rows] == ["patches-16-patch_cnn-w8", "patches-8-patch_cnn-w8"]
     first, second = rows
     assert first["top1_vs_first"] is None and second["top1_vs_first"] == pytest.approx(
         second["top1"] - first["top1"]
@@ -812,8 +812,8 @@ def test_recipes_compare_paired_and_a_run_resumed_in_the_second_does_not_retrain
     attribution.run(ctx, spec)
     ctx.close()
     events = [e.message for e in queries.events(store, rid)]
-    assert any("patches-16-patch_cnn: finished before" in e for e in events)
-    assert any(e.startswith("patches-8-patch_cnn: resumed from checkpoint at step") for e in events)
+    assert any("patches-16-patch_cnn-w8: finished before" in e for e in events)
+    assert any(e.startswith("patches-8-patch_cnn-w8: resumed from checkpoint at step") for e in events)
     assert queries.tables(store, rid)["recipes"] == rows  # the same numbers as the uninterrupted run
 
 
@@ -869,3 +869,10 @@ def test_attribute_bounds_what_it_reads_from_images_and_published_folders(smoke,
         r = CliRunner().invoke(app, ["attribute", *map(str, args)])
         assert r.exit_code == 2 and words in r.stderr, (args, r.stderr, r.exception)
         assert "\x1b" not in r.stderr
+
+
+def test_recipes_that_differ_only_in_width_or_steps_have_their_own_labels():
+    R = attribution.RecipeSpec
+    assert R(name="patches", patch_size=32).label == "patches-32-patch_cnn"
+    assert R(name="patches", patch_size=32, width=16, front="bayar").label == "patches-32-patch_cnn-bayar-w16"
+    assert R(name="patches", patch_size=32, steps=400).label == "patches-32-patch_cnn-400steps"

@@ -258,7 +258,10 @@ class RecipeSpec(Strict):
             else ""
         )
         front = f"-{self.front}" if self.front != "none" else ""
-        return f"{self.name}{size}-{self.backbone}{front}{weights}"
+        # what else tells two recipes apart, only when it departs from the default
+        width = f"-w{self.width}" if self.backbone == "patch_cnn" and self.width != 32 else ""
+        steps = f"-{self.steps}steps" if self.steps else ""
+        return f"{self.name}{size}-{self.backbone}{front}{width}{weights}{steps}"
 
     def build(self, num_classes: int):
         from workbench.jobs.classify import build_attributor
