@@ -274,6 +274,12 @@ def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
         assert r["classifier_fid_ci_low"] <= r["classifier_fid"] <= r["classifier_fid_ci_high"]
     assert "verdict" not in rows[0]  # the reference itself
     assert all(r["verdict"] in ("better", "matches", "worse", "unresolved") for r in rows[1:])
+    ref, s = rows[0], smp["summary"]
+    margin = 0.1 * (ref["classifier_fid"] - ref["classifier_fid_floor"])  # the default match_margin
+    assert all(r["margin_classifier_fid"] == pytest.approx(margin) for r in rows[1:])
+    assert s["verdicts_compared"] == 6 and s["margin_classifier_fid"] == pytest.approx(margin)
+    for r in rows[1:]:
+        assert 0 <= r["p_difference"] <= 1 and 0 <= r["p_equivalence"] <= 1
     assert {"fid_vs_nfe", "samplers_side_by_side"} <= {a["name"] for a in smp["artifacts"]}
     trained = [f for f in (home / "cache" / "reference").glob("*.safetensors")]
     assert len(trained) == 1  # the sampling run reused the images run's reference classifier

@@ -12,8 +12,12 @@ Method:
    accuracy (Wilson interval), classifier-FID and -KID by the dataset's reference classifier (see
    jobs.metrics.reference; not Inception FID) as mean and t-interval over the R sets, next to the real
    floor at the same N; and the FID's paired difference from the reference row's, set by set, with its
-   interval and the verdict it supports: "better", "matches" (at most 10 % of the reference FID worse),
-   "worse" or "unresolved". Only "better" and "matches" rows count as a match.
+   interval.
+4. Verdicts over every (sampler, steps) row at once, the family-wise error held at 5 % (Holm over a
+   paired t-test and an equivalence test per row): "better" (below the reference), "matches" (within
+   +-margin by two one-sided tests; margin = match_margin x the reference's excess FID over the real
+   floor, in classifier-FID units), "worse", or "unresolved". fewest_nfe_matching_reference is the
+   cheapest "better" or "matches" row; with the reference at or below the floor nothing can match.
 Pictures: classifier-FID against NFE per sampler with interval bars, and the first samples of every row
 side by side (same noise, so rows differ only by the sampler).
 """
@@ -45,11 +49,6 @@ if TYPE_CHECKING:  # torch and the rest are imported where they run: validating 
     from workbench.jobs.context import RunContext
 
 
-MATCH_MARGIN = (
-    0.10  # a sampler "matches" the reference when its FID is, with 95 % confidence, at most 10 % worse
-)
-
-
 class SamplerChoice(Strict):
     name: SamplerName
     eta: float = Field(0.0, ge=0, le=1.0, description="DDIM stochasticity (0: deterministic)")
@@ -78,6 +77,13 @@ class Spec(WithImageModel, InceptionOptions):
     )
     batch_size: int = Field(500, ge=1, le=100_000)
     grid_columns: int = Field(10, ge=1, le=32, description="samples per row in the side-by-side grid")
+    match_margin: float = Field(
+        0.10,
+        gt=0,
+        le=1,
+        description="a sampler matches the full chain when its classifier-FID is within this share of the "
+        "chain's excess over the real floor (equivalence test, Holm-corrected over the run)",
+    )
 
     PRESETS = {
         # Trains a tiny digits model first (100-step chain so that the full-DDPM reference stays quick).
@@ -110,12 +116,13 @@ class Spec(WithImageModel, InceptionOptions):
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
+    import numpy as np
     import torch
 
     from workbench.jobs.diffusion.samplers import sample_batched, sampling_timesteps
     from workbench.jobs.metrics import reference
     from workbench.jobs.metrics.inception import maybe_inception_fid
-    from workbench.jobs.metrics.stats import paired_ci, summary_entry, verdict
+    from workbench.jobs.metrics.stats import paired_ci, summary_entry, verdicts
     from workbench.store.export import readable
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
@@ -133,7 +140,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     configs = [("ddpm", full, 0.0)] + [
         (s.name, k, s.eta) for s in spec.samplers for k in spec.steps if not (s.name == "ddpm" and k >= full)
     ]
-    rows, strips, reference = [], [], None
+    rows, strips, per_row = [], [], []
     for i, (name, steps, eta) in enumerate(configs):
         r = sample_batched(
             model,
@@ -161,13 +168,12 @@ def run(ctx: RunContext, spec: Spec) -> None:
             **quality,
             **floor,
         }
-        if reference is None:
-            reference, compared = per_set["classifier_fid"], " (the reference)"
-        else:  # set k against the reference's set k: same noise, same test images
-            diff = paired_ci(per_set["classifier_fid"], reference)
+        per_row.append(per_set["classifier_fid"])
+        compared = " (the reference)"
+        if len(per_row) > 1:  # set k against the reference's set k: same noise, same test images
+            diff = paired_ci(per_set["classifier_fid"], per_row[0])
             row.update(diff.columns("fid_minus_reference"))
-            row["verdict"] = verdict(diff, MATCH_MARGIN * rows[0]["classifier_fid"])
-            compared = f", minus the reference's {diff}: {row['verdict']}"
+            compared = f", minus the reference's {diff}"
         rows.append(row)
         strips.append(r.x[: spec.grid_columns].cpu())
         ctx.progress(i + 1, len(configs))
@@ -175,10 +181,21 @@ def run(ctx: RunContext, spec: Spec) -> None:
             f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
             f"{readable(row)['classifier_fid']}{compared}"
         )
+    ref = rows[0]
+    # the margin is a share of what the chain leaves to gain over real images, in classifier-FID
+    margin = spec.match_margin * (ref["classifier_fid"] - ref["classifier_fid_floor"])
+    reference = np.asarray(per_row[0])
+    for row, judged in zip(
+        rows[1:], verdicts([np.asarray(f) - reference for f in per_row[1:]], margin), strict=True
+    ):
+        row.update(judged, margin_classifier_fid=margin)
+    ctx.event(
+        f"verdicts against the chain, margin {margin:.4g} classifier-FID, Holm over {2 * (len(rows) - 1)} "
+        "tests: " + ", ".join(f"{r['sampler']} {r['steps']} {r['verdict']}" for r in rows[1:])
+    )
     ctx.table("samplers", rows)
     ctx.image("fid_vs_nfe", None, quality_plot(rows))
     ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))
-    ref = rows[0]
     matching = [r for r in rows[1:] if r["verdict"] in ("better", "matches")]
     best = min(matching, key=lambda r: (r["nfe"], r["classifier_fid"])) if matching else None
     ctx.summary(
@@ -186,6 +203,10 @@ def run(ctx: RunContext, spec: Spec) -> None:
         reference_nfe=ref["nfe"],
         classifier_fid_samples=n,
         **summary_entry(ref, "classifier_fid_floor"),
+        match_margin=spec.match_margin,
+        margin_classifier_fid=margin,
+        verdicts_familywise_alpha=0.05,
+        verdicts_compared=len(rows) - 1,
         fewest_nfe_matching_reference=best
         and {
             "sampler": best["sampler"],

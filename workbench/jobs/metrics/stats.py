@@ -9,6 +9,8 @@
 - `paired_ci(a, b)`: the difference a - b of two settings measured on the same draws (same seeds,
   same sample sets), with its t-interval: how settings are compared. Two settings' own intervals
   overlapping says little when their draws share most of their noise; the paired interval says it.
+- `verdicts(differences, margin)`: better / matches / worse / unresolved for several settings against one
+  reference, by paired t-tests and equivalence tests (TOST) under Holm's correction.
 
 All come back as an `Estimate` (value, interval, number of draws), which writes itself into a run's
 summary as `key`, `key_ci` and `key_n`. One draw gives no interval: its ends are NaN (stored as null).
@@ -189,17 +191,56 @@ def summary_entry(row: dict, key: str) -> dict[str, object]:
     }
 
 
-def verdict(difference: Estimate, margin: float) -> str:
-    """What a paired difference (setting - reference, lower is better) supports, with `margin` the largest
-    difference that still counts as a match: "better" (the interval lies below 0), "matches" (it lies
-    below +margin: at most that much worse), "worse" (it lies above 0 and reaches past the margin), or
-    "unresolved" (it straddles 0 and reaches past the margin, or there is no interval: too few draws)."""
-    if not difference.has_interval:
-        return "unresolved"
-    if difference.high < 0:
-        return "better"
-    if difference.high <= margin:
-        return "matches"
-    if difference.low > 0:
-        return "worse"
-    return "unresolved"
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: rejecting where adjusted <= alpha holds the family-wise error
+    rate at alpha over all the hypotheses given, whatever their dependence."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [1.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def paired_tests(differences: Sequence[float] | np.ndarray, margin: float) -> tuple[float, float]:
+    """Paired differences d (setting - reference, one per set): the two-sided t-test's p-value for a mean
+    of 0, and the two one-sided tests' (TOST) p-value for equivalence, |mean| < margin. NaN with fewer
+    than 2 finite differences."""
+    from scipy import stats
+
+    d = _finite(differences)
+    if d.size < 2:
+        return math.nan, math.nan
+    mean, se, df_ = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1
+    if se == 0:  # every set moved by the same amount: the tests are certain
+        return float(mean == 0), float(abs(mean) >= margin)
+    p_diff = 2 * float(stats.t.sf(abs(mean) / se, df_))
+    p_eq = max(float(stats.t.sf((mean + margin) / se, df_)), float(stats.t.cdf((mean - margin) / se, df_)))
+    return p_diff, p_eq
+
+
+def verdicts(
+    differences: Sequence[Sequence[float] | np.ndarray], margin: float, alpha: float = 1 - CONFIDENCE
+) -> list[dict[str, object]]:
+    """What each setting's paired differences from one reference support (lower is better), with the
+    family-wise error rate held at alpha over every test of every setting (Holm over 2 per setting):
+    "better" (the mean differs from 0, below it), "matches" (equivalence: within +-margin by TOST),
+    "worse" (differs, above it, and not shown within the margin), or "unresolved". A margin <= 0 allows
+    no match. Each entry: verdict, p_difference and p_equivalence (Holm-adjusted)."""
+    raw = [paired_tests(d, max(margin, 0.0)) for d in differences]  # margin 0: p_equivalence >= 0.5
+    flat = holm([1.0 if math.isnan(p) else p for pair in raw for p in pair])
+    out = []
+    for i, d in enumerate(differences):
+        p_diff, p_eq = flat[2 * i], flat[2 * i + 1]
+        mean = float(_finite(d).mean()) if _finite(d).size else math.nan
+        if p_diff <= alpha and mean < 0:
+            v = "better"
+        elif p_eq <= alpha:
+            v = "matches"
+        elif p_diff <= alpha:
+            v = "worse"
+        else:
+            v = "unresolved"
+        out.append({"verdict": v, "p_difference": p_diff, "p_equivalence": p_eq})
+    return out
