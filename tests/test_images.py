@@ -156,11 +156,14 @@ def test_guidance_zero_is_unconditional_sampling(unet):
 
 
 def test_reference_classifier_is_cached_and_reused(tmp_path, monkeypatch):
-    data = load_images("digits", n_train=400)
-    trained = []
-    real_train = reference.train_reference
+    data = load_images("digits", n_train=900)
+    trained, seen = [], []
+    real_train, real_fit = reference.train_reference, reference.train_classifier
     monkeypatch.setattr(
         reference, "train_reference", lambda *a, **k: trained.append(1) or real_train(*a, **k)
+    )
+    monkeypatch.setattr(
+        reference, "train_classifier", lambda x, *a, **k: seen.append(x.clone()) or real_fit(x, *a, **k)
     )
     first, cached1 = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)
     second, cached2 = reference.load_or_train(tmp_path, data, "cpu", log=lambda m: None)
@@ -168,12 +171,21 @@ def test_reference_classifier_is_cached_and_reused(tmp_path, monkeypatch):
     assert first.test_accuracy == second.test_accuracy > 0.8  # real digits: a real classifier
     j1, j2 = first.judge(data.x_test), second.judge(data.x_test)
     assert np.array_equal(j1.predictions, j2.predictions) and j1.features.shape == (len(data.x_test), 128)
-    # The floor with the real network: real training images against the test images. FID's expectation
-    # falls as N grows (its bias), KID's does not (0 inside its interval at both sizes).
+    # The floor pool: training images the classifier never trained on, and the only ones the floor uses
+    rows = {r.tobytes(): i for i, r in enumerate(data.x_train.numpy())}
+    trained_on = {rows[r.tobytes()] for r in seen[0].numpy()}
+    pool = set(reference.floor_pool(len(data.x_train)).tolist())
+    assert len(trained_on) == 750 and not trained_on & pool and len(pool) == 150
+    judged = []
+    real_judge = first.judge
+    monkeypatch.setattr(first, "judge", lambda x, **k: judged.append(x.clone()) or real_judge(x, **k))
+    # FID's expectation falls as N grows (its bias), KID's does not (0 inside its interval at both sizes)
     small, large = (
         first.floor(data.x_train, data.x_test, 30, 5, seed=0),
-        first.floor(data.x_train, data.x_test, 120, 3, 0),
+        first.floor(data.x_train, data.x_test, 75, 2, 0),
     )
+    floor_rows = [rows[r.tobytes()] for x in judged for r in x.numpy() if r.tobytes() in rows]
+    assert len(floor_rows) == 300 and set(floor_rows) <= pool and len(set(floor_rows[:150])) == 150
     assert small["classifier_fid_floor_ci_low"] > large["classifier_fid_floor_ci_high"], (small, large)
     for f in (small, large):
         assert f["classifier_kid_floor_ci_low"] <= 0 <= f["classifier_kid_floor_ci_high"], f
@@ -196,6 +208,9 @@ def test_data_sources(tmp_path, monkeypatch):
     )
     c = load_images("cifar10", path=str(npz))
     assert c.shape == (3, 4, 4) and c.class_names == ["airplane", "automobile", "bird"]
+    (tmp_path / "cache").mkdir()
+    npz.rename(tmp_path / "cache" / "cifar10.npz")  # a lab's copy in $WORKBENCH_DATA: no path, no download
+    assert torch.equal(load_images("cifar10").x_test, c.x_test)
     for cls in ("cat", "dog"):
         (tmp_path / "folder" / cls).mkdir(parents=True)
         for i in range(5):

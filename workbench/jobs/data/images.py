@@ -67,7 +67,8 @@ def load_images(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> ImageData:
-    """Load `name` (from `path` where given), resize to image_size, keep the first n_train train images."""
+    """Load `name` (from `path` where given, else `$WORKBENCH_DATA/<name>.npz` where there is one, else
+    torchvision's download cache), resize to image_size, keep the first n_train train images."""
     if name == "digits":
         data = _digits()
     elif name == "imagefolder":
@@ -76,6 +77,8 @@ def load_images(
         data = _image_folder(Path(path).expanduser(), test_fraction, seed)
     elif path:
         data = _npz(name, Path(path).expanduser())
+    elif (local := cache_dir().parent / f"{name}.npz").is_file():  # a lab's copy: $WORKBENCH_DATA/mnist.npz
+        data = _npz(name, local)
     else:
         data = _torchvision(name)
     if image_size and image_size != data.shape[-1]:
@@ -155,7 +158,7 @@ def _torchvision(name: str) -> ImageData:
     except Exception as e:  # noqa: BLE001 - offline: URLError, RuntimeError, OSError ...
         raise DataError(
             f"{name}: not in the cache ({root}) and the download failed ({type(e).__name__}: {e}). "
-            f"Run once on a machine with internet (the cache dir is $WORKBENCH_DATA), or set data.path to a "
+            f"Run once on a machine with internet (the cache dir is $WORKBENCH_DATA), put {name}.npz in $WORKBENCH_DATA, or set data.path to a "
             f".npz file with x_train, y_train, x_test, y_test"
         ) from None
 
