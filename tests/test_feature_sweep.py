@@ -112,7 +112,7 @@ def _tiny() -> dict:
     return {k: v for k, v in yaml.safe_load(TINY_MODEL).items() if k != "kind"}
 
 
-def sweep_run(store, model_run: int, npz=None) -> dict:
+def sweep_run(store, model_run: int, npz=None, **fields) -> dict:
     spec = resolve(
         feature_sweep.Spec,
         {
@@ -120,6 +120,7 @@ def sweep_run(store, model_run: int, npz=None) -> dict:
             "model_run": model_run,
             **({"data": {"name": "mnist", "path": str(npz)}} if npz else {}),
             **yaml.safe_load(SWEEP),
+            **fields,
         },
     )
     rid = new_run(store, spec)
@@ -146,6 +147,7 @@ def test_a_finished_run_swept_again_takes_every_feature_and_the_vae_from_the_cac
     model_run = finished_images_run(store)
     first, second = sweep_run(store, model_run), sweep_run(store, model_run)
     assert first["status"] == second["status"] == "succeeded"
+    assert first["summary"]["model_saw_labels"] is False and first["summary"]["selected_on"] == "test"
     assert first["summary"]["feature_forward_passes"] == 2 * first["summary"]["feature_images"]
     assert second["summary"]["feature_forward_passes"] == 0  # every feature came from the cache
     assert second["summary"]["feature_passes_cached"] == 2 * second["summary"]["feature_images"]
@@ -159,10 +161,19 @@ def test_features_are_the_same_whatever_labels_the_dataset_holds(store, tmp_path
     """Label blindness: the same images under their true labels and under shuffled ones give identical
     features (computed afresh both times, not read from the cache); only the probes see labels."""
     model_run = finished_images_run(store, conditional=True)  # trained with labels, probed at its null class
+    with pytest.raises(ValueError, match=f"model_run {model_run}: the model is class-conditional"):
+        sweep_run(store, model_run)  # its features saw every training label: refused unless allowed
     cache = store.home / "cache" / "features"
-    true = sweep_run(store, model_run, digits_npz(tmp_path / "true.npz"))
+    true = sweep_run(store, model_run, digits_npz(tmp_path / "true.npz"), allow_labelled_model=True)
+    # allowed, and marked on every diffusion row, comparison and the summary
+    assert {r["model_saw_labels"] for r in true["tables"]["probes"] if r["source"] == "diffusion"} == {True}
+    assert {r["model_saw_labels"] for r in true["tables"]["probes"] if r["source"] != "diffusion"} == {False}
+    assert {c["model_saw_labels"] for c in true["tables"]["comparisons"]} == {True}
+    assert true["summary"]["model_saw_labels"] is True and true["summary"]["selected_on"] == "test"
     shutil.move(cache, tmp_path / "first")
-    shuffled = sweep_run(store, model_run, digits_npz(tmp_path / "shuffled.npz", labels_seed=7))
+    shuffled = sweep_run(
+        store, model_run, digits_npz(tmp_path / "shuffled.npz", labels_seed=7), allow_labelled_model=True
+    )
     assert shuffled["summary"]["feature_passes_cached"] == 0  # computed again, with the other labels
 
     a, b = cached_features(tmp_path / "first"), cached_features(cache)
@@ -198,6 +209,10 @@ def test_features_are_the_same_whatever_labels_the_dataset_holds(store, tmp_path
         ({"ks": [5, 5]}, "distinct increasing"),
         ({"pooling": "max"}, "avg or grid<k>"),
         ({"vae": {"channels": [12, 16]}}, "multiples of norm_groups"),
+        (
+            {"train": yaml.safe_load(TINY_MODEL.replace("conditional: false", "conditional: true"))},
+            "conditional",
+        ),
     ],
 )
 def test_a_sweep_the_model_cannot_serve_is_refused_by_field(fields, message):
