@@ -156,7 +156,7 @@ def test_guidance_zero_is_unconditional_sampling(unet):
 
 
 def test_reference_classifier_is_cached_and_reused(tmp_path, monkeypatch):
-    data = load_images("digits", n_train=900)
+    data = load_images("digits")  # 1500 training images: 1250 for the classifier, 250 for the floor
     trained, seen = [], []
     real_train, real_fit = reference.train_reference, reference.train_classifier
     monkeypatch.setattr(
@@ -175,17 +175,17 @@ def test_reference_classifier_is_cached_and_reused(tmp_path, monkeypatch):
     rows = {r.tobytes(): i for i, r in enumerate(data.x_train.numpy())}
     trained_on = {rows[r.tobytes()] for r in seen[0].numpy()}
     pool = set(reference.floor_pool(len(data.x_train)).tolist())
-    assert len(trained_on) == 750 and not trained_on & pool and len(pool) == 150
+    assert len(trained_on) == 1250 and not trained_on & pool and len(pool) == 250
     judged = []
     real_judge = first.judge
     monkeypatch.setattr(first, "judge", lambda x, **k: judged.append(x.clone()) or real_judge(x, **k))
     # FID's expectation falls as N grows (its bias), KID's does not (0 inside its interval at both sizes)
     small, large = (
-        first.floor(data.x_train, data.x_test, 30, 5, seed=0),
-        first.floor(data.x_train, data.x_test, 75, 2, 0),
+        first.floor(data.x_train, data.x_test, 10, 5, seed=0),
+        first.floor(data.x_train, data.x_test, 60, 3, 0),
     )
     floor_rows = [rows[r.tobytes()] for x in judged for r in x.numpy() if r.tobytes() in rows]
-    assert len(floor_rows) == 300 and set(floor_rows) <= pool and len(set(floor_rows[:150])) == 150
+    assert len(floor_rows) == 230 and set(floor_rows) <= pool and len(set(floor_rows[50:])) == 180
     assert small["classifier_fid_floor_ci_low"] > large["classifier_fid_floor_ci_high"], (small, large)
     for f in (small, large):
         assert f["classifier_kid_floor_ci_low"] <= 0 <= f["classifier_kid_floor_ci_high"], f
