@@ -106,6 +106,28 @@ def test_concurrent_claims_never_share_a_run(db_url, home):
     assert all(left <= n_claimers for left in empty_while_queued), empty_while_queued
 
 
+def test_a_claim_skips_a_run_another_claim_holds(pg_url, home, monkeypatch):
+    """PostgreSQL: while another transaction holds the first queued run's row lock (as a claim in flight
+    does), a claim takes the next run at once (SKIP LOCKED). With plain FOR UPDATE it waits for the lock,
+    then finds that run still queued and takes it instead: both assertions go red."""
+    monkeypatch.setenv("WORKBENCH_DB_URL", pg_url)
+    store = Store(home=home)
+    first, second = _submit(store, 2)
+    got: dict = {}
+    with store.engine.connect() as holder:
+        tx = holder.begin()
+        holder.execute(select(Run.id).where(Run.id == first).with_for_update())
+        claimer = threading.Thread(target=lambda: got.update(run=queue.claim(Store(home=home), "w", "cpu")))
+        start = time.monotonic()
+        claimer.start()
+        claimer.join(timeout=5)
+        waited = time.monotonic() - start
+        tx.rollback()
+    claimer.join()
+    assert waited < 5, f"the claim waited {waited:.1f} s on a locked row"
+    assert got["run"].id == second
+
+
 def test_cancel_retry_and_finish(store):
     a, b = _submit(store, 2)
     assert queue.request_cancel(store, a) == "cancelled"
