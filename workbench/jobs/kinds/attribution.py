@@ -608,15 +608,16 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
         rid: image_model.finished_model(ctx, rid, f"data.runs ({rid})") for rid in {m.run for m in members}
     }
     names = zoo_names(members, {rid: m.spec.name for rid, m in models.items()})
-    out = {"train": ([], [], []), "test": ([], [], [])}
-    for raw, member, name in zip(d.runs, members, names, strict=True):
-        m, sampler = models[member.run], member.sampler
-        k = max(1, m.model.num_classes)
-        if not m.model.num_classes and isinstance(raw, ZooMember) and raw.guidance_scale:
+    for raw in d.runs:  # before any draw: a bad member costs no sampling and caches nothing
+        if isinstance(raw, ZooMember) and raw.guidance_scale and not models[raw.run].model.num_classes:
             raise ValueError(
-                f"data.runs: run {m.run_id} is unconditional; guidance_scale {member.guidance_scale:g} "
+                f"data.runs: run {raw.run} is unconditional; guidance_scale {raw.guidance_scale:g} "
                 "needs a class-conditional model (set it to 0)"
             )
+    out = {"train": ([], [], []), "test": ([], [], [])}
+    for member, name in zip(members, names, strict=True):
+        m, sampler = models[member.run], member.sampler
+        k = max(1, m.model.num_classes)
         classes = list(range(k))
         for split, per, offset in (("train", d.train_per_class, 0), ("test", d.test_per_class, 104729)):
             per_class = -(-per // k)  # draws per conditioning class, enough for `per` images

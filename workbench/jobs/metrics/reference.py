@@ -41,12 +41,12 @@ FLOOR_EVERY = 6  # training images i with i % 6 == 5 are the floor pool: the cla
 
 def floor_pool(n: int) -> np.ndarray:
     """Indices of the training images kept out of the reference classifier's training."""
-    return np.arange(n)[np.arange(n) % FLOOR_EVERY == FLOOR_EVERY - 1]
+    return np.arange(FLOOR_EVERY - 1, n, FLOOR_EVERY)
 
 
 def judge_images(n: int) -> np.ndarray:
-    """Indices of the training images the reference classifier trains on."""
-    return np.arange(n)[np.arange(n) % FLOOR_EVERY != FLOOR_EVERY - 1]
+    """Indices of the training images the reference classifier trains on: all but the floor pool."""
+    return np.setdiff1d(np.arange(n), floor_pool(n))
 
 
 @dataclass
