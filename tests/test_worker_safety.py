@@ -189,7 +189,6 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
         old_pid = get_run(store, rid).pid
         os.kill(a.pid, signal.SIGSTOP)
         wait_for(lambda: get_run(store, rid).status == "interrupted", 30, "worker B to reap the run")
-        assert alive(old_pid), "the test needs the old process alive when its lease is taken"
         assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
         wait_for(
             lambda: get_run(store, rid).attempt == 2 and get_run(store, rid).status == "running",
@@ -217,6 +216,9 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
         assert late == [], f"the old attempt wrote metrics after the new one started: steps {late}"
         assert len(finished) == 1
         assert rec["summary"]["resumed_from"] >= 10  # attempt 2 resumed from attempt 1's checkpoint
+        # the old process was alive when its lease was taken, and it stopped itself at a write (A was frozen)
+        output = (home / "runs" / str(rid) / "output.log").read_text()
+        assert f"run {rid} attempt 1 no longer owns the run" in output, output
         ckpt = [x for x in rec["artifacts"] if x["kind"] == "checkpoint"]
         assert all(Path(x["path"]).name.startswith("a2-") for x in ckpt)
     finally:

@@ -75,7 +75,9 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
         except Exception:  # noqa: BLE001
             pass
     try:  # output.log may sit on the very disk that is full: the result must reach the worker anyway
-        if result[0] != "succeeded" and len(result) > 2 and result[2]:
+        if result[0] == "lost":  # the worker that could say why may be gone: the run's own log says it
+            sys.stderr.write(f"stopped without writing: {result[1]}\n")
+        elif result[0] != "succeeded" and len(result) > 2 and result[2]:
             sys.stderr.write(result[2])
         sys.stdout.flush()
         sys.stderr.flush()
