@@ -463,7 +463,12 @@ def test_a_zoo_of_image_runs_is_one_class_per_member_and_cached(store, monkeypat
         "data": {
             "source": "zoo",
             # run a twice: DRAGON-like members differ in sampler, steps and guidance, not only weights
-            "runs": [a, b, {"run": a, "sampler": {"name": "ddpm", "steps": 3}, "guidance_scale": 0}],
+            # b by name: the newest succeeded run of experiment "t" (finished_images_run's)
+            "runs": [
+                a,
+                {"experiment": "t"},
+                {"run": a, "sampler": {"name": "ddpm", "steps": 3}, "guidance_scale": 0},
+            ],
             "train_per_class": 40,
             "test_per_class": 10,
             "sampler": {"name": "ddim", "steps": 4},
@@ -482,8 +487,11 @@ def test_a_zoo_of_image_runs_is_one_class_per_member_and_cached(store, monkeypat
     assert not any("zoo: drew" in e for e in again["events"])  # read from the cache
     assert again["summary"]["top1"] == run["summary"]["top1"]
 
-    guided = {**fields, "data": {**fields["data"], "runs": [a, {"run": b, "guidance_scale": 3}]}}
-    with pytest.raises(ValueError, match=f"run {b} is unconditional"):
+    guided = {
+        **fields,
+        "data": {**fields["data"], "runs": [a, {"run": {"experiment": "t"}, "guidance_scale": 3}]},
+    }
+    with pytest.raises(ValueError, match="run t is unconditional"):
         run_in_process(store, guided)
 
 

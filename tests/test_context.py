@@ -154,6 +154,42 @@ def test_finished_run_serves_a_succeeded_run_and_names_what_is_wrong_otherwise(s
         ctx.finished_run(999)
 
 
+def test_finished_run_by_experiment_and_name_is_the_newest_succeeded_one(store):
+    """Catches: the oldest (or a failed) run serving a name; a run of another experiment with that name."""
+    import pytest
+
+    from workbench.jobs.context import UnusableRun
+    from workbench.jobs.spec import RunName
+
+    def run(experiment: str, name: str, status: str) -> int:
+        (rid,) = queue.submit(
+            store,
+            name=experiment,
+            kind="sleep",
+            spec_text="",
+            sweep={},
+            runs=[queue.NewRun(name, {"kind": "sleep"})],
+        )[1]
+        queue.claim(store, "w", "cpu")
+        queue.finish(store, rid, "w", status)
+        return rid
+
+    run("mnist", "mnist", "succeeded")
+    newer = run("mnist", "mnist", "succeeded")
+    run("mnist", "mnist", "failed")  # newest, but failed
+    other = run("mnist", "mnist steps=10", "succeeded")  # a sweep's run: named by its values
+    run("fashion", "mnist", "succeeded")  # another experiment, the same run name
+    ctx = _ctx(store)
+    assert ctx.finished_run(RunName(experiment="mnist")).id == newer
+    assert ctx.finished_run(RunName(experiment="mnist", name="mnist steps=10")).id == other
+    with pytest.raises(UnusableRun, match="mnist/nope: no succeeded run of experiment 'mnist' named 'nope'"):
+        ctx.finished_run(RunName(experiment="mnist", name="nope"))
+    with pytest.raises(UnusableRun, match="no succeeded run of experiment 'cifar'"):
+        ctx.finished_run(RunName(experiment="cifar"))
+    with pytest.raises(UnusableRun, match="no succeeded images run of experiment 'mnist'"):
+        ctx.finished_run(RunName(experiment="mnist"), kinds=["images"])  # only of the kinds asked for
+
+
 def test_a_part_names_its_results_and_resumes_only_its_own_checkpoint(store):
     """Several trainings in one run (a generator per data subset): part 1 must not resume from part 0's
     checkpoint, and its curves and images must not land on part 0's."""

@@ -22,7 +22,8 @@ from workbench.jobs.diffusion.schedules import make_schedule
 from workbench.jobs.kinds import images, sampling
 from workbench.jobs.metrics import reference
 from workbench.jobs.spec import resolve
-from workbench.store import queue
+from workbench.store import queries, queue
+from workbench.store.db import Store
 from workbench.store.queries import artifacts, show
 
 TINY = {
@@ -237,12 +238,14 @@ def test_data_sources(tmp_path, monkeypatch):
 
 
 def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
-    """An images run reports its summary; a sampling run samples its model by id; the reference is reused."""
+    """An images run reports its summary; a sampling run samples its model, named by experiment (a chain
+    of committed spec files); the reference is reused."""
     spec = write_spec(
         tmp_path,
         "\n".join(
             [
                 "kind: images",
+                "name: digits-model",
                 "timesteps: 20",
                 "data: {name: digits, n_train: 300}",
                 "model: {channels: [16, 32], attention: [false, true]}",
@@ -261,12 +264,14 @@ def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
 
     spec2 = write_spec(
         tmp_path,
-        f"kind: sampling\nmodel_run: {img['id']}\nsamplers: [{{name: ddim}}, "
+        "kind: sampling\nmodel_run: {experiment: digits-model}\nsamplers: [{name: ddim}, "
         "{name: dpmsolver++}, {name: euler}]\nsteps: [2, 4]\nn_samples: 20\n",
         "s.yaml",
     )
     (smp,) = run_spec(home, spec2)
     assert smp["status"] == "succeeded", smp["error"]
+    events = [e.message for e in queries.events(Store(home=home), smp["id"])]
+    assert f"using the model of run {img['id']} (digits-model)" in events, events
     rows = smp["tables"]["samplers"]
     assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [
         ("ddpm", 20, 20),

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from workbench.store.run_writer import (
     is_store_fault,
     run_spec_and_attempt,
 )
+
+if TYPE_CHECKING:
+    from workbench.jobs.spec import RunName
 
 __all__ = [  # LostOwnership, StoreFault and is_store_fault live in the store; kinds and the worker take them here
     "FinishedRun",
@@ -393,11 +396,11 @@ class RunContext:
 
     # --- other runs ------------------------------------------------------------------------------
 
-    def finished_run(self, run_id: int, kinds: Iterable[str] | None = None) -> FinishedRun:
+    def finished_run(self, run_id: int | RunName, kinds: Iterable[str] | None = None) -> FinishedRun:
         """Another run to build on (the model of `model_run: ID`, say), read once from the store.
 
         Args:
-            run_id: the run's id.
+            run_id: the run's id, or a RunName (the newest succeeded run of that experiment and name).
             kinds: the kinds this run may be of (None: any).
         Returns:
             FinishedRun: its spec, summary, tables, and its file and image artifacts by name.
@@ -407,13 +410,24 @@ class RunContext:
         Costs: one read transaction, plus the run's tables (rows are JSON; a few ms for typical runs).
         Writes nothing: safe to call again after a crash and resume.
         """
-        from workbench.store.queries import UnknownRun, show
+        from workbench.jobs.spec import RunName
+        from workbench.store.queries import UnknownRun, newest_succeeded, show
 
+        wanted = tuple(kinds) if kinds is not None else None
+        if isinstance(run_id, RunName):
+            found = newest_succeeded(self.store, run_id.experiment, run_id.name, wanted)
+            if found is None:
+                raise UnusableRun(
+                    f"{run_id}: no succeeded {' or '.join(wanted) + ' ' if wanted else ''}run of experiment "
+                    f"{run_id.experiment!r}"
+                    + (f" named {run_id.name!r}" if run_id.name else "")
+                    + " (`workbench runs` lists them)"
+                )
+            run_id = found
         try:
             run = show(self.store, run_id)  # its record, spec, summary, tables and artifacts, in one go
         except UnknownRun:
             raise UnusableRun(f"run {run_id}: no such run") from None
-        wanted = tuple(kinds) if kinds is not None else None
         if run["status"] != "succeeded" or (wanted and run["kind"] not in wanted):
             need = f"a succeeded {' or '.join(wanted)} run" if wanted else "a succeeded run"
             raise UnusableRun(

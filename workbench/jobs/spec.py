@@ -82,6 +82,27 @@ def _existing_path(value: str, info: ValidationInfo) -> str:
 ExistingPath = Annotated[str, AfterValidator(_existing_path)]
 
 
+class RunName(BaseModel):
+    """A finished run named by its experiment (and run name) instead of its id, so a chain of specs (a
+    model, then what is built on it) is a set of committed files. The newest succeeded run that matches
+    serves; the run records which one it used."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    experiment: Annotated[str, AfterValidator(check_name)] = Field(max_length=MAX_NAME_LENGTH)
+    name: Annotated[str, AfterValidator(check_name)] | None = Field(
+        None,
+        max_length=MAX_RUN_NAME_LENGTH,
+        description="the run's name (a sweep's runs are named by their values); default: the experiment's",
+    )
+
+    def __str__(self) -> str:
+        return self.experiment if self.name is None else f"{self.experiment}/{self.name}"
+
+
+# Another run a spec builds on: its id, or {experiment, name} (see RunName).
+RunRef = Annotated[int, Field(ge=1)] | RunName
+
+
 class BaseSpec(BaseModel):
     """Fields every kind has."""
 

@@ -47,6 +47,28 @@ def get_run(store: Store, run_id: int) -> RunRecord:
     return run_record(row, store.now())
 
 
+def newest_succeeded(
+    store: Store, experiment: str, name: str | None = None, kinds: tuple[str, ...] | None = None
+) -> int | None:
+    """The id of the newest succeeded run (of one of `kinds`) of `experiment` named `name` (None: the
+    experiment's own name), or None."""
+    q = (
+        select(Run.id)
+        .join(Experiment, Run.experiment_id == Experiment.id)
+        .where(
+            Experiment.name == experiment,
+            Run.name == (experiment if name is None else name),
+            Run.status == RunStatus.SUCCEEDED,
+        )
+        .order_by(Run.id.desc())
+        .limit(1)
+    )
+    if kinds:
+        q = q.where(Run.kind.in_(kinds))
+    with store.read() as s:
+        return s.scalar(q)
+
+
 def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
     """The run's headline figure, as `key=value [low, high]`: the first of `keys` (its kind's HEADLINE,
     see jobs.kinds.headline_keys) that the summary has, else its first numeric value."""

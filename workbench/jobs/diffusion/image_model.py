@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from workbench.jobs.diffusion.config import ImageDatasetName, InceptionOptions, SamplerSpec, Strict, TrainSpec
 from workbench.jobs.figures import grid_image
-from workbench.jobs.spec import BaseSpec, ExistingPath, deep_merge
+from workbench.jobs.spec import BaseSpec, ExistingPath, RunRef, deep_merge
 
 # what the functions below import; kinds that use them add these to their PRELOAD
 PRELOAD = (
@@ -217,7 +217,11 @@ class WithImageModel(BaseSpec):
     """The spec of a kind that works on a trained image model: exactly one of `model_run` (a succeeded
     images run) and `train` (an images spec trained first, in the same run). `source_model` gives the model."""
 
-    model_run: int | None = Field(None, ge=1, description="id of a succeeded `images` run whose model to use")
+    model_run: RunRef | None = Field(
+        None,
+        description="a succeeded `images` run whose model to use: its id, or {experiment, name} (the newest "
+        "succeeded run of that experiment)",
+    )
     train: ImageModelSpec | None = Field(
         None, description="or: an `images` spec to train the model in this run"
     )
@@ -268,7 +272,7 @@ def source_model(ctx: RunContext, spec: WithImageModel) -> ImageModel:
     return finished_model(ctx, spec.model_run, "model_run")
 
 
-def finished_model(ctx: RunContext, run_id: int, field: str) -> ImageModel:
+def finished_model(ctx: RunContext, run_id: RunRef, field: str) -> ImageModel:
     """The model of a succeeded images run (UnusableRun, naming `field`, when it cannot serve)."""
     from workbench.jobs.context import UnusableRun
     from workbench.jobs.diffusion.schedules import make_schedule

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
 from workbench.jobs.diffusion.config import SamplerSpec, Strict
-from workbench.jobs.spec import BaseSpec, ExistingPath
+from workbench.jobs.spec import BaseSpec, ExistingPath, RunName, RunRef
 
 PRELOAD = (
     "workbench.jobs.classify",
@@ -122,7 +122,7 @@ class ZooMember(Strict):
     """One class of a zoo: a finished images run, drawn with its own sampler and guidance if given
     (DRAGON's generators differ in sampler, steps and guidance as much as in weights)."""
 
-    run: int
+    run: RunRef
     sampler: SamplerSpec | None = Field(None, description="default: the zoo's sampler")
     guidance_scale: float | None = Field(None, ge=0, le=100, description="default: the zoo's guidance")
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")
@@ -130,9 +130,10 @@ class ZooMember(Strict):
 
 class ZooSource(SourceBase):
     source: Literal["zoo"]
-    runs: list[int | ZooMember] = Field(
+    runs: list[int | RunName | ZooMember] = Field(
         min_length=2,
-        description="succeeded images runs, one class each: a run id, or {run, sampler, guidance_scale, name}",
+        description="succeeded images runs, one class each: a run id, {experiment, name}, or "
+        "{run, sampler, guidance_scale, name}",
     )
     train_per_class: int = Field(200, ge=2, le=1_000_000, description="images drawn per run for training")
     test_per_class: int = Field(100, ge=1, le=1_000_000, description="fresh images per run for the test")
@@ -150,7 +151,7 @@ class ZooSource(SourceBase):
                 guidance_scale=self.guidance_scale if m.guidance_scale is None else m.guidance_scale,
                 name=m.name,
             )
-            for m in (ZooMember(run=r) if isinstance(r, int) else r for r in self.runs)
+            for m in (r if isinstance(r, ZooMember) else ZooMember(run=r) for r in self.runs)
         ]
 
     @model_validator(mode="after")
@@ -603,13 +604,13 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
     from workbench.jobs.data import attribution as A
     from workbench.jobs.diffusion import image_model, synthetic
 
-    members = d.members
-    models = {
-        rid: image_model.finished_model(ctx, rid, f"data.runs ({rid})") for rid in {m.run for m in members}
-    }
+    refs = list(dict.fromkeys(m.run for m in d.members))  # ids or {experiment, name}
+    loaded = {ref: image_model.finished_model(ctx, ref, f"data.runs ({ref})") for ref in refs}
+    members = [m.model_copy(update={"run": loaded[m.run].run_id}) for m in d.members]  # by id from here
+    models = {m.run_id: m for m in loaded.values()}
     names = zoo_names(members, {rid: m.spec.name for rid, m in models.items()})
     for raw in d.runs:  # before any draw: a bad member costs no sampling and caches nothing
-        if isinstance(raw, ZooMember) and raw.guidance_scale and not models[raw.run].model.num_classes:
+        if isinstance(raw, ZooMember) and raw.guidance_scale and not loaded[raw.run].model.num_classes:
             raise ValueError(
                 f"data.runs: run {raw.run} is unconditional; guidance_scale {raw.guidance_scale:g} "
                 "needs a class-conditional model (set it to 0)"

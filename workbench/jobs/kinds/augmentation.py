@@ -32,7 +32,7 @@ from pydantic import Field, ValidationError, model_validator
 from workbench.jobs.diffusion import image_model
 from workbench.jobs.diffusion.config import CLASS_NAMES, SamplerSpec, Strict, TrainSpec
 from workbench.jobs.diffusion.image_model import DataSpec, ImageModelSpec, UNetSpec
-from workbench.jobs.spec import BaseSpec
+from workbench.jobs.spec import BaseSpec, RunRef
 
 # imported by run(); the worker loads them once, up front
 PRELOAD = (
@@ -56,10 +56,10 @@ REAL, MIXED, SYNTHETIC, FILTERED = "real", "real+synthetic", "synthetic", "real+
 
 
 class GeneratorSpec(Strict):
-    model_run: int | None = Field(
+    model_run: RunRef | None = Field(
         None,
-        ge=1,
-        description="sample from this succeeded class-conditional images run instead of training one",
+        description="sample from this succeeded class-conditional images run (its id, or {experiment, name}) "
+        "instead of training one",
     )
     allow_outside_data: bool = Field(
         False,

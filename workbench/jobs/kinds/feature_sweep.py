@@ -16,9 +16,12 @@ Method:
    subsets for every feature source (so sources compare paired); a standardised linear head (logistic
    regression) and a one-hidden-layer MLP fit on each subset and scored on the whole test split.
    Accuracy: mean over the repeats with its t-interval. The best diffusion setting per k against each
-   baseline: the paired difference over the same subsets, with its interval. The best setting is picked
-   on the test split among all (t, block, head): its interval is the interval of that setting, not of
-   the choice, which favours the diffusion features a little when many settings are swept.
+   baseline: the paired difference over the same subsets, with its interval.
+5. Selection in the open: by default (select_on: val) `val_per_class` labelled training images per class
+   are set aside before any subset is drawn, every probe is also scored on them, and the best setting
+   is chosen on them, so the test interval of the chosen setting is not bent by the choice. select_on:
+   test chooses on the test split (the optimistic protocol of most feature papers; recorded as such).
+   Settings named beforehand (fixed:) are reported against each baseline beside the selected one.
 Pictures: accuracy against t per block (at the headline k, one panel per head) with the baselines as
 bands; accuracy against k for the best diffusion setting, the VAE and pixels; VAE reconstructions.
 """
@@ -79,6 +82,12 @@ class VAEOptions(Strict):
         return self
 
 
+class FixedSetting(Strict):
+    t: int = Field(ge=0, description="a timestep of the sweep")
+    block: str = Field(description="a block entry of the sweep")
+    head: Literal["linear", "mlp"] | None = Field(None, description="default: every head of the sweep")
+
+
 class Spec(WithImageModel):
     kind: Literal["feature_sweep"] = "feature_sweep"
     data: DataSpec | None = Field(
@@ -105,6 +114,19 @@ class Spec(WithImageModel):
     baselines: list[Literal["pixels", "vae"]] = Field(["pixels", "vae"], max_length=2)
     vae: VAEOptions = VAEOptions()
     batch_size: int = Field(256, ge=1, le=100_000, description="images per forward pass")
+    select_on: Literal["val", "test"] = Field(
+        "val",
+        description="where the best setting is chosen: val (labelled training images set aside, never "
+        "probed on) or test (optimistic: the reported interval ignores the choice)",
+    )
+    val_per_class: int = Field(
+        50, ge=1, le=100_000, description="validation images per class (select_on: val)"
+    )
+    fixed: list[FixedSetting] = Field(
+        [],
+        max_length=32,
+        description="settings named beforehand, each reported with paired intervals against every baseline",
+    )
     allow_labelled_model: bool = Field(
         False,
         description="accept a class-conditional model: its features come from a network trained with "
@@ -126,6 +148,7 @@ class Spec(WithImageModel):
             "blocks": ["down1", "mid", "up0"],
             "ks": [1, 5, 10],
             "repeats": 3,
+            "val_per_class": 20,
             "vae": {"channels": [16, 32], "steps": 150, "batch_size": 64},
         },
         # The images paper model (MNIST), unconditional, then 8 timesteps x 7 blocks; on one GPU.
@@ -165,6 +188,19 @@ class Spec(WithImageModel):
             raise ValueError("ks must be distinct increasing counts of at least 1, optionally ending in all")
         if "all" in self.ks and self.ks[-1] != "all":
             raise ValueError("ks: put all last")
+        for f in self.fixed:
+            if (
+                f.t not in self.timesteps
+                or f.block not in self.blocks
+                or (f.head and f.head not in self.heads)
+            ):
+                raise ValueError(
+                    f"fixed: t={f.t} {f.block}{' ' + f.head if f.head else ''} is not swept; name a t of "
+                    f"{self.timesteps}, a "
+                    f"block of {self.blocks}" + (f" and a head of {self.heads}" if f.head else "")
+                )
+        if len({(f.t, f.block, f.head) for f in self.fixed}) != len(self.fixed):
+            raise ValueError("fixed: a setting is named twice")
         if self.train is not None:  # the model is known now: check what it must have
             check_model(self, self.train.timesteps, len(self.train.model.channels))
             check_labels(self, self.train.model.conditional)
@@ -200,7 +236,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     from workbench.jobs.context import RunCancelled
     from workbench.jobs.diffusion.features import FeatureCache, cached_extract
-    from workbench.jobs.metrics.probes import kshot_subsets, probe
+    from workbench.jobs.metrics.probes import probe
 
     source = image_model.source_model(ctx, spec)
     model, schedule, data = source.model, source.schedule, source.data
@@ -218,14 +254,16 @@ def run(ctx: RunContext, spec: Spec) -> None:
             )
     y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
     ks = [None if k == "all" else k for k in spec.ks]
-    subsets = {k: kshot_subsets(y_train, k, spec.repeats, spec.seed) for k in ks}
-    used = np.unique(np.concatenate([idx for sets in subsets.values() for idx in sets]))
+    val_idx, subsets = labelled_subsets(y_train, spec)
+    used = np.unique(np.concatenate([idx for sets in subsets.values() for idx in sets] + [val_idx]))
     ids = np.concatenate([used, TEST_IDS + np.arange(len(y_test))])
     images = np.concatenate([data.x_train.numpy()[used], data.x_test.numpy()])
     n_train = len(used)
     ctx.event(
         f"{data.name}: {n_train} labelled training images in {sum(len(s) for s in subsets.values())} "
-        f"subsets (k = {', '.join(map(str, spec.ks))}), {len(y_test)} test images"
+        f"subsets (k = {', '.join(map(str, spec.ks))})"
+        + (f" and {len(val_idx)} set aside to choose on" if len(val_idx) else "")
+        + f", {len(y_test)} test images"
     )
 
     # --- features: diffusion (cached per t and block), then the baselines --------------------------
@@ -284,14 +322,16 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     # --- probes: every source on the same subsets ---------------------------------------------------
     rows, per_repeat = [], {}
+    val_local = np.searchsorted(used, val_idx)
     for (kind, t, entry), x in sources.items():
         train_x, test_x = x[:n_train], x[n_train:]
+        val = (train_x[val_local], y_train[val_idx]) if len(val_idx) else None
         for head in spec.heads:
             for k, label in zip(ks, spec.ks, strict=True):
                 if ctx.should_stop():
                     raise RunCancelled
                 local = [np.searchsorted(used, idx) for idx in subsets[k]]  # rows of x[:n_train]
-                result = probe(train_x, y_train[used], test_x, y_test, local, head, k, seed=spec.seed)
+                result = probe(train_x, y_train[used], test_x, y_test, local, head, k, spec.seed, val)
                 acc = result.accuracy
                 per_repeat[(kind, t, entry, head, label)] = result.accuracies
                 rows.append(
@@ -307,6 +347,11 @@ def run(ctx: RunContext, spec: Spec) -> None:
                         "accuracy_ci_low": acc.low,
                         "accuracy_ci_high": acc.high,
                         "repeats": acc.n,
+                        **(
+                            {"val_accuracy_mean": result.val_accuracy.value}
+                            if result.val_accuracy is not None
+                            else {}
+                        ),
                         "model_saw_labels": kind == "diffusion" and model.num_classes > 0,
                     }
                 )
@@ -314,7 +359,24 @@ def run(ctx: RunContext, spec: Spec) -> None:
                 ctx.progress(done, total)
         ctx.event(f"probed {kind}{f' t={t} {entry}' if t is not None else ''}")
     ctx.table("probes", rows)
-    summarise(ctx, spec, rows, per_repeat, labelled=model.num_classes > 0)
+    summarise(ctx, spec, rows, per_repeat, labelled=model.num_classes > 0, validation_images=len(val_idx))
+
+
+def labelled_subsets(y_train: np.ndarray, spec: Spec) -> tuple[np.ndarray, dict]:
+    """(validation indices, {k: the repeats' k-shot subsets}; k None: the whole split) over the training
+    labels. select_on: val sets the validation images aside first, so no subset (nor `all`) holds one."""
+    import numpy as np
+
+    from workbench.jobs.metrics.probes import kshot_subsets, validation_split
+
+    if spec.select_on == "val":
+        val_idx, pool = validation_split(y_train, spec.val_per_class, spec.seed)
+    else:
+        val_idx, pool = np.array([], dtype=np.int64), np.arange(len(y_train))
+    ks = [None if k == "all" else k for k in spec.ks]
+    return val_idx, {
+        k: [pool[i] for i in kshot_subsets(y_train[pool], k, spec.repeats, spec.seed)] for k in ks
+    }
 
 
 def images_fingerprint(data) -> str:
@@ -375,14 +437,51 @@ def vae_features(ctx: RunContext, spec: Spec, data, fingerprint: str, images: np
     return features
 
 
-def summarise(ctx: RunContext, spec: Spec, rows: list[dict], per_repeat: dict, labelled: bool) -> None:
-    """summary.best per k; the best diffusion setting against each baseline (paired); the pictures."""
+def chosen_by(spec: Spec):
+    """The score a setting is chosen by: its validation accuracy (select_on: val) or its test accuracy."""
+    column = "val_accuracy_mean" if spec.select_on == "val" else "accuracy_mean"
+    return lambda r: r[column]
+
+
+def summarise(
+    ctx: RunContext, spec: Spec, rows: list[dict], per_repeat: dict, labelled: bool, validation_images: int
+) -> None:
+    """summary.best per k; the chosen diffusion setting and every fixed one against each baseline
+    (paired); the pictures."""
     from workbench.jobs.metrics.stats import mean_ci, paired_ci
+
+    score = chosen_by(spec)
+
+    def compared(label, head, t, block, setting: str) -> list[dict]:
+        out = []
+        for base in spec.baselines:
+            diff = paired_ci(
+                per_repeat[("diffusion", t, block, head, label)], per_repeat[(base, None, "", head, label)]
+            )
+            out.append(
+                {
+                    "k": label,
+                    "head": head,
+                    "setting": setting,
+                    "t": t,
+                    "block": block,
+                    "versus": base,
+                    "model_saw_labels": labelled,
+                    "selected_on": spec.select_on if setting == "selected" else None,
+                    **diff.columns("diffusion_minus_baseline"),
+                    "verdict": "diffusion better"
+                    if diff.low > 0
+                    else "baseline better"
+                    if diff.high < 0
+                    else "unresolved",
+                }
+            )
+        return out
 
     best, comparisons = {}, []
     for label in spec.ks:
         at_k = [r for r in rows if r["k"] == label]
-        top = max(at_k, key=lambda r: r["accuracy_mean"])
+        top = max(at_k, key=score)
         best[str(label)] = {
             "source": top["source"],
             "t": top["t"],
@@ -392,37 +491,19 @@ def summarise(ctx: RunContext, spec: Spec, rows: list[dict], per_repeat: dict, l
             "accuracy_ci": [top["accuracy_ci_low"], top["accuracy_ci_high"]],
         }
         for head in spec.heads:
-            diffusion = [r for r in at_k if r["source"] == "diffusion" and r["head"] == head]
-            d = max(diffusion, key=lambda r: r["accuracy_mean"])
-            for base in spec.baselines:
-                diff = paired_ci(
-                    per_repeat[("diffusion", d["t"], d["block"], head, label)],
-                    per_repeat[(base, None, "", head, label)],
-                )
-                comparisons.append(
-                    {
-                        "k": label,
-                        "head": head,
-                        "t": d["t"],
-                        "block": d["block"],
-                        "versus": base,
-                        "model_saw_labels": labelled,
-                        "selected_on": "test",
-                        **diff.columns("diffusion_minus_baseline"),
-                        "verdict": "diffusion better"
-                        if diff.low > 0
-                        else "baseline better"
-                        if diff.high < 0
-                        else "unresolved",
-                    }
-                )
+            d = max((r for r in at_k if r["source"] == "diffusion" and r["head"] == head), key=score)
+            comparisons += compared(label, head, d["t"], d["block"], "selected")
+            for f in spec.fixed:
+                if f.head in (None, head):
+                    comparisons += compared(label, head, f.t, f.block, "fixed")
     ctx.table("comparisons", comparisons)
     headline = 10 if 10 in spec.ks else max((k for k in spec.ks if k != "all"), default="all")
     at = [r for r in rows if r["k"] == headline]
-    top = max((r for r in at if r["source"] == "diffusion"), key=lambda r: r["accuracy_mean"])
+    top = max((r for r in at if r["source"] == "diffusion"), key=score)
     values = {
-        # the best setting is picked on the test split: its interval is that setting's, not the choice's
-        "selected_on": "test",
+        # select_on: test picks on the split it reports: the interval is that setting's, not the choice's
+        "selected_on": spec.select_on,
+        "validation_images": validation_images,
         "model_saw_labels": labelled,
         "headline_k": headline,
         "best": best,
@@ -438,12 +519,31 @@ def summarise(ctx: RunContext, spec: Spec, rows: list[dict], per_repeat: dict, l
             mean_ci(per_repeat[(base, None, "", top["head"], headline)]).summary(f"{base}_accuracy")
         )
         c = next(
-            c for c in comparisons if c["k"] == headline and c["head"] == top["head"] and c["versus"] == base
+            c
+            for c in comparisons
+            if c["k"] == headline
+            and c["head"] == top["head"]
+            and c["versus"] == base
+            and c["setting"] == "selected"
         )
         values[f"diffusion_minus_{base}"] = c["diffusion_minus_baseline"]
         values[f"diffusion_minus_{base}_ci"] = [
             c["diffusion_minus_baseline_ci_low"],
             c["diffusion_minus_baseline_ci_high"],
+        ]
+    if spec.fixed:  # at the headline k: each fixed setting's accuracy and its differences, all paired
+        values["fixed"] = [
+            {
+                "setting": f"t={c['t']} {c['block']} {c['head']}",
+                "versus": c["versus"],
+                "diffusion_minus_baseline": c["diffusion_minus_baseline"],
+                "diffusion_minus_baseline_ci": [
+                    c["diffusion_minus_baseline_ci_low"],
+                    c["diffusion_minus_baseline_ci_high"],
+                ],
+            }
+            for c in comparisons
+            if c["k"] == headline and c["setting"] == "fixed"
         ]
     ctx.summary(**values)
     ctx.image("accuracy_vs_t", None, accuracy_vs_t(rows, spec, headline))
@@ -502,12 +602,15 @@ def accuracy_vs_k(rows: list[dict], spec: Spec, head: str):
         line = [
             max(
                 (r for r in rows if r["k"] == k and r["source"] == source and r["head"] == head),
-                key=lambda r: r["accuracy_mean"],
+                key=chosen_by(spec),
             )
             for k in numbers
         ]
         _errorbar(
-            ax, numbers, line, label=source + (" (best t, block per k)" if source == "diffusion" else "")
+            ax,
+            numbers,
+            line,
+            label=source + (f" (t, block chosen on {spec.select_on} per k)" if source == "diffusion" else ""),
         )
     ax.set_xscale("log")
     ax.set_xlabel("labelled images per class (k)")

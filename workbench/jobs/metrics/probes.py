@@ -23,10 +23,35 @@ class ProbeResult:
     head: str
     k: int | None  # labelled images per class; None: the whole training split
     accuracies: tuple[float, ...]  # one per repeat, on the whole test split
+    val_accuracies: tuple[float, ...] = ()  # one per repeat, on the validation images (when given)
 
     @property
     def accuracy(self) -> Estimate:
         return mean_ci(self.accuracies)
+
+    @property
+    def val_accuracy(self) -> Estimate | None:
+        return mean_ci(self.val_accuracies) if self.val_accuracies else None
+
+
+def validation_split(labels: np.ndarray, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(validation indices, the rest): `per_class` images of every class set aside, seeded apart from every
+    k-shot draw, to choose settings on without touching the test split."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if per_class < 1 or per_class >= counts.min():
+        rarest = classes[counts.argmin()]
+        raise ValueError(
+            f"val_per_class = {per_class}: class {rarest} has {counts.min()} training images, and the probes "
+            "need some of them too (use a smaller val_per_class, or select_on: test)"
+        )
+    rng = np.random.default_rng([seed, 0x5E1EC7])  # no k-shot stream is seeded this way ([seed, k, r])
+    val = np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in classes]
+        )
+    )
+    return val, np.setdiff1d(np.arange(len(labels)), val)
 
 
 def kshot_subsets(labels: np.ndarray, k: int | None, repeats: int, seed: int = 0) -> list[np.ndarray]:
@@ -73,14 +98,16 @@ def probe(
     head: Head = "linear",
     k: int | None = None,
     seed: int = 0,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ProbeResult:
-    """Fit `head` on each subset of the training features and score it on all of the test features."""
+    """Fit `head` on each subset of the training features and score it on all of the test features (and
+    on `val`, (features, labels) of validation images, when given)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
 
-    accuracies = []
+    accuracies, val_accuracies = [], []
     for r, idx in enumerate(subsets):
         model = make_head(head, seed + r)
         # Few-shot matrices are small: BLAS threads only contend (several times slower beside another
@@ -89,4 +116,6 @@ def probe(
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(train_x[idx], train_y[idx])
             accuracies.append(float((model.predict(test_x) == test_y).mean()))
-    return ProbeResult(head, k, tuple(accuracies))
+            if val is not None:
+                val_accuracies.append(float((model.predict(val[0]) == val[1]).mean()))
+    return ProbeResult(head, k, tuple(accuracies), tuple(val_accuracies))
