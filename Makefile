@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.wbhome
 
-.PHONY: venv demo test test-all gpu-check bench clean
+.PHONY: venv demo test test-all gpu-check bench figures clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test-all: venv
 # On a CUDA machine: the images smoke spec on the GPU through the real worker, killed and resumed.
 gpu-check: venv
 	$(BIN)/python bench/gpu_check.py
+
+# Every README figure with its spec chain; `python bench/figures.py NAME` rebuilds one.
+figures: venv
+	$(BIN)/python bench/figures.py
 
 bench: venv
 	$(BIN)/python bench/overhead.py
