@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.wbhome
 
-.PHONY: venv demo test test-all gpu-check bench figures clean
+.PHONY: venv demo test test-all gpu-check gpu-campaign bench figures clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ gpu-check: venv
 # Every README figure with its spec chain; `python bench/figures.py NAME` rebuilds one.
 figures: venv
 	$(BIN)/python bench/figures.py
+
+# On one CUDA GPU: every GPU figure (images, samplers, feature sweep, augmentation, attribution, training
+# throughput) in about 12 minutes; `python bench/gpu_campaign.py --tiny` runs the chain on the CPU.
+gpu-campaign: venv
+	$(BIN)/python bench/gpu_campaign.py
 
 bench: venv
 	$(BIN)/python bench/overhead.py

@@ -295,3 +295,39 @@ def test_the_resnet18_option_learns_on_small_images():
     scored = assess(net, data.x_test, data.y_test, "cpu")
     assert scored.n == 297 and scored.accuracy > 0.3  # chance is 0.1
     assert len(scored.confidence) == 297 and (scored.confidence <= 1).all()
+
+
+def test_gain_verdicts_hold_over_every_comparison_of_the_run():
+    """Catches: verdicts from each row's own interval (each of the two marginal gains below is significant
+    alone: raw p 0.047 and 0.042) instead of Holm over the run's three comparisons (adjusted 0.085 and
+    0.085: unresolved); the clear gain stays `helps` (raw p 6e-8)."""
+    real = [0.70, 0.72, 0.68, 0.74, 0.71]
+    gains = {
+        ("real+synthetic", 1.0): [0.05, 0.051, 0.049, 0.052, 0.05],
+        ("real+synthetic", 3.0): [0.0, 0.03, 0.02, 0.04, 0.01],
+        ("synthetic", 1.0): [0.0, -0.03, -0.02, -0.04, -0.012],
+    }
+    per_seed = [
+        {"dataset_type": "real", "real_per_class": 5, "synthetic_ratio": 0.0, "seed": s, "test_accuracy": a}
+        for s, a in enumerate(real)
+    ]
+    for (kind, ratio), d in gains.items():
+        per_seed += [
+            {
+                "dataset_type": kind,
+                "real_per_class": 5,
+                "synthetic_ratio": ratio,
+                "seed": s,
+                "test_accuracy": a + g,
+            }
+            for s, (a, g) in enumerate(zip(real, d, strict=True))
+        ]
+    for r in per_seed:
+        r.update(dataset_size=10, train_risk=0.0, test_risk=0.0)
+    rows = {(r["dataset_type"], r["synthetic_ratio"]): r for r in augmentation.aggregate(per_seed, [5])}
+    assert rows[("real", 0.0)]["verdict"] is None and rows[("real", 0.0)]["p_difference"] is None
+    assert rows[("real+synthetic", 1.0)]["verdict"] == "helps"
+    assert rows[("real+synthetic", 3.0)]["verdict"] == rows[("synthetic", 1.0)]["verdict"] == "unresolved"
+    # Holm: 3 x 6.3e-8; then 2 x 0.0424 = 0.0848 for both (the step-down keeps the larger)
+    assert rows[("synthetic", 1.0)]["p_difference"] == pytest.approx(2 * 0.042406, abs=1e-5)
+    assert rows[("real+synthetic", 3.0)]["p_difference"] == pytest.approx(2 * 0.042406, abs=1e-5)

@@ -95,3 +95,24 @@ def test_a_figure_chain_is_committed_specs_that_name_each_other_by_experiment(na
             except SpecError as e:
                 pytest.fail(f"{path} does not validate: {e}")
         made.append(doc.get("name") or Path(path).stem)
+
+
+@pytest.mark.slow
+def test_the_gpu_campaign_runs_end_to_end_at_toy_size_on_the_cpu(tmp_path):
+    """Catches: a campaign spec that no longer validates or chains (the sampling run finds the images run
+    by experiment), a step whose table does not print, a throughput bench that fails."""
+    import subprocess
+
+    from tests.conftest import subprocess_env
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_campaign.py"), "--tiny", "--home", str(tmp_path / "home")],
+        env=subprocess_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for experiment in ("gpu-images-mnist", "gpu-sampling-mnist", "gpu-feature-sweep-mnist"):
+        assert f"=== {experiment} (run" in done.stdout
+    assert "every step succeeded" in done.stdout and "samplers" in done.stdout

@@ -588,10 +588,12 @@ def show_sets(ctx: RunContext, label, real_x, real_y, syn, k: int, cols: int = 8
 
 
 def aggregate(per_seed: list[dict], real_counts: list) -> list[dict]:
-    """One row per setting: means over seeds, accuracy with its t-interval, the paired gain over real only."""
+    """One row per setting: means over seeds, accuracy with its t-interval, the paired gain over real only,
+    and a verdict that holds over the whole run: the paired t-test of every gain, Holm-corrected over all of
+    them at 5 % (p_difference is the adjusted p-value)."""
     import numpy as np
 
-    from workbench.jobs.metrics.stats import mean_ci, paired_ci
+    from workbench.jobs.metrics.stats import CONFIDENCE, holm, mean_ci, paired_ci, paired_tests
 
     settings = list(
         dict.fromkeys((r["dataset_type"], r["real_per_class"], r["synthetic_ratio"]) for r in per_seed)
@@ -623,6 +625,7 @@ def aggregate(per_seed: list[dict], real_counts: list) -> list[dict]:
             "gain_mean": None,
             "gain_ci_low": None,
             "gain_ci_high": None,
+            "p_difference": None,
             "verdict": None,
         }
         if kind != REAL:
@@ -630,14 +633,27 @@ def aggregate(per_seed: list[dict], real_counts: list) -> list[dict]:
                 (r for r in per_seed if r["dataset_type"] == REAL and r["real_per_class"] == label),
                 key=lambda r: r["seed"],
             )
-            gain = paired_ci(acc, [r["test_accuracy"] for r in base])
+            base_acc = [r["test_accuracy"] for r in base]
+            gain = paired_ci(acc, base_acc)
             row.update(
                 gain_mean=gain.value,
                 gain_ci_low=max(-1.0, gain.low),
                 gain_ci_high=min(1.0, gain.high),
-                verdict="helps" if gain.low > 0 else "hurts" if gain.high < 0 else "unresolved",
+                p_difference=paired_tests(np.subtract(acc, base_acc), 0.0)[0],
             )
         rows.append(row)
+    compared = [r for r in rows if r["p_difference"] is not None]
+    raw = [1.0 if np.isnan(r["p_difference"]) else r["p_difference"] for r in compared]
+    for r, p in zip(compared, holm(raw), strict=True):
+        significant = p <= 1 - CONFIDENCE
+        r.update(
+            p_difference=p,
+            verdict="helps"
+            if significant and r["gain_mean"] > 0
+            else "hurts"
+            if significant
+            else "unresolved",
+        )
     order = {label: i for i, label in enumerate(real_counts)}
     kinds = {REAL: 0, MIXED: 1, FILTERED: 2, SYNTHETIC: 3}
     return sorted(
