@@ -168,6 +168,17 @@ def test_show_prints_a_page_of_a_long_table_and_says_how_to_get_the_rest(store, 
     assert len(json.loads(out)["tables"]["long"]) == 250
 
 
+def test_piped_show_prints_a_wide_table_uncut(store, cli, tmp_path):
+    """Catches: piped output cut at a fixed width (the campaign's and CI logs' tables read `verd…`)."""
+    code, out, _ = cli("submit", write_spec(tmp_path, "kind: sleep\n"), "--no-worker", "--json")
+    (rid,) = json.loads(out)["run_ids"]
+    queue.claim(store, "w", "cpu")
+    RunContext(store, rid).table("wide", [{f"column_number_{i:02d}": f"value_{i:02d}" for i in range(30)}])
+    queue.finish(store, rid, "w", "succeeded")
+    code, out, _ = cli("show", rid)
+    assert code == 0 and "…" not in out and "column_number_29" in out and "value_29" in out
+
+
 def test_export_curves_and_samples_of_names_with_slashes(store, cli, tmp_path):
     """Catches: `export --curves` crashing on `part0/loss` (every run part and feature_sweep log such
     names), and a name that could climb out of the export's folder."""

@@ -29,8 +29,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="A terminal lab workbench for diffusion-model research.",
 )
-# Piped output (CI logs, `make demo | tee`) gets wide lines instead of tables folded to 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# Piped output (CI logs, `make demo | tee`, a file) is never cut: tables print at their full width.
+PIPED_WIDTH = 100_000
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
