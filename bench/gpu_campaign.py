@@ -31,6 +31,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from figures import workbench  # noqa: E402  (bench/ is the script's folder: on sys.path)
+
 from workbench.jobs.spec import deep_merge  # noqa: E402
 
 SMALL_SAMPLE = {"n_samples": 20, "eval_sets": 2, "sampler": {"name": "ddim", "steps": 5}}
@@ -92,13 +94,6 @@ THROUGHPUT = {
     "gpu": ["--device", "cuda", "--config", "mnist-paper", "--steps", "20"],
     "tiny": ["--device", "cpu", "--config", "digits", "--steps", "2"],
 }
-
-
-def workbench(*args: str, env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "workbench", *args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"workbench {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def minutes(record: dict) -> float:
