@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
     args = parser.parse_args()
 
-    from workbench.jobs.runner import gpu_count
+    from workbench.jobs.devices import gpu_count
 
     n_gpus = gpu_count()
     if n_gpus == 0:

@@ -59,9 +59,35 @@ def test_imports_of_sees_every_form(tmp_path):
 
 
 def test_kinds_never_import_kinds():
-    for path in modules(ROOT / "jobs" / "kinds"):
+    kinds = modules(JOBS / "kinds")
+    assert len(kinds) >= 7  # the guard reads the real folder (it once read none, and passed)
+    for path in kinds:
         others = {m for m in imports_of(path) if m.startswith("workbench.jobs.kinds")}
         assert not others, f"{path.name} imports {sorted(others)}: move what it shares into the library"
+
+
+def test_the_library_never_imports_kinds():
+    """diffusion, data, metrics, classify and figures serve every kind; a kind is never their dependency."""
+    library = [
+        *(JOBS / "diffusion").rglob("*.py"),
+        *(JOBS / "data").rglob("*.py"),
+        *(JOBS / "metrics").rglob("*.py"),
+    ]
+    library += [JOBS / "classify.py", JOBS / "figures.py"]
+    assert len(library) >= 15
+    for path in library:
+        bad = {m for m in imports_of(path) if m.startswith("workbench.jobs.kinds")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_the_backends_never_import_the_worker():
+    """The worker (jobs.runner) imports the backends; a backend importing it back is a circle (device
+    helpers live in jobs.devices)."""
+    backends = sorted((JOBS / "backends").glob("*.py"))
+    assert len(backends) >= 5
+    for path in [*backends, JOBS / "devices.py"]:
+        bad = {m for m in imports_of(path) if m == "workbench.jobs.runner"}
+        assert not bad, f"{path.relative_to(ROOT)} imports the worker"
 
 
 def test_every_import_of_the_product_is_under_one_namespace():

@@ -286,7 +286,8 @@ def worker(
 ) -> None:
     """Run queued runs, one per device slot. Ctrl-C: runs checkpoint and end interrupted; twice: at once."""
     from workbench.jobs.backends import BACKENDS, BackendUnavailable, make_backend
-    from workbench.jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers, parse_devices
+    from workbench.jobs.devices import parse_devices
+    from workbench.jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers
 
     if backend not in BACKENDS:
         bad_input(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")

@@ -39,8 +39,8 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
 
     workbench.jobs.context._active = ctx
     try:
+        from workbench.jobs.devices import resolve_device
         from workbench.jobs.kinds import load_kind
-        from workbench.jobs.runner import resolve_device
         from workbench.jobs.spec import spec_from_dict
 
         ctx.event(where)
