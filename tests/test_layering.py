@@ -80,6 +80,15 @@ def test_the_library_never_imports_kinds():
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
+def test_data_never_imports_diffusion():
+    """Diffusion trains on data; dataset and class names live in jobs.data.names, so data needs nothing back."""
+    files = sorted((JOBS / "data").rglob("*.py"))
+    assert len(files) >= 4
+    for path in files:
+        bad = {m for m in imports_of(path) if m.startswith("workbench.jobs.diffusion")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
 def test_the_backends_never_import_the_worker():
     """The worker (jobs.runner) imports the backends; a backend importing it back is a circle (device
     helpers live in jobs.devices)."""

@@ -19,7 +19,7 @@ import torch
 from platformdirs import user_cache_dir
 from torch.nn import functional as F
 
-from workbench.jobs.diffusion.config import CLASS_NAMES, ImageDatasetName
+from workbench.jobs.data.names import CLASS_NAMES, ImageDatasetName
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 

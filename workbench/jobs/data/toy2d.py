@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.datasets import make_moons, make_swiss_roll
 from sklearn.neighbors import KNeighborsClassifier
 
-from workbench.jobs.diffusion.config import Toy2DName
+from workbench.jobs.data.names import Toy2DName
 
 GAUSSIAN_RADIUS = 2.0
 GAUSSIAN_STD = 0.4  # classes overlap a little, so guidance has something to sharpen

@@ -1,4 +1,4 @@
-"""Spec sections and names the diffusion kinds share (ddpm, images, sampling).
+"""Spec sections the diffusion kinds share (ddpm, images, sampling); dataset names live in jobs.data.names.
 
 Only pydantic here: specs are validated by the CLI and the TUI, which must not pay torch's import.
 """
@@ -12,27 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from workbench.jobs.spec import ExistingPath
 
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler"]
-ImageDatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"]
-Toy2DName = Literal["swissroll", "moons", "gaussians"]
-
-# class names of the built-in datasets, by label (specs name classes by these before any data is loaded)
-CLASS_NAMES = {
-    "digits": [str(i) for i in range(10)],
-    "mnist": [str(i) for i in range(10)],
-    "fashion_mnist": [
-        "t-shirt",
-        "trouser",
-        "pullover",
-        "dress",
-        "coat",
-        "sandal",
-        "shirt",
-        "sneaker",
-        "bag",
-        "ankle boot",
-    ],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
 
 
 class Strict(BaseModel):

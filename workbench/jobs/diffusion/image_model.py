@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workbench.jobs.diffusion.config import ImageDatasetName, InceptionOptions, SamplerSpec, Strict, TrainSpec
+from workbench.jobs.data.names import ImageDatasetName
+from workbench.jobs.diffusion.config import InceptionOptions, SamplerSpec, Strict, TrainSpec
 from workbench.jobs.figures import grid_image
 from workbench.jobs.spec import BaseSpec, ExistingPath, RunRef, deep_merge
 

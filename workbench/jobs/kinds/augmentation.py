@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from workbench.jobs.data.names import CLASS_NAMES
 from workbench.jobs.diffusion import image_model
-from workbench.jobs.diffusion.config import CLASS_NAMES, SamplerSpec, Strict, TrainSpec
+from workbench.jobs.diffusion.config import SamplerSpec, Strict, TrainSpec
 from workbench.jobs.diffusion.image_model import DataSpec, ImageModelSpec, UNetSpec
 from workbench.jobs.spec import BaseSpec, RunRef
 

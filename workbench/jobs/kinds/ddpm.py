@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from workbench.jobs.diffusion.config import SamplerSpec, Strict, Toy2DName, TrainSpec
+from workbench.jobs.data.names import Toy2DName
+from workbench.jobs.diffusion.config import SamplerSpec, Strict, TrainSpec
 from workbench.jobs.figures import pyplot
 from workbench.jobs.spec import BaseSpec
 
