@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def submitter(home: str, specs: int, db_url: str | None) -> None:
-    from workbench.jobs.spec import load_job
+    from workbench.jobs.jobfile import load_job
     from workbench.store import queue
     from workbench.store.db import Store
 

@@ -28,8 +28,8 @@ from workbench.jobs.classify import PretrainedUnavailable, build_attributor
 from workbench.jobs.context import RunCancelled, RunContext
 from workbench.jobs.data import attribution as A
 from workbench.jobs.data.images import DataError
+from workbench.jobs.jobfile import resolve
 from workbench.jobs.kinds import attribution
-from workbench.jobs.spec import resolve
 from workbench.store import queries, queue
 
 PIPES = ["nearest", "bilinear", "bicubic", "transposed_conv"]  # the smoke example's classes

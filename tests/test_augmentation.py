@@ -20,8 +20,8 @@ from workbench.jobs import classify
 from workbench.jobs.context import RunContext
 from workbench.jobs.data.images import load_images
 from workbench.jobs.diffusion import image_model
+from workbench.jobs.jobfile import resolve
 from workbench.jobs.kinds import augmentation
-from workbench.jobs.spec import resolve
 from workbench.store import queries, queue
 
 COLUMNS = {  # the machine-readable table

@@ -141,7 +141,7 @@ async def test_the_tui_shows_hostile_text_escaped(hostile_run, store):
     ],
 )
 def test_escapes_written_as_yaml_escapes_are_refused(text, line):
-    from workbench.jobs.spec import SpecError, load_job
+    from workbench.jobs.jobfile import SpecError, load_job
 
     with pytest.raises(SpecError, match=rf"<spec>:{line}: control or format character U\+"):
         load_job(text)
@@ -151,7 +151,8 @@ def test_a_run_name_is_checked_whole_and_kept_to_its_column():
     """The review's case: an experiment name of 190 characters and a sweep value with ESC past the 200th
     character of the run name (only the first 200 were checked) is refused; a long clean sweep label is
     cut to the store's column with an ellipsis."""
-    from workbench.jobs.spec import MAX_RUN_NAME_LENGTH, SpecError, _shortened, load_job
+    from workbench.jobs.jobfile import SpecError, _shortened, load_job
+    from workbench.jobs.spec import MAX_RUN_NAME_LENGTH
 
     with pytest.raises(SpecError, match=r"U\+001B"):
         load_job(f'kind: sleep\nname: {"x" * 190}\nsweep:\n  device: ["cpu\\e[31m"]\n')

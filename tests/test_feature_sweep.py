@@ -16,9 +16,9 @@ from tests.test_ddpm_kind import run_spec
 from tests.test_images import new_run
 from workbench.jobs.context import RunContext
 from workbench.jobs.diffusion import image_model
+from workbench.jobs.jobfile import resolve
 from workbench.jobs.kinds import feature_sweep
 from workbench.jobs.metrics.probes import kshot_subsets
-from workbench.jobs.spec import resolve
 from workbench.store import queries, queue
 
 TINY_MODEL = (

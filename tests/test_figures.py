@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workbench.jobs.spec import SpecError, load_job_file
+from workbench.jobs.jobfile import SpecError, load_job_file
 
 ROOT = Path(__file__).resolve().parent.parent
 

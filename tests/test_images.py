@@ -19,9 +19,9 @@ from workbench.jobs.diffusion.config import SamplerName
 from workbench.jobs.diffusion.denoisers import UNetDenoiser
 from workbench.jobs.diffusion.samplers import sample
 from workbench.jobs.diffusion.schedules import make_schedule
+from workbench.jobs.jobfile import resolve
 from workbench.jobs.kinds import images, sampling
 from workbench.jobs.metrics import reference
-from workbench.jobs.spec import resolve
 from workbench.store import queries, queue
 from workbench.store.db import Store
 from workbench.store.queries import artifacts, show

@@ -80,6 +80,13 @@ def test_the_library_never_imports_kinds():
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
+def test_what_a_kind_imports_imports_no_kind():
+    """Every kind imports jobs.spec (BaseSpec); the job-file loader that needs the kinds registry is
+    jobs.jobfile, so the spec module never reaches back into the kinds."""
+    bad = {m for m in imports_of(JOBS / "spec.py") if m.startswith("workbench.jobs.kinds")}
+    assert not bad, f"jobs/spec.py imports {sorted(bad)}"
+
+
 def test_data_never_imports_diffusion():
     """Diffusion trains on data; dataset and class names live in jobs.data.names, so data needs nothing back."""
     files = sorted((JOBS / "data").rglob("*.py"))

@@ -460,8 +460,8 @@ async def test_queue_screen_and_help(filled):
 
 @pytest.mark.parametrize("preset", ["smoke", "paper"])
 def test_every_kind_template_is_a_valid_spec(preset):
+    from workbench.jobs.jobfile import load_job
     from workbench.jobs.kinds import kind_names
-    from workbench.jobs.spec import load_job
     from workbench.tui.screens.new_experiment import template
 
     for kind in kind_names():

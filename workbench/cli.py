@@ -58,7 +58,7 @@ def open_store():
 
 
 def load_job(path: Path):
-    from workbench.jobs.spec import SpecError, load_job_file
+    from workbench.jobs.jobfile import SpecError, load_job_file
 
     try:
         return load_job_file(path)
@@ -109,7 +109,7 @@ def validate(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of job specs."""
-    from workbench.jobs.spec import json_schema
+    from workbench.jobs.jobfile import json_schema
 
     print_json(json_schema())
 

@@ -48,7 +48,7 @@ def no_cuda_runtime() -> Iterator[None]:
 def modules() -> list[str]:
     from workbench.jobs.kinds import kind_names, preload_modules
 
-    return ["workbench.jobs.context", "workbench.jobs.spec", *preload_modules()] + [
+    return ["workbench.jobs.context", "workbench.jobs.spec", "workbench.jobs.jobfile", *preload_modules()] + [
         f"workbench.jobs.kinds.{k}" for k in kind_names()
     ]
 

@@ -40,8 +40,8 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
     workbench.jobs.context._active = ctx
     try:
         from workbench.jobs.devices import resolve_device
+        from workbench.jobs.jobfile import spec_from_dict
         from workbench.jobs.kinds import load_kind
-        from workbench.jobs.spec import spec_from_dict
 
         ctx.event(where)
         if refuse:

@@ -14,8 +14,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static, TextArea
 from textual.worker import get_current_worker
 
+from workbench.jobs.jobfile import SpecError, load_job, read_spec_file, resolve
 from workbench.jobs.kinds import kind_names, load_kind
-from workbench.jobs.spec import SpecError, load_job, read_spec_file, resolve
 from workbench.store import queue
 from workbench.text import printable
 from workbench.tui.messages import SpecChecked
