@@ -120,7 +120,7 @@ class Spec(WithImageModel):
         "probed on) or test (optimistic: the reported interval ignores the choice)",
     )
     val_per_class: int = Field(
-        50, ge=1, le=100_000, description="validation images per class (select_on: val)"
+        20, ge=1, le=100_000, description="validation images per class (select_on: val)"
     )
     fixed: list[FixedSetting] = Field(
         [],
@@ -148,7 +148,6 @@ class Spec(WithImageModel):
             "blocks": ["down1", "mid", "up0"],
             "ks": [1, 5, 10],
             "repeats": 3,
-            "val_per_class": 20,
             "vae": {"channels": [16, 32], "steps": 150, "batch_size": 64},
         },
         # The images paper model (MNIST), unconditional, then 8 timesteps x 7 blocks; on one GPU.
@@ -158,6 +157,7 @@ class Spec(WithImageModel):
             "blocks": ["down0", "down1", "down2", "mid", "up0", "up1", "up2"],
             "ks": [1, 5, 10, 32, 100, "all"],
             "repeats": 5,
+            "val_per_class": 100,
             "vae": {"steps": 5000, "batch_size": 256},
             "batch_size": 1000,
         },
