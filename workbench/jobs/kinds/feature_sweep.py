@@ -253,8 +253,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
                 f"data: {data.name} images are {data.shape}; the model takes {source.data.shape}"
             )
     y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
-    ks = [None if k == "all" else k for k in spec.ks]
     val_idx, subsets = labelled_subsets(y_train, spec)
+    ks = list(subsets)  # spec.ks in order, `all` as None
     used = np.unique(np.concatenate([idx for sets in subsets.values() for idx in sets] + [val_idx]))
     ids = np.concatenate([used, TEST_IDS + np.arange(len(y_test))])
     images = np.concatenate([data.x_train.numpy()[used], data.x_test.numpy()])
