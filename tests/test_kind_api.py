@@ -88,7 +88,7 @@ def test_headline_keys_are_read_without_importing_the_kind(tmp_path):
 
 
 def test_headline_prefers_the_kind_keys_then_the_first_number():
-    from workbench.store.queries import headline
+    from workbench.report import headline
 
     summary = {"nfe": 20, "classifier_fid": 3.25, "classifier_fid_ci": [2.5, 4.0]}
     assert headline(summary, ("classifier_fid",)) == "classifier_fid=3.25 [2.5, 4]"

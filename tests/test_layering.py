@@ -22,7 +22,14 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "workbench"
 SCREENS = PACKAGE / "tui" / "screens"
 JOBS, STORE = PACKAGE / "jobs", PACKAGE / "store"
-UPPER = ("workbench.cli", "workbench.tui", "workbench.factory", "workbench.styles", "workbench.__main__")
+UPPER = (
+    "workbench.cli",
+    "workbench.tui",
+    "workbench.factory",
+    "workbench.styles",
+    "workbench.report",
+    "workbench.__main__",
+)
 
 
 def imports_of(path, package: str | None = None) -> set[str]:
@@ -123,8 +130,9 @@ def test_the_store_imports_neither_jobs_nor_the_interface():
         assert not bad, f"store/{path.name} imports {sorted(bad)}"
     code = (
         "import sys, workbench.store.db, workbench.store.queries, workbench.store.queue, "
-        "workbench.store.export, workbench.store.feeds; print(sorted(m for m in sys.modules if "
-        "m.startswith(('workbench.jobs', 'workbench.cli', 'workbench.tui', 'workbench.factory'))))"
+        "workbench.store.feeds, workbench.store.run_writer, workbench.store.artifacts; "
+        "print(sorted(m for m in sys.modules if m.startswith(('workbench.jobs', 'workbench.cli', "
+        "'workbench.tui', 'workbench.factory', 'workbench.report', 'matplotlib'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

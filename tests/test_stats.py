@@ -173,7 +173,7 @@ def test_no_margin_allows_no_match_and_too_few_sets_resolve_nothing():
 def test_an_estimate_column_without_an_estimate_in_one_row_is_one_blank_cell():
     """A row that has no estimate (the first recipe against itself) leaves its cell empty instead of
     spilling its interval columns into the table."""
-    from workbench.store.export import readable_rows
+    from workbench.report import readable_rows
 
     rows = [
         {"recipe": "a", "d": None, "d_ci_low": None, "d_ci_high": None, "d_n": None},
@@ -183,3 +183,31 @@ def test_an_estimate_column_without_an_estimate_in_one_row_is_one_blank_cell():
         {"recipe": "a", "d (n=400)": None},
         {"recipe": "b", "d (n=400)": "0.1 [-0.02, 0.2]"},
     ]
+
+
+def test_an_estimate_reads_back_from_every_shape_the_kinds_write_it_in():
+    """Summary shape (`x_ci` list, `x_n`), table shape (`x_ci_low`, `x_ci_high`), a mean column whose
+    interval is named without `_mean` (feature_sweep's `accuracy_mean` beside `accuracy_ci_low`), and a
+    mapping entry (`guided_accuracy[3.0]` with `guided_accuracy_ci[3.0]`, n shared)."""
+    summary = {"fid": 3.0, "fid_ci": [2.0, 4.0], "fid_n": 5}
+    assert Estimate.from_columns(summary, "fid") == Estimate(3.0, 2.0, 4.0, 5)
+    table = {"fid": 3.0, "fid_ci_low": 2.0, "fid_ci_high": None}
+    est = Estimate.from_columns(table, "fid")
+    assert (est.low, math.isnan(est.high), est.n, est.has_interval) == (2.0, True, None, False)
+    probe = {"accuracy_mean": 0.8, "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.9, "repeats": 5}
+    assert Estimate.from_columns(probe, "accuracy_mean") == Estimate(0.8, 0.7, 0.9, None)
+    guided = {"guided_accuracy[3.0]": 0.9, "guided_accuracy_ci[3.0]": [0.85, 0.95], "guided_accuracy_n": 400}
+    assert Estimate.from_columns(guided, "guided_accuracy[3.0]") == Estimate(0.9, 0.85, 0.95, 400)
+    assert Estimate.from_columns({"fid": 3.0}, "fid") is None
+    assert Estimate.from_columns({"ok": True, "ok_ci": [0, 1]}, "ok") is None
+
+
+def test_a_mean_column_shows_its_interval_in_one_cell():
+    """feature_sweep's rows: the interval folds into `accuracy_mean` and its columns leave the table
+    (they used to print as three separate columns)."""
+    from workbench.report import readable, readable_rows
+
+    row = {"t": 10, "accuracy_mean": 0.8, "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.9, "repeats": 5}
+    assert readable_rows([row]) == [{"t": 10, "accuracy_mean": "0.8 [0.7, 0.9]", "repeats": 5}]
+    one_draw = {"fid": 3.0, "fid_ci": [None, None], "fid_n": 1}
+    assert readable(one_draw) == {"fid": "3 (no interval) n=1"}

@@ -150,7 +150,7 @@ def submit(
             print_json({"experiment_id": exp_id, "run_ids": run_ids})
         return
     statuses = follow(store, run_ids, quiet=as_json, keep_worker=not no_worker)
-    from workbench.store.export import collect
+    from workbench.report import collect
     from workbench.store.queries import show as show_run
 
     records = [show_run(store, r) for r in run_ids]
@@ -475,7 +475,7 @@ def retry(
 
 
 def rows_table(title: str, rows: list[dict]) -> Table:
-    from workbench.store.export import cell, readable_rows
+    from workbench.report import cell, readable_rows
 
     rows = readable_rows(rows)
     t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
@@ -496,8 +496,9 @@ def runs(
 ) -> None:
     """List runs."""
     from workbench.jobs.kinds import headline_keys
+    from workbench.report import headline
     from workbench.store.models import RUN_STATES
-    from workbench.store.queries import headline, list_runs
+    from workbench.store.queries import list_runs
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
@@ -559,7 +560,7 @@ def show(
         out.print(f"[red]error:[/] {shown(rec['error'])}")
     if rec["summary"]:
         out.print("[bold]summary[/]")
-        from workbench.store.export import cell, flatten, readable
+        from workbench.report import cell, flatten, readable
 
         for k, v in readable(flatten(rec["summary"])).items():
             out.print(f"  {shown(k)}: {shown(cell(v))}")
@@ -603,12 +604,12 @@ def export(
 ) -> None:
     """Export runs' result tables (and a summary table) to CSV, Markdown, LaTeX or JSON; curves and sample
     images as PNG files next to them."""
-    from workbench.store import export as exporter
+    from workbench import report
     from workbench.store.queries import show as show_run
     from workbench.store.queue import UnknownRun
 
-    if fmt not in exporter.FORMATS:
-        bad_input(f"--format: unknown format {fmt!r}; one of {', '.join(exporter.FORMATS)}")
+    if fmt not in report.FORMATS:
+        bad_input(f"--format: unknown format {fmt!r}; one of {', '.join(report.FORMATS)}")
     if (curves or samples) and output is None:
         bad_input("--curves and --samples write PNG files next to --output: give --output (-o) a file name")
     store = open_store()
@@ -616,16 +617,14 @@ def export(
         records = [show_run(store, r) for r in run_ids]
     except UnknownRun as e:
         bad_input(str(e))
-    tables = exporter.collect(records, table)
+    tables = report.collect(records, table)
     if not tables:
         bad_input(f"--table: no table named {table!r} in run(s) {', '.join(map(str, run_ids))}")
     if output is None:
-        sys.stdout.write(exporter.render(tables, fmt))
+        sys.stdout.write(report.render(tables, fmt))
         return
     try:
-        written = exporter.export_runs(
-            store, run_ids, fmt, output, curves=curves, samples=samples, table=table
-        )
+        written = report.export_runs(store, run_ids, fmt, output, curves=curves, samples=samples, table=table)
     except OSError as e:
         bad_input(f"cannot write {output}: {e.strerror}")
     err.print("wrote " + shown(", ".join(map(str, written))))

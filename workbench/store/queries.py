@@ -69,23 +69,6 @@ def newest_succeeded(
         return s.scalar(q)
 
 
-def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
-    """The run's headline figure, as `key=value [low, high]`: the first of `keys` (its kind's HEADLINE,
-    see jobs.kinds.headline_keys) that the summary has, else its first numeric value."""
-    summary = summary or {}
-    numeric = {k: v for k, v in summary.items() if isinstance(v, float | int) and not isinstance(v, bool)}
-    key = next((k for k in keys if k in numeric), next(iter(numeric), None))
-    if not key:
-        return ""
-    ci = summary.get(f"{key}_ci")
-    interval = (
-        f" [{ci[0]:.3g}, {ci[1]:.3g}]"
-        if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, float | int) for v in ci)
-        else ""
-    )
-    return f"{key}={numeric[key]:.4g}{interval}"
-
-
 def status_label(run: Run, now: float) -> str:
     """The status as a person should read it: a running run whose lease lapsed is `running (stale)`, a
     queued run that only a GPU slot may take is `queued (needs a GPU)`. `now` is Store.now()."""

@@ -65,8 +65,7 @@ def evaluate(
     import torch
 
     from workbench.jobs.diffusion.samplers import sample_batched
-    from workbench.jobs.metrics.stats import summary_entry
-    from workbench.store.export import readable
+    from workbench.jobs.metrics.stats import Estimate, summary_entry
 
     device, s = ctx.device, spec.sample
     n, sets = s.n_samples, s.eval_sets
@@ -102,7 +101,7 @@ def evaluate(
             **floor,
         }
         rows.append(row)
-        shown = readable(row)
+        shown = {k: str(Estimate.from_columns(row, k)) for k in row}
         ctx.event(
             f"w = {w:g}: class accuracy {shown['class_accuracy'] if conditional else '-'}, "
             f"classifier-FID {shown['classifier_fid']} (real: {shown['classifier_fid_floor']}), "

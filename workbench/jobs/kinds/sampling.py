@@ -122,8 +122,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     from workbench.jobs.diffusion.samplers import sample_batched, sampling_timesteps
     from workbench.jobs.metrics import reference
     from workbench.jobs.metrics.inception import maybe_inception_fid
-    from workbench.jobs.metrics.stats import paired_ci, summary_entry, verdicts
-    from workbench.store.export import readable
+    from workbench.jobs.metrics.stats import Estimate, paired_ci, summary_entry, verdicts
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     source = image_model.source_model(ctx, spec)
@@ -179,7 +178,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
         ctx.progress(i + 1, len(configs))
         ctx.event(
             f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
-            f"{readable(row)['classifier_fid']}{compared}"
+            f"{Estimate.from_columns(row, 'classifier_fid')}{compared}"
         )
     ref = rows[0]
     # the margin is a share of what the chain leaves to gain over real images, in classifier-FID

@@ -19,8 +19,9 @@ summary as `key`, `key_ci` and `key_n`. One draw gives no interval: its ends are
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class Estimate:
     value: float  # the point estimate: a mean, a share, a difference
     low: float  # the interval's ends (NaN when the draws cannot give one)
     high: float
-    n: int  # the draws it came from
+    n: int | None  # the draws it came from (None only when read back from a row that does not say)
     sd: float = math.nan  # standard deviation of the draws, where there are draws
     confidence: float = CONFIDENCE
 
@@ -55,6 +56,47 @@ class Estimate:
     def columns(self, key: str) -> dict[str, object]:
         """`{key, key_ci_low, key_ci_high, key_n}`: the columns of a result table's estimated value."""
         return {key: self.value, f"{key}_ci_low": self.low, f"{key}_ci_high": self.high, f"{key}_n": self.n}
+
+    @staticmethod
+    def column_names(key: str) -> tuple[str, ...]:
+        """Every column that may hold part of `key`'s estimate besides `key` itself, in the shapes
+        `summary` and `columns` write: `key_ci`, `key_ci_low`, `key_ci_high`, `key_n`; for a mean column
+        `x_mean` also `x_ci*` and `x_n`; for a mapping entry `key[sub]` each of them with `[sub]`
+        (`guided_accuracy_ci[3.0]`), and the entry's shared `x_n`."""
+        base, bracket, sub = key.partition("[")
+        sub = bracket + sub
+        names: list[str] = []
+        for stem in dict.fromkeys((base, base.removesuffix("_mean"))):
+            names += [f"{stem}_ci{sub}", f"{stem}_ci_low{sub}", f"{stem}_ci_high{sub}", f"{stem}_n{sub}"]
+            names += [f"{stem}_n"] if sub else []
+        return tuple(dict.fromkeys(names))
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any], key: str) -> Estimate | None:
+        """The estimate a result row or a flattened summary holds at `key`, read back from whichever of
+        `column_names(key)` it was written to; None when `key` is not a number or has no interval there.
+        A missing or null end reads as NaN."""
+        value = row.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        base, bracket, sub = key.partition("[")
+        sub = bracket + sub
+        for stem in dict.fromkeys((base, base.removesuffix("_mean"))):
+            ci = row.get(f"{stem}_ci{sub}")
+            if isinstance(ci, list | tuple) and len(ci) == 2:
+                low, high = ci
+            elif f"{stem}_ci_low{sub}" in row or f"{stem}_ci_high{sub}" in row:
+                low, high = row.get(f"{stem}_ci_low{sub}"), row.get(f"{stem}_ci_high{sub}")
+            else:
+                continue
+            n = row.get(f"{stem}_n{sub}", row.get(f"{stem}_n"))
+            return cls(
+                float(value),
+                math.nan if low is None else float(low),
+                math.nan if high is None else float(high),
+                n if isinstance(n, int) and not isinstance(n, bool) else None,
+            )
+        return None
 
     def __str__(self) -> str:
         if not self.has_interval:

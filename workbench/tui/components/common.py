@@ -8,7 +8,7 @@ import math
 from rich.text import Text
 from textual.widgets import DataTable
 
-from workbench.store.export import cell, readable_rows
+from workbench.report import cell, readable_rows
 from workbench.styles import STATUS_STYLE  # noqa: F401 - re-exported to the screens with the components
 from workbench.text import printable
 

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
-from workbench.store.export import collect, flatten
+from workbench.report import collect, flatten
 from workbench.store.feeds import MetricFeed
 from workbench.store.queries import artifacts, show
 from workbench.tui.components import CurvesView, ImagesView, Picture, ResultTables, Table, fill_data_table

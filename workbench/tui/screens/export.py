@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
-from workbench.store import export as exporter
+from workbench import report
 from workbench.text import printable
 from workbench.tui.messages import Exported
 
@@ -26,7 +26,7 @@ class ExportScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         with Vertical(id="export-dialog"):
             yield Label(f"Export run(s) {', '.join(map(str, self.run_ids))}")
-            yield Select([(f, f) for f in exporter.FORMATS], value="csv", allow_blank=False, id="format")
+            yield Select([(f, f) for f in report.FORMATS], value="csv", allow_blank=False, id="format")
             yield Input("workbench-export.csv", id="path")  # relative to where workbench was started
             with Horizontal():
                 yield Checkbox("tables", True, id="tables")
@@ -61,9 +61,7 @@ class ExportScreen(ModalScreen):
     def write(self, fmt: str, path: Path, tables: bool, curves: bool, samples: bool) -> None:
         try:
             self.post_message(
-                Exported(
-                    exporter.export_runs(self.app.store, self.run_ids, fmt, path, tables, curves, samples)
-                )
+                Exported(report.export_runs(self.app.store, self.run_ids, fmt, path, tables, curves, samples))
             )
         except Exception as e:  # noqa: BLE001 - shown to the user, who picks another path
             self.post_message(Exported([], f"export failed: {e}"))

@@ -15,8 +15,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
+from workbench.report import cell, flatten, readable
 from workbench.store import queue
-from workbench.store.export import cell, flatten, readable
 from workbench.store.feeds import MetricFeed
 from workbench.store.queries import UnknownRun, artifacts, events, show, tables
 from workbench.text import printable

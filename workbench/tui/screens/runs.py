@@ -13,9 +13,10 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from workbench.jobs.kinds import headline_keys
+from workbench.report import headline
 from workbench.store import queue
 from workbench.store.feeds import RunsFeed
-from workbench.store.queries import RunRecord, headline
+from workbench.store.queries import RunRecord
 from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
 from workbench.tui.live import LiveScreen
 from workbench.tui.messages import RunsPolled

@@ -1,5 +1,7 @@
-"""Exports, for the CLI (`workbench export`) and the TUI alike: result tables -> CSV, Markdown, LaTeX or
-JSON; curves -> one PNG per metric with every run overlaid; sample images -> the newest of each, copied.
+"""Results as people read them, for the CLI and the TUI alike: one cell format for every value and
+estimate (`readable`, `cell`, `headline`), and exports (`workbench export`): result tables -> CSV,
+Markdown, LaTeX or JSON; curves -> one PNG per metric with every run overlaid; sample images -> the
+newest of each, copied. The store below keeps persistence only; nothing here writes to it.
 
 Exporting several runs stacks each named table across them with `run` and `run_name` columns in
 front; the `summary` table holds one row per run with its headline numbers (nested mappings such
@@ -17,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from workbench.jobs.metrics.stats import Estimate
 from workbench.text import printable, spreadsheet_cell
 
 FORMATS = ("csv", "md", "latex", "json")
@@ -40,25 +43,26 @@ def readable(row: dict[str, Any], with_n: bool = True) -> dict[str, Any]:
     folded: set[str] = set()
     out: dict[str, Any] = {}
     for key, value in row.items():
-        base, sub = _split(key)
-        low, high, n = _interval(row, base, sub)
-        estimate = isinstance(value, int | float) and (low is not None or high is not None)
-        if estimate or (value is None and f"{base}_ci_low{sub}" in row):  # None: no estimate in this row
-            out[key] = (
-                f"{cell(value)} [{_end(low)}, {_end(high)}]" + (f" n={n}" if with_n and n is not None else "")
-                if estimate
-                else None
-            )
-            folded |= {
-                f"{base}_ci{sub}",
-                f"{base}_ci_low{sub}",
-                f"{base}_ci_high{sub}",
-                f"{base}_n{sub}",
-                f"{base}_n",
-            }
+        names = Estimate.column_names(key)
+        if (est := Estimate.from_columns(row, key)) is not None:
+            out[key] = estimate_cell(est, with_n)
+            folded.update(names)
+        elif value is None and any(name in row for name in names):  # no estimate in this row
+            out[key] = None
+            folded.update(names)
         else:
             out[key] = value
     return {k: v for k, v in out.items() if k not in folded}
+
+
+def estimate_cell(est: Estimate, with_n: bool = True) -> str:
+    """`0.0016 [0.00121, 0.002] n=20`; `0.5 (no interval) n=1` where the draws give none."""
+    text = (
+        f"{cell(est.value)} [{cell(est.low)}, {cell(est.high)}]"
+        if est.has_interval
+        else (f"{cell(est.value)} (no interval)")
+    )
+    return text + (f" n={est.n}" if with_n and est.n is not None else "")
 
 
 def readable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -67,43 +71,33 @@ def readable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ns: dict[str, set] = {}
     for row in rows:
         for key in row:
-            base, sub = _split(key)
-            low, high, n = _interval(row, base, sub)
-            if low is not None or high is not None:
-                ns.setdefault(key, set()).add(n)
+            if (est := Estimate.from_columns(row, key)) is not None:
+                ns.setdefault(key, set()).add(est.n)
     shared = {k: next(iter(v)) for k, v in ns.items() if len(v) == 1 and None not in v}
     out = []
     for row in rows:
         r = readable(row, with_n=False)
-        out.append(
-            {
-                (f"{k} (n={shared[k]})" if k in shared else k): (
-                    v if k in shared or k not in ns else f"{v} n={_interval(row, *_split(k))[2]}"
-                )
-                for k, v in r.items()
-            }
-        )
+        named = {}
+        for k, v in r.items():
+            est = Estimate.from_columns(row, k) if k in ns and k not in shared else None
+            named[f"{k} (n={shared[k]})" if k in shared else k] = (
+                f"{v} n={est.n}" if est is not None and est.n is not None else v
+            )
+        out.append(named)
     return out
 
 
-def _split(key: str) -> tuple[str, str]:
-    """`guided_accuracy[3.0]` -> (`guided_accuracy`, `[3.0]`)."""
-    base, bracket, sub = key.partition("[")
-    return base, bracket + sub
-
-
-def _interval(row: dict[str, Any], base: str, sub: str) -> tuple[Any, Any, Any]:
-    ci = row.get(f"{base}_ci{sub}")
-    low, high = (
-        ci
-        if isinstance(ci, list) and len(ci) == 2
-        else (row.get(f"{base}_ci_low{sub}"), row.get(f"{base}_ci_high{sub}"))
-    )
-    return low, high, row.get(f"{base}_n{sub}", row.get(f"{base}_n"))
-
-
-def _end(v: Any) -> str:
-    return cell(v)
+def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
+    """The run's headline figure, as `key=value [low, high]`: the first of `keys` (its kind's HEADLINE,
+    see jobs.kinds.headline_keys) that the summary has, else its first numeric value."""
+    summary = summary or {}
+    numeric = {k: v for k, v in summary.items() if isinstance(v, float | int) and not isinstance(v, bool)}
+    key = next((k for k in keys if k in numeric), next(iter(numeric), None))
+    if not key:
+        return ""
+    est = Estimate.from_columns(summary, key)
+    interval = f" [{est.low:.3g}, {est.high:.3g}]" if est is not None and est.has_interval else ""
+    return f"{key}={numeric[key]:.4g}{interval}"
 
 
 def collect(records: list[dict[str, Any]], table: str | None = None) -> dict[str, list[dict[str, Any]]]:
