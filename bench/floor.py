@@ -34,7 +34,7 @@ def main() -> None:
     a = p.parse_args()
     data = load_images(a.dataset, a.path)
     start = time.perf_counter()
-    judge, _ = reference.load_or_train(Path(a.home), data, "cpu", log=lambda m: None)
+    judge, _ = reference.load_or_train(Path(a.home) / "cache" / "reference", data, "cpu", log=lambda m: None)
     info = judge.info
     print(
         f"{a.dataset}: classifier trained on {info['train_images']} images in {time.perf_counter() - start:.0f} s, "

@@ -362,3 +362,24 @@ def test_a_checkpoint_is_durable_once_recorded(store, monkeypatch):
     ctx.checkpoint({"w": torch.ones(2)}, 3)
     (ckpt,) = artifacts(store, ctx.run_id, "checkpoint")
     assert synced == [(store.home / ckpt.path).parent]
+
+
+def test_a_kind_finds_caches_and_its_own_earlier_files_through_the_context(store):
+    """cache_dir stays under the store's cache folder whatever name it is given; own_file sees only what
+    this run kept with file() (a part's under the part's name), not another run's file of that name."""
+    ctx = _ctx(store)
+    assert ctx.cache_dir("reference") == store.home / "cache" / "reference"
+    assert (store.home / "cache" / "reference").is_dir()
+    for bad in ("../runs", "a/b", "", ".", "Reference", "x" * 65):
+        with pytest.raises(ValueError, match="cache name"):
+            ctx.cache_dir(bad)
+    assert not (store.home / "runs" / "cache").exists()
+    other = _ctx(store)
+    other.file("model.bin", b"theirs")
+    assert ctx.own_file("model.bin") is None
+    kept = ctx.file("model.bin", b"mine")
+    assert ctx.own_file("model.bin") == kept and kept.read_bytes() == b"mine"
+    part = ctx.part("train", 0, 2)
+    assert part.own_file("model.bin") is None
+    assert part.own_file("w.bin") is None and part.file("w.bin", b"p").read_bytes() == b"p"
+    assert part.own_file("w.bin") == ctx.own_file("train/w.bin")

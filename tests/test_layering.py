@@ -4,7 +4,8 @@
   `store/` package can never be imported in its place);
 - store <- jobs <- the rest: workbench.store imports neither workbench.jobs nor the CLI/TUI, and
   workbench.jobs imports nothing of the CLI/TUI;
-- kinds never import kinds (what they share lives in the library: jobs.diffusion, jobs.metrics, ...);
+- kinds never import kinds (what they share lives in the library: jobs.diffusion, jobs.metrics, ...), and
+  reach the store only through their RunContext (never workbench.store, never `ctx.store`);
 - screens never import screens (the app opens them) and each screen module imports on its own;
 - no SQL outside workbench/store/: the TUI asks store.queries and store.queue, a run's writes go through
   store.run_writer, and nothing else imports SQLAlchemy.
@@ -71,6 +72,29 @@ def test_kinds_never_import_kinds():
     for path in kinds:
         others = {m for m in imports_of(path) if m.startswith("workbench.jobs.kinds")}
         assert not others, f"{path.name} imports {sorted(others)}: move what it shares into the library"
+
+
+def test_kinds_reach_the_store_only_through_their_context():
+    """A kind (and the library it uses) never imports workbench.store nor reads the context's store: caches
+    come from ctx.cache_dir, its earlier files from ctx.own_file, other runs from ctx.finished_run."""
+    files = [
+        *modules(JOBS / "kinds"),
+        *(JOBS / "diffusion").rglob("*.py"),
+        *(JOBS / "data").rglob("*.py"),
+        *(JOBS / "metrics").rglob("*.py"),
+        JOBS / "classify.py",
+        JOBS / "figures.py",
+    ]
+    assert len(files) >= 22
+    for path in files:
+        bad = {m for m in imports_of(path) if m.startswith("workbench.store")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: ask the run's context"
+        reads = [
+            node.lineno
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr in ("store", "_store")
+        ]
+        assert not reads, f"{path.relative_to(ROOT)} reads a store at lines {reads}: ask the run's context"
 
 
 def test_the_library_never_imports_kinds():

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.table import Table
 from workbench.store.db import StoreError
 from workbench.styles import STATUS_STYLE
 from workbench.text import printable
+
+if TYPE_CHECKING:
+    from workbench.jobs.context import FinishedRun
 
 app = typer.Typer(
     add_completion=False,
@@ -636,22 +639,16 @@ IMAGE_MODES = ("auto", "halfcell", "unicode")
 # --- attribution models --------------------------------------------------------------------------
 
 
-def attribution_model(run_id: int) -> tuple[Path, Path, dict]:
-    """The weights and config files of a succeeded attribution run, and its record."""
-    from workbench.store.queries import show as show_run
-    from workbench.store.queue import UnknownRun
+def attribution_model(run_id: int) -> tuple[Path, Path, FinishedRun]:
+    """The weights and config files of a succeeded attribution run, and the run: found as a kind finds a
+    run it builds on (jobs.context.finished_run)."""
+    from workbench.jobs.context import UnusableRun, finished_run
 
-    store = open_store()
     try:
-        rec = show_run(store, run_id)
-    except UnknownRun as e:
+        run = finished_run(open_store(), run_id, ("attribution",))
+        return run.artifact("model.safetensors"), run.artifact("config.json"), run
+    except UnusableRun as e:
         bad_input(str(e))
-    if rec["kind"] != "attribution" or rec["status"] != "succeeded":
-        bad_input(f"run {run_id} is a {rec['status']} {rec['kind']} run; give a succeeded attribution run")
-    files = {a["name"]: store.home / a["path"] for a in rec["artifacts"] if a["kind"] == "file"}
-    if "model.safetensors" not in files or "config.json" not in files:
-        bad_input(f"run {run_id} kept no model files (model.safetensors, config.json)")
-    return files["model.safetensors"], files["config.json"], rec
 
 
 @app.command()
@@ -723,9 +720,9 @@ def publish(
         bad_input("give --repo NAME (upload to the Hub), --to-folder DIR (write the files), or both")
     if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
         bad_input(f"--repo {repo!r}: give owner/name")
-    weights, config_path, rec = attribution_model(run_id)
+    weights, config_path, found = attribution_model(run_id)
     config = json.loads(config_path.read_text())
-    card = model_card(config, rec)
+    card = model_card(config, found.id, found.name)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if to_folder is not None:

@@ -195,7 +195,7 @@ def read_image(path: Path):
 # --- publishing ------------------------------------------------------------------------------------
 
 
-def model_card(config: dict, run: dict) -> str:
+def model_card(config: dict, run_id: int, run_name: str) -> str:
     """A Hugging Face model card: metadata, what the model does, its test results with intervals."""
     r = config["results"]
     data = config.get("data", {})
@@ -223,12 +223,12 @@ def model_card(config: dict, run: dict) -> str:
         meta
         + [
             "",
-            f"# {run.get('name') or 'attribution'}: which generator made this image",
+            f"# {run_name or 'attribution'}: which generator made this image",
             "",
             f"A {MODEL_WORDS.get(config['backbone'], config['backbone'])}"
             f"{FRONT_WORDS.get(config.get('front', 'none'), '')} over {len(config['class_names'])} image "
             "generators, trained by "
-            f"workbench run {run.get('id')} on {source}. It sees {view}.",
+            f"workbench run {run_id} on {source}. It sees {view}.",
             "",
             f"Generators: {classes}.",
             "",

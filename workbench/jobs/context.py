@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -95,6 +96,42 @@ class FinishedRun:
         return path
 
 
+def finished_run(store: Store, run_id: int | RunName, kinds: Iterable[str] | None = None) -> FinishedRun:
+    """RunContext.finished_run's read, for whatever needs a finished run outside a run (the CLI's
+    `attribute` and `publish` find their model here too)."""
+    from workbench.jobs.spec import RunName
+    from workbench.store.queries import UnknownRun, newest_succeeded, show
+
+    wanted = tuple(kinds) if kinds is not None else None
+    if isinstance(run_id, RunName):
+        found = newest_succeeded(store, run_id.experiment, run_id.name, wanted)
+        if found is None:
+            raise UnusableRun(
+                f"{run_id}: no succeeded {' or '.join(wanted) + ' ' if wanted else ''}run of experiment "
+                f"{run_id.experiment!r}"
+                + (f" named {run_id.name!r}" if run_id.name else "")
+                + " (`workbench runs` lists them)"
+            )
+        run_id = found
+    try:
+        run = show(store, run_id)  # its record, spec, summary, tables and artifacts, in one go
+    except UnknownRun:
+        raise UnusableRun(f"run {run_id}: no such run") from None
+    if run["status"] != "succeeded" or (wanted and run["kind"] not in wanted):
+        need = f"a succeeded {' or '.join(wanted)} run" if wanted else "a succeeded run"
+        raise UnusableRun(
+            f"run {run_id} ({run['name']}) is a {run['status']} {run['kind']} run; it must be {need}"
+        )
+    files = {
+        a["name"]: store.home / a["path"]
+        for a in run["artifacts"]  # newest last
+        if a["kind"] in ("file", "image")
+    }
+    return FinishedRun(
+        run["id"], run["kind"], run["name"], run["spec"] or {}, run["summary"], run["tables"], files
+    )
+
+
 _active: RunContext | None = None
 
 
@@ -110,13 +147,15 @@ def alive() -> None:
 class RunContext:
     """What a kind's `run(ctx, spec)` gets. Made by the worker in the run's process; tests make their own.
 
+    A kind touches the store only through these methods (never `workbench.store` itself): caches through
+    `cache_dir`, its own earlier files through `own_file`, other runs through `finished_run`.
+
     Attributes:
-        store: the Store (SQLite or PostgreSQL); `store.home` is the folder artifacts and caches live under.
         run_id: this run's id.
         attempt: 1 for the first attempt, one more for each retry or resume; checkpoints are per attempt.
         device: the device slot the worker gave the run ("cpu", "cuda:0", ...): put tensors there.
         spec: the run's resolved spec as stored (a dict); the kind gets it validated as `spec` too.
-        dir: the run's artifact folder, `store.home / "runs" / str(run_id)`.
+        dir: the run's artifact folder, `<home>/runs/<run_id>`.
     """
 
     def __init__(
@@ -128,7 +167,7 @@ class RunContext:
         attempt: int | None = None,
         on_activity: Callable[[int | None], None] | None = None,
     ):
-        self.store = store
+        self._store = store
         self.run_id = run_id
         self.device = device
         spec, current = run_spec_and_attempt(store, run_id)
@@ -280,7 +319,7 @@ class RunContext:
         """
         data = _png_bytes(image)
         rel = f"images/{name}/{step:08d}.png" if step is not None else f"images/{name}.png"
-        path = artifact_path(self.store.home, self.run_id, rel)
+        path = artifact_path(self._store.home, self.run_id, rel)
         self._store_file(name, "image", path, data, step, meta)
         return path
 
@@ -294,7 +333,7 @@ class RunContext:
             **meta: JSON-able notes stored with it (a description, its spec).
         Returns: its path. Cost: writing the bytes (atomically) plus one transaction.
         """
-        path = artifact_path(self.store.home, self.run_id, f"files/{name}")
+        path = artifact_path(self._store.home, self.run_id, f"files/{name}")
         self._store_file(name, "file", path, data, None, meta)
         return path
 
@@ -312,7 +351,7 @@ class RunContext:
             if is_store_fault(e):
                 raise StoreFault(f"cannot write {path.name}: {e.strerror}") from e
             raise
-        rel = relative_to_home(self.store.home, path)
+        rel = relative_to_home(self._store.home, path)
         self._writer.add_artifact(name, kind, rel, step, notes, replace=True, temporary=tmp)
 
     # --- checkpoints -----------------------------------------------------------------------------
@@ -335,7 +374,7 @@ class RunContext:
         self.flush()
         tensors: dict[str, Any] = {}
         skeleton = _pack(state, "", tensors)
-        folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
+        folder = artifact_path(self._store.home, self.run_id, CHECKPOINTS)
         path = folder / f"a{self.attempt}-step-{step:09d}.safetensors"
         data = save(tensors, metadata={"state": json.dumps(skeleton), "step": str(step)})
         self._store_file("checkpoint", "checkpoint", path, data, step, {})
@@ -358,17 +397,21 @@ class RunContext:
         from safetensors.torch import load
 
         last = self._writer.last_checkpoint()
-        folder = artifact_path(self.store.home, self.run_id, CHECKPOINTS)
-        if last is not None and last[0].endswith(".safetensors") and not (self.store.home / last[0]).exists():
+        folder = artifact_path(self._store.home, self.run_id, CHECKPOINTS)
+        if (
+            last is not None
+            and last[0].endswith(".safetensors")
+            and not (self._store.home / last[0]).exists()
+        ):
             message = (
-                f"the run's checkpoint at step {last[1]} ({last[0]}) is missing from {self.store.home}; "
+                f"the run's checkpoint at step {last[1]} ({last[0]}) is missing from {self._store.home}; "
                 "resuming would silently start from step 0. Restore the file, or submit the spec again "
                 "to start over"
             )
             self.event(message, "error")
             raise CheckpointMissing(message)
         if last is not None and last[0].endswith(".safetensors"):
-            path = self.store.home / last[0]
+            path = self._store.home / last[0]
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
             if "state" in meta:
@@ -410,37 +453,32 @@ class RunContext:
         Costs: one read transaction, plus the run's tables (rows are JSON; a few ms for typical runs).
         Writes nothing: safe to call again after a crash and resume.
         """
-        from workbench.jobs.spec import RunName
-        from workbench.store.queries import UnknownRun, newest_succeeded, show
+        return finished_run(self._store, run_id, kinds)
 
-        wanted = tuple(kinds) if kinds is not None else None
-        if isinstance(run_id, RunName):
-            found = newest_succeeded(self.store, run_id.experiment, run_id.name, wanted)
-            if found is None:
-                raise UnusableRun(
-                    f"{run_id}: no succeeded {' or '.join(wanted) + ' ' if wanted else ''}run of experiment "
-                    f"{run_id.experiment!r}"
-                    + (f" named {run_id.name!r}" if run_id.name else "")
-                    + " (`workbench runs` lists them)"
-                )
-            run_id = found
-        try:
-            run = show(self.store, run_id)  # its record, spec, summary, tables and artifacts, in one go
-        except UnknownRun:
-            raise UnusableRun(f"run {run_id}: no such run") from None
-        if run["status"] != "succeeded" or (wanted and run["kind"] not in wanted):
-            need = f"a succeeded {' or '.join(wanted)} run" if wanted else "a succeeded run"
-            raise UnusableRun(
-                f"run {run_id} ({run['name']}) is a {run['status']} {run['kind']} run; it must be {need}"
-            )
-        files = {
-            a["name"]: self.store.home / a["path"]
-            for a in run["artifacts"]  # newest last
-            if a["kind"] in ("file", "image")
-        }
-        return FinishedRun(
-            run["id"], run["kind"], run["name"], run["spec"] or {}, run["summary"], run["tables"], files
-        )
+    # --- caches and the run's own files ------------------------------------------------------------
+
+    def cache_dir(self, name: str) -> Path:
+        """The folder shared by every run of this store for one cache (`reference`, `synthetic`,
+        `features`, `vae`, `attribution`), made if missing. What goes in it must be keyed by everything
+        it depends on (its files are reused by other runs) and written atomically.
+
+        Args:
+            name: the cache's name, a lowercase word.
+        Raises: ValueError for any other name (no `..`, no `/`: it stays under the store's cache folder).
+        """
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", name):
+            raise ValueError(f"cache name {name!r}: use a lowercase word (letters, digits, - and _)")
+        folder = self._store.home / "cache" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def own_file(self, name: str) -> Path | None:
+        """The file this run kept as `name` with `file()` in an earlier attempt (what a resumed run
+        picks up instead of computing again), or None when there is none.
+
+        Cost: one stat; reads nothing from the store."""
+        path = artifact_path(self._store.home, self.run_id, f"files/{name}")
+        return path if path.is_file() else None
 
     # --- control ---------------------------------------------------------------------------------
 
@@ -489,7 +527,7 @@ class RunPart:
 
     def __init__(self, ctx: RunContext, name: str, index: int, parts: int):
         self.ctx, self.name, self.index, self.parts = ctx, name, index, parts
-        self.store, self.run_id, self.device = ctx.store, ctx.run_id, ctx.device
+        self.run_id, self.device = ctx.run_id, ctx.device
 
     def log(self, step: int, **scalars: float) -> None:
         self.ctx.log(step, **{f"{self.name}/{k}": v for k, v in scalars.items()})
@@ -506,6 +544,15 @@ class RunPart:
 
     def file(self, name: str, data: bytes, **meta: Any) -> Path:
         return self.ctx.file(f"{self.name}/{name}", data, **meta)
+
+    def own_file(self, name: str) -> Path | None:
+        return self.ctx.own_file(f"{self.name}/{name}")
+
+    def cache_dir(self, name: str) -> Path:
+        return self.ctx.cache_dir(name)
+
+    def finished_run(self, run_id: int | RunName, kinds: Iterable[str] | None = None) -> FinishedRun:
+        return self.ctx.finished_run(run_id, kinds)
 
     def checkpoint(self, state: dict[str, Any], step: int) -> None:
         self.ctx.checkpoint({"part": self.name, "state": state}, step)

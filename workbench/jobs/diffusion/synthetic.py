@@ -44,8 +44,9 @@ def set_key(*, generator: str, classes: list[int], sampler: dict, guidance: floa
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def cache_path(home: Path, key: str) -> Path:
-    return Path(home) / "cache" / "synthetic" / f"{key}.npz"
+def cache_path(folder: Path, key: str) -> Path:
+    """The set `key` in the cache folder (`ctx.cache_dir("synthetic")`)."""
+    return Path(folder) / f"{key}.npz"
 
 
 def cycling_labels(classes: list[int], per_class: int) -> torch.Tensor:
@@ -68,9 +69,9 @@ def from_uint8(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x).float() / 127.5 - 1
 
 
-def load(home: Path, key: str, per_class: int, num_classes: int) -> SyntheticSet | None:
+def load(folder: Path, key: str, per_class: int, num_classes: int) -> SyntheticSet | None:
     """The first per_class images of each class of the cached set, if it has that many."""
-    path = cache_path(home, key)
+    path = cache_path(folder, key)
     try:
         with np.load(path) as f:
             n = per_class * num_classes
@@ -81,8 +82,8 @@ def load(home: Path, key: str, per_class: int, num_classes: int) -> SyntheticSet
         return None
 
 
-def save(home: Path, key: str, x: torch.Tensor, y: torch.Tensor, meta: dict) -> None:
-    path = cache_path(home, key)
+def save(folder: Path, key: str, x: torch.Tensor, y: torch.Tensor, meta: dict) -> None:
+    path = cache_path(folder, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:

@@ -63,13 +63,14 @@ def build(cfg: VAEConfig, image_shape: tuple[int, int, int]):
     )
 
 
-def cache_path(home: Path, images_fingerprint: str, cfg: VAEConfig) -> Path:
+def cache_path(folder: Path, images_fingerprint: str, cfg: VAEConfig) -> Path:
+    """The VAE for these images and config in the cache folder (`ctx.cache_dir("vae")`)."""
     key = json.dumps({"images": images_fingerprint, **cfg.__dict__}, sort_keys=True, default=list)
-    return Path(home) / "cache" / "vae" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
+    return Path(folder) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
 
 
 def train_or_load(
-    home: Path,
+    folder: Path,
     images_fingerprint: str,
     x_train: torch.Tensor,
     x_test: torch.Tensor,
@@ -84,7 +85,7 @@ def train_or_load(
     caching nothing, when it says stop)."""
     from safetensors.torch import load_file, save_file
 
-    path = cache_path(home, images_fingerprint, cfg)
+    path = cache_path(folder, images_fingerprint, cfg)
     meta_path = path.with_suffix(".json")
     torch.manual_seed(cfg.seed)  # the initial weights, when it is trained
     model = build(cfg, tuple(x_train.shape[1:]))

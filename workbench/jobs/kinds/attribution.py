@@ -478,10 +478,8 @@ def finished_recipe(ctx: RunContext, recipe: RecipeSpec, k: int):
 
     from safetensors import safe_open
 
-    from workbench.store.artifacts import artifact_path
-
-    path = artifact_path(ctx.store.home, ctx.run_id, f"files/recipes/{recipe.label}.safetensors")
-    if not path.exists():
+    path = ctx.own_file(f"recipes/{recipe.label}.safetensors")
+    if path is None:
         return None
     with safe_open(str(path), "pt") as f:
         fit = json.loads(f.metadata()["fit"])
@@ -498,7 +496,7 @@ def load_data(ctx: RunContext, spec: Spec):
     from workbench.jobs.data import attribution as A
 
     d = spec.data
-    cache = ctx.store.home / "cache" / "attribution"
+    cache = ctx.cache_dir("attribution")
     if isinstance(d, DragonSource | ShardsSource):
         per_class = {"train": d.train_per_class, "test": d.test_per_class}
         if isinstance(d, DragonSource):
@@ -629,7 +627,7 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
                 guidance=member.guidance_scale,
                 sampling_seed=spec.seed + offset,
             )
-            syn = synthetic.load(ctx.store.home, key, per_class, k)
+            syn = synthetic.load(ctx.cache_dir("synthetic"), key, per_class, k)
             if syn is None:
                 x, seconds = synthetic.generate(
                     m.model,
@@ -646,7 +644,9 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
                     device=ctx.device,
                 )
                 y = synthetic.cycling_labels(classes, per_class)
-                synthetic.save(ctx.store.home, key, x, y, {"run": ctx.run_id, "source_run": m.run_id})
+                synthetic.save(
+                    ctx.cache_dir("synthetic"), key, x, y, {"run": ctx.run_id, "source_run": m.run_id}
+                )
                 syn = synthetic.SyntheticSet(x, y, False, seconds)
                 ctx.event(f"zoo: drew {len(x)} {split} images for {name} in {seconds:.1f} s")
             x = synthetic.to_uint8(syn.x[:per])  # (n, C, H, W)

@@ -317,7 +317,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             guidance=g.guidance_scale,
             sampling_seed=sampling_seed,
         )
-        syn = synthetic.load(ctx.store.home, key, max(per_class.values()), k)
+        syn = synthetic.load(ctx.cache_dir("synthetic"), key, max(per_class.values()), k)
         if syn is not None:
             counts["synthetic_sets_cached"] += 1
         else:
@@ -348,7 +348,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             )
             y = synthetic.cycling_labels(list(range(k)), max(per_class.values()))  # in the task's labels
             synthetic.save(
-                ctx.store.home,
+                ctx.cache_dir("synthetic"),
                 key,
                 x,
                 y,
@@ -561,7 +561,7 @@ class FixedGenerator:
 def reference_judge(ctx: RunContext, spec: Spec, data: ImageData):
     from workbench.jobs.metrics import reference
 
-    judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
+    judge, _ = reference.load_or_train(ctx.cache_dir("reference"), data, ctx.device, log=ctx.event)
     ctx.event(
         "filter: judged by the reference classifier, trained on the whole training split: the filtered "
         "setting uses labels beyond the real subset (an oracle)"

@@ -272,7 +272,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     atoms = list(dict.fromkeys(b for entry in spec.blocks for b in entry.split("+")))
     fingerprint = images_fingerprint(data)  # hashes every image once: the feature and VAE caches' key
     cache = FeatureCache(
-        ctx.store.home / "cache" / "features",
+        ctx.cache_dir("features"),
         model=image_model.weights_digest(model),
         images=fingerprint,
         pooling=spec.pooling,
@@ -413,7 +413,7 @@ def vae_features(ctx: RunContext, spec: Spec, data, fingerprint: str, images: np
             f"{len(cfg.channels) - 1} times; use fewer levels"
         )
     trained = vae.train_or_load(
-        ctx.store.home,
+        ctx.cache_dir("vae"),
         fingerprint,
         data.x_train,
         data.x_test,

@@ -49,7 +49,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     inception = maybe_inception_fid(spec.sample, ctx.device)  # first: a missing network fails at once
     data = image_model.load_data(spec)
-    judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
+    judge, _ = reference.load_or_train(ctx.cache_dir("reference"), data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     if inception is not None:
         inception.set_real(data.x_test)

@@ -127,7 +127,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     source = image_model.source_model(ctx, spec)
     data, model, schedule = source.data, source.model, source.schedule
-    judge, _ = reference.load_or_train(ctx.store.home, data, ctx.device, log=ctx.event)
+    judge, _ = reference.load_or_train(ctx.cache_dir("reference"), data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     if inception is not None:
         inception.set_real(data.x_test)

@@ -137,18 +137,19 @@ class ReferenceClassifier:
         }
 
 
-def cache_paths(home: Path, data: ImageData) -> tuple[Path, Path]:
+def cache_paths(folder: Path, data: ImageData) -> tuple[Path, Path]:
+    """The weights and notes of the classifier for these images in the cache folder (`ctx.cache_dir`)."""
     c, h, w = data.shape
-    stem = home / "cache" / "reference" / f"{data.name}-{c}x{h}x{w}-{data.fingerprint()}-{RECIPE}"
+    stem = Path(folder) / f"{data.name}-{c}x{h}x{w}-{data.fingerprint()}-{RECIPE}"
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
 def load_or_train(
-    home: Path, data: ImageData, device: torch.device | str, log: Callable[[str], None] = print
+    folder: Path, data: ImageData, device: torch.device | str, log: Callable[[str], None] = print
 ) -> tuple[ReferenceClassifier, bool]:
     """(classifier, whether it came from the cache). Trains and caches it on first use; a file lock
     makes concurrent runs on the same data train it once and the others wait and reuse it."""
-    weights, meta = cache_paths(home, data)
+    weights, meta = cache_paths(folder, data)
     weights.parent.mkdir(parents=True, exist_ok=True)
     with open(weights.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
