@@ -119,7 +119,7 @@ def main() -> int:
                 [*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True, capture_output=True
             )
             done = wait(lambda: get_run(store, rid).status in ("succeeded", "failed"), 1800)
-            rec = show(store, rid)
+            rec = show(store, rid).as_json()
             resumed = [
                 e.message for e in events(store, rid) if e.message.startswith("resumed from checkpoint")
             ]

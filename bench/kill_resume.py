@@ -114,7 +114,7 @@ def main() -> int:
             [*wb, "retry", str(rid), "--no-worker"], env=env, cwd=ROOT, check=True, capture_output=True
         )
     worker.terminate()
-    rec = show(store, rid)
+    rec = show(store, rid).as_json()
     resumes = [e.message for e in events(store, rid) if e.message.startswith("resumed from")]
     with store.read() as s:
         for attempt, message in zip(range(2, rec["attempt"] + 1), resumes, strict=False):

@@ -352,7 +352,7 @@ def run_in_process(store, fields: dict, spy=None) -> dict:
     attribution.run(ctx, spec)
     ctx.close()
     queue.finish(store, rid, "w", "succeeded")
-    return {**queries.show(store, rid), "events": [e.message for e in queries.events(store, rid)]}
+    return {**queries.show(store, rid).as_json(), "events": [e.message for e in queries.events(store, rid)]}
 
 
 FAST = {"train": {"steps": 30, "batch_size": 16, "eval_every": 15, "lr": 3e-3, "warmup_steps": 3}}

@@ -79,7 +79,7 @@ def run_in_process(store, fields: dict) -> dict:
     augmentation.run(ctx, spec)
     ctx.close()
     queue.finish(store, rid, "w", "succeeded")
-    return {**queries.show(store, rid), "events": [e.message for e in queries.events(store, rid)]}
+    return {**queries.show(store, rid).as_json(), "events": [e.message for e in queries.events(store, rid)]}
 
 
 def test_the_smoke_example_reports_the_table_seed_statistics_and_pictures(home, tmp_path):

@@ -89,7 +89,7 @@ def test_a_smoke_run_on_ray_streams_to_the_store_and_the_worker_is_listed(db_url
             ("ray", ray_head, ["ray:cpu"], [rid])
         ]
         wait_for(lambda: get_run(store, rid).status != "running", 120, "the run to end")
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["status"] == "succeeded", diagnose(store, rid, worker)
         assert len(metric_series(store, rid, "loss")) == 40
         assert any(m.startswith("ray on ") for m in messages(store, rid))
@@ -110,7 +110,7 @@ def test_a_real_kind_runs_through_ray(home, ray_head):
     )  # fmt: skip
     store = Store(home=home)
     assert get_run(store, rid).status == "succeeded", done.stdout + diagnose(store, rid)
-    rec = show(store, rid)
+    rec = show(store, rid).as_json()
     assert rec["summary"] and any(a["kind"] == "image" for a in rec["artifacts"])
     assert all((home / a["path"]).exists() for a in rec["artifacts"])
 
@@ -129,15 +129,15 @@ def test_cancel_and_a_killed_ray_task_then_retry_resumes(home, tmp_path, ray_hea
         wait_for(lambda: get_run(store, cancelled).status == "cancelled", 60, "the cancel to land")
 
         wait_for(lambda: get_run(store, killed).progress[0] >= 25, 120, "progress past the checkpoint at 20")
-        pid = show(store, killed)["pid"]
+        pid = show(store, killed).as_json()["pid"]
         os.kill(pid, signal.SIGKILL)  # the task's own process (it records its pid)
         wait_for(lambda: get_run(store, killed).status == "interrupted", 60, "the kill to be seen")
-        rec = show(store, killed)
+        rec = show(store, killed).as_json()
         assert rec["error"].startswith("the Ray task ended"), rec["error"]
 
         subprocess.run(wb_command("retry", killed, "--no-worker"), env=env, check=True, capture_output=True)
         wait_for(lambda: get_run(store, killed).status == "succeeded", 180, "the retried run")
-        rec = show(store, killed)
+        rec = show(store, killed).as_json()
         assert rec["attempt"] == 2 and rec["summary"]["resumed_from"] >= 20, diagnose(store, killed, worker)
     finally:
         stop(worker)
@@ -152,7 +152,7 @@ def test_stopping_a_ray_worker_checkpoints_its_runs_as_interrupted(home, tmp_pat
     wait_for(lambda: get_run(store, rid).progress[0] >= 3, 120, "progress")
     log = stop(worker)
     assert worker.returncode == 0, log
-    rec = show(store, rid)
+    rec = show(store, rid).as_json()
     assert rec["status"] == "interrupted" and rec["error"] == "the worker was stopped", log + diagnose(
         store, rid
     )
@@ -170,7 +170,7 @@ def test_a_run_the_cluster_never_starts_ends_interrupted_after_the_pending_limit
     store = Store(home=home)
     try:
         wait_for(lambda: get_run(store, second).status == "interrupted", 120, "the pending run to give up")
-        rec = show(store, second)
+        rec = show(store, second).as_json()
         assert rec["error"].startswith("the ray cluster did not start it within 0.1 min"), rec["error"]
         assert get_run(store, first).status == "running"  # the one the cluster placed goes on
         subprocess.run(wb_command("retry", second, "--no-worker"), env=env, check=True, capture_output=True)
@@ -192,10 +192,10 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_the_same_attempt(home, tm
     store = Store(home=home)
     try:
         wait_for(lambda: get_run(store, rid).progress[0] >= 25, 120, "progress past a checkpoint")
-        first_pid = show(store, rid)["pid"]
+        first_pid = show(store, rid).as_json()["pid"]
         os.kill(first_pid, signal.SIGUSR2)
         wait_for(lambda: get_run(store, rid).status != "running", 180, "the run to end")
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["status"] == "succeeded" and rec["attempt"] == 1, diagnose(store, rid, worker)
         assert rec["pid"] != first_pid  # the requeued job's process
         assert rec["summary"]["resumed_from"] >= 20
@@ -224,7 +224,7 @@ def test_a_hung_remote_run_ends_itself_failed_with_the_reason(home, tmp_path):
             120,
             "the hung run to end",
         )
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["status"] == "failed", diagnose(store, rid, worker)
         assert rec["error"].startswith("no progress for 0.1 min (no step or report from the run)"), rec[
             "error"
@@ -298,10 +298,10 @@ def test_a_run_through_real_sbatch_survives_a_preemption(home, tmp_path, slurm_c
     store = Store(home=home)
     try:
         wait_for(lambda: get_run(store, rid).progress[0] >= 25, 120, "the job to run past a checkpoint")
-        job = show(store, rid)["job_id"]
+        job = show(store, rid).as_json()["job_id"]
         subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True)
         wait_for(lambda: get_run(store, rid).status != "running", 600, "the requeued job to finish")
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["status"] == "succeeded" and rec["attempt"] == 1, diagnose(store, rid, worker)
         assert rec["summary"]["resumed_from"] >= 20 and rec["job_id"] == job
         assert len([m for m in messages(store, rid) if m.startswith("slurm on ")]) == 2

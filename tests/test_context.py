@@ -41,10 +41,10 @@ def test_progress_alone_reaches_the_store_once_a_second(store):
     """A kind that logs no scalars (a sweep) still shows its progress: progress flushes when one is due."""
     ctx = _ctx(store)
     ctx.progress(1, 10)
-    assert show(store, ctx.run_id)["progress"] == [0, 0]  # under a second: buffered
+    assert show(store, ctx.run_id).as_json()["progress"] == [0, 0]  # under a second: buffered
     ctx._last_flush -= 2  # a second and more since the last write
     ctx.progress(2, 10)
-    assert show(store, ctx.run_id)["progress"] == [2, 10]
+    assert show(store, ctx.run_id).as_json()["progress"] == [2, 10]
 
 
 def test_newest_value_of_a_relogged_step_wins(store):
@@ -99,7 +99,7 @@ def test_images_tables_summary(store):
     ctx.table("acc", [{"a": 2}])
     ctx.summary(x=1.5)
     ctx.summary(y=np.float32(2.0), z={"3.0": 0.9})
-    rec = show(store, ctx.run_id)
+    rec = show(store, ctx.run_id).as_json()
     assert rec["tables"] == {"acc": [{"a": 2}]}
     assert rec["summary"] == {"x": 1.5, "y": 2.0, "z": {"3.0": 0.9}}
     assert [(a["name"], a["step"]) for a in rec["artifacts"]] == [("samples", 10)]
@@ -207,7 +207,7 @@ def test_a_part_names_its_results_and_resumes_only_its_own_checkpoint(store):
     assert [tuple(p) for p in metric_series(store, ctx.run_id, "gen/a/loss")] == [(1, 0.5)]
     assert [tuple(p) for p in metric_series(store, ctx.run_id, "gen/b/loss")] == [(1, 0.25)]
     assert "gen/b/samples" in {a.name for a in artifacts(store, ctx.run_id)}
-    assert show(store, ctx.run_id)["progress"] == [1500, 4000]
+    assert show(store, ctx.run_id).as_json()["progress"] == [1500, 4000]
 
 
 def test_non_finite_numbers_are_mapped_once_as_documented(store, cli):
@@ -230,7 +230,7 @@ def test_non_finite_numbers_are_mapped_once_as_documented(store, cli):
     ctx.table("t", [{"x": np.float32(nan), "y": torch.tensor([inf, 2.0])}])
     ctx.log(1, loss=inf, lr=-inf, gap=nan)
     ctx.flush()
-    rec = show(store, ctx.run_id)
+    rec = show(store, ctx.run_id).as_json()
     big = 1e308
     assert rec["summary"] == {"a": None, "b": big, "c": -big, "d": None, "e": [1.0, None], "f": {"g": [big]}}
     assert rec["tables"]["t"] == [{"x": None, "y": [big, 2.0]}]
@@ -251,7 +251,7 @@ def test_a_value_that_is_not_json_is_the_kinds_error_not_a_store_fault(store):
     assert not is_store_fault(e.value)
     with pytest.raises(ValueError, match=r"table 't'"):
         ctx.table("t", [{"s": {1, 2}}])
-    assert show(store, ctx.run_id)["summary"] == {}
+    assert show(store, ctx.run_id).as_json()["summary"] == {}
 
 
 # --- an attempt that lost the run writes nothing ---------------------------------------------------
@@ -347,7 +347,7 @@ def test_a_value_the_database_refuses_fails_the_run_not_the_store(store):
         ctx.table(name, [{"a": 1}])
     assert not is_store_fault(e.value)
     ctx.table("short", [{"a": 1}])  # the run's next write goes through: nothing was left half done
-    assert show(store, ctx.run_id)["tables"] == {"short": [{"a": 1}]}
+    assert show(store, ctx.run_id).as_json()["tables"] == {"short": [{"a": 1}]}
 
 
 def test_a_checkpoint_is_durable_once_recorded(store, monkeypatch):

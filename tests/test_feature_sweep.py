@@ -146,7 +146,7 @@ def sweep_run(store, model_run: int, npz=None, **fields) -> dict:
     ctx.close()
     queue.finish(store, rid, "w", "succeeded")
     return {
-        **queries.show(store, rid),
+        **queries.show(store, rid).as_json(),
         "events": [e.message for e in queries.events(store, rid)],
         "vae_curve": queries.metric_series(store, rid, "vae/loss"),
     }

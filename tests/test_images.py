@@ -342,7 +342,7 @@ def test_show_json_of_an_images_run_has_the_documented_keys(store):
     spec = tiny_spec(train={"steps": 4}, sample={"every": 0, "guidance_scales": [1.0, 3.0]})
     rid = new_run(store, spec)
     images.run(RunContext(store, rid), spec)
-    s = show(store, rid)["summary"]
+    s = show(store, rid).as_json()["summary"]
     assert {"reference_accuracy", "classifier_fid", "guided_accuracy"} <= set(s)
     assert list(s["guided_accuracy"]) == ["1.0", "3.0"]
 

@@ -196,3 +196,18 @@ def test_each_screen_module_imports_alone():
     assert len(results) >= 8
     failed = {m: r.stderr.strip().splitlines()[-1] for m, r in results if r.returncode}
     assert not failed, failed
+
+
+def test_the_tui_reads_records_by_attribute_never_by_key():
+    """`show()` gives a frozen RunDetail; a screen indexing a record by string (`rec["status"]`) was the
+    old dict, whose keys no type checker could follow."""
+    files = [*PACKAGE.joinpath("tui").rglob("*.py")]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)):
+                continue
+            target = node.value
+            name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", "")
+            assert not (isinstance(node.slice.value, str) and name in ("rec", "record", "run", "detail")), (
+                f"{path.relative_to(ROOT)}:{node.lineno} indexes a run record by string"
+            )

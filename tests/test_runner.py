@@ -71,7 +71,7 @@ def alive(pid: int) -> bool:
 
 def diagnose(store: Store, run_id: int, worker: subprocess.Popen | None = None) -> str:
     """What a failed wait needs to be understood: the run's state, its events and both logs."""
-    rec = show(store, run_id)
+    rec = show(store, run_id).as_json()
     lines = [f"run {run_id}: status {rec['status']}, progress {rec['progress']}"]
     with store.read() as s:
         lines += [
@@ -117,7 +117,7 @@ def test_failed_run_stores_error_and_traceback(env, home, tmp_path):
         check=True,
         capture_output=True,
     )
-    rec = show(Store(home=home), rid)
+    rec = show(Store(home=home), rid).as_json()
     assert rec["status"] == "failed"
     assert "failing at step 3" in rec["error"] and "Traceback" in rec["traceback"]
 
@@ -138,7 +138,7 @@ def test_cancel_stops_a_running_run(env, home, tmp_path):
         # The worker terminates a child that ignores the stop after 3 s and kills it after 5 s; the
         # rest is slack for a loaded 2-core CI machine (a checkpoint's fsync can stall there).
         assert time.monotonic() - t0 < 15, diagnose(store, rid, worker)
-        assert any(a["kind"] == "checkpoint" for a in show(store, rid)["artifacts"])
+        assert any(a["kind"] == "checkpoint" for a in show(store, rid).as_json()["artifacts"])
         assert worker.wait(timeout=30) == 0
     finally:
         worker.kill()
@@ -183,7 +183,7 @@ def test_kill_9_then_retry_resumes_without_losing_metrics(victim, env, home, tmp
             == 0
         )
         wait_for(lambda: get_run(store, rid).status == "succeeded", 60, "the retried run to succeed")
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         resumed_from = rec["summary"]["resumed_from"]
         assert resumed_from >= 20 and rec["attempt"] == 2
         assert before <= points(store, rid), "a metric flushed before the kill was lost"

@@ -71,7 +71,7 @@ def test_a_v1_database_upgrades_with_every_row_intact(old_home):
         assert set(con.execute("SELECT backend FROM workers").fetchall()) == {("local",)}
         assert set(con.execute("SELECT stop_requested, job_id FROM runs").fetchall()) == {(0, None)}
     s = Store(home=old_home)  # opened again: nothing left to do
-    rec = show(s, 1)
+    rec = show(s, 1).as_json()
     assert rec["status"] == "succeeded" and rec["summary"]["loss_ci"] == [0.2, 0.5]
     assert tables(s, 1) == {"steps": [{"first": 1, "last": 3, "note": "é ✓"}]}
     assert [step for step, _ in metric_series(s, 1, "loss")] == [1, 2, 3]

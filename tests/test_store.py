@@ -323,7 +323,7 @@ def test_the_read_queries_give_the_same_answers_on_both_databases(store):
     assert latest_metrics(store, [a, b], "loss") == {a: (2, 0.25)}
     assert tables(store, a) == {"t": [{"x": 1, "y": "é"}, {"x": 2, "y": None}]}
     assert [e.message for e in events(store, a)][-1] == "hello"
-    rec = show(store, a)
+    rec = show(store, a).as_json()
     assert rec["summary"] == {"top1": 0.5, "top1_ci": [0.4, 0.6]} and rec["spec"]["device"] == "cpu"
 
 

@@ -200,7 +200,7 @@ def test_a_run_whose_lease_lapses_while_alive_has_exactly_one_writer(env, home, 
         os.kill(a.pid, signal.SIGCONT)
         wait_for(lambda: get_run(store, rid).status == "succeeded", 90, "attempt 2 to finish")
         time.sleep(2)  # A has renewed (and found nothing) at least once since it was thawed
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["attempt"] == 2 and rec["worker"].split(":")[1] == str(b.pid)
         with store.read() as s:
             late = s.scalars(
@@ -243,7 +243,7 @@ def test_ctrl_c_on_a_foreground_worker_checkpoints_and_interrupts(env, home, tmp
         wait_for(lambda: get_run(store, rid).progress[0] >= 10, 60, "progress")
         os.killpg(worker.pid, signal.SIGINT)  # what a terminal does: the whole foreground group gets it
         assert worker.wait(timeout=60) == 0
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["status"] == "interrupted", diagnose(store, rid)
         assert any(x["kind"] == "checkpoint" for x in rec["artifacts"]), "it stopped without saving first"
     finally:
@@ -261,7 +261,7 @@ def test_a_hung_run_is_killed_with_a_reason(env, home, tmp_path):
     worker = start_worker(env, "--once")
     try:
         assert worker.wait(timeout=120) == 0
-        rec = show(Store(home=home), rid)
+        rec = show(Store(home=home), rid).as_json()
         assert rec["status"] == "failed" and rec["error"].startswith("no progress for 0.05 min"), rec["error"]
     finally:
         stop(worker)
@@ -361,7 +361,7 @@ def test_a_locked_database_loses_no_metric_and_no_run(env, home, tmp_path):
         assert worker.wait(timeout=120) == 0, stop(worker)
         log = worker.stdout.read()
         assert "store fault" in log and "locked" in log, log
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["status"] == "succeeded", diagnose(store, rid)
         with store.read() as s:
             steps = set(s.scalars(select(MetricPoint.step).where(MetricPoint.run_id == rid)))
@@ -410,7 +410,7 @@ def test_a_lock_held_past_the_heartbeat_costs_no_healthy_run_its_lease(
             assert w.wait(timeout=180) == 0, stop(w)
         logs = "".join(w.stdout.read() for w in workers)
         for r in ids:
-            rec = show(store, r)
+            rec = show(store, r).as_json()
             assert (rec["status"], rec["attempt"]) == ("succeeded", 1), diagnose(store, r)
             assert not [e for e in events(store, r) if "interrupted" in e or "heartbeat" in e]
         assert "lease lapsed" not in logs and "taken from this worker" not in logs, logs
@@ -535,13 +535,13 @@ def test_a_full_disk_interrupts_the_run_resumably(small_fs, tmp_path):
         wait_for(
             lambda: get_run(store, rid).status == "interrupted", 60, "the run to be recorded as interrupted"
         )
-        rec = show(store, rid)
+        rec = show(store, rid).as_json()
         assert rec["error"].startswith("store fault"), rec["error"]
         assert not list(home.rglob("*.tmp*")), "half-written files were left behind"
         assert store.integrity_check() == "ok"
         assert subprocess.run(wb_command("retry", rid, "--no-worker"), env=env).returncode == 0
         wait_for(lambda: get_run(store, rid).status == "succeeded", 120, "the retried run to succeed")
-        assert show(store, rid)["summary"]["resumed_from"] >= 40
+        assert show(store, rid).as_json()["summary"]["resumed_from"] >= 40
         assert worker.poll() is None
     finally:
         log = stop(worker)
@@ -631,7 +631,7 @@ def test_a_store_that_turns_read_only_under_a_running_worker(ext4_image, tmp_pat
             wait_for(lambda: get_run(store, rid).status == "succeeded", 120, "the retried run to succeed")
         except AssertionError as e:
             raise AssertionError(f"{e}\n{diagnose(store, rid, worker)}\nfirst worker:\n{log}") from None
-        assert show(store, rid)["summary"]["resumed_from"] >= 40
+        assert show(store, rid).as_json()["summary"]["resumed_from"] >= 40
         # A write cut off by the read-only disk could not remove its temporary file then; the next attempt did.
         assert not list(home.rglob("*.tmp*")), "half-written files were left behind"
     finally:

@@ -162,7 +162,10 @@ def submit(
             {
                 "experiment_id": exp_id,
                 "run_ids": run_ids,
-                "runs": [{k: v for k, v in rec.items() if k not in ("spec", "traceback")} for rec in records],
+                "runs": [
+                    {k: v for k, v in rec.as_json().items() if k not in ("spec", "traceback")}
+                    for rec in records
+                ],
             }
         )
     else:
@@ -419,9 +422,9 @@ def logs(
         f.seek(max(0, f.seek(0, 2) - MAX_LOG_READ))
         lines = f.read().decode("utf-8", errors="replace").splitlines()
     sys.stdout.write("".join(printable(line, keep="\t") + "\n" for line in lines[-tail:]))
-    scheduler = store.home / "slurm" / str(rec["job_id"])
-    if rec["job_id"] and scheduler.is_dir():  # submitit's own files: the job's life before the run began
-        err.print(f"submitit's files for job {rec['job_id']}: {shown(scheduler)}")
+    scheduler = store.home / "slurm" / str(rec.job_id)
+    if rec.job_id and scheduler.is_dir():  # submitit's own files: the job's life before the run began
+        err.print(f"submitit's files for job {rec.job_id}: {shown(scheduler)}")
 
 
 MAX_LOG_READ = 8 << 20
@@ -550,24 +553,23 @@ def show(
     except UnknownRun as e:
         bad_input(str(e))
     if as_json:
-        print_json(rec)
+        print_json(rec.as_json())
         return
+    shown_json = rec.as_json()  # ISO times
+    out.print(f"[bold]run {rec.id}[/] {shown(rec.name)}  ({rec.kind}, experiment {shown(rec.experiment)})")
     out.print(
-        f"[bold]run {rec['id']}[/] {shown(rec['name'])}  ({rec['kind']}, experiment {shown(str(rec['experiment']))})"
+        f"status: [{STATUS_STYLE[rec.status]}]{rec.label}[/]  attempt {rec.attempt}  device {rec.device or '-'}  "
+        f"started {shown_json['started_at'] or '-'}  finished {shown_json['finished_at'] or '-'}"
     )
-    out.print(
-        f"status: [{STATUS_STYLE[rec['status']]}]{rec['label']}[/]  attempt {rec['attempt']}  "
-        f"device {rec['device'] or '-'}  started {rec['started_at'] or '-'}  finished {rec['finished_at'] or '-'}"
-    )
-    if rec["error"]:
-        out.print(f"[red]error:[/] {shown(rec['error'])}")
-    if rec["summary"]:
+    if rec.error:
+        out.print(f"[red]error:[/] {shown(rec.error)}")
+    if rec.summary:
         out.print("[bold]summary[/]")
         from workbench.report import cell, flatten, readable
 
-        for k, v in readable(flatten(rec["summary"])).items():
+        for k, v in readable(flatten(rec.summary)).items():
             out.print(f"  {shown(k)}: {shown(cell(v))}")
-    for name, rows in rec["tables"].items():
+    for name, rows in rec.tables.items():
         out.print(rows_table(name, rows[:max_rows] if max_rows else rows))
         if (
             max_rows and len(rows) > max_rows
@@ -576,14 +578,14 @@ def show(
             out.print(
                 f"[dim]... {more:,} more rows: --rows 0, or workbench export {run_id} --table {shown(name)}[/]"
             )
-    if rec["artifacts"]:
+    if rec.artifacts:
         out.print("[bold]artifacts[/]")
-        for a in rec["artifacts"]:
+        for a in rec.artifacts:
             out.print(
                 shown(
-                    f"  {a['kind']:<10} {a['name']}"
-                    + (f" @ {a['step']}" if a["step"] is not None else "")
-                    + f"  {a['path']}"
+                    f"  {a.kind:<10} {a.name}"
+                    + (f" @ {a.step}" if a.step is not None else "")
+                    + f"  {a.path}"
                 )
             )
 

@@ -17,10 +17,13 @@ import math
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.jobs.metrics.stats import Estimate
 from workbench.text import printable, spreadsheet_cell
+
+if TYPE_CHECKING:
+    from workbench.store.queries import RunDetail
 
 FORMATS = ("csv", "md", "latex", "json")
 
@@ -100,25 +103,19 @@ def headline(summary: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
     return f"{key}={numeric[key]:.4g}{interval}"
 
 
-def collect(records: list[dict[str, Any]], table: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Stack the tables of several `show` records: {table name: rows with run columns first}."""
+def collect(records: list[RunDetail], table: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Stack the tables of several runs (`store.queries.show`): {table name: rows with run columns first}."""
     stacked: dict[str, list[dict[str, Any]]] = {}
     if table in (None, "summary"):
         stacked["summary"] = [
-            {
-                "run": r["id"],
-                "run_name": r["name"],
-                "kind": r["kind"],
-                "status": r["status"],
-                **flatten(r["summary"]),
-            }
+            {"run": r.id, "run_name": r.name, "kind": r.kind, "status": str(r.status), **flatten(r.summary)}
             for r in records
         ]
     for r in records:
-        for name, rows in r["tables"].items():
+        for name, rows in r.tables.items():
             if table is None or name == table:
                 stacked.setdefault(name, []).extend(
-                    {"run": r["id"], "run_name": r["name"], **flatten(row)} for row in rows
+                    {"run": r.id, "run_name": r.name, **flatten(row)} for row in rows
                 )
     return stacked
 

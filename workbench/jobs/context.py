@@ -33,6 +33,7 @@ import numpy as np
 
 from workbench.store.artifacts import artifact_path, relative_to_home, run_dir, write_temporary
 from workbench.store.db import Store
+from workbench.store.models import RunStatus
 from workbench.store.run_writer import (
     LostOwnership,
     RunWriter,
@@ -117,19 +118,15 @@ def finished_run(store: Store, run_id: int | RunName, kinds: Iterable[str] | Non
         run = show(store, run_id)  # its record, spec, summary, tables and artifacts, in one go
     except UnknownRun:
         raise UnusableRun(f"run {run_id}: no such run") from None
-    if run["status"] != "succeeded" or (wanted and run["kind"] not in wanted):
+    if run.status != RunStatus.SUCCEEDED or (wanted and run.kind not in wanted):
         need = f"a succeeded {' or '.join(wanted)} run" if wanted else "a succeeded run"
-        raise UnusableRun(
-            f"run {run_id} ({run['name']}) is a {run['status']} {run['kind']} run; it must be {need}"
-        )
+        raise UnusableRun(f"run {run_id} ({run.name}) is a {run.status} {run.kind} run; it must be {need}")
     files = {
-        a["name"]: store.home / a["path"]
-        for a in run["artifacts"]  # newest last
-        if a["kind"] in ("file", "image")
+        a.name: store.home / a.path
+        for a in run.artifacts  # newest last
+        if a.kind in ("file", "image")
     }
-    return FinishedRun(
-        run["id"], run["kind"], run["name"], run["spec"] or {}, run["summary"], run["tables"], files
-    )
+    return FinishedRun(run.id, run.kind, run.name, run.spec, run.summary, run.tables, files)
 
 
 _active: RunContext | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -302,40 +302,63 @@ def latest_metrics(store: Store, run_ids: list[int], key: str) -> dict[int, tupl
     return {r: (st, v) for r, st, v in rows}
 
 
-def show(store: Store, run_id: int) -> dict[str, Any]:
-    """The full record of a run, the shape of `workbench show RUN --json`."""
+@dataclass(frozen=True, slots=True)
+class RunDetail(RunRecord):
+    """Everything about one run (`workbench show RUN`): its record, plus the spec it ran with, its
+    scheduler job, traceback, result tables and artifacts (oldest first). Read once; never attached."""
+
+    spec: dict[str, Any] = field(default_factory=dict)
+    job_id: str | None = None
+    traceback: str | None = None
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    artifacts: tuple[ArtifactRecord, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """The shape of `workbench show RUN --json` (ISO times)."""
+        return {
+            "id": self.id,
+            "experiment": self.experiment,
+            "experiment_id": self.experiment_id,
+            "name": self.name,
+            "kind": self.kind,
+            "status": str(self.status),
+            "label": self.label,
+            "stale": self.stale,
+            "spec": self.spec,
+            "priority": self.priority,
+            "attempt": self.attempt,
+            "device": self.device,
+            "worker": self.worker,
+            "pid": self.pid,
+            "job_id": self.job_id,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "progress": list(self.progress),
+            "error": self.error,
+            "traceback": self.traceback,
+            "summary": self.summary,
+            "tables": self.tables,
+            "artifacts": [
+                {"name": a.name, "kind": a.kind, "path": a.path, "step": a.step, "meta": a.meta}
+                for a in self.artifacts
+            ],
+        }
+
+
+def show(store: Store, run_id: int) -> RunDetail:
+    """The full record of a run; UnknownRun when there is none."""
+    q = record_query().add_columns(Run.spec, Run.job_id, Run.traceback).where(Run.id == run_id)
     with store.read() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise UnknownRun(run_id)
-        exp = s.get(Experiment, run.experiment_id)
-    now = store.now()
-    return {
-        "id": run.id,
-        "experiment": exp.name,
-        "experiment_id": exp.id,
-        "name": run.name,
-        "kind": run.kind,
-        "status": run.status,
-        "label": status_label(run, now),
-        "stale": is_stale(run, now),
-        "spec": run.spec,
-        "priority": run.priority,
-        "attempt": run.attempt,
-        "device": run.device,
-        "worker": run.worker_id,
-        "pid": run.pid,
-        "job_id": run.job_id,
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "progress": [run.progress_done, run.progress_total],
-        "error": run.error,
-        "traceback": run.traceback,
-        "summary": run.summary or {},
-        "tables": tables(store, run_id),
-        "artifacts": [
-            {"name": a.name, "kind": a.kind, "path": a.path, "step": a.step, "meta": a.meta}
-            for a in artifacts(store, run_id)
-        ],
-    }
+        row = s.execute(q).first()
+    if row is None:
+        raise UnknownRun(run_id)
+    record = run_record(row, store.now())
+    return RunDetail(
+        **{f.name: getattr(record, f.name) for f in fields(RunRecord)},
+        spec=row.spec or {},
+        job_id=row.job_id,
+        traceback=row.traceback,
+        tables=tables(store, run_id),
+        artifacts=tuple(artifacts(store, run_id)),
+    )

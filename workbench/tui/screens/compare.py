@@ -91,7 +91,7 @@ class CompareScreen(RunViewsScreen):
             self.records = message.records
             fill_data_table(
                 self.query_one("#spec-diff", DataTable),
-                spec_differences({r: rec["spec"] for r, rec in self.records.items()}),
+                spec_differences({r: rec.spec for r, rec in self.records.items()}),
             )
             stacked = collect(list(self.records.values()))  # the summary table first, then each named table
             self.query_one(ResultTables).tables = {

@@ -18,7 +18,8 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from workbench.report import cell, flatten, readable
 from workbench.store import queue
 from workbench.store.feeds import MetricFeed
-from workbench.store.queries import UnknownRun, artifacts, events, show, tables
+from workbench.store.models import RunStatus
+from workbench.store.queries import RunDetail, UnknownRun, events, iso, show
 from workbench.text import printable
 from workbench.tui.components import STATUS_STYLE, CurvesView, ImagesView, Picture, ResultTables, plain
 from workbench.tui.live import RunViewsScreen, view_bindings
@@ -77,8 +78,8 @@ class RunDetailScreen(RunViewsScreen):
             return RunGone(self.run_id)
         polled = RunPolled(
             rec,
-            artifacts(store, self.run_id, "image"),
-            tables(store, self.run_id),
+            [a for a in rec.artifacts if a.kind == "image"],
+            rec.tables,
             events(store, self.run_id, self.last_event_id),
             self.metrics.poll(),
         )
@@ -95,8 +96,8 @@ class RunDetailScreen(RunViewsScreen):
 
     def on_run_polled(self, message: RunPolled) -> None:
         rec = message.record
-        if rec["status"] != self.status:
-            self.status = rec["status"]
+        if rec.status != self.status:
+            self.status = rec.status
             self.show_overview(rec)
         # Two overlapping polls (an exclusive worker's thread is not stopped) can read the same events.
         new_events = [e for e in message.new_events if e.id > self.last_event_id]
@@ -107,8 +108,8 @@ class RunDetailScreen(RunViewsScreen):
             self.last_event_id = new_events[-1].id
             # Rendered as one renderable so it re-wraps with the pane instead of at write time.
             parts = [Text("\n").join(self.event_lines)]
-            if rec["status"] == "failed" and rec["traceback"]:
-                parts.append(Syntax(printable(rec["traceback"], keep="\n"), "pytb", word_wrap=True))
+            if rec.status == RunStatus.FAILED and rec.traceback:
+                parts.append(Syntax(printable(rec.traceback, keep="\n"), "pytb", word_wrap=True))
             self.query_one("#events", Static).update(Group(*parts))
         if message.curves_changed:
             self.query_one(CurvesView).refresh_curves()
@@ -118,20 +119,20 @@ class RunDetailScreen(RunViewsScreen):
         ]
         self.query_one(ResultTables).tables = message.tables
 
-    def show_overview(self, rec: dict) -> None:
-        style = STATUS_STYLE.get(rec["status"], "")
-        self.sub_title = printable(f"run {rec['id']} {rec['name']} ({rec['kind']}): {rec['label']}")
+    def show_overview(self, rec: RunDetail) -> None:
+        style = STATUS_STYLE.get(rec.status, "")
+        self.sub_title = printable(f"run {rec.id} {rec.name} ({rec.kind}): {rec.label}")
         lines = [
-            f"[b]status[/] [{style}]{rec['label']}[/]   attempt {rec['attempt']}   device {rec['device'] or '-'}",
-            f"[b]created[/] {rec['created_at']}   [b]started[/] {rec['started_at'] or '-'}   "
-            f"[b]finished[/] {rec['finished_at'] or '-'}",
+            f"[b]status[/] [{style}]{rec.label}[/]   attempt {rec.attempt}   device {rec.device or '-'}",
+            f"[b]created[/] {iso(rec.created_at)}   [b]started[/] {iso(rec.started_at) or '-'}   "
+            f"[b]finished[/] {iso(rec.finished_at) or '-'}",
         ]
-        if rec["error"]:
-            lines.append(f"[red b]error[/] [red]{escape(printable(rec['error']))}[/]")
-        for k, v in readable(flatten(rec["summary"])).items():  # estimates with their intervals and n
+        if rec.error:
+            lines.append(f"[red b]error[/] [red]{escape(printable(rec.error))}[/]")
+        for k, v in readable(flatten(rec.summary)).items():  # estimates with their intervals and n
             lines.append(f"  [b]{escape(printable(k))}[/] {escape(cell(v))}")
         self.query_one("#summary", Static).update("\n".join(lines))
-        spec_yaml = yaml.safe_dump(rec["spec"], sort_keys=False)
+        spec_yaml = yaml.safe_dump(rec.spec, sort_keys=False)
         self.query_one("#spec", Static).update(Syntax(spec_yaml, "yaml", line_numbers=False, word_wrap=True))
 
     # --- actions ---------------------------------------------------------------------------------
