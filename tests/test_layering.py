@@ -211,3 +211,27 @@ def test_the_tui_reads_records_by_attribute_never_by_key():
             assert not (isinstance(node.slice.value, str) and name in ("rec", "record", "run", "detail")), (
                 f"{path.relative_to(ROOT)}:{node.lineno} indexes a run record by string"
             )
+
+
+def test_run_states_are_named_by_the_enum_not_by_string():
+    """Catches `status == "failed"` (or `status="queued"`, `in ("succeeded", "lost")`) outside the enum's
+    module and the schema's upgrades: a typo there compares false forever and no checker sees it."""
+    from workbench.store.models import RunStatus
+
+    states = {s.value for s in RunStatus} | {"lost"}
+    allowed = {STORE / "models.py", STORE / "schema.py"}
+    for path in sorted(set(PACKAGE.rglob("*.py")) - allowed):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                operands += [
+                    e for o in operands if isinstance(o, ast.Tuple | ast.List | ast.Set) for e in o.elts
+                ]
+            elif isinstance(node, ast.keyword) and node.arg == "status":
+                operands = [node.value]
+            else:
+                continue
+            literal = [o.value for o in operands if isinstance(o, ast.Constant) and o.value in states]
+            assert not literal, (
+                f"{path.relative_to(ROOT)}:{node.lineno} names a run state {literal} by string"
+            )

@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 from tests.conftest import ROOT
 from workbench.store import queue, schema
 from workbench.store.db import Store
+from workbench.store.models import Run, RunStatus
 from workbench.store.queries import metric_series, show, tables
 
 V1 = ROOT / "tests" / "fixtures" / "store_v1.db"  # written by the v1 code: tests/fixtures/make_store_v1.py
@@ -73,6 +74,8 @@ def test_a_v1_database_upgrades_with_every_row_intact(old_home):
     s = Store(home=old_home)  # opened again: nothing left to do
     rec = show(s, 1).as_json()
     assert rec["status"] == "succeeded" and rec["summary"]["loss_ci"] == [0.2, 0.5]
+    with s.read() as session:  # the v1 strings read back as the enum (the column's type is unchanged)
+        assert session.get(Run, 1).status is RunStatus.SUCCEEDED
     assert tables(s, 1) == {"steps": [{"first": 1, "last": 3, "note": "é ✓"}]}
     assert [step for step, _ in metric_series(s, 1, "loss")] == [1, 2, 3]
     wid = queue.register_worker(s, ["cpu"])

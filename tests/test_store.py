@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import func, inspect, select, update
 
-from workbench.store import queue
+from workbench.store import queries, queue
 from workbench.store.artifacts import UnsafeArtifactName, artifact_path
 from workbench.store.db import Store, StoreError
 from workbench.store.models import Run
@@ -141,7 +141,7 @@ def test_cancel_retry_and_finish(store):
     assert not queue.finish(store, b, "w", "succeeded")  # no longer held
     queue.retry(store, b)
     run = queue.claim(store, "w2", "cpu")
-    assert run.id == b and run.attempt == 2 and not run.cancel_requested
+    assert run.id == b and run.attempt == 2 and not queries.get_run(store, b).cancel_requested
     assert queue.finish(store, b, "w2", "succeeded")
     with pytest.raises(StoreError, match="only failed"):
         queue.retry(store, b)

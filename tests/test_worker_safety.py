@@ -474,8 +474,10 @@ def test_a_slow_backend_start_does_not_stop_lease_renewal(home, monkeypatch, sta
 def test_the_worker_never_logs_an_outcome_the_store_did_not_take(store):
     """Catches: "run 1 succeeded" in the worker's log for a run that was reaped and retried meanwhile
     (queue.finish refused it: the worker no longer held it)."""
+    from workbench.jobs.backends import Outcome
     from workbench.jobs.runner import Slot, Worker
     from workbench.store import queue
+    from workbench.store.models import RunStatus
 
     _, (rid,) = queue.submit(
         store, name="t", kind="sleep", spec_text="", sweep={}, runs=[queue.NewRun("r", {"kind": "sleep"})]
@@ -487,7 +489,7 @@ def test_the_worker_never_logs_an_outcome_the_store_did_not_take(store):
     queue.reap_stale(store, timeout=-5)  # its lease taken while it was slow ...
     queue.retry(store, rid)
     queue.claim(store, "other", "cpu")  # ... and the run is another worker's attempt 2
-    slot = Slot("cpu", None, run_id=rid, attempt=1, outcome=("succeeded", None, None))
+    slot = Slot("cpu", None, run_id=rid, attempt=1, outcome=Outcome(RunStatus.SUCCEEDED))
     worker._poll(slot)
     assert not [m for m in lines if "succeeded" in m and "nothing recorded" not in m], lines
     assert any(f"run {rid}: ended succeeded, but attempt 1 no longer holds it" in m for m in lines), lines

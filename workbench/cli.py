@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from workbench.store.db import StoreError
+from workbench.store.models import RunStatus
 from workbench.styles import STATUS_STYLE
 from workbench.text import printable
 
@@ -171,10 +172,10 @@ def submit(
     else:
         for name, rows in collect(records).items():
             out.print(rows_table(name, rows))
-    raise typer.Exit(0 if all(s == "succeeded" for s in statuses.values()) else 1)
+    raise typer.Exit(0 if all(s == RunStatus.SUCCEEDED for s in statuses.values()) else 1)
 
 
-def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = False) -> dict[int, str]:
+def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = False) -> dict[int, RunStatus]:
     """Show a progress bar per run with its latest loss until every run has ended.
 
     With keep_worker, a worker is started again when the one running them died (it would reap a stale
@@ -184,7 +185,7 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
     from workbench.store.models import FINAL_STATES
     from workbench.store.queries import get_run, latest_metrics
 
-    statuses: dict[int, str] = {}
+    statuses: dict[int, RunStatus] = {}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -194,7 +195,7 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
         console=err,
         disable=quiet,
     ) as bar:
-        tasks = {r: bar.add_task(f"run {r}", total=None, info="queued") for r in run_ids}
+        tasks = {r: bar.add_task(f"run {r}", total=None, info=RunStatus.QUEUED.value) for r in run_ids}
         last_check = time.monotonic()
         while True:
             losses = latest_metrics(store, run_ids, "loss")
@@ -453,7 +454,7 @@ def cancel(run_ids: Annotated[list[int], typer.Argument(help="run ids")]) -> Non
             status = queue.request_cancel(store, r)
         except StoreError as e:
             bad_input(str(e))
-        out.print(f"run {r}: {'cancelled' if status == 'cancelled' else 'cancel requested'}")
+        out.print(f"run {r}: {'cancelled' if status == RunStatus.CANCELLED else 'cancel requested'}")
 
 
 @app.command()

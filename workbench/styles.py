@@ -1,10 +1,12 @@
 """How run states look, the same in the CLI and the TUI (Rich style names)."""
 
+from workbench.store.models import RunStatus
+
 STATUS_STYLE = {
-    "queued": "cyan",
-    "running": "yellow",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "magenta",
-    "interrupted": "bright_red",
+    RunStatus.QUEUED: "cyan",
+    RunStatus.RUNNING: "yellow",
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.CANCELLED: "magenta",
+    RunStatus.INTERRUPTED: "bright_red",
 }

@@ -27,10 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.jobs.backends import DEFAULT_NO_PROGRESS_MINUTES, Backend, Ended, Execution
+from workbench.jobs.backends import DEFAULT_NO_PROGRESS_MINUTES, Backend, Ended, Execution, Outcome
 from workbench.jobs.devices import DeviceLock, lock_dir
 from workbench.store import queue
 from workbench.store.db import DatabaseError, Store
+from workbench.store.models import RunStatus
 
 DEFAULT_STOP_GRACE = 10.0  # seconds a stopped run gets to checkpoint, plus two of its steps
 POLL_INTERVAL = 0.1
@@ -53,7 +54,7 @@ class Slot:
     stop_reason: str | None = None  # cancel | shutdown | hung
     cancel_seen: bool = False  # set by the lease thread; the main loop sends the stop
     lost: bool = False  # the lease thread found the run taken from this worker and killed its execution
-    outcome: tuple[str, str | None, str | None] | None = None  # decided, not yet recorded
+    outcome: Outcome | None = None  # decided, not yet recorded
 
     def free(self) -> None:
         self.run_id = self.ex = None
@@ -264,12 +265,10 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - the cluster refused it: the run ends, the worker goes on
             with self._slots_lock:
                 slot.ex = Execution(run.id, run.attempt)
-                slot.outcome = (
-                    "interrupted",
-                    f"the {self.backend.name} backend could not start it: {e}",
-                    None,
+                slot.outcome = Outcome(
+                    RunStatus.INTERRUPTED, f"the {self.backend.name} backend could not start it: {e}"
                 )
-            self.log(f"run {run.id}: {slot.outcome[1]}")
+            self.log(f"run {run.id}: {slot.outcome.error}")
             return True
         with self._slots_lock:
             slot.ex, lost = ex, slot.lost
@@ -318,18 +317,18 @@ class Worker:
                     self.backend.kill(slot.ex)
                 return
             slot.outcome = self._outcome(slot, ended)
-        status, error, tb = slot.outcome
-        if slot.lost or status == "lost":
+        o = slot.outcome
+        if slot.lost or o.lost:
             self.log(
                 f"run {slot.run_id}: attempt {slot.attempt} ended after losing the run; nothing recorded"
             )
         elif queue.finish(
-            self.store, slot.run_id, self.id, status, error, tb, attempt=slot.attempt
+            self.store, slot.run_id, self.id, o.status, o.error, o.traceback, attempt=slot.attempt
         ):  # may fault
-            self.log(f"run {slot.run_id} {status}" + (f": {error}" if error else ""))
+            self.log(f"run {slot.run_id} {o.status}" + (f": {o.error}" if o.error else ""))
         else:
             self.log(
-                f"run {slot.run_id}: ended {status}, but attempt {slot.attempt} no longer holds it "
+                f"run {slot.run_id}: ended {o.status}, but attempt {slot.attempt} no longer holds it "
                 "(reaped or retried meanwhile); nothing recorded"
             )
         with self._slots_lock:
@@ -349,25 +348,26 @@ class Worker:
             "(does any node have the CPUs and GPUs it asks for?)"
         )
 
-    def _outcome(self, slot: Slot, ended: Ended) -> tuple[str, str | None, str | None]:
+    def _outcome(self, slot: Slot, ended: Ended) -> Outcome:
+        """The run's own report, unless the worker stopped it for a reason of its own; `interrupted`
+        (resumable) whenever it ended without saying how."""
         result = ended.result
         if slot.stop_reason == "unscheduled":
-            return "interrupted", self._unscheduled(slot), None
+            return Outcome(RunStatus.INTERRUPTED, self._unscheduled(slot))
         if slot.stop_reason == "hung":
-            return (
-                "failed",
+            return Outcome(
+                RunStatus.FAILED,
                 f"no progress for {slot.no_progress_s / 60:g} min (no step or report from the run)",
-                None,
             )
-        if result and result[0] in ("succeeded", "failed", "interrupted", "lost"):
-            return result[0], *(list(result[1:]) + [None, None])[:2]
-        if result and result[0] == "cancelled" and slot.stop_reason != "shutdown":
-            return "cancelled", None, None
+        if result is not None and result.status != RunStatus.CANCELLED:
+            return result
+        if result is not None and slot.stop_reason != "shutdown":
+            return result  # cancelled, and not by this worker's shutdown
         if slot.stop_sent_at is not None:
             if slot.stop_reason == "cancel":
-                return "cancelled", None, None
-            return "interrupted", "the worker was stopped", None
-        return "interrupted", f"{ended.how} before reporting a result", None
+                return Outcome(RunStatus.CANCELLED)
+            return Outcome(RunStatus.INTERRUPTED, "the worker was stopped")
+        return Outcome(RunStatus.INTERRUPTED, f"{ended.how} before reporting a result")
 
 
 # --- starting a worker in the background ---------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from workbench.store.db import Store
-from workbench.store.models import MetricPoint, Run, RunEvent
+from workbench.store.models import MetricPoint, Run, RunEvent, RunStatus
 from workbench.store.queries import RunRecord, record_query, run_record
 
 
@@ -74,7 +74,7 @@ class RunsFeed:
         rows = older + new + changed
         gone = (refetch - {r.id for r in changed}) | deleted
         # Only running runs change without an event (progress, summary); queued ones wait for "started".
-        self.active = {r.id for r in rows if r.status == "running"}
+        self.active = {r.id for r in rows if r.status == RunStatus.RUNNING}
         self.known = (self.known | {r.id for r in rows}) - gone
         now = self.store.now() if rows else 0.0
         return [run_record(r, now) for r in rows], gone

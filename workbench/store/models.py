@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -31,6 +31,16 @@ class RunStatus(StrEnum):
 RUN_STATES = tuple(RunStatus)
 FINAL_STATES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
 RETRYABLE_STATES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
+# Stored as its value in a VARCHAR(16), as before it was typed (no CHECK, no database enum: no upgrade);
+# read back as a RunStatus.
+STATUS_COLUMN = Enum(
+    RunStatus,
+    native_enum=False,
+    create_constraint=False,
+    length=16,
+    values_callable=lambda statuses: [s.value for s in statuses],
+    validate_strings=True,
+)
 
 
 class Base(DeclarativeBase):
@@ -57,7 +67,7 @@ class Run(Base):
     name: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str] = mapped_column(String(64), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column()  # fully resolved: preset applied, sweep values set
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[RunStatus] = mapped_column(STATUS_COLUMN, default=RunStatus.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -78,7 +78,7 @@ def status_label(run: Run, now: float) -> str:
 def _label(status: str, stale: bool, spec_device: str | None) -> str:
     if stale:
         return "running (stale)"
-    if status == "queued" and needs_gpu({"device": spec_device or "auto"}):
+    if status == RunStatus.QUEUED and needs_gpu({"device": spec_device or "auto"}):
         return "queued (needs a GPU)"
     return status
 

@@ -17,7 +17,15 @@ from typing import Any
 from sqlalchemy import and_, delete, func, literal_column, not_, or_, select, update
 
 from workbench.store.db import Store, StoreError, busy_timeout_ms
-from workbench.store.models import FINAL_STATES, RETRYABLE_STATES, Experiment, Run, RunEvent, Worker
+from workbench.store.models import (
+    FINAL_STATES,
+    RETRYABLE_STATES,
+    Experiment,
+    Run,
+    RunEvent,
+    RunStatus,
+    Worker,
+)
 
 HEARTBEAT_INTERVAL = 1.0
 
@@ -57,7 +65,11 @@ def needs_gpu(spec: dict[str, Any]) -> bool:
 
 def is_stale(run: Run, now: float) -> bool:
     """A running run whose lease lapsed (`now` from Store.now()): its worker or process is gone or stuck."""
-    return run.status == "running" and run.heartbeat_at is not None and now - run.heartbeat_at > lease_lapse()
+    return (
+        run.status == RunStatus.RUNNING
+        and run.heartbeat_at is not None
+        and now - run.heartbeat_at > lease_lapse()
+    )
 
 
 def _event(session, run_id: int, message: str, level: str = "info") -> None:
@@ -88,7 +100,7 @@ def submit(
                 spec=r.spec,
                 priority=priority,
                 created_at=now,
-                status="queued",
+                status=RunStatus.QUEUED,
             )
             for r in runs
         ]
@@ -99,7 +111,19 @@ def submit(
         return exp.id, [r.id for r in objs]
 
 
-def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = None) -> Run | None:
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run a worker slot just took: what the worker and its backend need to start it (read once; the
+    ORM row stays in the store)."""
+
+    id: int
+    attempt: int  # this attempt's number: the run's only writer from now on
+    kind: str
+    name: str
+    spec: dict[str, Any]
+
+
+def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = None) -> Claim | None:
     """Atomically take the highest-priority, oldest queued run this slot can run and mark it running.
 
     A slot without a GPU (`device` "cpu" unless `has_gpu` says otherwise) never takes a run whose spec
@@ -109,7 +133,7 @@ def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = N
     """
     now = time.time()
     with store.write() as s:
-        runnable = [Run.status == "queued"]
+        runnable = [Run.status == RunStatus.QUEUED]
         if not (has_gpu if has_gpu is not None else device != "cpu"):
             runnable.append(not_(func.coalesce(Run.spec["device"].as_string(), "auto").like("cuda%")))
         next_id = (
@@ -122,9 +146,9 @@ def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = N
         )
         run = s.execute(
             update(Run)
-            .where(Run.id == next_id, Run.status == "queued")
+            .where(Run.id == next_id, Run.status == RunStatus.QUEUED)
             .values(
-                status="running",
+                status=RunStatus.RUNNING,
                 worker_id=worker_id,
                 device=device,
                 started_at=now,
@@ -137,9 +161,10 @@ def claim(store: Store, worker_id: str, device: str, *, has_gpu: bool | None = N
             )
             .returning(Run)
         ).scalar_one_or_none()
-        if run is not None:
-            _event(s, run.id, f"started on {device} by {worker_id} (attempt {run.attempt})")
-        return run
+        if run is None:
+            return None
+        _event(s, run.id, f"started on {device} by {worker_id} (attempt {run.attempt})")
+        return Claim(run.id, run.attempt, run.kind, run.name, dict(run.spec or {}))
 
 
 def set_pid(
@@ -166,7 +191,7 @@ def request_stop(store: Store, run_id: int, attempt: int) -> None:
     with store.write() as s:
         s.execute(
             update(Run)
-            .where(Run.id == run_id, Run.attempt == attempt, Run.status == "running")
+            .where(Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
             .values(stop_requested=True)
         )
 
@@ -192,7 +217,7 @@ def lease_of(store: Store, run_id: int, attempt: int) -> Lease:
                 db_now(store) - Run.heartbeat_at,
             ).where(Run.id == run_id)
         ).first()
-    if row is None or row[0] != "running" or row[1] != attempt:
+    if row is None or row[0] != RunStatus.RUNNING or row[1] != attempt:
         return Lease(False, False, False, 0.0)
     return Lease(True, bool(row[2]), bool(row[3]), float(row[4] or 0.0))
 
@@ -217,7 +242,7 @@ def renew_leases(store: Store, worker_id: str, held: dict[int, int]) -> Renewal:
         mine = [and_(Run.id == rid, Run.attempt == attempt) for rid, attempt in held.items()]
         rows = s.execute(
             update(Run)
-            .where(or_(*mine), Run.status == "running", Run.worker_id == worker_id)
+            .where(or_(*mine), Run.status == RunStatus.RUNNING, Run.worker_id == worker_id)
             .values(heartbeat_at=db_now(store))
             .returning(Run.id, Run.cancel_requested)
         ).all()
@@ -230,10 +255,10 @@ def request_cancel(store: Store, run_id: int) -> str:
         run = s.get(Run, run_id, with_for_update=True)  # a claim waits, then finds it no longer queued
         if run is None:
             raise UnknownRun(run_id)
-        if run.status == "queued":
-            run.status, run.finished_at = "cancelled", time.time()
+        if run.status == RunStatus.QUEUED:
+            run.status, run.finished_at = RunStatus.CANCELLED, time.time()
             _event(s, run_id, "cancelled while queued")
-        elif run.status == "running":
+        elif run.status == RunStatus.RUNNING:
             run.cancel_requested = True
             _event(s, run_id, "cancel requested")
         else:
@@ -245,7 +270,7 @@ def finish(
     store: Store,
     run_id: int,
     worker_id: str | None,
-    status: str,
+    status: RunStatus,
     error: str | None = None,
     traceback: str | None = None,
     attempt: int | None = None,
@@ -253,7 +278,7 @@ def finish(
     """Record the end of a run this worker holds; False if it no longer holds it (reaped meanwhile).
     `worker_id` None: whichever worker holds it (a remote run ending itself; `attempt` says it is its)."""
     assert status in FINAL_STATES and (worker_id is not None or attempt is not None)
-    held = [Run.id == run_id, Run.status == "running"]
+    held = [Run.id == run_id, Run.status == RunStatus.RUNNING]
     if worker_id is not None:
         held.append(Run.worker_id == worker_id)
     if attempt is not None:
@@ -273,7 +298,10 @@ def finish(
         ).rowcount
         if done:
             _event(
-                s, run_id, status + (f": {error}" if error else ""), "error" if status == "failed" else "info"
+                s,
+                run_id,
+                status + (f": {error}" if error else ""),
+                "error" if status == RunStatus.FAILED else "info",
             )
         return bool(done)
 
@@ -286,7 +314,7 @@ def reap_stale(store: Store, timeout: float | None = None, spare: str | None = N
     Ages are measured on the database's clock, so hosts whose clocks disagree cannot reap each other's runs.
     """
     cutoff = db_now(store) - (lease_lapse() if timeout is None else timeout)
-    lapsed = [Run.status == "running", Run.heartbeat_at < cutoff]
+    lapsed = [Run.status == RunStatus.RUNNING, Run.heartbeat_at < cutoff]
     if spare is not None:
         lapsed.append(or_(Run.worker_id.is_(None), Run.worker_id != spare))
     with store.read() as s:  # cheap check first, so a worker does not take the write lock for nothing
@@ -298,7 +326,7 @@ def reap_stale(store: Store, timeout: float | None = None, spare: str | None = N
                 update(Run)
                 .where(*lapsed)
                 .values(
-                    status="interrupted",
+                    status=RunStatus.INTERRUPTED,
                     finished_at=time.time(),
                     error="heartbeat lost (worker or run process died)",
                 )
@@ -320,14 +348,14 @@ def retry(store: Store, run_id: int) -> None:
         run = s.get(Run, run_id, with_for_update=True)
         if run is None:
             raise UnknownRun(run_id)
-        if run.status == "running" and is_stale(run, float(s.scalar(select(db_now(store))))):
+        if run.status == RunStatus.RUNNING and is_stale(run, float(s.scalar(select(db_now(store))))):
             _event(s, run_id, "interrupted: lease lapsed (retried by the user)", "warning")
         elif run.status not in RETRYABLE_STATES:
             raise StoreError(
                 f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs "
                 "(or running ones whose lease lapsed) can be retried"
             )
-        run.status, run.error, run.traceback, run.cancel_requested = "queued", None, None, False
+        run.status, run.error, run.traceback, run.cancel_requested = RunStatus.QUEUED, None, None, False
         run.stop_requested = False
         run.finished_at = None
         _event(s, run_id, "queued again (retry)")
@@ -404,7 +432,7 @@ def live_workers(store: Store) -> list[WorkerRecord]:
         held: dict[str, list[int]] = {}
         for wid, rid in s.execute(
             select(Run.worker_id, Run.id)
-            .where(Run.status == "running", Run.worker_id.in_([r.id for r in rows]))
+            .where(Run.status == RunStatus.RUNNING, Run.worker_id.in_([r.id for r in rows]))
             .order_by(Run.id)
         ):
             held.setdefault(wid, []).append(rid)

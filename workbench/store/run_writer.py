@@ -19,7 +19,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from workbench.store.artifacts import place
 from workbench.store.db import DatabaseError, Store
-from workbench.store.models import Artifact, MetricPoint, ResultTable, Run, RunEvent
+from workbench.store.models import Artifact, MetricPoint, ResultTable, Run, RunEvent, RunStatus
 
 _INSERT_POINTS = (
     f"INSERT INTO {MetricPoint.__tablename__} (run_id, key, step, value, wall_time, attempt) "
@@ -180,7 +180,7 @@ class _OwnedWrite:
             ).first()
         except DatabaseError as e:
             raise StoreFault(_short(e)) from e
-        if row is None or row.status != "running" or row.attempt != self.writer.attempt:
+        if row is None or row.status != RunStatus.RUNNING or row.attempt != self.writer.attempt:
             self._cm.__exit__(None, None, None)
             raise LostOwnership(
                 f"run {self.writer.run_id} attempt {self.writer.attempt} no longer owns the run "

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.store.models import RunStatus
+
 BACKENDS = ("local", "ray", "slurm")
 # A run that reports no step, metric or event for this long is hung (a spec's `no_progress_minutes`):
 # the worker kills a local one; a remote one ends itself (jobs.backends.remote).
@@ -30,6 +32,21 @@ DEFAULT_NO_PROGRESS_MINUTES = 30.0
 
 class BackendUnavailable(Exception):
     """The cluster cannot be reached or used (exit code 2 in the CLI)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: what the run's process reports (through a pipe, Ray or submitit, so plain
+    picklable fields), or what the worker concludes when the process could not say."""
+
+    status: RunStatus  # one of the final states
+    error: str | None = None
+    traceback: str | None = None
+    lost: bool = False  # the attempt no longer owned the run (reaped or retried): nothing is recorded
+
+    @classmethod
+    def lost_run(cls, why: str) -> Outcome:
+        return cls(RunStatus.INTERRUPTED, why, None, lost=True)
 
 
 @dataclass
@@ -46,14 +63,14 @@ class Execution:
     began: bool = False  # its process has started (a cluster may keep it pending)
     last_step: tuple[int, float] | None = None
     step_seconds: float = 0.0
-    result: tuple | None = None  # the run's own report: ("succeeded",), ("failed", error, traceback), ...
+    result: Outcome | None = None  # the run's own report, when it made one
 
 
 @dataclass(frozen=True)
 class Ended:
     """How an execution ended: the run's report when it made one, else what the backend saw."""
 
-    result: tuple | None
+    result: Outcome | None
     how: str = ""  # "killed by signal 9", "the Ray task's process died", "Slurm job FAILED"
 
 

@@ -7,8 +7,10 @@ import sys
 import traceback
 from pathlib import Path
 
+from workbench.jobs.backends import Outcome
 from workbench.jobs.context import LostOwnership, RunCancelled, RunContext, is_store_fault
 from workbench.store.artifacts import run_dir
+from workbench.store.models import RunStatus
 
 
 def redirect_output(home: Path, run_id: int) -> Path:
@@ -31,10 +33,11 @@ def limit_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
-def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = None) -> tuple:
-    """Run the kind on `ctx`'s run in this process; the result to report: ("succeeded",), ("cancelled",),
-    ("lost", why, None), or (failed | interrupted, error, traceback). A store fault interrupts the run
-    (resumable) instead of failing it. `refuse`: a reason this process must not run it (reported failed)."""
+def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = None) -> Outcome:
+    """Run the kind on `ctx`'s run in this process; the outcome to report: succeeded, cancelled, lost (the
+    attempt no longer owns the run), or failed | interrupted with error and traceback. A store fault
+    interrupts the run (resumable) instead of failing it. `refuse`: a reason this process must not run
+    it (reported failed)."""
     import workbench.jobs.context
 
     workbench.jobs.context._active = ctx
@@ -52,12 +55,12 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
         ctx.device = resolve_device(spec.device, slot)
         try:
             load_kind(spec.kind).run(ctx, spec)
-            result: tuple = ("succeeded",)
+            result = Outcome(RunStatus.SUCCEEDED)
         except RunCancelled:
-            result = ("cancelled",)
+            result = Outcome(RunStatus.CANCELLED)
         ctx.close()
     except LostOwnership as e:
-        result = ("lost", str(e), None)
+        result = Outcome.lost_run(str(e))
     except SystemExit:  # how submitit requeues a preempted job: let it, keeping what was logged
         try:
             ctx.flush()
@@ -65,8 +68,8 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
             raise
     except BaseException as e:  # noqa: BLE001 - everything a kind raises fails its run, store faults excepted
         fault = is_store_fault(e) or (e.__cause__ is not None and is_store_fault(e.__cause__))
-        result = (
-            "interrupted" if fault else "failed",
+        result = Outcome(
+            RunStatus.INTERRUPTED if fault else RunStatus.FAILED,
             f"store fault: {e}" if fault else f"{type(e).__name__}: {e}",
             traceback.format_exc(),
         )
@@ -75,10 +78,10 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
         except Exception:  # noqa: BLE001
             pass
     try:  # output.log may sit on the very disk that is full: the result must reach the worker anyway
-        if result[0] == "lost":  # the worker that could say why may be gone: the run's own log says it
-            sys.stderr.write(f"stopped without writing: {result[1]}\n")
-        elif result[0] != "succeeded" and len(result) > 2 and result[2]:
-            sys.stderr.write(result[2])
+        if result.lost:  # the worker that could say why may be gone: the run's own log says it
+            sys.stderr.write(f"stopped without writing: {result.error}\n")
+        elif result.traceback:
+            sys.stderr.write(result.traceback)
         sys.stdout.flush()
         sys.stderr.flush()
     except OSError:

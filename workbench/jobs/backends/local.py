@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from workbench.jobs.backends import Backend, Ended, Execution
+from workbench.jobs.backends import Backend, Ended, Execution, Outcome
 from workbench.jobs.backends.attempt import limit_threads, redirect_output, run_attempt
 
 
@@ -43,7 +43,7 @@ def _child_main(conn, db_url: str, home: str, run_id: int, attempt: int, slot: s
     limit_threads(threads)
     send_lock = threading.Lock()
 
-    def send(message: tuple) -> None:
+    def send(message: tuple | Outcome) -> None:
         with send_lock:
             try:
                 conn.send(message)
@@ -143,7 +143,7 @@ class LocalBackend(Backend):
         try:
             while ex.result is None and conn.poll():
                 message = conn.recv()
-                if message[0] != "alive":
+                if isinstance(message, Outcome):
                     ex.result = message
                     continue
                 ex.last_alive = time.monotonic()

@@ -63,7 +63,7 @@ class RayBackend(ClusterBackend):
         if not ready:
             return None
         try:
-            return Ended(tuple(ray.get(ex.job)))
+            return Ended(ray.get(ex.job))
         except ray.exceptions.TaskCancelledError:
             return Ended(None, "the Ray task was cancelled")
         except ray.exceptions.RayError as e:  # the task's process died (killed, out of memory, node lost)

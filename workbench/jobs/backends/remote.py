@@ -20,8 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from workbench.jobs.backends import DEFAULT_NO_PROGRESS_MINUTES
+from workbench.jobs.backends import DEFAULT_NO_PROGRESS_MINUTES, Outcome
 from workbench.jobs.backends.attempt import limit_threads, redirect_output, run_attempt
+from workbench.store.models import RunStatus
 
 LOST_EXIT_CODE = 75
 HUNG_EXIT_CODE = 76
@@ -29,16 +30,15 @@ HUNG_EXIT_CODE = 76
 
 def execute_run(
     db_url: str, home: str, run_id: int, attempt: int, gpu: bool, threads: int, backend: str
-) -> tuple:
-    """Run one claimed attempt in this process; returns its result tuple (see attempt.run_attempt)."""
+) -> Outcome:
+    """Run one claimed attempt in this process; returns its outcome (see attempt.run_attempt)."""
     if not gpu:  # the cluster gave this task no GPU: the run must not find one
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     if not Path(home).is_dir():
-        return (
-            "failed",
+        return Outcome(
+            RunStatus.FAILED,
             f"the artifact folder {home} does not exist on {socket.gethostname()}: mount the shared "
             "$WORKBENCH_HOME at the same path on every host",
-            None,
         )
     redirect_output(Path(home), run_id)
     limit_threads(threads)
@@ -85,7 +85,7 @@ def execute_run(
                         store,
                         run_id,
                         None,
-                        "failed",
+                        RunStatus.FAILED,
                         f"no progress for {no_progress_s / 60:g} min (no step or report from the run); its "
                         f"{backend} process ended itself",
                         attempt=attempt,
@@ -101,6 +101,6 @@ def execute_run(
     queue.set_pid(store, run_id, pid=os.getpid(), attempt=attempt)
     result = run_attempt(ctx, "0" if gpu else "cpu", where)
     done.set()
-    if result[0] == "cancelled" and stop_reason[:1] == ["shutdown"]:
-        return ("interrupted", "the worker was stopped", None)
+    if result.status == RunStatus.CANCELLED and stop_reason[:1] == ["shutdown"]:
+        return Outcome(RunStatus.INTERRUPTED, "the worker was stopped")
     return result

@@ -86,7 +86,7 @@ class SlurmBackend(ClusterBackend):
         if not job.done():
             return None
         try:
-            return Ended(tuple(job.result()))
+            return Ended(job.result())
         except Exception as e:  # noqa: BLE001 - the job died, was cancelled, or timed out too often
             return Ended(None, f"Slurm job {ex.job_id} ended ({job.state}: {str(e).splitlines()[0][:200]})")
 

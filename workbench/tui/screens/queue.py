@@ -8,6 +8,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from workbench.store import queue
+from workbench.store.models import RunStatus
 from workbench.store.queries import active_runs
 from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
 from workbench.tui.live import LiveScreen
@@ -51,7 +52,7 @@ class QueueScreen(LiveScreen):
         wt = self.query_one("#workers-table", DataTable)
         wt.clear()
         for w in message.workers:
-            mine = [str(r.id) for r in runs if r.worker == w.id and r.status == "running"]
+            mine = [str(r.id) for r in runs if r.worker == w.id and r.status == RunStatus.RUNNING]
             wt.add_row(
                 plain(w.id),
                 plain(

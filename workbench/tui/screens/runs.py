@@ -16,6 +16,7 @@ from workbench.jobs.kinds import headline_keys
 from workbench.report import headline
 from workbench.store import queue
 from workbench.store.feeds import RunsFeed
+from workbench.store.models import RunStatus
 from workbench.store.queries import RunRecord
 from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
 from workbench.tui.live import LiveScreen
@@ -116,7 +117,7 @@ class RunsScreen(LiveScreen):
 
     def read(self) -> RunsPolled | None:
         changed, gone = self.feed.poll()
-        running = any(r.status == "running" for r in self.rows.values())  # durations move
+        running = any(r.status == RunStatus.RUNNING for r in self.rows.values())  # durations move
         return RunsPolled(changed, gone, self.feed.complete) if changed or gone or running else None
 
     def on_runs_polled(self, message: RunsPolled) -> None:
