@@ -13,6 +13,7 @@ from sqlalchemy import delete, update
 
 from workbench.jobs.context import RunContext
 from workbench.store import queue
+from workbench.store.db import StoreError
 from workbench.store.models import Artifact, Run, RunEvent
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.components import CurvesView, ImagesView
@@ -681,3 +682,40 @@ async def test_a_long_result_table_shows_its_first_rows_and_says_so(store):
         await wait_until(pilot, lambda: table.row_count == MAX_ROWS)
         note = str(app.screen.query_one("#table-note").render())
         assert f"the first {MAX_ROWS:,} of {MAX_ROWS + 500:,} rows" in note
+
+
+async def test_the_editor_submits_off_the_ui_thread_and_keeps_the_spec_when_the_store_refuses(
+    store, monkeypatch
+):
+    """Catches: queue.submit called on the UI thread (a locked database froze the interface), and a
+    refused write that closed the editor (the spec lost) or claimed it was queued."""
+    import threading
+
+    from workbench.store import queue as store_queue
+
+    threads, real_submit, refuse = [], store_queue.submit, [True]
+
+    def submit(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        if refuse[0]:
+            raise StoreError("database is locked")
+        return real_submit(*args, **kwargs)
+
+    monkeypatch.setattr(store_queue, "submit", submit)
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewExperimentScreen")
+        app.screen.query_one("#editor").text = "kind: sleep\nsteps: 3\n"
+        await wait_until(pilot, lambda: "valid: sleep" in str(app.screen.query_one("#errors").render()))
+        await pilot.press("ctrl+s")
+        await wait_until(
+            pilot, lambda: any("database is locked" in str(n.message) for n in app._notifications)
+        )
+        assert type(app.screen).__name__ == "NewExperimentScreen" and queue_count(store) == 0
+        assert app.screen.query_one("#editor").text == "kind: sleep\nsteps: 3\n"
+        refuse[0] = False
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+        assert queue_count(store) == 1
+    assert threads == [False, False]

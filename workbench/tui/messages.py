@@ -78,6 +78,15 @@ class SpecChecked(Message):
 
 
 @dataclass
+class JobSubmitted(Message):
+    """The editor's job reached the queue (its experiment and runs), or the store refused it (`error`)."""
+
+    experiment_id: int | None
+    run_ids: list[int]
+    error: str | None = None
+
+
+@dataclass
 class Exported(Message):
     """An export finished: the files written, or the error that stopped it."""
 

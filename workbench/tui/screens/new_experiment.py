@@ -18,7 +18,7 @@ from workbench.jobs.jobfile import SpecError, load_job, read_spec_file, resolve
 from workbench.jobs.kinds import kind_names, load_kind
 from workbench.store import queue
 from workbench.text import printable
-from workbench.tui.messages import SpecChecked
+from workbench.tui.messages import JobSubmitted, Notice, SpecChecked
 
 VALIDATE_DELAY = 0.3
 
@@ -50,6 +50,7 @@ class NewExperimentScreen(Screen):
         self.error_lines: list[int] = []
         self.base_dir: Path | None = None  # a loaded file's folder: its relative data paths start there
         self._timer = None
+        self.submitting = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -152,17 +153,42 @@ class NewExperimentScreen(Screen):
             self.show_problems(e.problems, None)
             self.notify("the spec has errors; nothing was submitted", severity="error")
             return
-        exp_id, run_ids = queue.submit(
-            self.app.store,
-            name=job.name,
-            kind=job.kind,
-            spec_text=job.text,
-            sweep=job.sweep,
-            runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs],
-        )
+        if self.submitting:
+            return  # the first ctrl+s is still on its way to the store
+        self.submitting = True
+        self.submit(job)
+
+    @work(thread=True, group="submit")
+    def submit(self, job) -> None:
+        """The store write (and starting a worker) off the UI thread: a locked database delays the
+        submission, never the interface."""
+        try:
+            exp_id, run_ids = queue.submit(
+                self.app.store,
+                name=job.name,
+                kind=job.kind,
+                spec_text=job.text,
+                sweep=job.sweep,
+                runs=[queue.NewRun(n, s.model_dump(mode="json")) for n, s in job.runs],
+            )
+        except Exception as e:  # noqa: BLE001 - a store fault: the spec stays in the editor
+            self.post_message(JobSubmitted(None, [], f"not submitted: the store refused it ({e})"))
+            return
+        self.post_message(JobSubmitted(exp_id, run_ids))
         if self.app.auto_worker:
             from workbench.jobs.runner import ensure_worker
 
-            ensure_worker(self.app.store)
-        self.notify(f"experiment {exp_id}: queued run(s) {', '.join(map(str, run_ids))}")
+            try:
+                ensure_worker(self.app.store)
+            except Exception as e:  # noqa: BLE001 - queued all the same: `workbench worker` runs them
+                self.post_message(Notice(f"queued, but no worker started: {e}", "warning"))
+
+    def on_job_submitted(self, message: JobSubmitted) -> None:
+        self.submitting = False
+        if message.error:
+            self.notify(printable(message.error), severity="error", markup=False)
+            return
+        self.notify(
+            f"experiment {message.experiment_id}: queued run(s) {', '.join(map(str, message.run_ids))}"
+        )
         self.app.pop_screen()

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.reactive import reactive
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from workbench.jobs.kinds import headline_keys
@@ -69,6 +70,15 @@ def _headline_value(r: RunRecord) -> tuple:
 
 
 class RunsScreen(LiveScreen):
+    """The view's state is five reactives, each with one watcher that redraws: sort column and
+    direction, grouping, the filter text (debounced) and how many rows are shown."""
+
+    sort_column: reactive[str] = reactive("id", init=False)
+    sort_reverse: reactive[bool] = reactive(True, init=False)  # newest first
+    grouped: reactive[bool] = reactive(False, init=False)
+    filter_text: reactive[str] = reactive("", init=False)
+    row_limit: reactive[int] = reactive(lambda: PAGE, init=False)  # read at start (tests set PAGE)
+
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
         Binding("space", "mark", "Mark"),
@@ -88,11 +98,6 @@ class RunsScreen(LiveScreen):
         self.rows: dict[int, RunRecord] = {}
         self.searched: dict[int, str] = {}  # id -> the lower-cased text the filter's words search
         self.marked: set[int] = set()
-        self.sort_column = "id"
-        self.sort_reverse = True  # newest first
-        self.row_limit = PAGE
-        self.grouped = False
-        self.filter_text = ""
         self.feed: RunsFeed | None = None
         self._filter_timer = None
         self._last_filter_key = 0.0
@@ -241,12 +246,23 @@ class RunsScreen(LiveScreen):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return int(key) if key and key.isdigit() else None
 
-    # --- actions ---------------------------------------------------------------------------------
+    # --- the view's state ------------------------------------------------------------------------
 
-    @on(Input.Changed, "#filter")
-    def filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
-        self.row_limit = PAGE  # a new filter starts at the top, one page
+    def watch_sort_column(self) -> None:
+        self.render_table()
+
+    def watch_sort_reverse(self) -> None:
+        self.render_table()
+
+    def watch_grouped(self) -> None:
+        self.render_table()
+
+    def watch_row_limit(self) -> None:
+        self.render_table()
+
+    def watch_filter_text(self) -> None:
+        """The first key after a pause redraws at once; the keys of a burst, once the typing pauses."""
+        self.set_reactive(RunsScreen.row_limit, PAGE)  # a new filter starts at the top, one page
         if self._filter_timer is not None:
             self._filter_timer.stop()
             self._filter_timer = None
@@ -256,6 +272,12 @@ class RunsScreen(LiveScreen):
         else:
             self._filter_timer = self.set_timer(FILTER_DELAY, self.render_table)
         self._last_filter_key = now
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
 
     @on(Input.Submitted, "#filter")
     def filter_done(self) -> None:
@@ -284,19 +306,18 @@ class RunsScreen(LiveScreen):
     @on(DataTable.HeaderSelected, "#runs-table")
     def header_selected(self, event: DataTable.HeaderSelected) -> None:
         col = str(event.column_key.value)
-        if col in SORTABLE:
-            self.sort_reverse = not self.sort_reverse if col == self.sort_column else False
+        if col == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        elif col in SORTABLE:
+            self.set_reactive(RunsScreen.sort_reverse, False)  # a new column starts ascending: one redraw
             self.sort_column = col
-            self.render_table()
 
     def action_sort(self) -> None:
         self.sort_column = SORTABLE[(SORTABLE.index(self.sort_column) + 1) % len(SORTABLE)]
         self.notify(f"sorted by {self.sort_column}", timeout=1.5)
-        self.render_table()
 
     def action_more(self) -> None:
         self.row_limit += PAGE
-        self.render_table()
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def next_page_near_the_end(self, event: DataTable.RowHighlighted) -> None:
@@ -306,7 +327,6 @@ class RunsScreen(LiveScreen):
 
     def action_group(self) -> None:
         self.grouped = not self.grouped
-        self.render_table()
 
     def action_mark(self) -> None:
         if (rid := self.current_run()) is None:
