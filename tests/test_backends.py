@@ -325,3 +325,23 @@ def test_a_run_through_real_sbatch_survives_a_preemption(home, tmp_path, slurm_c
 def test_bad_worker_options_exit_2(cli, args, message):
     code, _, stderr = cli("worker", *args)
     assert code == 2 and message in stderr
+
+
+def test_a_backend_brings_its_own_worker_flags(tmp_path):
+    """A backend declared in jobs.backends.BACKENDS gets its flags on `workbench worker` without an edit
+    to the CLI: required ones are asked for, and none is taken by another backend."""
+    code = (
+        "import workbench.jobs.backends as b\n"
+        "b.BACKENDS['k8s'] = b.BackendInfo('no.such.module', 'K8s', (b.Option('namespace', str, 'the pods', required=True),))\n"
+        "from typer.testing import CliRunner\n"
+        "from workbench.cli import app\n"
+        "for args in (['worker', '--help'], ['worker', '--backend', 'k8s'], ['worker', '--namespace', 'x']):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    print(r.exit_code, ' '.join((r.stdout + r.stderr).split()))\n"
+    )
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    help_, needs, foreign = out.stdout.splitlines()
+    assert help_.startswith("0 ") and "--namespace" in help_ and "k8s: the pods" in help_
+    assert needs.startswith("2 ") and "--backend k8s needs --namespace (the pods)" in needs
+    assert foreign.startswith("2 ") and "--namespace is for --backend k8s" in foreign

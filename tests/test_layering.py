@@ -235,3 +235,57 @@ def test_run_states_are_named_by_the_enum_not_by_string():
             assert not literal, (
                 f"{path.relative_to(ROOT)}:{node.lineno} names a run state {literal} by string"
             )
+
+
+LAYERS = (  # lowest first: a module may import its own layer and those below, never one above
+    ("workbench.text",),
+    ("workbench.store",),
+    ("workbench.jobs",),
+    ("workbench.report", "workbench.styles"),
+    ("workbench.cli", "workbench.tui", "workbench.factory", "workbench.__main__"),
+)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the product's modules it imports}, every import at any depth (function-local too)."""
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        graph[name] = {m for m in imports_of(path, package) if m in names and m != name}
+    return graph
+
+
+def test_the_import_graph_has_no_circle_and_no_arrow_up():
+    graph = import_graph()
+    assert len(graph) > 80 and graph["workbench.cli"], "the graph reads the real package"
+    # a circle: depth-first search, a module met again while still on the path
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in sorted(graph[module]):
+            assert state.get(other) != 1, "import circle: " + " -> ".join([*path, module, other])
+            if other not in state:
+                visit(other, [*path, module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+
+    def layer(module: str) -> int:
+        return (
+            next(i for i, names in enumerate(LAYERS) if module.startswith(names))
+            if module != "workbench"
+            else 0
+        )
+
+    for module, imported in graph.items():
+        for other in imported:
+            assert layer(other) <= layer(module), (
+                f"{module} (layer {layer(module)}) imports {other} (layer {layer(other)})"
+            )

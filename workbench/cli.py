@@ -6,6 +6,7 @@ Bad input is checked before the store is touched, so it never changes what is st
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -227,9 +228,11 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
 # --- queue commands ------------------------------------------------------------------------------
 
 
-@app.command()
-def worker(
-    devices: Annotated[str, typer.Option(help="cpu, cpu:N, GPU indices like 0,1, or auto")] = "auto",
+def _worker_flags(
+    devices: Annotated[
+        str,
+        typer.Option(help="local: cpu, cpu:N, GPU indices like 0,1, or auto (a cluster places runs itself)"),
+    ] = "auto",
     once: Annotated[bool, typer.Option("--once", help="exit when the queue is empty")] = False,
     max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="exit after N runs")] = None,
     idle_exit: Annotated[
@@ -257,59 +260,70 @@ def worker(
     backend: Annotated[
         str, typer.Option(help="where runs execute: local (child processes), ray, or slurm (via submitit)")
     ] = "local",
-    address: Annotated[
-        str | None, typer.Option(help="ray: the cluster's address (HEAD:6379, or ray://HEAD:10001)")
-    ] = None,
-    partition: Annotated[str | None, typer.Option(help="slurm: the partition jobs go to")] = None,
-    slots: Annotated[
-        int | None,
-        typer.Option(
-            "--slots", min=1, max=4096, help="ray/slurm: runs in flight at once (ray: the cluster's GPUs)"
-        ),
-    ] = None,
-    gpus_per_run: Annotated[
-        int,
-        typer.Option("--gpus-per-run", min=0, max=8, help="slurm: GPUs a run's job asks for (0: CPU jobs)"),
-    ] = 1,
-    time_limit: Annotated[
-        float,
-        typer.Option(
-            "--time-limit",
-            min=1,
-            help="slurm: a job's time limit in minutes unless its spec sets time_limit_minutes",
-        ),
-    ] = 24 * 60,
-    pending_limit: Annotated[
-        float | None,
-        typer.Option(
-            "--pending-limit",
-            min=0.05,
-            help="ray/slurm: minutes a run may wait for the cluster to start it, then it ends interrupted "
-            "(default: ray 60, slurm none)",
-        ),
-    ] = None,
-    slurm_cluster: Annotated[str, typer.Option("--slurm-cluster", hidden=True)] = "slurm",  # local: tests
     exclusive: Annotated[bool, typer.Option("--exclusive", hidden=True)] = False,
 ) -> None:
+    """The worker's own flags; each backend's (jobs.backends.BACKENDS) are added after them."""
+
+
+def _backend_flags() -> list[inspect.Parameter]:
+    """One optional flag per backend option (a flag two backends share is one flag, its help naming
+    each): a new backend adds its flags by declaring them, not by editing this file."""
+    from workbench.jobs.backends import BACKENDS
+
+    declared: dict[str, list] = {}
+    for name, info in BACKENDS.items():
+        for o in info.options:
+            declared.setdefault(o.name, []).append((name, o))
+    params = []
+    for key, uses in declared.items():
+        o = uses[0][1]
+        assert all(
+            (u.type, u.cli_flag, u.low, u.high) == (o.type, o.cli_flag, o.low, o.high) for _, u in uses
+        ), key
+        flag = typer.Option(
+            o.cli_flag,
+            min=o.low,
+            max=o.high,
+            help="; ".join(f"{backend}: {u.help}" for backend, u in uses),
+            hidden=all(u.hidden for _, u in uses),
+        )
+        params.append(
+            inspect.Parameter(
+                key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[o.type | None, flag]
+            )
+        )
+    return params
+
+
+def worker(**given) -> None:
     """Run queued runs, one per device slot. Ctrl-C: runs checkpoint and end interrupted; twice: at once."""
     from workbench.jobs.backends import BACKENDS, BackendUnavailable, make_backend
     from workbench.jobs.devices import parse_devices
     from workbench.jobs.runner import Worker, hold_exclusive_lock, install_signal_handlers
 
+    backend, devices = given["backend"], given["devices"]
     if backend not in BACKENDS:
         bad_input(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    if backend == "ray" and not address:
-        bad_input("--backend ray needs --address (the Ray head, e.g. 10.0.0.1:6379)")
-    if backend != "ray" and address:
-        bad_input("--address is for --backend ray")
-    if backend != "slurm" and partition:
-        bad_input("--partition is for --backend slurm")
+    options = {}
+    takes = {o.name: o for o in BACKENDS[backend].options}
+    for key in {o.name for info in BACKENDS.values() for o in info.options}:
+        o = takes.get(key)
+        if o is None and given[key] is not None:
+            owners = [n for n, info in BACKENDS.items() if any(u.name == key for u in info.options)]
+            flag = next(u.cli_flag for u in BACKENDS[owners[0]].options if u.name == key)
+            bad_input(f"{flag} is for --backend {' or '.join(owners)}")
+        if o is not None and given[key] is None and o.required:
+            bad_input(f"--backend {backend} needs {o.cli_flag} ({o.help})")
+        if o is not None and given[key] is not None:
+            options[key] = given[key] * 60 if o.minutes else given[key]
     if backend != "local" and devices != "auto":
         bad_input(f"--devices is for --backend local; the {backend} cluster places runs on its own devices")
     try:
         device_slots = parse_devices(devices) if backend == "local" else []
     except ValueError as e:
         bad_input(str(e))
+    if backend == "local":
+        options["devices"] = device_slots
     store = open_store()
     if backend != "local" and store.dialect == "sqlite":
         err.print(
@@ -320,24 +334,9 @@ def worker(
     # imports against the folder the worker was typed in.
     os.chdir(store.home)
     lock = None
-    if exclusive and (lock := hold_exclusive_lock(store.home)) is None:
+    if given["exclusive"] and (lock := hold_exclusive_lock(store.home)) is None:
         out.print("another auto-started worker is running; exiting")
         return
-    options = {
-        "local": {"devices": device_slots},
-        "ray": {"address": address, "slots": slots},
-        "slurm": {
-            "partition": partition,
-            "slots": slots or 4,
-            "gpus_per_run": gpus_per_run,
-            "time_limit": time_limit,
-            "cluster": slurm_cluster,
-        },
-    }[backend]
-    if pending_limit is not None:
-        if backend == "local":
-            bad_input("--pending-limit is for --backend ray or slurm")
-        options["pending_limit"] = 60 * pending_limit
     try:
         chosen = make_backend(backend, store, **options)
     except (BackendUnavailable, ImportError) as e:
@@ -346,17 +345,23 @@ def worker(
         store,
         device_slots,
         backend=chosen,
-        once=once,
-        max_jobs=max_jobs,
-        idle_exit=idle_exit,
-        threads=threads,
-        stop_grace=stop_grace,
+        once=given["once"],
+        max_jobs=given["max_jobs"],
+        idle_exit=given["idle_exit"],
+        threads=given["threads"],
+        stop_grace=given["stop_grace"],
         log=lambda m: print(time.strftime("%H:%M:%S"), printable(m), flush=True),  # errors quote outside text
     )
     install_signal_handlers(w)
     code = w.run()
     del lock
     raise typer.Exit(code)
+
+
+_params = [*inspect.signature(_worker_flags, eval_str=True).parameters.values(), *_backend_flags()]
+worker.__signature__ = inspect.Signature(_params)  # typer reads the flags from here
+worker.__annotations__ = {p.name: p.annotation for p in _params}
+app.command()(worker)
 
 
 @app.command()

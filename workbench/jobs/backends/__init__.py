@@ -18,13 +18,13 @@ reaches it; its artifacts go under the same $WORKBENCH_HOME, which must be a pat
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.store.models import RunStatus
 
-BACKENDS = ("local", "ray", "slurm")
 # A run that reports no step, metric or event for this long is hung (a spec's `no_progress_minutes`):
 # the worker kills a local one; a remote one ends itself (jobs.backends.remote).
 DEFAULT_NO_PROGRESS_MINUTES = 30.0
@@ -133,6 +133,70 @@ class ClusterBackend(Backend):
         pass  # the run reads cancel and stop requests from the store (jobs.backends.remote)
 
 
+@dataclass(frozen=True)
+class Option:
+    """A `workbench worker` flag a backend takes. The CLI builds the worker's flags from every backend's
+    options; a flag is passed to the backend's constructor as keyword `name` only when it is given (the
+    constructor's default is the default: say it in `help`)."""
+
+    name: str  # the constructor's keyword
+    type: type  # str, int or float
+    help: str
+    required: bool = False
+    low: float | None = None  # bounds the CLI checks
+    high: float | None = None
+    minutes: bool = False  # given in minutes, passed in seconds
+    flag: str | None = None  # default: --name with dashes
+    hidden: bool = False
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Where a backend's class lives (imported only when chosen: Ray and submitit are heavy) and the flags
+    it takes."""
+
+    module: str
+    cls: str
+    options: tuple[Option, ...] = ()
+
+
+_PENDING = "minutes a run may wait for the cluster to start it, then it ends interrupted"
+# Every backend, declared once: `worker --backend NAME` and its flags come from here.
+BACKENDS: dict[str, BackendInfo] = {
+    "local": BackendInfo("workbench.jobs.backends.local", "LocalBackend"),
+    "ray": BackendInfo(
+        "workbench.jobs.backends.ray_tasks",
+        "RayBackend",
+        (
+            Option("address", str, "the cluster's address (HEAD:6379, or ray://HEAD:10001)", required=True),
+            Option("slots", int, "runs in flight at once (default: the cluster's GPUs)", low=1, high=4096),
+            Option("pending_limit", float, _PENDING + " (default 60)", low=0.05, minutes=True),
+        ),
+    ),
+    "slurm": BackendInfo(
+        "workbench.jobs.backends.slurm_jobs",
+        "SlurmBackend",
+        (
+            Option("partition", str, "the partition jobs go to"),
+            Option("slots", int, "jobs in flight at once (default 4)", low=1, high=4096),
+            Option("gpus_per_run", int, "GPUs a run's job asks for (0: CPU jobs; default 1)", low=0, high=8),
+            Option(
+                "time_limit",
+                float,
+                "a job's time limit in minutes unless its spec sets time_limit_minutes (default 1440)",
+                low=1,
+            ),
+            Option("pending_limit", float, _PENDING + " (default: none)", low=0.05, minutes=True),
+            Option("cluster", str, "submitit's cluster (local: tests)", flag="--slurm-cluster", hidden=True),
+        ),
+    ),
+}
+
+
 def make_backend(name: str, store, **options) -> Backend:
     """The backend a worker was configured with (`workbench worker --backend ...`)."""
     try:
@@ -150,16 +214,7 @@ def _make(name: str, store, **options) -> Backend:
             "put the password in ~/.pgpass (mode 0600) or a file named by $PGPASSFILE, on every host, and "
             f"drop it from $WORKBENCH_DB_URL ({store.safe_url})"
         )
-    if name == "local":
-        from workbench.jobs.backends.local import LocalBackend
-
-        return LocalBackend(store, **options)
-    if name == "ray":
-        from workbench.jobs.backends.ray_tasks import RayBackend
-
-        return RayBackend(store, **options)
-    if name == "slurm":
-        from workbench.jobs.backends.slurm_jobs import SlurmBackend
-
-        return SlurmBackend(store, **options)
-    raise ValueError(f"--backend: {name!r} is not one of {', '.join(BACKENDS)}")
+    if name not in BACKENDS:
+        raise ValueError(f"--backend: {name!r} is not one of {', '.join(BACKENDS)}")
+    info = BACKENDS[name]
+    return getattr(importlib.import_module(info.module), info.cls)(store, **options)

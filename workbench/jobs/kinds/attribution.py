@@ -700,17 +700,7 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
     net = recipe.build(k).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=on_gpu or None)
     schedule = get_cosine_schedule_with_warmup(opt, min(t.warmup_steps, steps // 2), steps)
-    start, best, history = 0, None, []  # best: (val top-1, -val loss, step, weights on the CPU)
-    if (state := ctx.restore()) is not None:
-        from workbench.jobs.diffusion.train import restore_optimizer
-
-        net.load_state_dict(state["model"])
-        restore_optimizer(opt, state["optimizer"])
-        schedule.load_state_dict(state["lr_schedule"])
-        start, history = int(state["step"]), list(state["history"])
-        if state.get("best") is not None:
-            b = state["best"]
-            best = (float(b["top1"]), float(b["neg_loss"]), int(b["step"]), b["weights"])
+    start, history, best = resume(ctx, net, opt, schedule)  # best: (val top-1, -val loss, step, CPU weights)
     # a run that had stopped early before it was interrupted trains no further
     stopped = best is not None and t.patience and _since_best(history, best[2]) >= t.patience
     end = start if stopped else steps
@@ -762,10 +752,7 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
             ctx.log(step, loss=float(values.mean()), lr=schedule.get_last_lr()[0])
             ctx.progress(step, steps)
         if last or step % t.eval_every == 0:
-            val = predict(net, val_rows, y_val, view, device, t.num_workers)
-            top1 = float((val.argmax(1) == y_val).mean())
-            val_loss = float(F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)))
-            net.train()
+            top1, val_loss = validate(net, val_rows, y_val, view, device, t.num_workers)
             ctx.log(step, val_top1=top1, val_loss=val_loss)
             history.append({"step": step, "val_top1": top1, "val_loss": val_loss})
             if best is None or (top1, -val_loss) > best[:2]:
@@ -797,6 +784,33 @@ def train_recipe(ctx, spec: Spec, recipe: RecipeSpec, view, train_rows, y_train,
         "val_loss": -best[1],
         "stopped_early": step < steps,
     }
+
+
+def resume(ctx, net, opt, schedule) -> tuple[int, list, tuple | None]:
+    """(step, validation history, best so far) of this run's last checkpoint, its weights, optimizer and
+    schedule loaded; (0, [], None) when there is none."""
+    if (state := ctx.restore()) is None:
+        return 0, [], None
+    from workbench.jobs.diffusion.train import restore_optimizer
+
+    net.load_state_dict(state["model"])
+    restore_optimizer(opt, state["optimizer"])
+    schedule.load_state_dict(state["lr_schedule"])
+    b = state.get("best")
+    best = None if b is None else (float(b["top1"]), float(b["neg_loss"]), int(b["step"]), b["weights"])
+    return int(state["step"]), list(state["history"]), best
+
+
+def validate(net, val_rows, y_val, view, device, workers: int) -> tuple[float, float]:
+    """(top-1, cross-entropy) on the validation rows; the net is left in training mode."""
+    import torch
+    from torch.nn import functional as F
+
+    val = predict(net, val_rows, y_val, view, device, workers)
+    top1 = float((val.argmax(1) == y_val).mean())
+    val_loss = float(F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)))
+    net.train()
+    return top1, val_loss
 
 
 SPECTRUM_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # inverse L2 strengths tried, chosen on validation

@@ -25,7 +25,8 @@ setting's, not the choice's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -258,12 +259,21 @@ def restrict(data: ImageData, labels: list[int]) -> ImageData:
     return ImageData(data.name, x_tr, y_tr, x_te, y_te, [data.class_names[i] for i in labels])
 
 
-def run(ctx: RunContext, spec: Spec) -> None:
-    import torch
+@dataclass(frozen=True)
+class Plan:
+    """One real training subset: its `real_per_class` label, images per class, seed index, indices."""
 
+    label: int | str
+    per_class: float
+    seed: int
+    idx: Any  # a numpy array of training-split indices
+
+
+def run(ctx: RunContext, spec: Spec) -> None:
+    """The paper's steps, per real subset: a synthetic set (from the cache, or a generator trained on the
+    subset alone, or the spec's fixed model), then one classifier per training set (real, real plus
+    synthetic, synthetic alone, filtered) with the same seed and steps; then gains with paired intervals."""
     from workbench.jobs.classify import ClassifierConfig
-    from workbench.jobs.diffusion import synthetic
-    from workbench.jobs.metrics.probes import kshot_subsets
 
     data = image_model.load_data(spec.generator_spec(spec.seed))
     labels = (
@@ -272,26 +282,14 @@ def run(ctx: RunContext, spec: Spec) -> None:
         else list(range(data.num_classes))
     )
     task = restrict(data, labels)
-    k = task.num_classes
-    y_train = task.y_train.numpy()
     ctx.event(
-        f"{task.name}: {k} classes ({', '.join(task.class_names)}), {len(y_train)} training images to draw "
-        f"real subsets from, {len(task.y_test)} test images"
+        f"{task.name}: {task.num_classes} classes ({', '.join(task.class_names)}), {len(task.y_train)} "
+        f"training images to draw real subsets from, {len(task.y_test)} test images"
     )
     fixed = FixedGenerator(ctx, spec, data, labels) if spec.diffusion.model_run is not None else None
-    plans = []  # (label, per-class real count, seed, subset)
-    for label in spec.real_per_class:
-        if label == "all":
-            subsets = kshot_subsets(y_train, None, 1) * spec.seeds  # one subset: seeds vary the rest
-        else:
-            try:
-                subsets = kshot_subsets(y_train, label, spec.seeds, spec.seed)
-            except ValueError as e:  # more images per class than the split holds
-                raise ValueError(f"real_per_class {label}: {e}") from None
-        plans += [(label, len(idx) / k, s, idx) for s, idx in enumerate(subsets)]
+    plans = plan_subsets(spec, task)
     if fixed is not None:
         fixed.check_subsets(task, plans, spec.diffusion.allow_outside_data)
-
     ratios = [r for r in spec.ratios if r > 0]
     types = [t for t in (MIXED, SYNTHETIC) if t in spec.dataset_types] + ([FILTERED] if spec.filter else [])
     fits_per_plan = 1 + len(ratios) * len(types)
@@ -301,101 +299,35 @@ def run(ctx: RunContext, spec: Spec) -> None:
     per_seed: list[dict] = []
     copies: list[dict] = []  # how near the synthetic images lie to the real ones they were made from
     counts = {"diffusion_models_trained": 0, "synthetic_sets_sampled": 0, "synthetic_sets_cached": 0}
-    g = spec.diffusion
-    for p, (label, real_pc, s, idx) in enumerate(plans):
+    for p, plan in enumerate(plans):
         unit = p * (fits_per_plan + 1)
-        real_x, real_y = task.x_train[idx], task.y_train[idx]
-        per_class = {r: max(1, round(r * real_pc)) for r in ratios}
-        seed_s = spec.seed + s
-        sampling_seed = seed_s + 7919  # apart from the training seeds
-        # --- the synthetic set: from the cache, or a generator trained on this subset only ----------
-        generator_key = fixed.key if fixed else subset_generator_key(spec, real_x, real_y, task, seed_s)
-        key = synthetic.set_key(
-            generator=generator_key,
-            classes=fixed.model_labels if fixed else list(range(k)),
-            sampler=g.sampler.model_dump(),
-            guidance=g.guidance_scale,
-            sampling_seed=sampling_seed,
+        real_x, real_y = task.x_train[plan.idx], task.y_train[plan.idx]
+        per_class = {r: max(1, round(r * plan.per_class)) for r in ratios}
+        syn, made = synthetic_set(
+            ctx,
+            spec,
+            task,
+            fixed,
+            plan,
+            max(per_class.values()),
+            ctx.part(f"gen/n{plan.label}-s{plan.seed}", unit, units),
         )
-        syn = synthetic.load(ctx.cache_dir("synthetic"), key, max(per_class.values()), k)
-        if syn is not None:
-            counts["synthetic_sets_cached"] += 1
-        else:
-            name = f"gen/n{label}-s{s}"
-            if fixed:
-                model, schedule, model_labels = fixed.model, fixed.schedule, fixed.model_labels
-            else:
-                subset = restrict_to(task, real_x, real_y)
-                part = ctx.part(name, unit, units)
-                model, schedule = image_model.train_model(
-                    part, spec.generator_spec(seed_s), subset, keep=False
-                )
-                model_labels = list(range(k))
-                counts["diffusion_models_trained"] += 1
-            x, seconds = synthetic.generate(
-                model,
-                schedule,
-                task.shape,
-                model_labels,
-                max(per_class.values()),
-                g.sampler.name,
-                g.sampler.steps,
-                g.guidance_scale,
-                seed=sampling_seed,
-                batch_size=g.batch_size,
-                eta=g.sampler.eta,
-                device=ctx.device,
-            )
-            y = synthetic.cycling_labels(list(range(k)), max(per_class.values()))  # in the task's labels
-            synthetic.save(
-                ctx.cache_dir("synthetic"),
-                key,
-                x,
-                y,
-                {"run": ctx.run_id, "generator": generator_key, "real_per_class": label, "seed": s},
-            )
-            syn = synthetic.SyntheticSet(x, y, False, seconds)
-            counts["synthetic_sets_sampled"] += 1
-            ctx.event(f"{name}: sampled {len(x)} images in {seconds:.1f} s")
-        if s == 0:
-            show_sets(ctx, label, real_x, real_y, syn, k)
-        copies.append({"real_per_class": label, "seed": s, **nearness(syn.x, real_x, task.x_test)})
-
-        # --- the classifiers: the same seed and steps for every training set -------------------------
-        unit += 1  # the generator's share of the bar
-        real_net, scores = score(ctx, task, cfg, seed_s, real_x, real_y)
-        results = [(REAL, 0.0, 0, scores)]
-        ctx.progress((unit := unit + 1) * 1000, units * 1000)
-        if spec.filter:
-            keep = judged_correct(
-                ctx, judge or real_net, syn, labels if judge else None, spec.filter.min_confidence
-            )
-        for r in ratios:
-            sx, sy = synthetic.prefix(syn, per_class[r], k)
-            for kind in types:
-                ax, ay = balanced_prefix(syn, keep, per_class[r], k) if kind == FILTERED else (sx, sy)
-                x, y = (ax, ay) if kind == SYNTHETIC else (torch.cat([real_x, ax]), torch.cat([real_y, ay]))
-                _, scores = score(ctx, task, cfg, seed_s, x, y)
-                results.append((kind, r, len(ax), scores))
-                ctx.progress((unit := unit + 1) * 1000, units * 1000)
-        per_seed += [
-            {
-                "dataset_type": kind,
-                "real_per_class": label,
-                "synthetic_ratio": r,
-                "seed": s,
-                "dataset_size": scores["dataset_size"],
-                "synthetic_images": n_synthetic,
-                **scores,
-            }
-            for kind, r, n_synthetic, scores in results
-        ]
+        for counter in made:
+            counts[counter] += 1
+        if plan.seed == 0:
+            show_sets(ctx, plan.label, real_x, real_y, syn, task.num_classes)
+        copies.append(
+            {"real_per_class": plan.label, "seed": plan.seed, **nearness(syn.x, real_x, task.x_test)}
+        )
+        per_seed += fit_classifiers(
+            ctx, spec, task, cfg, plan, syn, per_class, types, judge, labels, (unit + 1, units)
+        )
         ctx.table("augmentation_seeds", per_seed)  # as it grows: the TUI shows every finished seed
-        done = [r for r in per_seed if r["real_per_class"] == label and r["seed"] == s]
+        done = [r for r in per_seed if r["real_per_class"] == plan.label and r["seed"] == plan.seed]
         shown = ", ".join(
             f"{r['dataset_type']} x{r['synthetic_ratio']:g} {r['test_accuracy']:.3f}" for r in done
         )
-        ctx.event(f"n={label} seed {s}: {shown}")
+        ctx.event(f"n={plan.label} seed {plan.seed}: {shown}")
 
     rows = aggregate(per_seed, spec.real_per_class)
     ctx.table("augmentation", rows)
@@ -407,7 +339,119 @@ def run(ctx: RunContext, spec: Spec) -> None:
         **headline(rows, per_seed, spec.real_per_class),
         **copying_summary(copies, spec.real_per_class[0]),
     )
-    ctx.image("accuracy_vs_real", None, accuracy_figure(rows, spec, k))
+    ctx.image("accuracy_vs_real", None, accuracy_figure(rows, spec, task.num_classes))
+
+
+def plan_subsets(spec: Spec, task) -> list[Plan]:
+    """The real subsets, `seeds` per `real_per_class` (`all`: the whole split, the seeds varying the rest)."""
+    from workbench.jobs.metrics.probes import kshot_subsets
+
+    y_train, k = task.y_train.numpy(), task.num_classes
+    plans = []
+    for label in spec.real_per_class:
+        if label == "all":
+            subsets = kshot_subsets(y_train, None, 1) * spec.seeds  # one subset: seeds vary the rest
+        else:
+            try:
+                subsets = kshot_subsets(y_train, label, spec.seeds, spec.seed)
+            except ValueError as e:  # more images per class than the split holds
+                raise ValueError(f"real_per_class {label}: {e}") from None
+        plans += [Plan(label, len(idx) / k, s, idx) for s, idx in enumerate(subsets)]
+    return plans
+
+
+def synthetic_set(ctx: RunContext, spec: Spec, task, fixed, plan: Plan, per_class: int, part):
+    """(the plan's synthetic set of `per_class` images a class, the counters it adds to): from the cache,
+    or sampled from the fixed model, or from a generator trained (in `part`) on this subset only."""
+    from workbench.jobs.diffusion import synthetic
+
+    g, k = spec.diffusion, task.num_classes
+    real_x, real_y = task.x_train[plan.idx], task.y_train[plan.idx]
+    seed_s = spec.seed + plan.seed
+    sampling_seed = seed_s + 7919  # apart from the training seeds
+    generator_key = fixed.key if fixed else subset_generator_key(spec, real_x, real_y, task, seed_s)
+    key = synthetic.set_key(
+        generator=generator_key,
+        classes=fixed.model_labels if fixed else list(range(k)),
+        sampler=g.sampler.model_dump(),
+        guidance=g.guidance_scale,
+        sampling_seed=sampling_seed,
+    )
+    syn = synthetic.load(ctx.cache_dir("synthetic"), key, per_class, k)
+    if syn is not None:
+        return syn, ["synthetic_sets_cached"]
+    if fixed:
+        model, schedule, model_labels = fixed.model, fixed.schedule, fixed.model_labels
+    else:
+        subset = restrict_to(task, real_x, real_y)
+        model, schedule = image_model.train_model(part, spec.generator_spec(seed_s), subset, keep=False)
+        model_labels = list(range(k))
+    x, seconds = synthetic.generate(
+        model,
+        schedule,
+        task.shape,
+        model_labels,
+        per_class,
+        g.sampler.name,
+        g.sampler.steps,
+        g.guidance_scale,
+        seed=sampling_seed,
+        batch_size=g.batch_size,
+        eta=g.sampler.eta,
+        device=ctx.device,
+    )
+    y = synthetic.cycling_labels(list(range(k)), per_class)  # in the task's labels
+    synthetic.save(
+        ctx.cache_dir("synthetic"),
+        key,
+        x,
+        y,
+        {"run": ctx.run_id, "generator": generator_key, "real_per_class": plan.label, "seed": plan.seed},
+    )
+    ctx.event(f"gen/n{plan.label}-s{plan.seed}: sampled {len(x)} images in {seconds:.1f} s")
+    made = ["synthetic_sets_sampled"] + ([] if fixed else ["diffusion_models_trained"])
+    return synthetic.SyntheticSet(x, y, False, seconds), made
+
+
+def fit_classifiers(ctx, spec, task, cfg, plan, syn, per_class, types, judge, labels, progress) -> list[dict]:
+    """One classifier per training set of this plan, each with the plan's seed and the same steps: the
+    real subset, then per ratio and type the synthetic images alone, with the real ones, or filtered.
+    Rows of `augmentation_seeds`; `progress`: (this plan's first unit, all units) of the run's bar."""
+    import torch
+
+    from workbench.jobs.diffusion import synthetic
+
+    unit, units = progress
+    k, seed_s = task.num_classes, spec.seed + plan.seed
+    real_x, real_y = task.x_train[plan.idx], task.y_train[plan.idx]
+    real_net, scores = score(ctx, task, cfg, seed_s, real_x, real_y)
+    results = [(REAL, 0.0, 0, scores)]
+    ctx.progress((unit := unit + 1) * 1000, units * 1000)
+    keep = None
+    if spec.filter:
+        keep = judged_correct(
+            ctx, judge or real_net, syn, labels if judge else None, spec.filter.min_confidence
+        )
+    for r, n in per_class.items():
+        sx, sy = synthetic.prefix(syn, n, k)
+        for kind in types:
+            ax, ay = balanced_prefix(syn, keep, n, k) if kind == FILTERED else (sx, sy)
+            x, y = (ax, ay) if kind == SYNTHETIC else (torch.cat([real_x, ax]), torch.cat([real_y, ay]))
+            _, scores = score(ctx, task, cfg, seed_s, x, y)
+            results.append((kind, r, len(ax), scores))
+            ctx.progress((unit := unit + 1) * 1000, units * 1000)
+    return [
+        {
+            "dataset_type": kind,
+            "real_per_class": plan.label,
+            "synthetic_ratio": r,
+            "seed": plan.seed,
+            "dataset_size": scores["dataset_size"],
+            "synthetic_images": n_synthetic,
+            **scores,
+        }
+        for kind, r, n_synthetic, scores in results
+    ]
 
 
 def nearness(synthetic: torch.Tensor, real: torch.Tensor, test: torch.Tensor, sample: int = 2000) -> dict:
@@ -538,7 +582,7 @@ class FixedGenerator:
         self.model_labels = [src.data.class_names.index(c) for c in names]
         self.key = image_model.weights_digest(src.model)
 
-    def check_subsets(self, task: ImageData, plans: list, allowed: bool) -> None:
+    def check_subsets(self, task: ImageData, plans: list[Plan], allowed: bool) -> None:
         """Refuse (unless allowed) when the model saw any image outside a real subset: the real-only
         classifier it is compared with never saw those."""
         import hashlib
@@ -547,13 +591,13 @@ class FixedGenerator:
             return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x.numpy()}
 
         trained = digests(self.source.data.x_train)
-        for label, _, s, idx in plans:
-            subset = digests(task.x_train[idx])
+        for plan in plans:
+            subset = digests(task.x_train[plan.idx])
             if not trained <= subset and not allowed:
                 raise ValueError(
                     f"diffusion.model_run {self.source.run_id} was trained on {len(trained)} "
                     f"{self.source.data.name} images, {len(trained - subset)} of them outside the real "
-                    f"subset of real_per_class {label}, seed {s}: its samples would carry images the "
+                    f"subset of real_per_class {plan.label}, seed {plan.seed}: its samples would carry images the "
                     "real-only classifier never sees. Set diffusion.allow_outside_data: true to use it anyway"
                 )
 

@@ -105,33 +105,45 @@ class Spec(BaseSpec):
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
-    import numpy as np
+    """The paper's steps: the data and the denoiser, training, every sampler at every guidance scale
+    against real-data floors, the headline."""
     import torch
 
-    from workbench.jobs.data.toy2d import load_toy2d, make_points
-    from workbench.jobs.diffusion.denoisers import MLPDenoiser
-    from workbench.jobs.diffusion.samplers import sample
-    from workbench.jobs.diffusion.schedules import make_schedule
-    from workbench.jobs.diffusion.train import TrainConfig, train
-    from workbench.jobs.metrics.distances import energy_distance
-    from workbench.jobs.metrics.stats import mean_ci, paired_ci, ratio_ci, share_ci, summary_entry
+    torch.manual_seed(spec.seed)  # the denoiser's initial weights
+    data, schedule, model = prepare(ctx, spec)
+    ema_model = train_denoiser(ctx, spec, data, schedule, model)
+    rows = evaluate(ctx, spec, data, schedule, ema_model)
+    ctx.table("samplers", rows)
+    ctx.summary(**headline(spec, rows, labelled=data.num_classes > 0))
 
-    device = ctx.device
-    torch.manual_seed(spec.seed)
+
+def prepare(ctx: RunContext, spec: Spec):
+    """(data, schedule, denoiser on ctx.device); shows the forward process on the held-out points."""
+    from workbench.jobs.data.toy2d import load_toy2d
+    from workbench.jobs.diffusion.denoisers import MLPDenoiser
+    from workbench.jobs.diffusion.schedules import make_schedule
+
     data = load_toy2d(spec.dataset, spec.n_train, spec.n_test, spec.seed)
-    labelled = data.num_classes > 0
     schedule = make_schedule(spec.schedule, spec.timesteps)
     model = MLPDenoiser(2, spec.model.width, spec.model.depth, data.num_classes, spec.model.time_dim).to(
-        device
+        ctx.device
     )
-    null_class = model.null_class if labelled else None
     ctx.event(
         f"{spec.dataset}: {len(data.x_train)} train / {len(data.x_test)} held-out points, "
-        f"{data.num_classes or 'no'} classes; {sum(p.numel() for p in model.parameters())} parameters on {device}"
+        f"{data.num_classes or 'no'} classes; {sum(p.numel() for p in model.parameters())} parameters on "
+        f"{ctx.device}"
     )
-
     ctx.image("forward_process", None, forward_process_figure(schedule, data.x_test, spec.timesteps))
+    return data, schedule, model
 
+
+def train_denoiser(ctx: RunContext, spec: Spec, data, schedule, model):
+    """The shared training loop on random batches of the training points; returns the EMA model."""
+    import torch
+
+    from workbench.jobs.diffusion.train import TrainConfig, train
+
+    device, labelled = ctx.device, data.num_classes > 0
     x_train = torch.from_numpy(data.x_train).to(device)
     y_train = torch.from_numpy(data.y_train).to(device) if labelled else None
     gen = torch.Generator(device).manual_seed(spec.seed)
@@ -140,11 +152,24 @@ def run(ctx: RunContext, spec: Spec) -> None:
         idx = torch.randint(0, len(x_train), (spec.train.batch_size,), device=device, generator=g)
         return x_train[idx], (y_train[idx] if labelled else None)
 
-    ema_model = train(ctx, model, schedule, batches, TrainConfig(**spec.train.model_dump()), gen, null_class)
+    null_class = model.null_class if labelled else None
+    return train(ctx, model, schedule, batches, TrainConfig(**spec.train.model_dump()), gen, null_class)
 
-    # Evaluation: every sampler at every guidance scale, on the same R sample sets' seeds. Set k and real
-    # floor draw k are both measured against reference draw k (n_test fresh points of the data), so their
-    # difference cancels the reference's own noise: the excess is a paired comparison.
+
+def evaluate(ctx: RunContext, spec: Spec, data, schedule, ema_model) -> list[dict]:
+    """Every sampler at every guidance scale, on the same R sample sets' seeds. Set k and real floor draw
+    k are both measured against reference draw k (n_test fresh points of the data), so their difference
+    cancels the reference's own noise: the excess is a paired comparison."""
+    import numpy as np
+    import torch
+
+    from workbench.jobs.data.toy2d import make_points
+    from workbench.jobs.diffusion.samplers import sample
+    from workbench.jobs.metrics.distances import energy_distance
+    from workbench.jobs.metrics.stats import mean_ci, paired_ci, ratio_ci, share_ci
+
+    device, labelled = ctx.device, data.num_classes > 0
+    null_class = ema_model.null_class if labelled else None
     n, sets = spec.sample.n_samples, spec.sample.eval_sets
     y_np = np.arange(n) % data.num_classes if labelled else None
     y = torch.from_numpy(y_np).to(device) if labelled else None
@@ -152,21 +177,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
         torch.from_numpy(make_points(spec.dataset, spec.n_test, 20_000 + spec.seed * 1000 + k)[0])
         for k in range(sets)
     ]
-    # The floor: R real samples with the sample sets' size and class balance. Unconditional samples
-    # (w = 0) ignore their labels, so theirs is R plain draws of the data (balance alone moves the
-    # distance: on the 8-Gaussian mixture at n = 400 a balanced real sample scores -0.005).
-    floors = {}
-    for balanced in (True, False) if labelled else (False,):
-        draws = [
-            torch.from_numpy(
-                make_points(spec.dataset, n, 10_000 + spec.seed * 1000 + k, y_np if balanced else None)[0]
-            )
-            for k in range(sets)
-        ]
-        floors[balanced] = (
-            [energy_distance(x, ref) for x, ref in zip(draws, refs, strict=True)],
-            [energy_distance(x, ref, unbiased=False) for x, ref in zip(draws, refs, strict=True)],
-        )
+    floors = real_floors(spec, refs, y_np, labelled)
     scales = spec.sample.guidance_scales if labelled else [None]
     rows = []
     for s_spec in spec.sample.samplers:
@@ -217,22 +228,51 @@ def run(ctx: RunContext, spec: Spec) -> None:
                 f"{label}: energy distance {distance}, real floor {floor}, excess {excess}, ratio to a "
                 f"real sample {ratio}" + (f"; class accuracy {accuracy}" if labelled else "")
             )
-    ctx.table("samplers", rows)
+    return rows
 
-    reference = [
-        r
-        for r in rows
-        if r["sampler"] == spec.sample.samplers[0].name and r["steps"] == spec.sample.samplers[0].steps
-    ]
-    headline = next((r for r in reference if r["guidance_scale"] in (None, 1.0)), reference[0])
-    summary = {"nfe": headline["nfe"]}
+
+def real_floors(spec: Spec, refs: list, y_np, labelled: bool) -> dict[bool, tuple[list, list]]:
+    """The floor: R real samples with the sample sets' size and class balance, each against its
+    reference draw (unbiased and plain energy distance). Unconditional samples (w = 0) ignore their
+    labels, so theirs is R plain draws of the data (balance alone moves the distance: on the 8-Gaussian
+    mixture at n = 400 a balanced real sample scores -0.005). Keyed by `balanced`."""
+    import torch
+
+    from workbench.jobs.data.toy2d import make_points
+    from workbench.jobs.metrics.distances import energy_distance
+
+    n, sets = spec.sample.n_samples, spec.sample.eval_sets
+    floors = {}
+    for balanced in (True, False) if labelled else (False,):
+        draws = [
+            torch.from_numpy(
+                make_points(spec.dataset, n, 10_000 + spec.seed * 1000 + k, y_np if balanced else None)[0]
+            )
+            for k in range(sets)
+        ]
+        floors[balanced] = (
+            [energy_distance(x, ref) for x, ref in zip(draws, refs, strict=True)],
+            [energy_distance(x, ref, unbiased=False) for x, ref in zip(draws, refs, strict=True)],
+        )
+    return floors
+
+
+def headline(spec: Spec, rows: list[dict], labelled: bool) -> dict:
+    """The run's summary: the first sampler's row (at w = 1, or unguided), and its class accuracy at
+    every guidance scale."""
+    from workbench.jobs.metrics.stats import summary_entry
+
+    first = spec.sample.samplers[0]
+    reference = [r for r in rows if r["sampler"] == first.name and r["steps"] == first.steps]
+    top = next((r for r in reference if r["guidance_scale"] in (None, 1.0)), reference[0])
+    summary = {"nfe": top["nfe"]}
     for key in (
         "energy_distance",
         "energy_distance_floor",
         "energy_distance_excess",
         "energy_distance_ratio",
     ):
-        summary.update(summary_entry(headline, key))
+        summary.update(summary_entry(top, key))
     if labelled:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in reference}
         summary["guided_accuracy_ci"] = {
@@ -240,7 +280,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             for r in reference
         }
         summary["guided_accuracy_n"] = reference[0]["class_accuracy_n"]
-    ctx.summary(**summary)
+    return summary
 
 
 # --- pictures ------------------------------------------------------------------------------------

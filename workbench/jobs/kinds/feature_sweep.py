@@ -231,44 +231,70 @@ def check_model(spec: Spec, timesteps: int, levels: int) -> None:
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
-
+    """The paper's steps: the model and its data, the labelled subsets (validation set aside first),
+    diffusion features per t and block (cached) next to the baselines', every probe on the same
+    subsets, then the settings chosen and compared with paired intervals."""
     import numpy as np
 
-    from workbench.jobs.context import RunCancelled
-    from workbench.jobs.diffusion.features import FeatureCache, cached_extract
-    from workbench.jobs.metrics.probes import probe
-
-    source = image_model.source_model(ctx, spec)
-    model, schedule, data = source.model, source.schedule, source.data
-    if spec.model_run is not None:  # a spec with train: was checked when it was validated
-        try:
-            check_model(spec, schedule.config.num_train_timesteps, len(source.spec.model.channels))
-            check_labels(spec, model.num_classes > 0)
-        except ValueError as e:
-            raise ValueError(f"model_run {spec.model_run}: {e}") from None
-    if spec.data is not None:
-        data = image_model.load_data(source.spec.model_copy(update={"data": spec.data}))
-        if data.shape != source.data.shape:
-            raise ValueError(
-                f"data: {data.name} images are {data.shape}; the model takes {source.data.shape}"
-            )
+    source, data = model_and_data(ctx, spec)
     y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
     val_idx, subsets = labelled_subsets(y_train, spec)
-    ks = list(subsets)  # spec.ks in order, `all` as None
     used = np.unique(np.concatenate([idx for sets in subsets.values() for idx in sets] + [val_idx]))
-    ids = np.concatenate([used, TEST_IDS + np.arange(len(y_test))])
-    images = np.concatenate([data.x_train.numpy()[used], data.x_test.numpy()])
-    n_train = len(used)
     ctx.event(
-        f"{data.name}: {n_train} labelled training images in {sum(len(s) for s in subsets.values())} "
+        f"{data.name}: {len(used)} labelled training images in {sum(len(s) for s in subsets.values())} "
         f"subsets (k = {', '.join(map(str, spec.ks))})"
         + (f" and {len(val_idx)} set aside to choose on" if len(val_idx) else "")
         + f", {len(y_test)} test images"
     )
+    n_probes = (len(spec.timesteps) * len(spec.blocks) + len(spec.baselines)) * len(spec.heads) * len(subsets)
+    bar = Bar(ctx, len(spec.timesteps) + n_probes)
+    sources = features(ctx, spec, source.model, source.schedule, data, used, bar)
+    rows, per_repeat = probe_sources(ctx, spec, sources, data, used, val_idx, subsets, source.model, bar)
+    ctx.table("probes", rows)
+    summarise(
+        ctx, spec, rows, per_repeat, labelled=source.model.num_classes > 0, validation_images=len(val_idx)
+    )
 
-    # --- features: diffusion (cached per t and block), then the baselines --------------------------
+
+class Bar:
+    """The run's progress bar over feature timesteps and probes."""
+
+    def __init__(self, ctx: RunContext, total: int):
+        self.ctx, self.total, self.done = ctx, total, 0
+
+    def step(self, *_) -> None:
+        self.done += 1
+        self.ctx.progress(self.done, self.total)
+
+
+def model_and_data(ctx: RunContext, spec: Spec):
+    """(the image model's source, the images to probe: the model's own data, or the spec's `data`)."""
+    source = image_model.source_model(ctx, spec)
+    if spec.model_run is not None:  # a spec with train: was checked when it was validated
+        try:
+            check_model(spec, source.schedule.config.num_train_timesteps, len(source.spec.model.channels))
+            check_labels(spec, source.model.num_classes > 0)
+        except ValueError as e:
+            raise ValueError(f"model_run {spec.model_run}: {e}") from None
+    if spec.data is None:
+        return source, source.data
+    data = image_model.load_data(source.spec.model_copy(update={"data": spec.data}))
+    if data.shape != source.data.shape:
+        raise ValueError(f"data: {data.name} images are {data.shape}; the model takes {source.data.shape}")
+    return source, data
+
+
+def features(ctx: RunContext, spec: Spec, model, schedule, data, used, bar: Bar) -> dict:
+    """{(source, t, block): features of the `used` training images then every test image}: diffusion
+    features per t and block (cached, one forward pass per image and t for every block), then each
+    baseline's."""
+    import numpy as np
     import torch
 
+    from workbench.jobs.diffusion.features import FeatureCache, cached_extract
+
+    ids = np.concatenate([used, TEST_IDS + np.arange(len(data.y_test))])
+    images = np.concatenate([data.x_train.numpy()[used], data.x_test.numpy()])
     atoms = list(dict.fromkeys(b for entry in spec.blocks for b in entry.split("+")))
     fingerprint = images_fingerprint(data)  # hashes every image once: the feature and VAE caches' key
     cache = FeatureCache(
@@ -279,15 +305,6 @@ def run(ctx: RunContext, spec: Spec) -> None:
         seed=spec.seed,
         draws=spec.draws,
     )
-    n_probes = (len(spec.timesteps) * len(spec.blocks) + len(spec.baselines)) * len(spec.heads) * len(ks)
-    total = len(spec.timesteps) + n_probes
-    done = 0
-
-    def extracted(t):
-        nonlocal done
-        done += 1
-        ctx.progress(done, total)
-
     feats, passes = cached_extract(
         cache,
         model,
@@ -300,7 +317,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
         spec.seed,
         spec.draws,
         spec.batch_size,
-        on_timestep=extracted,
+        on_timestep=bar.step,
     )
     needed = len(spec.timesteps) * spec.draws * len(ids)
     ctx.event(
@@ -319,15 +336,25 @@ def run(ctx: RunContext, spec: Spec) -> None:
         sources[("pixels", None, "")] = images.reshape(len(images), -1)
     if "vae" in spec.baselines:
         sources[("vae", None, "")] = vae_features(ctx, spec, data, fingerprint, images)
+    return sources
 
-    # --- probes: every source on the same subsets ---------------------------------------------------
+
+def probe_sources(ctx: RunContext, spec: Spec, sources, data, used, val_idx, subsets, model, bar: Bar):
+    """(rows of the `probes` table, each setting's per-repeat accuracies): every source, head and k on
+    the same subsets, each probe also scored on the validation images."""
+    import numpy as np
+
+    from workbench.jobs.context import RunCancelled
+    from workbench.jobs.metrics.probes import probe
+
+    y_train, y_test, n_train = data.y_train.numpy(), data.y_test.numpy(), len(used)
     rows, per_repeat = [], {}
     val_local = np.searchsorted(used, val_idx)
     for (kind, t, entry), x in sources.items():
         train_x, test_x = x[:n_train], x[n_train:]
         val = (train_x[val_local], y_train[val_idx]) if len(val_idx) else None
         for head in spec.heads:
-            for k, label in zip(ks, spec.ks, strict=True):
+            for k, label in zip(subsets, spec.ks, strict=True):  # spec.ks in order, `all` as None
                 if ctx.should_stop():
                     raise RunCancelled
                 local = [np.searchsorted(used, idx) for idx in subsets[k]]  # rows of x[:n_train]
@@ -355,11 +382,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
                         "model_saw_labels": kind == "diffusion" and model.num_classes > 0,
                     }
                 )
-                done += 1
-                ctx.progress(done, total)
+                bar.step()
         ctx.event(f"probed {kind}{f' t={t} {entry}' if t is not None else ''}")
-    ctx.table("probes", rows)
-    summarise(ctx, spec, rows, per_repeat, labelled=model.num_classes > 0, validation_images=len(val_idx))
+    return rows, per_repeat
 
 
 def labelled_subsets(y_train: np.ndarray, spec: Spec) -> tuple[np.ndarray, dict]:

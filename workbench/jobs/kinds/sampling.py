@@ -116,21 +116,37 @@ class Spec(WithImageModel, InceptionOptions):
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
-    import numpy as np
-    import torch
-
-    from workbench.jobs.diffusion.samplers import sample_batched, sampling_timesteps
+    """The paper's steps: the model and a reference classifier to judge its samples, every sampler at
+    every step count on the same noise and sets, verdicts against the full chain, the report."""
     from workbench.jobs.metrics import reference
     from workbench.jobs.metrics.inception import maybe_inception_fid
-    from workbench.jobs.metrics.stats import Estimate, paired_ci, summary_entry, verdicts
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     source = image_model.source_model(ctx, spec)
-    data, model, schedule = source.data, source.model, source.schedule
-    judge, _ = reference.load_or_train(ctx.cache_dir("reference"), data, ctx.device, log=ctx.event)
+    judge, _ = reference.load_or_train(ctx.cache_dir("reference"), source.data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     if inception is not None:
-        inception.set_real(data.x_test)
+        inception.set_real(source.data.x_test)
+    rows, strips, per_set_fid = sample_every_config(ctx, spec, source, judge, inception)
+    margin = judge_against_chain(ctx, spec, rows, per_set_fid)
+    ctx.table("samplers", rows)
+    ctx.image("fid_vs_nfe", None, quality_plot(rows))
+    ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))
+    ctx.summary(**headline(spec, rows, margin))
+    if inception is not None:
+        ctx.summary(reference_inception_fid=rows[0]["inception_fid"])
+
+
+def sample_every_config(ctx: RunContext, spec: Spec, source, judge, inception):
+    """(a row per sampler and step count, the first row of each's images, each's classifier-FID per
+    set): the full DDPM chain first (the reference), then every configuration, all from the same noise
+    and judged on the same sets of test images."""
+    import torch
+
+    from workbench.jobs.diffusion.samplers import sample_batched, sampling_timesteps
+    from workbench.jobs.metrics.stats import Estimate, paired_ci
+
+    data, model, schedule = source.data, source.model, source.schedule
     conditional = model.num_classes > 0
     n, sets = spec.n_samples, spec.eval_sets
     y = (torch.arange(n, device=ctx.device) % data.num_classes).repeat(sets) if conditional else None
@@ -139,7 +155,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     configs = [("ddpm", full, 0.0)] + [
         (s.name, k, s.eta) for s in spec.samplers for k in spec.steps if not (s.name == "ddpm" and k >= full)
     ]
-    rows, strips, per_row = [], [], []
+    rows, strips, per_set_fid = [], [], []
     for i, (name, steps, eta) in enumerate(configs):
         r = sample_batched(
             model,
@@ -167,10 +183,10 @@ def run(ctx: RunContext, spec: Spec) -> None:
             **quality,
             **floor,
         }
-        per_row.append(per_set["classifier_fid"])
+        per_set_fid.append(per_set["classifier_fid"])
         compared = " (the reference)"
-        if len(per_row) > 1:  # set k against the reference's set k: same noise, same test images
-            diff = paired_ci(per_set["classifier_fid"], per_row[0])
+        if len(per_set_fid) > 1:  # set k against the reference's set k: same noise, same test images
+            diff = paired_ci(per_set["classifier_fid"], per_set_fid[0])
             row.update(diff.columns("fid_minus_reference"))
             compared = f", minus the reference's {diff}"
         rows.append(row)
@@ -180,27 +196,42 @@ def run(ctx: RunContext, spec: Spec) -> None:
             f"{row['sampler']} {steps} steps: NFE {r.nfe}, {r.seconds:.2f} s, classifier-FID "
             f"{Estimate.from_columns(row, 'classifier_fid')}{compared}"
         )
+    return rows, strips, per_set_fid
+
+
+def judge_against_chain(ctx: RunContext, spec: Spec, rows: list[dict], per_set_fid: list) -> float:
+    """Each configuration's verdict against the chain (better, matches, worse, unresolved: paired tests
+    and TOST under Holm), written into its row; returns the margin, a share of what the chain leaves to
+    gain over real images, in classifier-FID."""
+    import numpy as np
+
+    from workbench.jobs.metrics.stats import verdicts
+
     ref = rows[0]
-    # the margin is a share of what the chain leaves to gain over real images, in classifier-FID
     margin = spec.match_margin * (ref["classifier_fid"] - ref["classifier_fid_floor"])
-    reference = np.asarray(per_row[0])
+    reference = np.asarray(per_set_fid[0])
     for row, judged in zip(
-        rows[1:], verdicts([np.asarray(f) - reference for f in per_row[1:]], margin), strict=True
+        rows[1:], verdicts([np.asarray(f) - reference for f in per_set_fid[1:]], margin), strict=True
     ):
         row.update(judged, margin_classifier_fid=margin)
     ctx.event(
         f"verdicts against the chain, margin {margin:.4g} classifier-FID, Holm over {2 * (len(rows) - 1)} "
         "tests: " + ", ".join(f"{r['sampler']} {r['steps']} {r['verdict']}" for r in rows[1:])
     )
-    ctx.table("samplers", rows)
-    ctx.image("fid_vs_nfe", None, quality_plot(rows))
-    ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))
+    return margin
+
+
+def headline(spec: Spec, rows: list[dict], margin: float) -> dict:
+    """The summary: the chain's classifier-FID and its floor, and the fewest NFE that match it."""
+    from workbench.jobs.metrics.stats import summary_entry
+
+    ref = rows[0]
     matching = [r for r in rows[1:] if r["verdict"] in ("better", "matches")]
     best = min(matching, key=lambda r: (r["nfe"], r["classifier_fid"])) if matching else None
-    ctx.summary(
+    return dict(
         **{f"reference_{k}": v for k, v in summary_entry(ref, "classifier_fid").items()},
         reference_nfe=ref["nfe"],
-        classifier_fid_samples=n,
+        classifier_fid_samples=spec.n_samples,
         **summary_entry(ref, "classifier_fid_floor"),
         match_margin=spec.match_margin,
         margin_classifier_fid=margin,
@@ -220,8 +251,6 @@ def run(ctx: RunContext, spec: Spec) -> None:
         },
         nfe_saving=best and ref["nfe"] / best["nfe"],
     )
-    if inception is not None:
-        ctx.summary(reference_inception_fid=ref["inception_fid"])
 
 
 def quality_plot(rows: list[dict]):
