@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.reactive import reactive
+from textual.reactive import var
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from workbench.jobs.kinds import headline_keys
@@ -70,14 +70,15 @@ def _headline_value(r: RunRecord) -> tuple:
 
 
 class RunsScreen(LiveScreen):
-    """The view's state is five reactives, each with one watcher that redraws: sort column and
-    direction, grouping, the filter text (debounced) and how many rows are shown."""
+    """The view's state is five reactive vars, each with one watcher that redraws the table: sort column
+    and direction, grouping, the filter text (debounced) and how many rows are shown. Vars, not
+    reactives: a reactive would repaint the whole screen on each change, on top of the table's redraw."""
 
-    sort_column: reactive[str] = reactive("id", init=False)
-    sort_reverse: reactive[bool] = reactive(True, init=False)  # newest first
-    grouped: reactive[bool] = reactive(False, init=False)
-    filter_text: reactive[str] = reactive("", init=False)
-    row_limit: reactive[int] = reactive(lambda: PAGE, init=False)  # read at start (tests set PAGE)
+    sort_column: var[str] = var("id", init=False)
+    sort_reverse: var[bool] = var(True, init=False)  # newest first
+    grouped: var[bool] = var(False, init=False)
+    filter_text: var[str] = var("", init=False)
+    row_limit: var[int] = var(lambda: PAGE, init=False)  # read at start (tests set PAGE)
 
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
