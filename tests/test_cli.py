@@ -194,3 +194,59 @@ def test_export_curves_and_samples_of_names_with_slashes(store, cli, tmp_path):
         "e-curve-part0_loss.png",
         f"e-images/run{rid}-probe_t=10.png",
     ]
+
+
+def test_runs_shows_and_filters_on_summary_keys_and_spec_fields(finished_runs, cli):
+    """`--columns` takes summary keys (nested ones by `[key]`) and spec fields; `--where` keeps the runs
+    where every term holds, comparing numbers as numbers."""
+    a, b = finished_runs
+    code, out, _ = cli(
+        "runs",
+        "--columns",
+        "energy_distance,seed,guided_accuracy[3.0]",
+        "--where",
+        "energy_distance>0.0015 seed=2",
+    )
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    assert code == 0 and lines[0] == [
+        "id",
+        "name",
+        "kind",
+        "status",
+        "energy_distance",
+        "seed",
+        "guided_accuracy[3.0]",
+    ]
+    assert [line[0] for line in lines[1:]] == [str(b)] and lines[1][-3:] == ["0.002", "2", "0.99"]
+    code, out, _ = cli("runs", "--json", "--columns", "seed", "--where", "name~SEED=1")
+    assert [(r["id"], r["columns"]) for r in json.loads(out)] == [(a, {"seed": 1})]
+    assert cli("runs", "--where", "seed>=1 seed<2")[1].count("job seed=") == 1
+    assert "no runs match" in cli("runs", "--where", "energy_distance>1")[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--kind", "nope"], "--kind: unknown kind 'nope'; one of attribution,"),
+        (
+            ["--columns", "energy_distnce"],
+            "no run here has a field 'energy_distnce'; did you mean 'energy_distance'",
+        ),
+        (["--where", "seed"], "--where: 'seed': write FIELD OP VALUE"),
+        (["--where", "nosuch>1"], "no run here has a field 'nosuch'"),
+    ],
+)
+def test_runs_refuses_what_it_cannot_read(finished_runs, cli, args, message):
+    code, _, err = cli("runs", *args)
+    assert code == 2 and message in " ".join(err.split())
+
+
+def test_where_terms_compare_numbers_as_numbers_and_miss_on_absent_fields():
+    from workbench.report import Condition, parse_where
+
+    fields = {"steps": 10, "top1": 0.91, "source": "dragon", "ok": True, "none": None}
+    holds = [c.holds(fields) for c in parse_where("steps>9 top1>=0.91 source=dragon source~RAG ok=true")]
+    assert holds == [True, True, True, True, True]  # 10 > 9 as numbers (as text "10" < "9")
+    assert not any(c.holds(fields) for c in parse_where("steps<9 source!=dragon missing<1 none=1 source>a"))
+    assert Condition.parse("a<=b=c") == Condition("a", "<=", "b=c")  # the first operator splits
+    assert Condition.parse("name~x=1") == Condition("name", "~", "x=1")

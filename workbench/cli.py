@@ -6,6 +6,7 @@ Bad input is checked before the store is touched, so it never changes what is st
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import math
@@ -503,41 +504,93 @@ def rows_table(title: str, rows: list[dict]) -> Table:
 def runs(
     status: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
     kind: Annotated[str | None, typer.Option(help="only runs of this kind")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="only the newest N")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the newest N (of those that match)")] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated summary keys or spec fields to show instead of the headline, "
+            "e.g. top1,data.source,train.steps (an estimate shows as mean [low, high])"
+        ),
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help="only runs where every term holds: 'top1>0.9 kind=attribution dataset=moons name~seed' "
+            "(= != > < >= <=, ~ contains; any summary key, spec field or id, name, kind, status)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List runs."""
-    from workbench.jobs.kinds import headline_keys
-    from workbench.report import headline
+    from workbench.jobs.kinds import headline_keys, kind_names
+    from workbench.jobs.metrics.stats import Estimate
+    from workbench.report import cell, estimate_cell, headline, parse_where, run_fields
     from workbench.store.models import RUN_STATES
-    from workbench.store.queries import list_runs
+    from workbench.store.queries import list_runs, run_specs
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
+    try:
+        conditions = parse_where(where or "")
+    except ValueError as e:
+        bad_input(f"--where: {shown(str(e))}")
+    wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
     store = open_store()
     rows = list_runs(store, status=status, kind=kind)
+    if kind is not None and not rows and kind not in kind_names():  # a retired kind's runs still list
+        bad_input(f"--kind: unknown kind {shown(kind)!r}; one of {', '.join(kind_names())}")
+    specs = run_specs(store, [r.id for r in rows]) if wanted or conditions else {}
+    fields = {r.id: run_fields(r, specs.get(r.id)) for r in rows} if specs else {}
+    for name in wanted + [c.field for c in conditions]:
+        if rows and not any(name in f for f in fields.values()):
+            known = sorted({k for f in fields.values() for k in f if not k.startswith("spec.")})
+            close = difflib.get_close_matches(name, known, n=3)
+            bad_input(
+                f"no run here has a field {shown(name)!r}"
+                + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
+                + " (`workbench show RUN --json` lists a run's summary and spec)"
+            )
+    rows = [r for r in rows if all(c.holds(fields[r.id]) for c in conditions)]
     if limit:
         rows = rows[-limit:]
-    records = [r.as_json() for r in rows]
+
+    def column(run_id: int, name: str):
+        est = Estimate.from_columns(fields[run_id], name)
+        return fields[run_id].get(name) if est is None else estimate_cell(est, with_n=False)
+
     if as_json:
+        records = [
+            r.as_json() | ({"columns": {c: fields[r.id].get(c) for c in wanted}} if wanted else {})
+            for r in rows
+        ]
         print_json(records)
         return
     table = Table(box=None, header_style="bold")
-    for col in ("id", "experiment", "name", "kind", "status", "progress", "started", "headline"):
-        table.add_column(col)
-    for rec in records:
-        done, total = rec["progress"]
-        table.add_row(
-            str(rec["id"]),
-            shown(str(rec["experiment"])),
-            shown(rec["name"]),
-            rec["kind"],
-            f"[{STATUS_STYLE[rec['status']]}]{rec['label']}[/]",
-            f"{done}/{total}" if total else "",
-            (rec["started_at"] or "")[5:16].replace("T", " "),
-            shown(headline(rec["summary"], headline_keys(rec["kind"]))),
-        )
-    out.print(table if records else "no runs yet: `workbench submit examples/quickstart.yaml`")
+    shown_cols = ["id", "name", "kind", "status", *wanted] if wanted else [
+        "id", "experiment", "name", "kind", "status", "progress", "started", "headline"
+    ]  # fmt: skip
+    for col in shown_cols:
+        table.add_column(shown(col))
+    for r in rows:
+        rec = r.as_json()
+        done, total = r.progress
+        cells = {
+            "id": str(r.id),
+            "experiment": shown(r.experiment),
+            "name": shown(r.name),
+            "kind": r.kind,
+            "status": f"[{STATUS_STYLE[r.status]}]{r.label}[/]",
+            "progress": f"{done}/{total}" if total else "",
+            "started": (rec["started_at"] or "")[5:16].replace("T", " "),
+            "headline": shown(headline(r.summary, headline_keys(r.kind))),
+        }
+        table.add_row(*(shown(cell(column(r.id, c))) if c in wanted else cells[c] for c in shown_cols))
+    if rows:
+        out.print(table)
+    elif status or kind or conditions:
+        out.print("no runs match")
+    else:
+        out.print("no runs yet: `workbench submit examples/quickstart.yaml`")
 
 
 @app.command()

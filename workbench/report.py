@@ -16,6 +16,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,89 @@ def estimate_cell(est: Estimate, with_n: bool = True) -> str:
         else (f"{cell(est.value)} (no interval)")
     )
     return text + (f" n={est.n}" if with_n and est.n is not None else "")
+
+
+RECORD_FIELDS = ("id", "experiment", "name", "kind", "status", "attempt", "device", "priority")
+OPERATORS = (">=", "<=", "!=", "=", ">", "<", "~")
+
+
+def run_fields(record: Any, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything a runs list can show or filter on, by name: the record's own fields, its summary
+    flattened (`guided_accuracy[3.0]`, with `_ci`/`_n` beside each estimate), and its spec's fields by
+    dotted path (`data.source`, `train.steps`; also as `spec.data.source`)."""
+    fields: dict[str, Any] = {}
+    for key, value in _dotted(spec or {}).items():
+        fields[key] = fields[f"spec.{key}"] = value
+    fields.update(flatten(record.summary or {}))
+    fields.update(
+        {f: str(getattr(record, f)) if f == "status" else getattr(record, f) for f in RECORD_FIELDS}
+    )
+    return fields
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_dotted(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One `--where` term: `top1>0.9`, `kind=attribution`, `dataset=moons`, `name~seed` (contains)."""
+
+    field: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, term: str) -> Condition:
+        found = [(term.find(op), -len(op), op) for op in OPERATORS if term.find(op) > 0]
+        if found:  # the first operator in the term, the longest at that place (`>=`, not `>`)
+            at, _, op = min(found)
+            if value := term[at + len(op) :]:
+                return cls(term[:at], op, value)
+        raise ValueError(f"{term!r}: write FIELD OP VALUE with OP one of {' '.join(OPERATORS)} (no spaces)")
+
+    def holds(self, fields: dict[str, Any]) -> bool:
+        """False when the run has no such field (a run without `top1` is not one with top1 > 0.9)."""
+        if self.field not in fields or fields[self.field] is None:
+            return False
+        have = fields[self.field]
+        if self.op == "~":
+            return self.value.lower() in str(have).lower()
+        number = _number(self.value)
+        if isinstance(have, int | float) and not isinstance(have, bool) and number is not None:
+            a, b = float(have), number
+        elif self.op in ("=", "!="):
+            a, b = str(have).lower() if isinstance(have, bool) else str(have), self.value
+        else:
+            return False  # an order between text and a number, or two texts: not asked for
+        return {
+            "=": a == b,
+            "!=": a != b,
+            ">": a > b,
+            "<": a < b,
+            ">=": a >= b,
+            "<=": a <= b,
+        }[self.op]
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_where(text: str) -> list[Condition]:
+    """`top1>0.9 kind=attribution` -> every term must hold. ValueError names a term it cannot read."""
+    return [Condition.parse(term) for term in text.split()]
 
 
 def readable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

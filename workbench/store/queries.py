@@ -38,6 +38,16 @@ def list_runs(
     return [run_record(r, now) for r in rows]
 
 
+def run_specs(store: Store, run_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{run id: its resolved spec}, for the runs list's spec columns (RunRecord leaves specs out)."""
+    specs: dict[int, dict[str, Any]] = {}
+    with store.read() as s:
+        for start in range(0, len(run_ids), 500):  # bounded IN lists
+            chunk = run_ids[start : start + 500]
+            specs.update((i, spec) for i, spec in s.execute(select(Run.id, Run.spec).where(Run.id.in_(chunk))))
+    return specs
+
+
 def get_run(store: Store, run_id: int) -> RunRecord:
     """One run's record; UnknownRun when there is none."""
     with store.read() as s:
