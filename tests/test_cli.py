@@ -250,3 +250,77 @@ def test_where_terms_compare_numbers_as_numbers_and_miss_on_absent_fields():
     assert not any(c.holds(fields) for c in parse_where("steps<9 source!=dragon missing<1 none=1 source>a"))
     assert Condition.parse("a<=b=c") == Condition("a", "<=", "b=c")  # the first operator splits
     assert Condition.parse("name~x=1") == Condition("name", "~", "x=1")
+
+
+def test_retry_of_several_runs_queues_all_or_names_each_refusal(store, cli, tmp_path):
+    """Catches: `retry 1 2` queueing run 1, then stopping at run 2 with exit 2 (half a batch done, and the
+    message naming only the first refusal)."""
+    from workbench.store.queries import get_run
+
+    spec = write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2, 3]\n")
+    ids = json.loads(cli("submit", spec, "--no-worker", "--json")[1])["run_ids"]
+    for rid, status in zip(ids, ("failed", "succeeded", "cancelled"), strict=True):
+        queue.claim(store, "w", "cpu")
+        queue.finish(store, rid, "w", status)
+    code, _, err = cli("retry", *map(str, ids), "--no-worker")
+    assert code == 2 and f"run {ids[1]} is succeeded" in err and "none was queued" in err
+    assert [get_run(store, r).status for r in ids] == ["failed", "succeeded", "cancelled"]
+    code, out, _ = cli("retry", str(ids[0]), str(ids[2]), "--no-worker")
+    assert code == 0 and [get_run(store, r).status for r in ids] == ["queued", "succeeded", "queued"]
+
+
+def test_logs_show_the_events_then_the_process_output(finished_runs, store, cli):
+    """A run that printed nothing (most succeeded ones) still has a story: its events. Catches `logs`
+    printing an empty output log, or refusing a run that has none yet."""
+    from workbench.store.artifacts import run_dir
+
+    rid = finished_runs[0]
+    code, out, _ = cli("logs", rid)
+    lines = out.splitlines()
+    assert code == 0 and "queued" in lines[0] and "started on cpu by w (attempt 1)" in lines[1]
+    assert lines[-1].endswith("succeeded")
+    log = run_dir(store.home, rid) / "output.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("step 1 loss 0.5\n")
+    lines = cli("logs", rid)[1].splitlines()
+    assert lines[-2] == f"--- output of the run's process ({log}) ---" and lines[-1] == "step 1 loss 0.5"
+    assert cli("logs", rid, "--no-events")[1].splitlines() == ["step 1 loss 0.5"]
+
+
+def test_ctrl_c_on_wait_says_the_runs_go_on(store, home, tmp_path):
+    """Catches: Ctrl-C on `submit --wait` exiting 130 without a word (did it cancel the runs?)."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import subprocess_env, wb_command
+    from workbench.store.queries import list_runs
+
+    spec = write_spec(tmp_path, "kind: sleep\n")
+    proc = subprocess.Popen(
+        wb_command("submit", spec, "--wait", "--no-worker"),
+        env=subprocess_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list_runs(store) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # following by now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    (run,) = list_runs(store)
+    assert proc.returncode == 130 and f"stopped following; run(s) {run.id} go on in the worker" in " ".join(
+        err.split()
+    )
+    assert run.status == "queued"  # untouched
+
+
+def test_show_prints_the_spec_the_run_ran_with(finished_runs, cli):
+    """Its help promised the spec; it printed none. Catches the spec missing, or its text unescaped."""
+    code, out, _ = cli("show", finished_runs[1])
+    lines = out.splitlines()
+    start = lines.index("spec")
+    spec = [line.strip() for line in lines[start + 1 : lines.index("summary")]]
+    assert code == 0 and "kind: sleep" in spec and "seed: 2" in spec

@@ -155,7 +155,14 @@ def submit(
         if as_json:
             print_json({"experiment_id": exp_id, "run_ids": run_ids})
         return
-    statuses = follow(store, run_ids, quiet=as_json, keep_worker=not no_worker)
+    try:
+        statuses = follow(store, run_ids, quiet=as_json, keep_worker=not no_worker)
+    except KeyboardInterrupt:  # the runs are the worker's: they go on
+        err.print(
+            f"stopped following; run(s) {', '.join(map(str, run_ids))} go on in the worker "
+            f"(`workbench runs`, `workbench cancel {' '.join(map(str, run_ids))}`)"
+        )
+        raise typer.Exit(130) from None
     from workbench.report import collect
     from workbench.store.queries import show as show_run
 
@@ -413,22 +420,34 @@ def workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def logs(
     run_id: Annotated[int, typer.Argument(help="run id")],
-    tail: Annotated[int, typer.Option(min=1, help="the last N lines")] = 200,
+    tail: Annotated[int, typer.Option(min=1, help="the last N lines of each part")] = 200,
+    with_events: Annotated[
+        bool, typer.Option("--events/--no-events", help="the run's events (start, phases, results) first")
+    ] = True,
 ) -> None:
-    """A run's output log (stdout and stderr of its process, on whichever host or backend it ran)."""
+    """A run's events, then its output log (stdout and stderr of its process, on whichever host or
+    backend it ran)."""
+    from datetime import datetime
+
     from workbench.store.artifacts import run_dir
-    from workbench.store.queries import show
+    from workbench.store.queries import events, show
 
     store = open_store()
     _run_ids_exist(store, [run_id])
     rec = show(store, run_id)
     path = run_dir(store.home, run_id) / "output.log"
-    if not path.exists():
+    if with_events:
+        for e in events(store, run_id)[-tail:]:
+            stamp = datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
+            sys.stdout.write(f"{stamp} {e.level:<7} {printable(e.message)}\n")
+        sys.stdout.write(f"--- output of the run's process ({path}) ---\n" if path.exists() else "")
+    elif not path.exists():
         bad_input(f"run {run_id} has no output log yet ({path})")
-    with path.open("rb") as f:  # the end only: a log may be gigabytes
-        f.seek(max(0, f.seek(0, 2) - MAX_LOG_READ))
-        lines = f.read().decode("utf-8", errors="replace").splitlines()
-    sys.stdout.write("".join(printable(line, keep="\t") + "\n" for line in lines[-tail:]))
+    if path.exists():
+        with path.open("rb") as f:  # the end only: a log may be gigabytes
+            f.seek(max(0, f.seek(0, 2) - MAX_LOG_READ))
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+        sys.stdout.write("".join(printable(line, keep="\t") + "\n" for line in lines[-tail:]))
     scheduler = store.home / "slurm" / str(rec.job_id)
     if rec.job_id and scheduler.is_dir():  # submitit's own files: the job's life before the run began
         err.print(f"submitit's files for job {rec.job_id}: {shown(scheduler)}")
@@ -474,11 +493,11 @@ def retry(
 
     store = open_store()
     _run_ids_exist(store, run_ids)
+    try:
+        queue.retry(store, run_ids)  # all or none
+    except StoreError as e:
+        bad_input(str(e))
     for r in run_ids:
-        try:
-            queue.retry(store, r)
-        except StoreError as e:
-            bad_input(str(e))
         out.print(f"run {r}: queued again")
     if not no_worker:
         ensure_worker(store)
@@ -622,6 +641,12 @@ def show(
     )
     if rec.error:
         out.print(f"[red]error:[/] {shown(rec.error)}")
+    if rec.spec:
+        import yaml
+
+        out.print("[bold]spec[/]")
+        for line in yaml.safe_dump(rec.spec, sort_keys=False, allow_unicode=True).splitlines():
+            out.print(f"  {shown(line)}", soft_wrap=True)
     if rec.summary:
         out.print("[bold]summary[/]")
         from workbench.report import cell, flatten, readable

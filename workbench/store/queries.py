@@ -44,7 +44,9 @@ def run_specs(store: Store, run_ids: list[int]) -> dict[int, dict[str, Any]]:
     with store.read() as s:
         for start in range(0, len(run_ids), 500):  # bounded IN lists
             chunk = run_ids[start : start + 500]
-            specs.update((i, spec) for i, spec in s.execute(select(Run.id, Run.spec).where(Run.id.in_(chunk))))
+            specs.update(
+                (i, spec) for i, spec in s.execute(select(Run.id, Run.spec).where(Run.id.in_(chunk)))
+            )
     return specs
 
 

@@ -338,27 +338,37 @@ def reap_stale(store: Store, timeout: float | None = None, spare: str | None = N
         return ids
 
 
-def retry(store: Store, run_id: int) -> None:
-    """Queue a failed, cancelled or interrupted run again; it resumes from its last checkpoint.
+def retry(store: Store, run_id: int | list[int]) -> None:
+    """Queue failed, cancelled or interrupted runs again; each resumes from its last checkpoint. Several
+    go in one transaction: all of them, or (StoreError naming every run refused, and why) none.
 
     A running run whose lease lapsed (stale) can be retried too: it is interrupted and queued in one
     transaction, on the same clock and condition a worker's reaper uses.
     """
+    run_ids = [run_id] if isinstance(run_id, int) else list(run_id)
     with store.write() as s:
-        run = s.get(Run, run_id, with_for_update=True)
-        if run is None:
-            raise UnknownRun(run_id)
-        if run.status == RunStatus.RUNNING and is_stale(run, float(s.scalar(select(db_now(store))))):
-            _event(s, run_id, "interrupted: lease lapsed (retried by the user)", "warning")
-        elif run.status not in RETRYABLE_STATES:
+        now = float(s.scalar(select(db_now(store))))
+        runs = {r: s.get(Run, r, with_for_update=True) for r in run_ids}
+        if missing := [r for r, run in runs.items() if run is None]:
+            raise UnknownRun(missing[0])
+        refused = [
+            f"run {r} is {run.status}"
+            for r, run in runs.items()
+            if run.status not in RETRYABLE_STATES
+            and not (run.status == RunStatus.RUNNING and is_stale(run, now))
+        ]
+        if refused:
             raise StoreError(
-                f"run {run_id} is {run.status}; only {', '.join(RETRYABLE_STATES)} runs "
-                "(or running ones whose lease lapsed) can be retried"
+                f"{'; '.join(refused)}: only {', '.join(RETRYABLE_STATES)} runs (or running ones whose lease "
+                f"lapsed) can be retried{'; none was queued' if len(run_ids) > 1 else ''}"
             )
-        run.status, run.error, run.traceback, run.cancel_requested = RunStatus.QUEUED, None, None, False
-        run.stop_requested = False
-        run.finished_at = None
-        _event(s, run_id, "queued again (retry)")
+        for r, run in runs.items():
+            if run.status == RunStatus.RUNNING:
+                _event(s, r, "interrupted: lease lapsed (retried by the user)", "warning")
+            run.status, run.error, run.traceback, run.cancel_requested = RunStatus.QUEUED, None, None, False
+            run.stop_requested = False
+            run.finished_at = None
+            _event(s, r, "queued again (retry)")
 
 
 def set_priority(store: Store, run_id: int, priority: int) -> None:
