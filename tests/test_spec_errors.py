@@ -9,7 +9,11 @@ from tests.conftest import write_spec
 from workbench.store.models import Base
 
 BAD_SPECS = [
-    ("malformed yaml", "kind: ddpm\ntrain: [1, 2\n", "malformed YAML"),
+    (
+        "malformed yaml",
+        "kind: ddpm\ntrain: [1, 2\nseed: 3\n",
+        "job.yaml:2: malformed YAML: while parsing a flow",
+    ),
     ("tab indentation", "kind: ddpm\ntrain:\n\tsteps: 3\n", "malformed YAML"),
     ("not a mapping", "- kind\n- ddpm\n", "mapping"),
     ("empty file", "", "mapping"),
@@ -26,7 +30,11 @@ BAD_SPECS = [
     ("lr string", "kind: ddpm\ntrain: {lr: fast}\n", "train.lr"),
     ("unknown dataset", "kind: ddpm\ndataset: imagenet\n", "job.yaml:2: dataset"),
     ("unknown field", "kind: ddpm\nepochs: 3\n", "epochs"),
-    ("unknown nested field", "kind: ddpm\ntrain:\n  stepz: 3\n", "train.stepz"),
+    (
+        "unknown nested field",
+        "kind: ddpm\ntrain:\n  stepz: 3\n",
+        "train.stepz: Extra inputs are not permitted (got 3); did you mean 'steps'?",
+    ),
     ("unknown preset", "kind: ddpm\npreset: huge\n", "preset"),
     (
         "unknown sampler",

@@ -8,6 +8,7 @@ override the preset. Every error names the field path and the YAML line it came 
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import json
 import typing
@@ -123,9 +124,14 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]
         _check_structure(node, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise SpecError(f"{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+        # YAML notices an unclosed bracket or quote where it stumbles, often a line or more later: the
+        # line where the construct began is named first, the stumble after it.
+        mark, begun = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+        where = f"{source}:{(begun or mark).line + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e)
+        if begun is not None and mark is not None and begun.line != mark.line:
+            problem = f"{getattr(e, 'context', None) or 'here'}, {problem} on line {mark.line + 1}"
+        raise SpecError(f"{where}: malformed YAML: {problem}") from None
     except RecursionError:
         raise SpecError(f"{source}: nested too deeply (at most {MAX_SPEC_DEPTH} levels)") from None
     except ValueError as e:  # an integer of more digits than Python converts (4300)
@@ -151,6 +157,18 @@ def _dotted(loc: tuple) -> str:
 
 
 # --- presets and sweeps --------------------------------------------------------------------------
+
+
+def _did_you_mean(spec_cls: type[BaseModel], loc: tuple) -> str:
+    """`; did you mean 'steps'?` for a field name close to one the model at `loc` has, else ``."""
+    model: type[BaseModel] | None = spec_cls
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _model_of(field.annotation) if field is not None else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -263,6 +281,8 @@ def load_job(text: str, source: str = "<spec>", name: str | None = None, base_di
                     if "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict)
                     else ""
                 )
+                if err["type"] == "extra_forbidden":
+                    msg += _did_you_mean(spec_cls, loc)
                 combo_problems.setdefault(
                     f"{_where(source, combo_lines, loc)}: {_dotted(loc)}: {msg}", []
                 ).append(label)
