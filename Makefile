@@ -2,21 +2,27 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+APP := $(VENV)/.installed-app
+DEV := $(VENV)/.installed-dev
 DEMO_HOME ?= $(CURDIR)/.wbhome
 
 .PHONY: venv demo test test-all gpu-check gpu-campaign bench figures clean
 
-venv: $(STAMP)
+venv: $(DEV)
 
-# Reinstall only when pyproject.toml changes; the stamp makes repeated runs instant.
-$(STAMP): pyproject.toml
+# Reinstall only when pyproject.toml changes; the stamps make repeated runs instant. The demo needs the
+# package alone; tests and benches add the dev extras (Ray, psycopg, submitit, pytest, ruff, ...).
+$(APP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(APP)
 
-demo: venv
+$(DEV): $(APP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV)
+
+demo: $(APP)
 	WORKBENCH_HOME=$(DEMO_HOME) $(BIN)/workbench submit examples/quickstart.yaml --wait
 
 # Lint and format are checked first: a style slip fails in a second, not after the suite.
