@@ -194,6 +194,10 @@ def test_export_curves_and_samples_of_names_with_slashes(store, cli, tmp_path):
         "e-curve-part0_loss.png",
         f"e-images/run{rid}-probe_t=10.png",
     ]
+    rows = list(csv.DictReader((tmp_path / "out" / "e-curves.csv").open()))  # the curves as numbers
+    assert len(rows) == 9 and {r["metric"] for r in rows} == {"part0/loss", "part0_loss", "../../escape"}
+    loss = [(int(r["step"]), float(r["value"])) for r in rows if r["metric"] == "part0/loss"]
+    assert loss == [(0, 1.0), (1, 0.5), (2, 1 / 3)] and {r["run"] for r in rows} == {str(rid)}
 
 
 def test_runs_shows_and_filters_on_summary_keys_and_spec_fields(finished_runs, cli):

@@ -339,7 +339,8 @@ def export_runs(
     table: str | None = None,
 ) -> list[Path]:
     """Write what was asked for at and next to `path`: the tables (all, or only `table`) in `fmt`;
-    `<stem>-curve-<metric>.png` per metric; `<stem>-images/run<id>-<name>.png`. Returns the files written."""
+    `<stem>-curve-<metric>.png` per metric and every point in `<stem>-curves.csv` (run, metric, step,
+    value); `<stem>-images/run<id>-<name>.png`. Returns the files written."""
     from workbench.store.queries import artifacts, metric_keys, metric_series, show
 
     path = Path(path).expanduser()
@@ -353,11 +354,13 @@ def export_runs(
         import matplotlib.pyplot as plt
 
         keys = sorted({k for r in run_ids for k in metric_keys(store, r)})
+        points = []  # every curve as numbers too: one long CSV (run, metric, step, value)
         for key in keys:
             fig, ax = plt.subplots(figsize=(6, 4))
             for r in run_ids:
                 if series := metric_series(store, r, key):
                     ax.plot(*zip(*series, strict=True), label=f"run {r}")
+                    points += [{"run": r, "metric": key, "step": st, "value": v} for st, v in series]
             ax.set_xlabel("step")
             ax.set_ylabel(key)
             ax.legend()
@@ -365,6 +368,10 @@ def export_runs(
             out = _unused(out, written)  # `a_b` after `a/b`: both keep a file
             fig.savefig(out, dpi=100, bbox_inches="tight")
             plt.close(fig)
+            written.append(out)
+        if points:
+            out = path.with_name(f"{path.stem}-curves.csv")
+            out.write_text(to_csv(points))
             written.append(out)
     if samples:
         folder = path.with_name(f"{path.stem}-images")
