@@ -719,6 +719,44 @@ def export(
     err.print("wrote " + shown(", ".join(map(str, written))))
 
 
+@app.command("report")
+def report_page(
+    targets: Annotated[list[str], typer.Argument(help="run ids, or experiment names (all their runs)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+) -> None:
+    """One self-contained HTML page (spec, summary, tables with intervals, curves, images) to copy to a
+    laptop and open in a browser; no scripts, nothing fetched."""
+    from workbench.report import html_report
+    from workbench.store.queries import list_runs
+
+    store = open_store()
+    run_ids: list[int] = []
+    for target in targets:
+        if target.isdigit():
+            _run_ids_exist(store, [int(target)])
+            run_ids.append(int(target))
+        else:
+            found = [r.id for r in list_runs(store) if r.experiment == target]
+            if not found:
+                bad_input(
+                    f"{shown(target)!r} is neither a run id nor an experiment with runs (`workbench runs`)"
+                )
+            run_ids += found
+    run_ids = list(dict.fromkeys(run_ids))
+    output = output.expanduser()
+    if output.exists() and not force:
+        bad_input(f"{shown(str(output))} exists; --force replaces it")
+    if not output.parent.is_dir():
+        bad_input(f"no folder {shown(str(output.parent))} to write {shown(output.name)} in")
+    title = f"workbench: {', '.join(targets)}"
+    page = html_report(store, run_ids, title)
+    temporary = output.with_name(f".{output.name}.tmp")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(output)  # a reader never sees half a page
+    err.print(f"wrote {shown(str(output))} ({len(page) >> 10} KiB, {len(run_ids)} run(s))")
+
+
 IMAGE_MODES = ("auto", "halfcell", "unicode")
 
 

@@ -341,29 +341,23 @@ def export_runs(
     """Write what was asked for at and next to `path`: the tables (all, or only `table`) in `fmt`;
     `<stem>-curve-<metric>.png` per metric and every point in `<stem>-curves.csv` (run, metric, step,
     value); `<stem>-images/run<id>-<name>.png`. Returns the files written."""
-    from workbench.store.queries import artifacts, metric_keys, metric_series, show
+    from workbench.store.queries import artifacts, metric_keys, show
 
     path = Path(path).expanduser()
     written: list[Path] = []
     if tables:
         written += write(collect([show(store, r) for r in run_ids], table), fmt, path)
     if curves:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         keys = sorted({k for r in run_ids for k in metric_keys(store, r)})
         points = []  # every curve as numbers too: one long CSV (run, metric, step, value)
         for key in keys:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for r in run_ids:
-                if series := metric_series(store, r, key):
-                    ax.plot(*zip(*series, strict=True), label=f"run {r}")
-                    points += [{"run": r, "metric": key, "step": st, "value": v} for st, v in series]
-            ax.set_xlabel("step")
-            ax.set_ylabel(key)
-            ax.legend()
+            fig, series = curve_figure(store, run_ids, key)
+            points += [
+                {"run": r, "metric": key, "step": st, "value": v}
+                for r, pts in series.items()
+                for st, v in pts
+            ]
             out = path.with_name(f"{path.stem}-curve-{file_part(key)}.png")
             out = _unused(out, written)  # `a_b` after `a/b`: both keep a file
             fig.savefig(out, dpi=100, bbox_inches="tight")
@@ -388,3 +382,129 @@ def export_runs(
                     shutil.copyfile(src, out)
                     written.append(out)
     return written
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only (no display over SSH)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curve_figure(store, run_ids: list[int], key: str):
+    """(a matplotlib figure of metric `key` with every run that logged it overlaid, {run: its points})."""
+    from workbench.store.queries import metric_series
+
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    series = {}
+    for r in run_ids:
+        if pts := metric_series(store, r, key):
+            series[r] = pts
+            ax.plot(*zip(*pts, strict=True), label=f"run {r}")
+    ax.set_xlabel("step")
+    ax.set_ylabel(printable(key))
+    ax.legend()
+    return fig, series
+
+
+# --- one page to read anywhere ---------------------------------------------------------------------
+
+MAX_EMBEDDED_IMAGE = 16 << 20  # bytes; a bigger artifact is listed, not embedded
+PAGE_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; } h3 { margin-top: 1.4em; }
+table { border-collapse: collapse; margin: .5em 0; font-variant-numeric: tabular-nums; }
+td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } pre { background: #f7f7f7; padding: .6em; overflow-x: auto; }
+img { max-width: 100%; image-rendering: pixelated; border: 1px solid #eee; }
+figure { display: inline-block; margin: .5em; vertical-align: top; } figcaption { font-size: .85em; }
+.status { font-weight: bold; }
+"""
+
+
+def html_report(store, run_ids: list[int], title: str) -> str:
+    """One self-contained HTML page for `run_ids`: per run its spec, summary and result tables (every
+    estimate as `mean [low, high]`), its curves and the newest of each of its images, embedded as data
+    URIs: copy the one file to a laptop and open it. The page runs no script and loads nothing (its
+    Content-Security-Policy says so), so names and values from a run cannot act in the browser."""
+    import base64
+    import html
+    import io as _io
+
+    import yaml
+
+    from workbench.store.queries import artifacts, iso, metric_keys, show
+
+    plt = pyplot()
+
+    def esc(value: Any, keep: str = "") -> str:
+        return html.escape(printable(value, keep) if isinstance(value, str) else cell(value))
+
+    def table_html(rows: list[dict[str, Any]]) -> str:
+        rows = readable_rows(rows)
+        cols = _columns(rows)
+        head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def png_uri(data: bytes) -> str:
+        return "data:image/png;base64," + base64.b64encode(data).decode()
+
+    parts = [f"<h1>{esc(title)}</h1>"]
+    for run_id in run_ids:
+        rec = show(store, run_id)
+        parts.append(f"<h2 id='run{rec.id}'>run {rec.id}: {esc(rec.name)}</h2>")
+        parts.append(
+            f"<p>{esc(rec.kind)}, experiment {esc(rec.experiment)}; <span class='status'>{esc(rec.label)}"
+            f"</span>, attempt {rec.attempt}, device {esc(rec.device or '-')}; started "
+            f"{esc(iso(rec.started_at) or '-')}, finished {esc(iso(rec.finished_at) or '-')}</p>"
+        )
+        if rec.error:
+            parts.append(f"<p><b>error:</b> {esc(rec.error)}</p>")
+        if rec.summary:
+            summary = readable(flatten(rec.summary))
+            parts.append(
+                "<h3>summary</h3>" + table_html([{"key": k, "value": v} for k, v in summary.items()])
+            )
+        for name, rows in rec.tables.items():
+            parts.append(f"<h3>{esc(name)} ({len(rows)} rows)</h3>" + table_html(rows))
+        figures = []
+        for key in metric_keys(store, run_id):
+            fig, _ = curve_figure(store, [run_id], key)
+            buf = _io.BytesIO()
+            fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+            plt.close(fig)
+            figures.append(
+                f"<figure><img alt='{esc(key)}' src='{png_uri(buf.getvalue())}'><figcaption>{esc(key)}</figcaption></figure>"
+            )
+        if figures:
+            parts.append("<h3>curves</h3>" + "".join(figures))
+        latest: dict[str, Any] = {}
+        for a in artifacts(store, run_id, "image"):
+            latest[a.name] = a  # oldest first: the last of a name is the newest
+        images = []
+        for name, a in latest.items():
+            src = store.home / a.path
+            caption = f"{name}" + (f" @ step {a.step}" if a.step is not None else "") + f" ({src})"
+            if not src.is_file() or src.stat().st_size > MAX_EMBEDDED_IMAGE:
+                images.append(
+                    f"<p>{esc(caption)}: not embedded (missing, or over {MAX_EMBEDDED_IMAGE >> 20} MiB)</p>"
+                )
+                continue
+            images.append(
+                f"<figure><img alt='{esc(name)}' src='{png_uri(src.read_bytes())}'><figcaption>{esc(caption)}</figcaption></figure>"
+            )
+        if images:
+            parts.append("<h3>images</h3>" + "".join(images))
+        spec = yaml.safe_dump(rec.spec, sort_keys=False, allow_unicode=True)
+        parts.append(f"<h3>spec</h3><pre>{esc(spec, keep=chr(10))}</pre>")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">"
+        f"<meta name='viewport' content='width=device-width'><title>{esc(title)}</title>"
+        f"<style>{PAGE_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
