@@ -328,3 +328,39 @@ def test_show_prints_the_spec_the_run_ran_with(finished_runs, cli):
     start = lines.index("spec")
     spec = [line.strip() for line in lines[start + 1 : lines.index("summary")]]
     assert code == 0 and "kind: sleep" in spec and "seed: 2" in spec
+
+
+@pytest.mark.parametrize(
+    "width, rows, shape", [(100, 2, "table"), (60, 2, "side"), (44, 2, "rows"), (60, 12, "rows")]
+)
+def test_result_tables_fit_the_terminal_without_cutting_a_cell(monkeypatch, width, rows, shape):
+    """Catches: a 120-column terminal cutting the verdict column to `un...` (Rich shrinks no-wrap columns
+    with an ellipsis). Every cell must come out whole at any width: as a table, on its side, or row by row."""
+    from rich.console import Console
+
+    import workbench.cli as cli_module
+
+    console = Console(width=width, file=io.StringIO(), highlight=False, color_system=None)
+    monkeypatch.setattr(cli_module, "out", console)
+    table = [
+        {"sampler": f"dpmsolver++ {i}", "steps": 10, "fid": 1.5 + i, "fid_ci_low": 1.25, "fid_ci_high": 1.75,
+         "verdict": "unresolved" if i % 2 else "matches", "margin_classifier_fid": 0.123456}
+        for i in range(rows)
+    ]  # fmt: skip
+    console.print(cli_module.rows_table("samplers", table), soft_wrap=False)
+    text = console.file.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for i in range(rows):
+        for whole in (
+            f"dpmsolver++ {i}",
+            f"{1.5 + i:.4g} [1.25, 1.75]",
+            "matches",
+            "unresolved"[: 10 if i % 2 else 0],
+        ):
+            assert whole in text, (whole, text)
+    assert "…" not in text
+    assert {
+        "table": "margin_classifier_fid" in text.splitlines()[1],
+        "side": "#2" in text,
+        "rows": "samplers #2" in text,
+    }[shape]

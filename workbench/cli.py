@@ -180,7 +180,7 @@ def submit(
         )
     else:
         for name, rows in collect(records).items():
-            out.print(rows_table(name, rows))
+            out.print(rows_table(name, rows), soft_wrap=False)  # a folded cell wraps, never cut
     raise typer.Exit(0 if all(s == RunStatus.SUCCEEDED for s in statuses.values()) else 1)
 
 
@@ -506,17 +506,49 @@ def retry(
 # --- browsing ------------------------------------------------------------------------------------
 
 
-def rows_table(title: str, rows: list[dict]) -> Table:
+def rows_table(title: str, rows: list[dict]):
+    """A result table that fits the terminal without cutting a cell: as it is when it fits; turned on
+    its side (a row per column) when a few rows fit that way; else one row at a time, field by field.
+    Every estimate reads `mean [low, high]`, n in the header when the rows share it."""
+    from rich.console import Group
+    from rich.measure import Measurement
+
     from workbench.report import cell, readable_rows
 
     rows = readable_rows(rows)
-    t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
     cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "run_name"]
-    for c in cols:
-        t.add_column(shown(c), no_wrap=True)  # user text: "[sampler]" is a column name, not markup
-    for r in rows:
-        t.add_row(*(shown(cell(r.get(c))) for c in cols))
-    return t
+    names = [shown(c) for c in cols]  # user text: "[x]" is a column name, not markup
+    cells = [[shown(cell(r.get(c))) for c in cols] for r in rows]
+    width, unbounded = out.width, out.options.update_width(PIPED_WIDTH)  # measured whole, not clamped
+
+    def table(header: list[str], body: list[list[str]]) -> Table:
+        t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
+        for c in header:
+            t.add_column(c, no_wrap=True)
+        for r in body:
+            t.add_row(*r)
+        return t
+
+    def fits(t: Table) -> bool:
+        return Measurement.get(out, unbounded, t).maximum <= width
+
+    if fits(plain := table(names, cells)):
+        return plain
+    if 0 < len(rows) <= 8:
+        turned = [[name, *values] for name, values in zip(names, zip(*cells, strict=True), strict=True)]
+        if fits(side := table(["", *(f"#{i + 1}" for i in range(len(rows)))], turned)):
+            return side
+    blocks = []  # one row at a time, field by field: the value column folds, nothing is cut
+    for i, row in enumerate(cells):
+        block = Table(
+            title=f"{title} #{i + 1}", title_justify="left", title_style="bold", box=None, show_header=False
+        )
+        block.add_column(no_wrap=True, style="dim")
+        block.add_column(overflow="fold")
+        for name, value in zip(names, row, strict=True):
+            block.add_row(name, value)
+        blocks.append(block)
+    return Group(*blocks)
 
 
 @app.command()
@@ -654,7 +686,7 @@ def show(
         for k, v in readable(flatten(rec.summary)).items():
             out.print(f"  {shown(k)}: {shown(cell(v))}")
     for name, rows in rec.tables.items():
-        out.print(rows_table(name, rows[:max_rows] if max_rows else rows))
+        out.print(rows_table(name, rows[:max_rows] if max_rows else rows), soft_wrap=False)
         if (
             max_rows and len(rows) > max_rows
         ):  # a terminal is no place for 50 000 rows (and Rich takes minutes)
