@@ -405,6 +405,9 @@ async def test_cancel_a_running_run(filled):
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 3)
         await pilot.press("x")  # the running run is the newest, on top
+        await pilot.pause(0.3)
+        assert not queue_get(store, ids[2]).cancel_requested  # one stray key cancels nothing ...
+        await pilot.press("x")  # ... the same key again does
         await wait_until(pilot, lambda: queue_get(store, ids[2]).cancel_requested)
 
 
@@ -428,7 +431,7 @@ async def test_survives_a_run_deleted_underneath_and_a_locked_database(filled):
         await wait_until(pilot, lambda: app.screen.query_one("#runs-table").row_count == 2)
         other = sqlite3.connect(store.home / "workbench.db", isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for a while
-        await pilot.press("x")  # the write waits in a thread, the UI keeps going
+        await pilot.press("x", "x")  # the write waits in a thread, the UI keeps going
         await pilot.press("slash", "d", "escape")
         await pilot.pause(1.5)
         assert app.screen.query_one("#runs-table").row_count == 2
@@ -719,3 +722,49 @@ async def test_the_editor_submits_off_the_ui_thread_and_keeps_the_spec_when_the_
         await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
         assert queue_count(store) == 1
     assert threads == [False, False]
+
+
+async def test_sort_starts_text_a_to_z_and_the_header_says_which_way(filled):
+    """Catches: `s` on to a text column sorting Z to A first (the id column's newest-first carried over),
+    and no sign in the header of what is sorted, or which way."""
+    store, _ = filled
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3)
+
+        def labels() -> dict[str, str]:
+            return {str(k.value): c.label.plain for k, c in table.columns.items()}
+
+        assert labels()["id"] == "id ▼" and labels()["name"] == "name"
+        await pilot.press("s", "s")  # id -> experiment -> name
+        assert labels()["name"] == "name ▲" and labels()["id"] == "id"
+        names = [table.get_cell_at((r, 3)).plain for r in range(3)]
+        assert names == sorted(names) == ["demo seed=1", "demo seed=2", "demo seed=3"]
+        app.screen.sort_reverse = True  # what a second click on the header does
+        await pilot.pause()
+        assert labels()["name"] == "name ▼" and table.get_cell_at((0, 3)).plain == "demo seed=3"
+
+
+async def test_the_editor_keeps_edits_from_a_stray_escape_or_a_new_kind(store):
+    """Catches: Esc (or choosing another kind) throwing away a spec being written, without a word."""
+    from textual.widgets import Select
+
+    app = make_app(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewExperimentScreen")
+        screen, editor = app.screen, app.screen.query_one("#editor")
+        editor.text = "kind: sleep\nsteps: 7\n"
+        screen.query_one("#kind", Select).value = "images"
+        await pilot.pause()
+        assert editor.text == "kind: sleep\nsteps: 7\n"  # kept
+        await pilot.press("escape", "escape")  # the first leaves the text area (Textual's way), the
+        await pilot.pause()  # second asks
+        assert app.screen is screen and editor.text == "kind: sleep\nsteps: 7\n"  # asked, not left
+        await pilot.press("escape")  # asked twice: leaves
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewExperimentScreen")
+        await pilot.press("escape", "escape")  # nothing typed: nothing to ask
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")

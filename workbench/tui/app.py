@@ -7,6 +7,7 @@ typed messages back); queue writes go through `queue_op`, off the UI thread too.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from textual import events, work
@@ -20,6 +21,9 @@ from workbench.tui.idle_gc import CHECK_EVERY, IdleCollector
 from workbench.tui.messages import Notice
 
 POLL_INTERVAL = 0.5
+
+
+CONFIRM_SECONDS = 3.0
 
 
 class WorkbenchApp(App):
@@ -45,6 +49,7 @@ class WorkbenchApp(App):
         self.poll_interval = poll_interval
         self.auto_worker = auto_worker  # submitting from the editor starts a worker if none is alive
         self.collector = IdleCollector()
+        self._asked: tuple[str, float] | None = None  # the last action asked to confirm, and when
 
     def on_mount(self) -> None:
         from workbench.tui.screens.runs import RunsScreen
@@ -100,6 +105,17 @@ class WorkbenchApp(App):
         self.push_screen(PathPrompt(), then)
 
     # --- queue writes ----------------------------------------------------------------------------
+
+    def confirmed(self, what: str) -> bool:
+        """True when `what` ("cancel run 3") is asked twice within CONFIRM_SECONDS: the first ask
+        only says so. Nothing irreversible happens on one stray key."""
+        now = time.monotonic()
+        if self._asked is not None and self._asked[0] == what and now - self._asked[1] <= CONFIRM_SECONDS:
+            self._asked = None
+            return True
+        self._asked = (what, now)
+        self.notify(f"{what}? press the same key again to confirm", timeout=CONFIRM_SECONDS, markup=False)
+        return False
 
     @work(thread=True, group="queue-ops")
     def queue_op(self, op: Callable, run_id: int, message: str, *args) -> None:

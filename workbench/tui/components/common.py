@@ -7,6 +7,7 @@ import math
 
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from workbench.report import cell, readable_rows
 from workbench.styles import STATUS_STYLE  # noqa: F401 - re-exported to the screens with the components
@@ -39,6 +40,19 @@ class Table(DataTable):
                 if isinstance(link, list):
                     link.clear()
         super()._clear_caches()
+
+    def relabel(self, labels: dict[str, str]) -> None:
+        """Give columns (by key) new header labels, widening a column its label outgrows."""
+        changed = False
+        for key, label in labels.items():
+            column = self.columns.get(ColumnKey(key))
+            if column is not None and column.label.plain != label:
+                column.label = Text(label)
+                column.content_width = max(column.content_width, column.label.cell_len)
+                changed = True
+        if changed:
+            self._clear_caches()  # the header row is cached with the cells
+            self.refresh()
 
 
 def fill_data_table(table: DataTable, rows: list[dict]) -> None:

@@ -37,7 +37,7 @@ def template(kind: str, preset: str) -> str:
 
 class NewExperimentScreen(Screen):
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("ctrl+s", "submit", "Submit"),
         Binding("ctrl+o", "load", "Load file"),
         Binding("ctrl+t", "template", "Template"),
@@ -51,6 +51,7 @@ class NewExperimentScreen(Screen):
         self.base_dir: Path | None = None  # a loaded file's folder: its relative data paths start there
         self._timer = None
         self.submitting = False
+        self.pristine = ""  # the text as the template or the loaded file gave it: edits differ from it
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,22 +75,37 @@ class NewExperimentScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.pristine = self.query_one("#editor", TextArea).text
         self.sub_title = "new experiment"
         self.query_one("#editor", TextArea).focus()
         self.validate_now()
 
+    def edits(self) -> bool:
+        return self.query_one("#editor", TextArea).text != self.pristine and not self.submitting
+
+    def action_back(self) -> None:
+        """Leave; with edits not submitted, only when asked twice (Esc, Esc)."""
+        if not self.edits() or self.app.confirmed("leave the editor and drop your edits"):
+            self.app.pop_screen()
+
     @on(Select.Changed, "#kind")
     @on(Select.Changed, "#preset")
     def choice_changed(self) -> None:
-        self.action_template()
+        if self.edits():  # a new kind or preset never overwrites what was typed
+            self.notify("your edits are kept; ctrl+t twice replaces them with the chosen template")
+            return
+        self.action_template(force=True)
 
-    def action_template(self) -> None:
+    def action_template(self, force: bool = False) -> None:
+        if not force and self.edits() and not self.app.confirmed("replace your edits with the template"):
+            return
         kind, preset = (
             str(self.query_one("#kind", Select).value),
             str(self.query_one("#preset", Select).value),
         )
         self.base_dir = None
-        self.query_one("#editor", TextArea).text = template(kind, preset)
+        self.pristine = template(kind, preset)
+        self.query_one("#editor", TextArea).text = self.pristine
 
     @on(TextArea.Changed, "#editor")
     def edited(self) -> None:
@@ -141,6 +157,7 @@ class NewExperimentScreen(Screen):
                 self.notify(printable(str(e)), severity="error", markup=False)
                 return
             self.base_dir = Path(path).expanduser().resolve().parent
+            self.pristine = text
             self.query_one("#editor", TextArea).text = text
 
         self.app.open_path_prompt(loaded)

@@ -99,7 +99,8 @@ class QueueScreen(LiveScreen):
             self.app.queue_op(op, rid, f"run {rid}: done", *args)
 
     def action_cancel_run(self) -> None:
-        self._op(queue.request_cancel)
+        if (rid := self.current_run()) is not None and self.app.confirmed(f"cancel run {rid}"):
+            self._op(queue.request_cancel)
 
     def action_retry_run(self) -> None:
         self._op(queue.retry)

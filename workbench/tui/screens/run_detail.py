@@ -141,7 +141,8 @@ class RunDetailScreen(RunViewsScreen):
         self.app.open_export([self.run_id])
 
     def action_cancel_run(self) -> None:
-        self.app.queue_op(queue.request_cancel, self.run_id, f"run {self.run_id}: cancel requested")
+        if self.app.confirmed(f"cancel run {self.run_id}"):
+            self.app.queue_op(queue.request_cancel, self.run_id, f"run {self.run_id}: cancel requested")
 
     def action_retry_run(self) -> None:
         self.app.queue_op(queue.retry, self.run_id, f"run {self.run_id}: queued again")

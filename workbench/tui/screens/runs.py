@@ -25,6 +25,7 @@ from workbench.tui.messages import RunsPolled
 
 COLUMNS = ("", "id", "experiment", "name", "kind", "status", "progress", "started", "duration", "headline")
 SORTABLE = COLUMNS[1:]
+NEWEST_FIRST = ("id", "started")  # the columns a first sort puts in descending order
 # Rows added at a time: a DataTable measures every cell it is given, so a filter keystroke costs in
 # proportion. The next page follows when the cursor comes near the end, or with `m`.
 PAGE = 60
@@ -117,6 +118,7 @@ class RunsScreen(LiveScreen):
 
     def on_mount(self) -> None:
         self.feed = RunsFeed(self.app.store, first_page=PAGE)  # the newest page first: usable at once
+        self.show_sort()
         self.query_one(DataTable).focus()
 
     # --- data ------------------------------------------------------------------------------------
@@ -250,10 +252,17 @@ class RunsScreen(LiveScreen):
     # --- the view's state ------------------------------------------------------------------------
 
     def watch_sort_column(self) -> None:
+        self.show_sort()
         self.render_table()
 
     def watch_sort_reverse(self) -> None:
+        self.show_sort()
         self.render_table()
+
+    def show_sort(self) -> None:
+        """An arrow on the sorted column's header: ▲ ascending, ▼ descending."""
+        arrow = " ▼" if self.sort_reverse else " ▲"
+        self.query_one(Table).relabel({c: c + (arrow if c == self.sort_column else "") for c in SORTABLE})
 
     def watch_grouped(self) -> None:
         self.render_table()
@@ -314,8 +323,10 @@ class RunsScreen(LiveScreen):
             self.sort_column = col
 
     def action_sort(self) -> None:
-        self.sort_column = SORTABLE[(SORTABLE.index(self.sort_column) + 1) % len(SORTABLE)]
-        self.notify(f"sorted by {self.sort_column}", timeout=1.5)
+        column = SORTABLE[(SORTABLE.index(self.sort_column) + 1) % len(SORTABLE)]
+        self.set_reactive(RunsScreen.sort_reverse, column in NEWEST_FIRST)  # text A to Z, times newest first
+        self.sort_column = column
+        self.notify(f"sorted by {column}", timeout=1.5)
 
     def action_more(self) -> None:
         self.row_limit += PAGE
@@ -355,7 +366,8 @@ class RunsScreen(LiveScreen):
             self.app.open_export(runs)
 
     def action_cancel_run(self) -> None:
-        self._queue_op(queue.request_cancel, "cancel")
+        if (rid := self.current_run()) is not None and self.app.confirmed(f"cancel run {rid}"):
+            self._queue_op(queue.request_cancel, "cancel")
 
     def action_retry_run(self) -> None:
         self._queue_op(queue.retry, "retry")
