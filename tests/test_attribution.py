@@ -148,6 +148,14 @@ def test_attribute_names_the_generator_and_a_published_folder_gives_the_same_ans
     ):
         r = CliRunner().invoke(app, [str(a) for a in args])
         assert r.exit_code == 2 and words in r.stderr, (args, r.stderr)
+    # one bad image among good ones refuses only itself: the others are answered, in order
+    batch = [paths[0], not_image, tmp_path / "missing.png", paths[1]]
+    r = CliRunner().invoke(app, ["attribute", str(run["id"]), *map(str, batch), "--json", "--top", "2"])
+    mixed = json.loads(r.stdout)
+    assert r.exit_code == 2 and [g["image"] for g in mixed] == list(map(str, batch))
+    assert mixed[0] == got[0] and mixed[3] == got[1]
+    assert "not a readable image" in mixed[1]["error"] and "no such image file" in mixed[2]["error"]
+    assert "notes.png" in r.stderr and "missing.png" in r.stderr
 
 
 class RecordingHub(BaseHTTPRequestHandler):

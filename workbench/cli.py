@@ -816,12 +816,10 @@ def attribute(
     device: Annotated[str, typer.Option(help="auto (cuda when there is one), cpu or cuda")] = "auto",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Say which generator made each image, with the most probable generators."""
-    from workbench.jobs.attributor import Attributor, ImageRefused, ModelFilesError
+    """Say which generator made each image, with the most probable generators. An image that cannot be
+    read (or is too large) is refused alone, named on stderr; the rest are answered; exit 2 then."""
+    from workbench.jobs.attributor import Attributor, ModelFilesError
 
-    missing = [str(p) for p in images if not p.is_file()]
-    if missing:
-        bad_input(f"no such image file: {', '.join(missing)}")
     try:
         if model.isdigit():
             weights, config, _ = attribution_model(int(model))
@@ -831,20 +829,28 @@ def attribute(
         else:
             bad_input(f"{model!r} is neither a run id nor a model folder")
         results = attributor.attribute(images, top=top, batch_size=batch_size)
-    except (ModelFilesError, ImageRefused) as e:
+    except ModelFilesError as e:
         bad_input(str(e))
+    refused = [r for r in results if r.error is not None]
+    for r in refused:  # the others are still answered; the exit code says not all were
+        err.print(f"error: refused {shown(r.error)}")
     if as_json:
         print_json([r.as_dict() for r in results])
-        return
-    table = Table("image", "generator", "probability", f"top {top}", box=None)
-    for r in results:
-        table.add_row(
-            shown(r.image),
-            shown(r.generator),
-            f"{r.probability:.3f}",
-            shown(", ".join(f"{g} {p:.3f}" for g, p in r.top)),
-        )
-    out.print(table)
+    else:
+        table = Table("image", "generator", "probability", f"top {top}", box=None)
+        for r in results:
+            if r.error is None:
+                table.add_row(
+                    shown(r.image),
+                    shown(r.generator),
+                    f"{r.probability:.3f}",
+                    shown(", ".join(f"{g} {p:.3f}" for g, p in r.top)),
+                )
+            else:
+                table.add_row(shown(r.image), "[red]refused[/]", "", "")
+        out.print(table)
+    if refused:
+        raise typer.Exit(2)
 
 
 @app.command()

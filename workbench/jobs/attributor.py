@@ -82,12 +82,17 @@ def read_config(path: Path) -> dict:
 
 @dataclass
 class Attribution:
+    """One image's answer: its most probable generator and the `top` ones, or why it was refused."""
+
     image: str
-    generator: str
-    probability: float
+    generator: str | None
+    probability: float | None
     top: list[tuple[str, float]]  # the most probable generators, best first
+    error: str | None = None  # the image was not attributed (unreadable, too large, missing)
 
     def as_dict(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
         return {
             "image": self.image,
             "generator": self.generator,
@@ -137,27 +142,33 @@ class Attributor:
         return cls.load(folder / WEIGHTS, folder / CONFIG, device)
 
     def attribute(self, paths: list[Path], top: int = 5, batch_size: int = 16) -> list[Attribution]:
-        """The generator of each image, with the `top` most probable ones; images in batches of
-        batch_size, each classified as in the run's test (a grid of patches, or resized to 224)."""
+        """The generator of each image, with the `top` most probable ones, in the order given; images in
+        batches of batch_size, each classified as in the run's test (a grid of patches, or resized to
+        224). An image that cannot be read, or is out of bounds, comes back with its `error`."""
         import torch
 
         from workbench.jobs.data.attribution import test_views
         from workbench.jobs.diffusion.train import autocast
 
-        out = []
+        out: dict[int, Attribution] = {}
         for i in range(0, len(paths), batch_size):
-            chunk = paths[i : i + batch_size]
-            views = []
-            for p in chunk:
-                views.append(test_views(read_image(p), self.view))
+            views, chunk = [], []
+            for k, p in enumerate(paths[i : i + batch_size], i):  # a refused image refuses only itself
+                try:
+                    views.append(test_views(read_image(p), self.view))
+                    chunk.append((k, p))
+                except ImageRefused as e:
+                    out[k] = Attribution(str(p), None, None, [], str(e))
+            if not chunk:
+                continue
             with torch.no_grad(), autocast(self.device):
                 logits = self.net(torch.cat(views).to(self.device)).float()
             probs = torch.stack([part.mean(0) for part in logits.split([len(v) for v in views])]).softmax(1)
-            for p, row in zip(chunk, probs.cpu(), strict=True):
+            for (k, p), row in zip(chunk, probs.cpu(), strict=True):
                 best = row.argsort(descending=True)[: min(top, len(row))].tolist()
                 ranked = [(self.class_names[j], float(row[j])) for j in best]
-                out.append(Attribution(str(p), ranked[0][0], ranked[0][1], ranked))
-        return out
+                out[k] = Attribution(str(p), ranked[0][0], ranked[0][1], ranked)
+        return [out[k] for k in range(len(paths))]
 
 
 def read_image(path: Path):
@@ -169,7 +180,12 @@ def read_image(path: Path):
     from workbench.jobs.data.attribution import decode
 
     unreadable = (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError)
-    size = Path(path).stat().st_size
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        raise ImageRefused(f"{path}: no such image file") from None
+    if not Path(path).is_file():
+        raise ImageRefused(f"{path}: not a file")
     if size > MAX_IMAGE_BYTES:
         raise ImageRefused(f"{path}: {size >> 20} MiB; images are at most {MAX_IMAGE_BYTES >> 20} MiB")
     try:
