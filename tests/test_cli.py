@@ -61,7 +61,7 @@ def test_show_json_shape(finished_runs, cli):
     assert list(rec) == [
         "id", "experiment", "experiment_id", "name", "kind", "status", "label", "stale", "spec", "priority",
         "attempt", "device", "worker", "pid", "job_id", "created_at", "started_at", "finished_at", "progress",
-        "error", "traceback", "summary", "tables", "artifacts",
+        "error", "traceback", "summary", "tables", "artifacts", "phase",
     ]  # fmt: skip
     assert rec["status"] == "succeeded" and rec["finished_at"][:2] == "20" and "T" in rec["finished_at"]
     assert isinstance(rec["progress"], list) and isinstance(rec["spec"], dict)

@@ -383,3 +383,31 @@ def test_a_kind_finds_caches_and_its_own_earlier_files_through_the_context(store
     assert part.own_file("model.bin") is None
     assert part.own_file("w.bin") is None and part.file("w.bin", b"p").read_bytes() == b"p"
     assert part.own_file("w.bin") == ctx.own_file("train/w.bin")
+
+
+def test_a_phase_names_the_step_and_its_progress_gives_the_time_left(store, cli):
+    """Catches a run sitting at `running 3000/3000` while it evaluates for minutes: the phase says what
+    it does now, its bar starts from 0, and the pace so far gives the time left."""
+    from workbench.report import status_line
+    from workbench.store.queries import phases
+
+    ctx = _ctx(store)
+    ctx.phase("training", 3000)
+    ctx.progress(3000, 3000)
+    ctx.phase("sampling and scoring", 6)
+    ctx.progress(3, 6)
+    ctx.flush()
+    rec = show(store, ctx.run_id)
+    assert rec.progress == (3, 6) and rec.phase.name == "sampling and scoring"
+    assert phases(store, [ctx.run_id, 999]) == {ctx.run_id: rec.phase}
+    assert (
+        status_line(rec.progress, rec.phase, rec.phase.since + 60)
+        == "sampling and scoring 3/6, 1:00 in, about 1:00 left"
+    )
+    assert status_line((0, 6), rec.phase, rec.phase.since + 5) == "sampling and scoring 0/6, 0:05 in"
+    assert status_line((2, 4), None, 0.0) == "2/4"
+    code, out, _ = cli("runs")
+    assert code == 0 and "sampling and scoring 3/6," in out and "left" in out
+    part = ctx.part("gen", 0, 2)
+    part.phase("training")  # a part's step is an event; the run keeps its phase
+    assert phases(store, [ctx.run_id])[ctx.run_id].name == "sampling and scoring"

@@ -768,3 +768,26 @@ async def test_the_editor_keeps_edits_from_a_stray_escape_or_a_new_kind(store):
         await wait_until(pilot, lambda: type(app.screen).__name__ == "NewExperimentScreen")
         await pilot.press("escape", "escape")  # nothing typed: nothing to ask
         await wait_until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+
+
+async def test_a_running_runs_overview_says_its_phase_and_the_time_left(filled):
+    """Catches an Overview that shows only `running 3000/3000` while the run evaluates for minutes."""
+    store, ids = filled
+    ctx = RunContext(store, ids[2])  # the running run
+    ctx.phase("sampling and scoring", 6)
+    ctx.progress(2, 6)
+    ctx.flush()
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.open_run(ids[2])
+        await wait_until(
+            pilot, lambda: type(app.screen).__name__ == "RunDetailScreen" and app.screen.query("#phase")
+        )
+        now = app.screen.query_one("#phase")
+        await wait_until(pilot, lambda: "sampling and scoring 2/6" in str(now.render()))
+        assert now.display and "left" in str(now.render())
+        app.open_run(ids[1])  # a finished run: no phase line
+        await wait_until(
+            pilot, lambda: getattr(app.screen, "run_id", None) == ids[1] and app.screen.status == "succeeded"
+        )
+        assert not app.screen.query_one("#phase").display

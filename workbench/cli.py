@@ -191,8 +191,9 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
     run and go on with the queue); following itself never changes a run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from workbench.report import status_line
     from workbench.store.models import FINAL_STATES
-    from workbench.store.queries import get_run, latest_metrics
+    from workbench.store.queries import get_run, latest_metrics, phases
 
     statuses: dict[int, RunStatus] = {}
     with Progress(
@@ -208,10 +209,13 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
         last_check = time.monotonic()
         while True:
             losses = latest_metrics(store, run_ids, "loss")
+            steps = phases(store, run_ids)
             for r in run_ids:
                 run = get_run(store, r)
                 statuses[r] = run.status
                 info = f"[{STATUS_STYLE.get(run.status, 'white')}]{run.label}[/]"
+                if run.status == RunStatus.RUNNING and r in steps:
+                    info += f"  {shown(status_line(run.progress, steps[r], store.now()))}"
                 if r in losses and losses[r][1] is not None:
                     info += f"  loss {losses[r][1]:.4g} @ {losses[r][0]}"
                 if run.error:
@@ -575,9 +579,9 @@ def runs(
     """List runs."""
     from workbench.jobs.kinds import headline_keys, kind_names
     from workbench.jobs.metrics.stats import Estimate
-    from workbench.report import cell, estimate_cell, headline, parse_where, run_fields
+    from workbench.report import cell, estimate_cell, headline, parse_where, run_fields, status_line
     from workbench.store.models import RUN_STATES
-    from workbench.store.queries import list_runs, run_specs
+    from workbench.store.queries import list_runs, phases, run_specs
 
     if status is not None and status not in RUN_STATES:
         bad_input(f"--status: unknown state {status!r}; one of {', '.join(RUN_STATES)}")
@@ -622,6 +626,7 @@ def runs(
     ]  # fmt: skip
     for col in shown_cols:
         table.add_column(shown(col))
+    steps = phases(store, [r.id for r in rows if r.status == RunStatus.RUNNING])
     for r in rows:
         rec = r.as_json()
         done, total = r.progress
@@ -631,7 +636,9 @@ def runs(
             "name": shown(r.name),
             "kind": r.kind,
             "status": f"[{STATUS_STYLE[r.status]}]{r.label}[/]",
-            "progress": f"{done}/{total}" if total else "",
+            "progress": shown(status_line(r.progress, steps.get(r.id), store.now()))
+            if r.id in steps
+            else (f"{done}/{total}" if total else ""),
             "started": (rec["started_at"] or "")[5:16].replace("T", " "),
             "headline": shown(headline(r.summary, headline_keys(r.kind))),
         }

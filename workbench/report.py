@@ -508,3 +508,27 @@ def html_report(store, run_ids: list[int], title: str) -> str:
         f"<meta name='viewport' content='width=device-width'><title>{esc(title)}</title>"
         f"<style>{PAGE_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
+
+
+# --- live status ------------------------------------------------------------------------------------
+
+
+def clock(seconds: float) -> str:
+    """`0:42`, `12:05`, `3:04:10`."""
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def status_line(progress: tuple[int, int], phase: Any, now: float) -> str:
+    """Where a running run is: `sampling 3/6, 1:02 in, about 0:40 left` (the phase's own progress and
+    the time since it began; the rest by the pace so far, once a unit is done). Without a phase, the
+    progress alone."""
+    done, total = progress
+    counted = f"{done}/{total}" if total else ""
+    if phase is None:
+        return counted
+    elapsed = now - phase.since
+    text = f"{printable(phase.name)} {counted}".rstrip() + f", {clock(elapsed)} in"
+    if total and 0 < done < total:
+        text += f", about {clock(elapsed / done * (total - done))} left"
+    return text

@@ -33,7 +33,7 @@ import numpy as np
 
 from workbench.store.artifacts import artifact_path, relative_to_home, run_dir, write_temporary
 from workbench.store.db import Store
-from workbench.store.models import RunStatus
+from workbench.store.models import PHASE_EVENT, RunStatus
 from workbench.store.run_writer import (
     LostOwnership,
     RunWriter,
@@ -295,11 +295,25 @@ class RunContext:
 
         Args:
             message: one line for a person: what happened, with its numbers.
-            level: "info", "warning" or "error".
+            level: "info", "warning" or "error" ("phase" is phase()'s).
         Cost: one transaction (about a millisecond): for milestones, not for every step.
         """
         self._writer.add_event(message, level)
         self.alive()
+
+    def phase(self, name: str, total: int = 0) -> None:
+        """The run enters one of its steps (`training`, `sampling`, `probing`): the runs list, the
+        Overview and `submit --wait` show it with its own progress, elapsed time and ETA, instead of a
+        bar that sits full while the run evaluates. progress(done, total) moves the phase's bar from 0.
+
+        Args:
+            name: a few words, no numbers that change (those go in progress).
+            total: the phase's units when known (0: none yet).
+        Cost: one transaction. After a crash: the resumed attempt says its phase again.
+        """
+        self.event(name, level=PHASE_EVENT)
+        self.progress(0, total)
+        self.flush(raise_fault=False)
 
     def image(self, name: str, step: int | None, image: Any, **meta: Any) -> Path:
         """A picture (a sample grid, a plot): the TUI's Images tab, where `[` `]` step through its steps.
@@ -535,6 +549,9 @@ class RunPart:
 
     def event(self, message: str, level: str = "info") -> None:
         self.ctx.event(f"{self.name}: {message}", level)
+
+    def phase(self, name: str, total: int = 0) -> None:
+        self.ctx.event(f"{self.name}: {name}")  # a step within a part: the run keeps its phase and bar
 
     def image(self, name: str, step: int | None, image: Any, **meta: Any) -> Path:
         return self.ctx.image(f"{self.name}/{name}", step, image, **meta)

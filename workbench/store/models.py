@@ -134,8 +134,11 @@ class ResultTable(Base):
     __table_args__ = (UniqueConstraint("run_id", "name"),)
 
 
+PHASE_EVENT = "phase"  # the level of the event that says a run entered a phase (RunContext.phase)
+
+
 class RunEvent(Base):
-    """Life-cycle events and log lines of a run."""
+    """Life-cycle events and log lines of a run (level info, warning, error, or PHASE_EVENT)."""
 
     __tablename__ = "run_events"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import func, select
 
 from workbench.store.db import Store
-from workbench.store.models import Artifact, Experiment, MetricPoint, ResultTable, Run, RunEvent, RunStatus
+from workbench.store.models import (
+    PHASE_EVENT,
+    Artifact,
+    Experiment,
+    MetricPoint,
+    ResultTable,
+    Run,
+    RunEvent,
+    RunStatus,
+)
 from workbench.store.queue import UnknownRun, is_stale, needs_gpu
 
 
@@ -272,6 +281,30 @@ def events(store: Store, run_id: int, after_id: int = 0) -> list[EventRecord]:
         return [EventRecord(*row) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """The step a run is in (RunContext.phase): its name and when it began (Unix seconds)."""
+
+    name: str
+    since: float
+
+
+def phases(store: Store, run_ids: list[int]) -> dict[int, Phase]:
+    """{run id: its latest phase} for the runs that said one (the level-`phase` events)."""
+    if not run_ids:
+        return {}
+    newest = (
+        select(func.max(RunEvent.id))
+        .where(RunEvent.run_id.in_(run_ids), RunEvent.level == PHASE_EVENT)
+        .group_by(RunEvent.run_id)
+    )
+    with store.read() as s:
+        rows = s.execute(
+            select(RunEvent.run_id, RunEvent.message, RunEvent.time).where(RunEvent.id.in_(newest))
+        )
+        return {r: Phase(message, t) for r, message, t in rows}
+
+
 def metric_keys(store: Store, run_id: int) -> list[str]:
     with store.read() as s:
         return list(
@@ -324,6 +357,7 @@ class RunDetail(RunRecord):
     traceback: str | None = None
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     artifacts: tuple[ArtifactRecord, ...] = ()
+    phase: Phase | None = None  # the step it said it is in last (RunContext.phase)
 
     def as_json(self) -> dict[str, Any]:
         """The shape of `workbench show RUN --json` (ISO times)."""
@@ -355,6 +389,9 @@ class RunDetail(RunRecord):
                 {"name": a.name, "kind": a.kind, "path": a.path, "step": a.step, "meta": a.meta}
                 for a in self.artifacts
             ],
+            "phase": None
+            if self.phase is None
+            else {"name": self.phase.name, "since": iso(self.phase.since)},
         }
 
 
@@ -373,4 +410,5 @@ def show(store: Store, run_id: int) -> RunDetail:
         traceback=row.traceback,
         tables=tables(store, run_id),
         artifacts=tuple(artifacts(store, run_id)),
+        phase=phases(store, [run_id]).get(run_id),
     )

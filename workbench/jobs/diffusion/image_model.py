@@ -336,6 +336,7 @@ def train_model(
     from workbench.jobs.diffusion.train import TrainConfig, train
 
     device = ctx.device
+    ctx.phase("training the denoiser", spec.train.steps)
     torch.manual_seed(spec.seed)
     schedule = make_schedule(spec.schedule, spec.timesteps, clip_sample=True)
     model = build_model(spec, data).to(device)

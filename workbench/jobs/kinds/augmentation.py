@@ -299,6 +299,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     per_seed: list[dict] = []
     copies: list[dict] = []  # how near the synthetic images lie to the real ones they were made from
     counts = {"diffusion_models_trained": 0, "synthetic_sets_sampled": 0, "synthetic_sets_cached": 0}
+    ctx.phase("generators and classifiers, subset by subset", units * 1000)
     for p, plan in enumerate(plans):
         unit = p * (fits_per_plan + 1)
         real_x, real_y = task.x_train[plan.idx], task.y_train[plan.idx]

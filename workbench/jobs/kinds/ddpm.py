@@ -111,6 +111,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     torch.manual_seed(spec.seed)  # the denoiser's initial weights
     data, schedule, model = prepare(ctx, spec)
+    ctx.phase("training the denoiser", spec.train.steps)
     ema_model = train_denoiser(ctx, spec, data, schedule, model)
     rows = evaluate(ctx, spec, data, schedule, ema_model)
     ctx.table("samplers", rows)
@@ -177,8 +178,9 @@ def evaluate(ctx: RunContext, spec: Spec, data, schedule, ema_model) -> list[dic
         torch.from_numpy(make_points(spec.dataset, spec.n_test, 20_000 + spec.seed * 1000 + k)[0])
         for k in range(sets)
     ]
-    floors = real_floors(spec, refs, y_np, labelled)
     scales = spec.sample.guidance_scales if labelled else [None]
+    ctx.phase("sampling and scoring", len(spec.sample.samplers) * len(scales))
+    floors = real_floors(spec, refs, y_np, labelled)
     rows = []
     for s_spec in spec.sample.samplers:
         for w in scales:
@@ -222,6 +224,7 @@ def evaluate(ctx: RunContext, spec: Spec, data, schedule, ema_model) -> list[dic
                 accuracy = share_ci(int((pred == np.tile(y_np, sets)).sum()), len(pred))  # Wilson interval
                 row.update(accuracy.columns("class_accuracy"))
             rows.append(row)
+            ctx.progress(len(rows), len(spec.sample.samplers) * len(scales))
             label = f"{s_spec.name}_{s_spec.steps}" + (f"_w{w:g}" if labelled else "")
             ctx.image(f"samples/{label}", spec.train.steps, scatter_figure(xs[0].numpy(), y, data, row))
             ctx.event(

@@ -247,9 +247,12 @@ def run(ctx: RunContext, spec: Spec) -> None:
         + f", {len(y_test)} test images"
     )
     n_probes = (len(spec.timesteps) * len(spec.blocks) + len(spec.baselines)) * len(spec.heads) * len(subsets)
-    bar = Bar(ctx, len(spec.timesteps) + n_probes)
-    sources = features(ctx, spec, source.model, source.schedule, data, used, bar)
-    rows, per_repeat = probe_sources(ctx, spec, sources, data, used, val_idx, subsets, source.model, bar)
+    ctx.phase("extracting features", len(spec.timesteps))
+    sources = features(ctx, spec, source.model, source.schedule, data, used, Bar(ctx, len(spec.timesteps)))
+    ctx.phase("probing", n_probes)
+    rows, per_repeat = probe_sources(
+        ctx, spec, sources, data, used, val_idx, subsets, source.model, Bar(ctx, n_probes)
+    )
     ctx.table("probes", rows)
     summarise(
         ctx, spec, rows, per_repeat, labelled=source.model.num_classes > 0, validation_images=len(val_idx)
@@ -257,7 +260,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
 
 class Bar:
-    """The run's progress bar over feature timesteps and probes."""
+    """A phase's progress bar: feature timesteps, or probes."""
 
     def __init__(self, ctx: RunContext, total: int):
         self.ctx, self.total, self.done = ctx, total, 0

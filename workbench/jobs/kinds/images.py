@@ -72,9 +72,11 @@ def evaluate(
     k = data.num_classes
     conditional = model.num_classes > 0
     y = (torch.arange(n, device=device) % k).repeat(sets)  # R sets of N, each class-balanced
+    scales = s.guidance_scales if conditional else [1.0]
+    ctx.phase("sampling and scoring", len(scales))
     floor = judge.floor(data.x_train, data.x_test, n, sets, seed=spec.seed)
     rows = []
-    for w in s.guidance_scales if conditional else [1.0]:
+    for w in scales:
         r = sample_batched(
             model,
             schedule,
@@ -108,6 +110,7 @@ def evaluate(
             f"classifier-KID {shown['classifier_kid']} (real: {shown['classifier_kid_floor']}); "
             f"{r.seconds:.1f} s"
         )
+        ctx.progress(len(rows), len(scales))
     ctx.table("guidance", rows)
     headline = next((r for r in rows if r["guidance_scale"] == 1.0), rows[0])
     summary = {

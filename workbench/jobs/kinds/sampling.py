@@ -155,6 +155,7 @@ def sample_every_config(ctx: RunContext, spec: Spec, source, judge, inception):
     configs = [("ddpm", full, 0.0)] + [
         (s.name, k, s.eta) for s in spec.samplers for k in spec.steps if not (s.name == "ddpm" and k >= full)
     ]
+    ctx.phase("sampling and scoring", len(configs))
     rows, strips, per_set_fid = [], [], []
     for i, (name, steps, eta) in enumerate(configs):
         r = sample_batched(

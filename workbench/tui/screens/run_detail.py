@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from workbench.report import cell, flatten, readable
+from workbench.report import cell, flatten, readable, status_line
 from workbench.store import queue
 from workbench.store.feeds import MetricFeed
 from workbench.store.models import RunStatus
@@ -51,6 +51,7 @@ class RunDetailScreen(RunViewsScreen):
         yield Header()
         with TabbedContent(id="tabs"):
             with TabPane("Overview", id="tab-overview"), VerticalScroll():
+                yield Static("", id="phase")
                 yield Static("", id="summary")
                 yield Static("", id="spec")
             with TabPane("Curves", id="tab-curves"):
@@ -96,6 +97,11 @@ class RunDetailScreen(RunViewsScreen):
 
     def on_run_polled(self, message: RunPolled) -> None:
         rec = message.record
+        running = rec.status == RunStatus.RUNNING and rec.phase is not None
+        now = self.query_one("#phase", Static)  # the step it is in, its progress and the time left
+        now.display = running
+        if running:
+            now.update(f"[b]now[/] {escape(status_line(rec.progress, rec.phase, time.time()))}")
         if rec.status != self.status:
             self.status = rec.status
             self.show_overview(rec)
