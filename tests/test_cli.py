@@ -364,3 +364,30 @@ def test_result_tables_fit_the_terminal_without_cutting_a_cell(monkeypatch, widt
         "side": "#2" in text,
         "rows": "samplers #2" in text,
     }[shape]
+
+
+def test_compare_puts_metrics_in_rows_with_each_run_minus_the_baseline(store, cli, tmp_path):
+    """Two runs with 95 % intervals half 0.02 and 0.015 wide: the difference 0.05 gets half-width
+    sqrt(0.02^2 + 0.015^2) = 0.025 (independent runs), so [0.025, 0.075]; a number without an interval
+    gets a bare difference; text gets none; the spec field that differs is listed."""
+    spec = write_spec(tmp_path, "kind: sleep\nsweep:\n  seed: [1, 2]\n")
+    a, b = json.loads(cli("submit", spec, "--no-worker", "--json")[1])["run_ids"]
+    for rid, (top1, low, high) in ((a, (0.90, 0.88, 0.92)), (b, (0.95, 0.935, 0.965))):
+        queue.claim(store, "w", "cpu")
+        RunContext(store, rid).summary(
+            top1=top1, top1_ci=[low, high], top1_n=400, nfe=10 * rid, sampler="ddim"
+        )
+        queue.finish(store, rid, "w", "succeeded")
+    code, out, _ = cli("compare", a, b, "--json")
+    got = json.loads(out)
+    rows = {r["metric"]: r for r in got["metrics"]}
+    assert code == 0 and got["baseline"] == a and list(rows) == ["top1", "nfe", "sampler"]
+    assert rows["top1"][f"run {b} - run {a}"] == "0.05 [0.025, 0.075]"
+    assert rows["top1"][f"run {a}"] == "0.9 [0.88, 0.92] n=400"
+    assert rows["nfe"][f"run {b} - run {a}"] == 10 * (b - a) and rows["sampler"][f"run {b} - run {a}"] is None
+    assert got["spec_differences"] == [{"field": "seed", f"run {a}": "1", f"run {b}": "2"}]
+    code, out, _ = cli("compare", a, b, "--baseline", b, "--json")
+    assert json.loads(out)["metrics"][0][f"run {a} - run {b}"] == "-0.05 [-0.075, -0.025]"
+    assert cli("compare", a)[0] == 2 and cli("compare", a, b, "--baseline", 99)[0] == 2
+    code, out, _ = cli("compare", a, b)
+    assert code == 0 and "metrics (each run minus run" in out and "spec fields that differ" in out

@@ -329,7 +329,10 @@ async def test_compare_two_runs(filled):
         diff = screen.query_one("#spec-diff")
         assert [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)] == ["seed"]
         results = screen.query_one("#result-table")
-        assert results.row_count == 2  # the summary table: one row per run
+        assert results.row_count == 3  # metrics as rows: energy_distance, guided_accuracy at 0 and 3
+        columns = [str(c.label) for c in results.columns.values()]
+        assert columns[-1] == f"run {ids[1]} - run {ids[0]}"
+        assert str(results.get_row_at(0)[-1]) == "0.001 [0.0002929, 0.001707]"  # 0.0005 * sqrt 2 either side
         screen.query_one("#table-select").value = "samplers"
         await wait_until(pilot, lambda: results.row_count == 4)
         assert set(screen.feeds[ids[0]].series) == {"loss"}

@@ -526,7 +526,14 @@ def rows_table(title: str, rows: list[dict]):
     width, unbounded = out.width, out.options.update_width(PIPED_WIDTH)  # measured whole, not clamped
 
     def table(header: list[str], body: list[list[str]]) -> Table:
-        t = Table(title=title, header_style="bold", title_justify="left", title_style="bold", box=None)
+        t = Table(
+            title=title,
+            header_style="bold",
+            title_justify="left",
+            title_style="bold",
+            box=None,
+            min_width=len(title),
+        )  # as wide as its title at least: a title never wraps above a narrow table
         for c in header:
             t.add_column(c, no_wrap=True)
         for r in body:
@@ -756,6 +763,36 @@ def export(
     except OSError as e:
         bad_input(f"cannot write {output}: {e.strerror}")
     err.print("wrote " + shown(", ".join(map(str, written))))
+
+
+@app.command()
+def compare(
+    run_ids: Annotated[list[int], typer.Argument(help="two or more run ids")],
+    baseline: Annotated[
+        int | None, typer.Option(help="the run the others are compared with (default: the first)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Which is better: every summary metric as a row, a column per run, and each run minus the
+    baseline (with an interval where both have one); then the spec fields that differ."""
+    from workbench.report import metric_comparison, spec_differences
+    from workbench.store.queries import show as show_run
+
+    if len(set(run_ids)) < 2:
+        bad_input("give two or more different run ids")
+    if baseline is not None and baseline not in run_ids:
+        bad_input(f"--baseline {baseline} is not one of the runs compared ({', '.join(map(str, run_ids))})")
+    store = open_store()
+    _run_ids_exist(store, run_ids)
+    records = [show_run(store, r) for r in dict.fromkeys(run_ids)]
+    base = 0 if baseline is None else [r.id for r in records].index(baseline)
+    metrics, spec = metric_comparison(records, base), spec_differences(records)
+    if as_json:
+        print_json({"baseline": records[base].id, "metrics": metrics, "spec_differences": spec})
+        return
+    out.print(rows_table(f"metrics (each run minus run {records[base].id})", metrics), soft_wrap=False)
+    if spec:
+        out.print(rows_table("spec fields that differ", spec), soft_wrap=False)
 
 
 @app.command("report")

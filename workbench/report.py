@@ -532,3 +532,63 @@ def status_line(progress: tuple[int, int], phase: Any, now: float) -> str:
     if total and 0 < done < total:
         text += f", about {clock(elapsed / done * (total - done))} left"
     return text
+
+
+# --- comparing runs ---------------------------------------------------------------------------------
+
+
+def spec_differences(records: list[RunDetail]) -> list[dict[str, Any]]:
+    """One row per dotted spec field whose value is not the same in every run: {field, run A, run B}."""
+    flat = {r.id: _dotted(r.spec or {}) for r in records}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    rows = []
+    for k in keys:
+        values = [flat[r.id].get(k) for r in records]
+        if any(v != values[0] for v in values):
+            rows.append({"field": k, **{f"run {r.id}": json.dumps(flat[r.id].get(k)) for r in records}})
+    return rows
+
+
+def metric_comparison(records: list[RunDetail], baseline: int = 0) -> list[dict[str, Any]]:
+    """Metrics as rows and runs as columns: every summary value (estimates as `mean [low, high]`), then
+    each other run minus the baseline run (`records[baseline]`). The difference gets an interval where
+    both runs have one: the runs are independent draws, so the half-widths add in quadrature (a normal
+    approximation; a paired comparison within one run, where a kind makes one, is tighter)."""
+    base = records[baseline]
+    summaries = {r.id: flatten(r.summary or {}) for r in records}
+    interval_columns = {
+        name for s in summaries.values() for key in s for name in Estimate.column_names(key) if name != key
+    }
+    keys = [k for k in dict.fromkeys(k for s in summaries.values() for k in s) if k not in interval_columns]
+    rows = []
+    for key in keys:
+        row: dict[str, Any] = {"metric": key}
+        for r in records:
+            est = Estimate.from_columns(summaries[r.id], key)
+            row[f"run {r.id}"] = estimate_cell(est) if est is not None else summaries[r.id].get(key)
+        b = summaries[base.id].get(key)
+        for r in records:
+            if r.id == base.id:
+                continue
+            v = summaries[r.id].get(key)
+            if not (_is_number(v) and _is_number(b)):
+                row[f"run {r.id} - run {base.id}"] = None
+                continue
+            e1, e0 = (
+                Estimate.from_columns(summaries[r.id], key),
+                Estimate.from_columns(summaries[base.id], key),
+            )
+            diff = float(v) - float(b)
+            if e1 is not None and e0 is not None and e1.has_interval and e0.has_interval:
+                half = math.hypot((e1.high - e1.low) / 2, (e0.high - e0.low) / 2)
+                row[f"run {r.id} - run {base.id}"] = (
+                    f"{cell(diff)} [{cell(diff - half)}, {cell(diff + half)}]"
+                )
+            else:
+                row[f"run {r.id} - run {base.id}"] = diff
+        rows.append(row)
+    return rows
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

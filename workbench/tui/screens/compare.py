@@ -3,13 +3,11 @@ side by side. Keys 1-4 switch tabs."""
 
 from __future__ import annotations
 
-import json
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
-from workbench.report import collect, flatten
+from workbench.report import collect, flatten, metric_comparison, spec_differences
 from workbench.store.feeds import MetricFeed
 from workbench.store.queries import artifacts, show
 from workbench.tui.components import CurvesView, ImagesView, Picture, ResultTables, Table, fill_data_table
@@ -17,26 +15,6 @@ from workbench.tui.live import RunViewsScreen, view_bindings
 from workbench.tui.messages import RunsCompared
 
 TABS = ("curves", "images", "spec", "results")
-
-
-def spec_differences(specs: dict[int, dict]) -> list[dict]:
-    """One row per dotted spec field whose value is not the same in every run."""
-    flat = {rid: flatten_dotted(spec) for rid, spec in specs.items()}
-    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
-    rows = []
-    for k in keys:
-        values = [flat[r].get(k) for r in specs]
-        if any(v != values[0] for v in values):
-            rows.append({"field": k, **{f"run {r}": json.dumps(flat[r].get(k)) for r in specs}})
-    return rows
-
-
-def flatten_dotted(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        out.update(flatten_dotted(v, key) if isinstance(v, dict) else {key: v})
-    return out
 
 
 class CompareScreen(RunViewsScreen):
@@ -91,12 +69,18 @@ class CompareScreen(RunViewsScreen):
             self.records = message.records
             fill_data_table(
                 self.query_one("#spec-diff", DataTable),
-                spec_differences({r: rec.spec for r, rec in self.records.items()}),
+                spec_differences(list(self.records.values())),
             )
-            stacked = collect(list(self.records.values()))  # the summary table first, then each named table
+            records = list(self.records.values())
+            first_id = records[0].id
+            stacked = collect(records)  # each named table, the runs stacked (the summary is compared above)
             self.query_one(ResultTables).tables = {
-                name: [{k: v for k, v in flatten(row).items() if k != "run_name"} for row in rows]
-                for name, rows in stacked.items()
+                f"metrics (minus run {first_id})": metric_comparison(records),  # metrics as rows
+                **{
+                    name: [{k: v for k, v in flatten(row).items() if k != "run_name"} for row in rows]
+                    for name, rows in stacked.items()
+                    if name != "summary"
+                },
             }
         if message.curves_changed or first:
             self.query_one(CurvesView).refresh_curves()
