@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ROOT, write_spec
 from workbench.jobs.context import RunContext
 from workbench.store import queue
+from workbench.store.queries import show
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_show_json_shape(finished_runs, cli):
     assert list(rec) == [
         "id", "experiment", "experiment_id", "name", "kind", "status", "label", "stale", "spec", "priority",
         "attempt", "device", "worker", "pid", "job_id", "created_at", "started_at", "finished_at", "progress",
-        "error", "traceback", "summary", "tables", "artifacts", "phase",
+        "error", "traceback", "summary", "tables", "artifacts", "phase", "tags", "note", "archived",
     ]  # fmt: skip
     assert rec["status"] == "succeeded" and rec["finished_at"][:2] == "20" and "T" in rec["finished_at"]
     assert isinstance(rec["progress"], list) and isinstance(rec["spec"], dict)
@@ -391,3 +392,33 @@ def test_compare_puts_metrics_in_rows_with_each_run_minus_the_baseline(store, cl
     assert cli("compare", a)[0] == 2 and cli("compare", a, b, "--baseline", 99)[0] == 2
     code, out, _ = cli("compare", a, b)
     assert code == 0 and "metrics (each run minus run" in out and "spec fields that differ" in out
+
+
+def test_tags_notes_names_and_the_archive(finished_runs, store, cli):
+    """Catches labels that change results, an archived run still listed (or deleted), a bad tag half
+    applied, and a running run archived out of sight."""
+    a, b = finished_runs
+    before = show(store, a).summary
+    assert cli("tag", a, b, "--add", "best", "--add", "v2")[0] == 0
+    assert cli("tag", b, "--remove", "v2")[0] == 0
+    assert cli("note", a, "lr too high?")[0] == 0 and cli("rename", b, "baseline")[0] == 0
+    code, _, err = cli("tag", a, "--add", "ok", "--add", "not ok")
+    assert code == 2 and "tag 'not ok'" in err and show(store, a).tags == ("best", "v2")  # none applied
+    rec = show(store, a)
+    assert (rec.tags, rec.note, rec.summary) == (("best", "v2"), "lr too high?", before)
+    assert show(store, b).name == "baseline" and show(store, b).tags == ("best",)
+    assert "lr too high?" in cli("show", a)[1]
+    assert cli("archive", a)[0] == 0
+    ids = [r["id"] for r in json.loads(cli("runs", "--json")[1])]
+    assert ids == [b] and show(store, a).archived  # hidden, kept
+    got = json.loads(cli("runs", "--json", "--archived", "--where", "tags~v2")[1])
+    assert [(r["id"], r["tags"], r["archived"]) for r in got] == [(a, ["best", "v2"], True)]
+    assert cli("archive", a, "--undo")[0] == 0 and len(json.loads(cli("runs", "--json")[1])) == 2
+    spec = write_spec(tmp_path_of(store), "kind: sleep\n")
+    (queued,) = json.loads(cli("submit", spec, "--no-worker", "--json")[1])["run_ids"]
+    code, _, err = cli("archive", queued)
+    assert code == 2 and "not finished" in err and not show(store, queued).archived
+
+
+def tmp_path_of(store):
+    return store.home.parent

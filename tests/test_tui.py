@@ -794,3 +794,23 @@ async def test_a_running_runs_overview_says_its_phase_and_the_time_left(filled):
             pilot, lambda: getattr(app.screen, "run_id", None) == ids[1] and app.screen.status == "succeeded"
         )
         assert not app.screen.query_one("#phase").display
+
+
+async def test_the_runs_list_hides_archived_runs_and_filters_on_tags(filled):
+    store, ids = filled
+    queue.annotate(store, [ids[0]], archived=True)
+    queue.annotate(store, [ids[1]], add=["best"], note="keep")
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = app.screen
+        table = screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: len(screen.rows) == 3 and table.row_count == 2)  # one archived
+        screen.filter_text = "tag:best"
+        await wait_until(pilot, lambda: table.row_count == 1)
+        assert str(table.get_row_at(0)[1]) == str(ids[1])
+        screen.filter_text = "archived:yes"
+        await wait_until(pilot, lambda: table.row_count == 1 and str(table.get_row_at(0)[1]) == str(ids[0]))
+        app.open_run(ids[1])
+        await wait_until(pilot, lambda: getattr(app.screen, "status", "") == "succeeded")
+        text = str(app.screen.query_one("#summary").render())
+        assert "tags best" in text and "note keep" in text

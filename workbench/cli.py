@@ -507,6 +507,69 @@ def retry(
         ensure_worker(store)
 
 
+# --- the user's labels ----------------------------------------------------------------------------
+
+
+def _annotate(run_ids: list[int], done: str, **changes) -> None:
+    from workbench.store import queue
+
+    store = open_store()
+    _run_ids_exist(store, run_ids)
+    try:
+        queue.annotate(store, run_ids, **changes)
+    except ValueError as e:
+        bad_input(str(e))
+    out.print(f"run(s) {', '.join(map(str, run_ids))}: {done}")
+
+
+@app.command()
+def tag(
+    run_ids: Annotated[list[int], typer.Argument(help="run ids")],
+    add: Annotated[list[str] | None, typer.Option("--add", "-a", help="a tag to add (repeatable)")] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", "-r", help="a tag to remove (repeatable)")
+    ] = None,
+) -> None:
+    """Add or remove tags (`runs --where tags~best` finds them)."""
+    if not add and not remove:
+        bad_input("give --add TAG or --remove TAG")
+    _annotate(run_ids, "tags changed", add=add or [], remove=remove or [])
+
+
+@app.command()
+def note(
+    run_id: Annotated[int, typer.Argument(help="run id")],
+    text: Annotated[str, typer.Argument(help='the note; "" clears it')],
+) -> None:
+    """Keep a note on a run (`show` prints it)."""
+    _annotate([run_id], "note set" if text else "note cleared", note=text)
+
+
+@app.command()
+def rename(
+    run_id: Annotated[int, typer.Argument(help="run id")],
+    name: Annotated[str, typer.Argument(help="its new name")],
+) -> None:
+    """Give a run a new name (its results and files stay as they are)."""
+    _annotate([run_id], f"renamed to {shown(name)!r}", name=name)
+
+
+@app.command()
+def archive(
+    run_ids: Annotated[list[int], typer.Argument(help="run ids")],
+    undo: Annotated[bool, typer.Option("--undo", help="bring them back")] = False,
+) -> None:
+    """Hide finished runs from `runs` and the TUI (`runs --archived` lists them); nothing is deleted."""
+    from workbench.store.models import FINAL_STATES
+    from workbench.store.queries import get_run
+
+    store = open_store()
+    _run_ids_exist(store, run_ids)
+    if busy := [r for r in run_ids if get_run(store, r).status not in FINAL_STATES]:
+        bad_input(f"run(s) {', '.join(map(str, busy))} not finished: cancel them first")
+    _annotate(run_ids, "restored" if undo else "archived (`runs --archived` lists them)", archived=not undo)
+
+
 # --- browsing ------------------------------------------------------------------------------------
 
 
@@ -567,6 +630,7 @@ def runs(
     status: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
     kind: Annotated[str | None, typer.Option(help="only runs of this kind")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the newest N (of those that match)")] = None,
+    archived: Annotated[bool, typer.Option("--archived", help="archived runs too")] = False,
     columns: Annotated[
         str | None,
         typer.Option(
@@ -598,7 +662,7 @@ def runs(
         bad_input(f"--where: {shown(str(e))}")
     wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
     store = open_store()
-    rows = list_runs(store, status=status, kind=kind)
+    rows = list_runs(store, status=status, kind=kind, archived=archived)
     if kind is not None and not rows and kind not in kind_names():  # a retired kind's runs still list
         bad_input(f"--kind: unknown kind {shown(kind)!r}; one of {', '.join(kind_names())}")
     specs = run_specs(store, [r.id for r in rows]) if wanted or conditions else {}
@@ -687,6 +751,10 @@ def show(
     )
     if rec.error:
         out.print(f"[red]error:[/] {shown(rec.error)}")
+    if rec.tags or rec.archived:
+        out.print(f"tags: {shown(' '.join(rec.tags)) or '-'}" + ("  (archived)" if rec.archived else ""))
+    if rec.note:
+        out.print(f"[bold]note[/]\n  {shown(rec.note)}")
     if rec.spec:
         import yaml
 

@@ -69,7 +69,7 @@ def estimate_cell(est: Estimate, with_n: bool = True) -> str:
     return text + (f" n={est.n}" if with_n and est.n is not None else "")
 
 
-RECORD_FIELDS = ("id", "experiment", "name", "kind", "status", "attempt", "device", "priority")
+RECORD_FIELDS = ("id", "experiment", "name", "kind", "status", "attempt", "device", "priority", "note")
 OPERATORS = (">=", "<=", "!=", "=", ">", "<", "~")
 
 
@@ -84,6 +84,7 @@ def run_fields(record: Any, spec: dict[str, Any] | None) -> dict[str, Any]:
     fields.update(
         {f: str(getattr(record, f)) if f == "status" else getattr(record, f) for f in RECORD_FIELDS}
     )
+    fields["tags"] = " ".join(record.tags)  # `tags~best` finds a run tagged best
     return fields
 
 

@@ -86,6 +86,9 @@ class Run(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     traceback: Mapped[str | None] = mapped_column(Text, default=None)
+    tags: Mapped[list[Any]] = mapped_column(default=list)  # the user's labels, sorted
+    note: Mapped[str | None] = mapped_column(Text, default=None)  # the user's words about the run
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)  # hidden from lists, never deleted
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
 
     __table_args__ = (Index("ix_runs_claim", "status", "priority", "id"),)

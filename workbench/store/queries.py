@@ -32,9 +32,12 @@ def list_runs(
     kind: str | None = None,
     after_id: int = 0,
     limit: int | None = None,
+    archived: bool = False,
 ) -> list[RunRecord]:
-    """Runs in id order as RunRecords (`workbench runs`)."""
+    """Runs in id order as RunRecords (`workbench runs`); archived ones only when `archived`."""
     q = record_query().where(Run.id > after_id).order_by(Run.id)
+    if not archived:
+        q = q.where(Run.archived.is_(False))
     if status:
         q = q.where(Run.status == status)
     if kind:
@@ -129,6 +132,9 @@ class RunRecord:
     error: str | None = None  # why it failed (one line; `show` has the traceback)
     pid: int | None = None  # its process while it runs
     cancel_requested: bool = False
+    tags: tuple[str, ...] = ()
+    note: str | None = None
+    archived: bool = False
 
     def duration(self, now: float) -> float | None:
         """Seconds it ran (so far, for a running run); None before it started."""
@@ -142,6 +148,7 @@ class RunRecord:
         for internal in ("worker", "pid", "cancel_requested"):
             out.pop(internal)
         out["progress"] = list(self.progress)
+        out["tags"] = list(self.tags)
         out["status"] = str(self.status)
         for k in ("created_at", "started_at", "finished_at"):
             out[k] = iso(out[k])
@@ -172,6 +179,9 @@ def record_query():
         Run.error,
         Run.pid,
         Run.cancel_requested,
+        Run.tags,
+        Run.note,
+        Run.archived,
         Run.spec["device"].as_string().label("spec_device"),
     ).join(Experiment, Experiment.id == Run.experiment_id)
 
@@ -201,6 +211,9 @@ def run_record(row, now: float) -> RunRecord:
         error=row.error,
         pid=row.pid,
         cancel_requested=bool(row.cancel_requested),
+        tags=tuple(row.tags or ()),
+        note=row.note,
+        archived=bool(row.archived),
     )
 
 
@@ -392,6 +405,9 @@ class RunDetail(RunRecord):
             "phase": None
             if self.phase is None
             else {"name": self.phase.name, "since": iso(self.phase.since)},
+            "tags": list(self.tags),
+            "note": self.note,
+            "archived": self.archived,
         }
 
 

@@ -9,6 +9,7 @@ leases; readers show such a run as stale. Whoever holds a run's current attempt 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -375,6 +376,60 @@ def set_priority(store: Store, run_id: int, priority: int) -> None:
     with store.write() as s:
         if not s.execute(update(Run).where(Run.id == run_id).values(priority=priority)).rowcount:
             raise UnknownRun(run_id)
+
+
+# --- the user's labels ----------------------------------------------------------------------------
+
+TAG = re.compile(r"[\w.:+-]{1,40}")  # one word: letters, digits and . : + - _
+MAX_TAGS = 32
+MAX_NOTE = 4000
+
+
+def annotate(
+    store: Store,
+    run_ids: list[int],
+    *,
+    add: list[str] = (),
+    remove: list[str] = (),
+    note: str | None = None,
+    name: str | None = None,
+    archived: bool | None = None,
+) -> None:
+    """Tags added and removed, a note (`""` clears it), a new name, archived or not: for every run in
+    one transaction, each change an event (so live views see it). ValueError names a tag, note or name
+    that cannot be stored; UnknownRun a missing run; nothing changes then. The run's results are untouched.
+    """
+    for tag in [*add, *remove]:
+        if not TAG.fullmatch(tag):
+            raise ValueError(f"tag {tag!r}: one word of at most 40 letters, digits or . : + - _")
+    if note is not None and (len(note) > MAX_NOTE or not note.replace("\n", " ").isprintable()):
+        raise ValueError(f"note: printable text of at most {MAX_NOTE} characters")
+    if name is not None and not (0 < len(name) <= 300 and name.isprintable() and name.strip() == name):
+        raise ValueError("name: printable text of 1 to 300 characters, without space at either end")
+    with store.write() as s:
+        runs = {r: s.get(Run, r, with_for_update=True) for r in dict.fromkeys(run_ids)}
+        if missing := [r for r, run in runs.items() if run is None]:
+            raise UnknownRun(missing[0])
+        for r, run in runs.items():
+            said = []
+            if add or remove:
+                tags = sorted((set(run.tags or []) | set(add)) - set(remove))
+                if len(tags) > MAX_TAGS:
+                    raise ValueError(f"run {r}: at most {MAX_TAGS} tags")
+                if tags != list(run.tags or []):
+                    run.tags = tags
+                    said.append("tags: " + (" ".join(tags) or "none"))
+            if note is not None and (note or None) != run.note:
+                run.note = note or None
+                said.append("note " + ("set" if note else "cleared"))
+            if name is not None and name != run.name:
+                said.append(f"renamed from {run.name!r}")
+                run.name = name
+            if archived is not None and archived != bool(run.archived):
+                run.archived = archived
+                said.append("archived" if archived else "restored from the archive")
+            for words in said:
+                _event(s, r, words)
 
 
 # --- workers -------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, inspect, text
 
 from workbench.store.models import Base
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 META_TABLE = "store_meta"
 
 
@@ -42,7 +42,14 @@ def _v3(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE runs ADD COLUMN job_id VARCHAR(100)"))
 
 
-UPGRADES: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3}
+def _v4(conn: Connection) -> None:
+    """Run management: the user's tags and note on a run, and archiving (hidden, kept)."""
+    conn.execute(text("ALTER TABLE runs ADD COLUMN tags JSON NOT NULL DEFAULT '[]'"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN note TEXT"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN archived BOOLEAN NOT NULL DEFAULT FALSE"))
+
+
+UPGRADES: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v4}
 
 
 class NewerSchema(Exception):

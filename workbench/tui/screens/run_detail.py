@@ -43,6 +43,7 @@ class RunDetailScreen(RunViewsScreen):
         self.metrics = MetricFeed(None, run_id)
         self.last_event_id = 0
         self.status = ""
+        self._overview: tuple | None = None  # what the Overview shows now
         self.gone = False
         self.event_lines: list[Text] = []
         self._seen: tuple | None = None  # what the last posted poll held (read() runs one at a time)
@@ -102,8 +103,9 @@ class RunDetailScreen(RunViewsScreen):
         now.display = running
         if running:
             now.update(f"[b]now[/] {escape(status_line(rec.progress, rec.phase, time.time()))}")
-        if rec.status != self.status:
-            self.status = rec.status
+        shown = (rec.status, rec.name, rec.tags, rec.note, rec.archived, rec.error)
+        if shown != self._overview:  # its state, or what the user wrote on it, changed
+            self.status, self._overview = rec.status, shown
             self.show_overview(rec)
         # Two overlapping polls (an exclusive worker's thread is not stopped) can read the same events.
         new_events = [e for e in message.new_events if e.id > self.last_event_id]
@@ -135,6 +137,13 @@ class RunDetailScreen(RunViewsScreen):
         ]
         if rec.error:
             lines.append(f"[red b]error[/] [red]{escape(printable(rec.error))}[/]")
+        if rec.tags or rec.archived:
+            lines.append(
+                f"[b]tags[/] {escape(printable(' '.join(rec.tags)) or '-')}"
+                + ("   (archived)" if rec.archived else "")
+            )
+        if rec.note:
+            lines.append(f"[b]note[/] {escape(printable(rec.note))}")
         for k, v in readable(flatten(rec.summary)).items():  # estimates with their intervals and n
             lines.append(f"  [b]{escape(printable(k))}[/] {escape(cell(v))}")
         self.query_one("#summary", Static).update("\n".join(lines))

@@ -35,11 +35,12 @@ FILTER_DELAY = 0.05
 
 
 def parse_filter(text: str) -> tuple[dict[str, str], str]:
-    """`status:running kind:ddpm swiss` -> ({status: running, kind: ddpm}, "swiss")."""
+    """`status:running kind:ddpm tag:best swiss` -> ({status: running, kind: ddpm, tag: best}, "swiss");
+    `archived:yes` shows the archived runs (hidden otherwise)."""
     fields, words = {}, []
     for token in text.split():
         key, sep, value = token.partition(":")
-        if sep and key in ("status", "kind", "exp"):
+        if sep and key in ("status", "kind", "exp", "tag", "archived"):
             fields[key] = value
         else:
             words.append(token.lower())
@@ -108,7 +109,9 @@ class RunsScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: text  status:running  kind:ddpm  exp:quickstart", id="filter")
+        yield Input(
+            placeholder="filter: text  status:running  kind:ddpm  exp:quickstart  tag:best", id="filter"
+        )
         table = Table(id="runs-table", cursor_type="row", zebra_stripes=True)
         for col in COLUMNS:
             table.add_column(col, key=col or "mark")
@@ -131,7 +134,7 @@ class RunsScreen(LiveScreen):
     def on_runs_polled(self, message: RunsPolled) -> None:
         for r in message.changed:
             self.rows[r.id] = r
-            self.searched[r.id] = f"{r.id} {r.experiment} {r.name} {r.kind}".lower()
+            self.searched[r.id] = f"{r.id} {r.experiment} {r.name} {r.kind} {' '.join(r.tags)}".lower()
         for rid in message.gone:
             self.rows.pop(rid, None)
             self.searched.pop(rid, None)
@@ -150,6 +153,8 @@ class RunsScreen(LiveScreen):
             if (not fields.get("status") or r.status == fields["status"])
             and (not fields.get("kind") or r.kind == fields["kind"])
             and (not exp or exp in r.experiment.lower())
+            and (not fields.get("tag") or fields["tag"] in r.tags)
+            and (r.archived == (fields.get("archived", "no") in ("yes", "true", "1")))
             and (not words or words in self.searched[r.id])
         ]
         now = time.time()
