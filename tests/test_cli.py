@@ -422,3 +422,40 @@ def test_tags_notes_names_and_the_archive(finished_runs, store, cli):
 
 def tmp_path_of(store):
     return store.home.parent
+
+
+def test_logs_follow_prints_what_comes_until_the_run_ends(store, cli, tmp_path):
+    """`logs -f` of a running run: new events and new output lines as they come, then it returns when
+    the run ends (a follower that never returned, or that missed the last lines, fails here)."""
+    import threading
+    import time
+
+    from workbench.store.artifacts import run_dir
+
+    (rid,) = json.loads(cli("submit", write_spec(tmp_path, "kind: sleep\n"), "--no-worker", "--json")[1])[
+        "run_ids"
+    ]
+    queue.claim(store, "w", "cpu")
+    log = run_dir(store.home, rid) / "output.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("step 1\n")
+
+    def the_run_goes_on() -> None:
+        time.sleep(1.0)
+        ctx = RunContext(store, rid)
+        ctx.phase("sampling and scoring", 2)
+        with log.open("a") as f:
+            f.write("step 2\nhalf a li")
+        time.sleep(0.8)
+        with log.open("a") as f:
+            f.write("ne\n")
+        queue.finish(store, rid, "w", "succeeded")
+
+    writer = threading.Thread(target=the_run_goes_on)
+    writer.start()
+    code, out, _ = cli("logs", rid, "-f")
+    writer.join()
+    lines = out.splitlines()
+    assert code == 0 and lines.index("step 1") < lines.index("step 2") < lines.index("half a line")
+    assert any("phase   sampling and scoring" in line for line in lines)
+    assert any(line.endswith("info    succeeded") for line in lines)

@@ -428,30 +428,63 @@ def logs(
     with_events: Annotated[
         bool, typer.Option("--events/--no-events", help="the run's events (start, phases, results) first")
     ] = True,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="go on printing what comes, until the run ends")
+    ] = False,
 ) -> None:
     """A run's events, then its output log (stdout and stderr of its process, on whichever host or
-    backend it ran)."""
+    backend it ran). With -f, new events and output as they come, until the run ends."""
     from datetime import datetime
 
     from workbench.store.artifacts import run_dir
-    from workbench.store.queries import events, show
+    from workbench.store.models import FINAL_STATES
+    from workbench.store.queries import events, get_run, show
+
+    def say(e) -> None:
+        stamp = datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
+        sys.stdout.write(f"{stamp} {e.level:<7} {printable(e.message)}\n")
 
     store = open_store()
     _run_ids_exist(store, [run_id])
     rec = show(store, run_id)
     path = run_dir(store.home, run_id) / "output.log"
+    seen = events(store, run_id)
     if with_events:
-        for e in events(store, run_id)[-tail:]:
-            stamp = datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
-            sys.stdout.write(f"{stamp} {e.level:<7} {printable(e.message)}\n")
+        for e in seen[-tail:]:
+            say(e)
         sys.stdout.write(f"--- output of the run's process ({path}) ---\n" if path.exists() else "")
-    elif not path.exists():
+    elif not path.exists() and not follow:
         bad_input(f"run {run_id} has no output log yet ({path})")
+    offset = 0
     if path.exists():
         with path.open("rb") as f:  # the end only: a log may be gigabytes
-            f.seek(max(0, f.seek(0, 2) - MAX_LOG_READ))
+            offset = f.seek(0, 2)
+            f.seek(max(0, offset - MAX_LOG_READ))
             lines = f.read().decode("utf-8", errors="replace").splitlines()
         sys.stdout.write("".join(printable(line, keep="\t") + "\n" for line in lines[-tail:]))
+    last_event = seen[-1].id if seen else 0
+    try:
+        while follow:
+            sys.stdout.flush()
+            ended = get_run(store, run_id).status in FINAL_STATES  # read first: nothing after it is lost
+            for e in events(store, run_id, last_event) if with_events else []:
+                say(e)
+                last_event = e.id
+            if path.exists() and path.stat().st_size > offset:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read(MAX_LOG_READ)
+                complete = (
+                    chunk[: chunk.rfind(b"\n") + 1] if not ended else chunk
+                )  # whole lines while it runs
+                offset += len(complete)
+                text = complete.decode("utf-8", errors="replace")
+                sys.stdout.write("".join(printable(line, keep="\t") + "\n" for line in text.splitlines()))
+            if ended:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     scheduler = store.home / "slurm" / str(rec.job_id)
     if rec.job_id and scheduler.is_dir():  # submitit's own files: the job's life before the run began
         err.print(f"submitit's files for job {rec.job_id}: {shown(scheduler)}")
