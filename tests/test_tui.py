@@ -814,3 +814,33 @@ async def test_the_runs_list_hides_archived_runs_and_filters_on_tags(filled):
         await wait_until(pilot, lambda: getattr(app.screen, "status", "") == "succeeded")
         text = str(app.screen.query_one("#summary").render())
         assert "tags best" in text and "note keep" in text
+
+
+async def test_result_tables_sort_by_a_header_click_numbers_as_numbers(filled):
+    """Catches a result table that cannot be sorted, or sorts `0.0015 [..]` as text."""
+    from textual.widgets import DataTable
+
+    from workbench.tui.components.tables import sorted_rows
+
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(140, 36)) as pilot:
+        app.open_run(ids[0])
+        await wait_until(pilot, lambda: getattr(app.screen, "status", "") == "succeeded")
+        app.screen.action_tab("tables")
+        table = app.screen.query_one("#result-table")
+        await wait_until(pilot, lambda: table.row_count == 2)
+
+        def column(name: str) -> list[str]:
+            return [str(table.get_row_at(r)[table.get_column_index(name)]) for r in range(table.row_count)]
+
+        assert column("sampler") == ["ddpm", "ddim"]  # as the run wrote them
+        key = next(k for k in table.columns if str(k.value).startswith("energy_distance"))
+        for expected in (["ddpm", "ddim"], ["ddim", "ddpm"]):  # ascending by the estimate, then the reverse
+            table.post_message(DataTable.HeaderSelected(table, key, 0, table.columns[key].label))
+            await pilot.pause(0.2)
+            assert column("sampler") == expected
+        assert str(table.columns[key].label).endswith("▼")
+    rows = [{"x": 10}, {"x": None}, {"x": 9}, {"x": "b"}, {"x": 2.5}]
+    assert [r["x"] for r in sorted_rows(rows, "x (n=3)", False)] == [2.5, 9, 10, "b", None]
+    assert [r["x"] for r in sorted_rows(rows, "x", True)][-1] is None  # empty cells last either way

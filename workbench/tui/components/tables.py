@@ -26,6 +26,7 @@ class ResultTables(Vertical):
     """
     tables: reactive[dict[str, list[dict]]] = reactive(dict, init=False)
     table_name: reactive[str | None] = reactive(None, init=False)
+    sort_by: reactive[tuple[str, bool] | None] = reactive(None, init=False)  # (column, descending)
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -50,14 +51,46 @@ class ResultTables(Vertical):
             self.table_name = event.value
 
     def watch_table_name(self) -> None:
+        self.set_reactive(ResultTables.sort_by, None)  # another table: in its own order
+        self.fill()
+
+    @on(DataTable.HeaderSelected, "#result-table")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a header sorts by that column; a second click turns the order round."""
+        column = str(event.column_key.value)
+        same = self.sort_by is not None and self.sort_by[0] == column
+        self.sort_by = (column, not self.sort_by[1]) if same else (column, False)
+
+    def watch_sort_by(self) -> None:
         self.fill()
 
     def fill(self) -> None:
         rows = self.tables.get(self.table_name or "", [])
-        fill_data_table(self.query_one("#result-table", DataTable), rows[:MAX_ROWS])
+        if self.sort_by is not None:
+            rows = sorted_rows(rows, *self.sort_by)
+        table = self.query_one("#result-table", Table)
+        fill_data_table(table, rows[:MAX_ROWS])
+        if self.sort_by is not None:
+            column, descending = self.sort_by
+            table.relabel({column: column + (" ▼" if descending else " ▲")})
         note = (
             f"the first {MAX_ROWS:,} of {len(rows):,} rows; e exports them all"
             if len(rows) > MAX_ROWS
             else ""
         )
         self.query_one("#table-note", Static).update(note)
+
+
+def sorted_rows(rows: list[dict], column: str, descending: bool) -> list[dict]:
+    """Rows by `column` as the table shows it (`energy_distance (n=20)` sorts by energy_distance):
+    numbers by value, text by text, numbers before text, empty cells last either way."""
+    key = column.split(" (n=")[0]
+
+    def order(row: dict):
+        v = row.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v:  # not NaN
+            return (0, v, "")
+        return (1, 0, str(v))
+
+    filled = [r for r in rows if r.get(key) is not None]
+    return sorted(filled, key=order, reverse=descending) + [r for r in rows if r.get(key) is None]
