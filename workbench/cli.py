@@ -493,6 +493,14 @@ def logs(
 MAX_LOG_READ = 8 << 20
 
 
+def written(write, *args, **kwargs):
+    """A store write's result; exit 2 naming what it refused (a run's state, a bad tag, a locked store)."""
+    try:
+        return write(*args, **kwargs)
+    except (StoreError, ValueError) as e:
+        bad_input(str(e))
+
+
 def _run_ids_exist(store, run_ids: list[int]) -> None:
     from workbench.store.queries import get_run
     from workbench.store.queue import UnknownRun
@@ -512,10 +520,7 @@ def cancel(run_ids: Annotated[list[int], typer.Argument(help="run ids")]) -> Non
     store = open_store()
     _run_ids_exist(store, run_ids)
     for r in run_ids:
-        try:
-            status = queue.request_cancel(store, r)
-        except StoreError as e:
-            bad_input(str(e))
+        status = written(queue.request_cancel, store, r)
         out.print(f"run {r}: {'cancelled' if status == RunStatus.CANCELLED else 'cancel requested'}")
 
 
@@ -530,10 +535,7 @@ def retry(
 
     store = open_store()
     _run_ids_exist(store, run_ids)
-    try:
-        queue.retry(store, run_ids)  # all or none
-    except StoreError as e:
-        bad_input(str(e))
+    written(queue.retry, store, run_ids)  # all or none
     for r in run_ids:
         out.print(f"run {r}: queued again")
     if not no_worker:
@@ -548,10 +550,7 @@ def _annotate(run_ids: list[int], done: str, **changes) -> None:
 
     store = open_store()
     _run_ids_exist(store, run_ids)
-    try:
-        queue.annotate(store, run_ids, **changes)
-    except ValueError as e:
-        bad_input(str(e))
+    written(queue.annotate, store, run_ids, **changes)
     out.print(f"run(s) {', '.join(map(str, run_ids))}: {done}")
 
 

@@ -29,14 +29,16 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "md", "latex", "json")
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(values: dict[str, Any]) -> dict[str, Any]:
+    """A summary's nested mappings as keys: {"guided_accuracy": {"3.0": x}} -> {"guided_accuracy[3.0]": x}."""
+    return _flat(values, "[{}]")
+
+
+def _flat(values: dict[str, Any], child: str, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in values.items():
-        key = f"{prefix}[{k}]" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
+        key = prefix + child.format(k) if prefix else str(k)
+        out.update(_flat(v, child, key) if isinstance(v, dict) else {key: v})
     return out
 
 
@@ -88,15 +90,9 @@ def run_fields(record: Any, spec: dict[str, Any] | None) -> dict[str, Any]:
     return fields
 
 
-def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in values.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_dotted(v, key))
-        else:
-            out[key] = v
-    return out
+def _dotted(values: dict[str, Any]) -> dict[str, Any]:
+    """A spec's nested fields as dotted paths: {"train": {"steps": 3}} -> {"train.steps": 3}."""
+    return _flat(values, ".{}")
 
 
 @dataclass(frozen=True)

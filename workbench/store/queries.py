@@ -306,16 +306,17 @@ def phases(store: Store, run_ids: list[int]) -> dict[int, Phase]:
     """{run id: its latest phase} for the runs that said one (the level-`phase` events)."""
     if not run_ids:
         return {}
-    newest = (
-        select(func.max(RunEvent.id))
-        .where(RunEvent.run_id.in_(run_ids), RunEvent.level == PHASE_EVENT)
-        .group_by(RunEvent.run_id)
+    rows = _newest_per_run(
+        store, RunEvent, run_ids, RunEvent.level == PHASE_EVENT, RunEvent.message, RunEvent.time
     )
+    return {r: Phase(message, t) for r, message, t in rows}
+
+
+def _newest_per_run(store: Store, model, run_ids: list[int], condition, *columns) -> list:
+    """(run id, *columns) of each run's newest row of `model` (by id) where `condition` holds."""
+    newest = select(func.max(model.id)).where(model.run_id.in_(run_ids), condition).group_by(model.run_id)
     with store.read() as s:
-        rows = s.execute(
-            select(RunEvent.run_id, RunEvent.message, RunEvent.time).where(RunEvent.id.in_(newest))
-        )
-        return {r: Phase(message, t) for r, message, t in rows}
+        return s.execute(select(model.run_id, *columns).where(model.id.in_(newest))).all()
 
 
 def metric_keys(store: Store, run_id: int) -> list[str]:
@@ -348,15 +349,9 @@ def metric_series(store: Store, run_id: int, key: str) -> list[tuple[int, float]
 
 def latest_metrics(store: Store, run_ids: list[int], key: str) -> dict[int, tuple[int, float]]:
     """The newest (step, value) of `key` for each run: what `submit --wait` shows."""
-    newest = (
-        select(func.max(MetricPoint.id))
-        .where(MetricPoint.run_id.in_(run_ids), MetricPoint.key == key)
-        .group_by(MetricPoint.run_id)
+    rows = _newest_per_run(
+        store, MetricPoint, run_ids, MetricPoint.key == key, MetricPoint.step, MetricPoint.value
     )
-    with store.read() as s:
-        rows = s.execute(
-            select(MetricPoint.run_id, MetricPoint.step, MetricPoint.value).where(MetricPoint.id.in_(newest))
-        ).all()
     return {r: (st, v) for r, st, v in rows}
 
 
