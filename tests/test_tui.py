@@ -336,15 +336,15 @@ async def test_compare_two_runs(filled):
         screen.query_one("#table-select").value = "samplers"
         await wait_until(pilot, lambda: results.row_count == 4)
         assert set(screen.feeds[ids[0]].series) == {"loss"}
-        await pilot.press("2")  # the images of both runs, each run's listed by name
+        await pilot.press("2")  # the same picture of both runs, side by side, at the same step
         images = screen.query_one(ImagesView)
-        await wait_until(
-            pilot,
-            lambda: (
-                images.names() == [f"run {ids[1]}: samples", f"run {ids[0]}: samples"]
-                or images.names() == [f"run {ids[0]}: samples", f"run {ids[1]}: samples"]
-            ),
-        )
+        await wait_until(pilot, lambda: images.names() == ["samples"] and len(images.shown()) == 2)
+        captions = [str(pane.query_one("#caption").render()) for pane in images.shown()]
+        assert {c.split(":")[0] for c in captions} == {f"run {ids[0]}", f"run {ids[1]}"}
+        assert all("step 50 (2/2" in c for c in captions)
+        await pilot.press("left_square_bracket")
+        captions = [str(pane.query_one("#caption").render()) for pane in images.shown()]
+        assert all("step 25 (1/2" in c for c in captions), captions
 
 
 @pytest.mark.parametrize("fmt", ["csv", "md", "latex", "json"])
@@ -844,3 +844,162 @@ async def test_result_tables_sort_by_a_header_click_numbers_as_numbers(filled):
     rows = [{"x": 10}, {"x": None}, {"x": 9}, {"x": "b"}, {"x": 2.5}]
     assert [r["x"] for r in sorted_rows(rows, "x (n=3)", False)] == [2.5, 9, 10, "b", None]
     assert [r["x"] for r in sorted_rows(rows, "x", True)][-1] is None  # empty cells last either way
+
+
+def digits_run(store) -> tuple[int, np.ndarray]:
+    """A finished run whose one picture is a real sample grid: 10 rows (digits 0-9) of 8 of scikit-learn's
+    8x8 digits, written through figures.grid_image and ctx.image as the kinds write theirs (the digits
+    are scaled up 4x to 32x32 cells, 1 white pixel between). Returns the run and the digits' indices."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from workbench.jobs.figures import grid_image
+
+    digits = load_digits()
+    picks = np.concatenate([np.flatnonzero(digits.target == d)[:8] for d in range(10)])
+    x = torch.from_numpy(digits.images[picks] / 8.0 - 1.0).float()[:, None]
+    _, (rid,) = queue.submit(
+        store,
+        name="digits",
+        kind="sleep",
+        spec_text="kind: sleep\n",
+        sweep={},
+        runs=[queue.NewRun("digits", {})],
+    )
+    assert queue.claim(store, "host:1", "cpu").id == rid
+    ctx = RunContext(store, rid)
+    ctx.image("digits", None, grid_image(x, 10, 8))
+    ctx.flush()
+    queue.finish(store, rid, "host:1", "succeeded")
+    with store.write() as s:
+        s.execute(update(Run).where(Run.id == rid).values(created_at=T0, started_at=T0, finished_at=T0 + 5))
+        s.execute(update(RunEvent).values(time=T0))
+    return rid, picks
+
+
+def drawn_pixels(widget) -> np.ndarray:
+    """The grey levels a half-cell picture puts on screen, read back from its rendered cells: each `▀` is
+    two pixels, its foreground above its background."""
+    rows = []
+    for strip in widget.render_lines(widget.size.region):
+        upper, lower = [], []
+        for seg in strip:
+            if seg.text != "▀" or seg.style is None:
+                continue
+            upper.append(np.mean(seg.style.color.get_truecolor()))
+            lower.append(np.mean(seg.style.bgcolor.get_truecolor()))
+        if upper:
+            rows += [upper, lower]
+    return np.array(rows)
+
+
+def read_digit(pixels: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> int:
+    """The label of the nearest reference digit to what is drawn (grey levels 0-255, any size), both as
+    8x8 images of 0-16 like scikit-learn's."""
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(pixels.astype(np.uint8)).resize((8, 8), Image.BOX), dtype=float)
+    small = small / 255.0 * 16.0
+    return int(labels[np.argmin(((reference - small) ** 2).sum(axis=(1, 2)))])
+
+
+async def test_zoom_into_a_digits_grid_makes_its_digits_readable(store):
+    """At 80x24 the whole 10x8 grid is drawn at about 2 half-cell pixels a digit. A nearest-neighbour
+    reader (the 1717 scikit-learn digits not in the grid) reads the drawn first digit of each of the 10 rows,
+    zoomed to one cell (`z` twice; `down` to the next row), as it reads the source digit (9 of 10 right: the
+    reader calls the source 5 a 9), and fewer than half of the 80 digits of the whole grid. The cell shown is
+    the grid's own pixels, not the cell beside it; `right` moves a cell on; the keys stop at the edge; 1:1 is
+    one pixel a half cell. Seen red with the cell box one padding off, and with `down` moving a column."""
+    from sklearn.datasets import load_digits
+
+    rid, picks = digits_run(store)
+    digits = load_digits()
+    others = np.setdiff1d(np.arange(len(digits.target)), picks)
+    reference, labels = digits.images[others], digits.target[others]
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_run(rid)
+        screen = app.screen
+        await wait_until(pilot, lambda: picked_image(screen) == "digits")
+        await pilot.press("3")
+        await pilot.pause(0.2)
+        view, picture = screen.query_one(ImagesView), screen.query_one("#picture")
+        assert picture.image.size == (265, 331)  # the whole grid: 8 x 33 + 1 by 10 x 33 + 1
+        await pilot.press("z")
+        await pilot.pause(0.1)
+        assert view.view.zoom == "row" and picture.image.size == (263, 32)  # first cell to last, no edge
+        assert "row 1/10" in str(screen.query_one("#caption").render())
+        await pilot.press("z")
+        await pilot.pause(0.2)
+        assert view.view.zoom == "cell" and picture.image.size == (32, 32)
+        read = []
+        for row in range(10):
+            expected = np.kron(digits.images[picks[row * 8]] / 16 * 255, np.ones((4, 4))).round()
+            assert np.abs(np.asarray(picture.image.convert("L"), float) - expected).max() <= 1
+            read.append(read_digit(drawn_pixels(picture), reference, labels))
+            await pilot.press("down")
+            await pilot.pause(0.1)
+        source = [read_digit(digits.images[i] / 16 * 255, reference, labels) for i in picks]
+        assert read == source[::8] and sum(np.equal(read, range(10))) >= 9, read
+        assert "cell row 10/10, column 1/8" in str(
+            screen.query_one("#caption").render()
+        )  # stopped at the edge
+        await pilot.press("right")
+        await pilot.pause(0.1)
+        expected = np.kron(digits.images[picks[9 * 8 + 1]] / 16 * 255, np.ones((4, 4))).round()
+        assert np.abs(np.asarray(picture.image.convert("L"), float) - expected).max() <= 1
+        await pilot.press("z")  # 1:1: one pixel a half cell, the crop's own size, not stretched
+        await pilot.pause(0.2)
+        frame = screen.query_one("#frame").content_size
+        assert view.view.zoom == "1:1"
+        assert picture.image.size == (min(265, frame.width), min(331, 2 * frame.height))
+        assert (picture.region.width, 2 * picture.region.height) == picture.image.size
+        await pilot.press("down")
+        await pilot.pause(0.1)
+        assert "y " + str(frame.height) in str(screen.query_one("#caption").render())  # half a window down
+        await pilot.press("z")  # and round to the whole picture
+        await pilot.pause(0.2)
+        assert view.view.zoom == "fit" and picture.image.size == (265, 331)
+        drawn = drawn_pixels(picture)
+        h, w = drawn.shape
+        whole = [
+            read_digit(
+                drawn[r * h // 10 : (r + 1) * h // 10, c * w // 8 : (c + 1) * w // 8], reference, labels
+            )
+            for r in range(10)
+            for c in range(8)
+        ]
+        assert sum(np.equal(whole, source)) < 40, whole  # why the zoom is needed
+
+
+async def test_the_picture_path_is_shown_whole_and_copied(store):
+    """The absolute path is on screen (the store's home included) and `y` copies it (OSC 52)."""
+    rid, _ = digits_run(store)
+    app = make_app(store)
+    copied = []
+    app.copy_to_clipboard = copied.append
+    async with app.run_test(size=(200, 30)) as pilot:
+        app.open_run(rid)
+        screen = app.screen
+        await wait_until(pilot, lambda: picked_image(screen) == "digits")
+        await pilot.press("3")
+        await pilot.pause(0.2)
+        path = store.home / f"runs/{rid}/images/digits.png"
+        assert str(path) in str(screen.query_one("#caption").render())
+        await pilot.press("y")
+        assert copied == [str(path)]
+
+
+def test_a_grid_layout_is_read_only_when_it_fits_the_picture():
+    """The layout comes from the artifact's notes, which a hostile run writes: a layout that does not
+    divide the picture, or is not numbers, means no grid (zoom 1:1 only), never an error."""
+    from workbench.tui.components.images import GridLayout
+
+    meta = {"grid": {"rows": 10, "cols": 8, "padding": 1}}
+    assert GridLayout.read(meta, (265, 331)) == GridLayout(10, 8, 1, (32, 32))
+    assert GridLayout.read(meta, (266, 331)) is None
+    assert GridLayout.read({"grid": {"rows": "x", "cols": 8, "padding": 1}}, (265, 331)) is None
+    assert GridLayout.read({"grid": {"rows": 0, "cols": 8, "padding": 1}}, (265, 331)) is None
+    assert GridLayout.read({"grid": [10, 8, 1]}, (265, 331)) is None
+    assert GridLayout.read({}, (265, 331)) is None
+    assert GridLayout.read({"grid": {"rows": 400, "cols": 8, "padding": 1}}, (265, 401)) is None  # 0-px cells

@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_tui import fill_store, make_app
+from tests.test_tui import digits_run, fill_store, make_app
 
 SIZES = [(80, 24), (160, 48)]
 
 
 @pytest.fixture
-def app(store):
+def app(store, monkeypatch):
+    monkeypatch.setenv(
+        "HOME", str(store.home.parent)
+    )  # picture paths print as ~/wbhome/...: the same each run
     ids = fill_store(store, running=False)
     app = make_app(store)
     app.ids = ids
+    return app
+
+
+@pytest.fixture
+def digits_app(app, store):
+    rid, _ = digits_run(store)
+    app.ids = [rid]
     return app
 
 
@@ -127,3 +137,18 @@ def test_compare_two_runs(app, size, snap_compare):
 def test_export(app, size, snap_compare):
     """`e` on a marked run: the format, the path, and three boxes for tables, curves and samples."""
     assert snap_compare(app, terminal_size=size, run_before=pressed("space", "e"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pytest.mark.parametrize("zoom", [0, 1, 2, 3], ids=["whole", "row", "cell", "1to1"])
+def test_a_digits_grid_zoomed(digits_app, size, zoom, snap_compare):
+    """A 10x8 grid of digits in the Images tab: whole (noise at 80x24), one row (`z`: ten digits' worth
+    of one class, legible), one cell (`z z`: one digit fills the pane), 1:1 (`z z z`: a pixel a half
+    cell, the crop's own size); the caption says which, and the picture's path."""
+
+    async def before(pilot):
+        await open_tab("tab-images")(pilot)
+        await pilot.press(*["z"] * zoom)
+        await settle(pilot, 0.4)
+
+    assert snap_compare(digits_app, terminal_size=size, run_before=before)

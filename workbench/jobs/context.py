@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench.jobs.figures import Grid
 from workbench.store.artifacts import artifact_path, relative_to_home, run_dir, write_temporary
 from workbench.store.db import Store
 from workbench.store.models import PHASE_EVENT, RunStatus
@@ -321,13 +322,17 @@ class RunContext:
         Args:
             name: a path-like name ("samples/w3"); the same name at another step is another picture.
             step: the training step it shows, or None for one picture of the run.
-            image: a PIL image, an HxW or HxWxC array (uint8, or floats in [0, 1]), a tensor, or a
-                matplotlib figure.
+            image: a PIL image, an HxW or HxWxC array (uint8, or floats in [0, 1]), a tensor, a
+                matplotlib figure, or a figures.Grid (its layout is stored in the notes as `grid`, so the
+                TUI can zoom into a row or a cell).
             **meta: JSON-able notes stored with it.
         Returns: the PNG's path under `dir/images/`.
         Cost: PNG encoding plus one transaction. After a crash: the file is written atomically
             (never a torn PNG); the same (name, step) written again replaces it.
         """
+        if isinstance(image, Grid):
+            meta = {"grid": image.layout(), **meta}
+            image = image.pixels
         data = _png_bytes(image)
         rel = f"images/{name}/{step:08d}.png" if step is not None else f"images/{name}.png"
         path = artifact_path(self._store.home, self.run_id, rel)

@@ -11,7 +11,7 @@ nothing reads every other tick (what it shows is then at most two intervals old)
 
 from __future__ import annotations
 
-from textual import work
+from textual import on, work
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
@@ -93,6 +93,17 @@ class RunViewsScreen(LiveScreen):
 
     def action_tab(self, name: str) -> None:
         self.query_one("#tabs", TabbedContent).active = f"tab-{name}"
+
+    @on(TabbedContent.TabActivated)
+    def focus_the_tab(self, event: TabbedContent.TabActivated) -> None:
+        """The keys act on the tab shown: its first focusable widget takes the focus (the arrow keys
+        did nothing until Tab moved the focus off the tab bar, and nothing said so)."""
+        if event.tabbed_content.id != "tabs":
+            return
+        for widget in event.pane.query("*"):
+            if widget.focusable:
+                widget.focus()
+                return
 
     # The components are imported here, not at the top: the runs list imports this module and must not
     # pay for plotext, numpy and Pillow before it shows.

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from workbench.jobs.data.names import ImageDatasetName
 from workbench.jobs.diffusion.config import InceptionOptions, SamplerSpec, Strict, TrainSpec
-from workbench.jobs.figures import grid_image
+from workbench.jobs.figures import Grid, grid_image
 from workbench.jobs.spec import BaseSpec, ExistingPath, RunRef, deep_merge
 
 # what the functions below import; kinds that use them add these to their PRELOAD
@@ -34,8 +34,6 @@ PRELOAD = (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from workbench.jobs.context import RunContext
     from workbench.jobs.data.images import ImageData
     from workbench.jobs.diffusion.denoisers import UNetDenoiser
@@ -402,7 +400,7 @@ def load_model(path, spec: ImageModelSpec, data: ImageData, device) -> UNetDenoi
 # --- pictures drawn while training ---------------------------------------------------------------
 
 
-def sample_grid(model, schedule, spec: ImageModelSpec, data: ImageData, w: float, device) -> np.ndarray:
+def sample_grid(model, schedule, spec: ImageModelSpec, data: ImageData, w: float, device) -> Grid:
     """One row per class (up to 10), grid_columns samples each, with the evaluation sampler and fixed seeds."""
     import torch
 
@@ -430,7 +428,7 @@ def sample_grid(model, schedule, spec: ImageModelSpec, data: ImageData, w: float
     return grid_image(r.x, k, cols)
 
 
-def forward_process_strip(schedule, data: ImageData) -> np.ndarray:
+def forward_process_strip(schedule, data: ImageData) -> Grid:
     """Rows: a test image of each of (up to) 6 classes; columns: x_t at growing t."""
     import torch
 

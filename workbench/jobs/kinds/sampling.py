@@ -307,7 +307,7 @@ def side_by_side(rows: list[dict], strips: list[torch.Tensor]):
     plt = pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * strips[0].shape[0], 1.1 * len(rows)), squeeze=False)
     for ax, row, x in zip(axes[:, 0], rows, strips, strict=True):
-        ax.imshow(grid_image(x, 1, len(x)), cmap="gray")
+        ax.imshow(grid_image(x, 1, len(x)).pixels, cmap="gray")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(

@@ -37,7 +37,7 @@ class CompareScreen(RunViewsScreen):
             with TabPane("Curves", id="tab-curves"):
                 yield CurvesView({f"run {r}": f for r, f in self.feeds.items()}, id="curves")
             with TabPane("Images", id="tab-images"):
-                yield ImagesView(self.app.image_mode, id="images")
+                yield ImagesView(self.app.image_mode, side_by_side=True, id="images")
             with TabPane("Spec diff", id="tab-spec"):
                 yield Table(id="spec-diff", zebra_stripes=True)
             with TabPane("Results", id="tab-results"):
@@ -86,7 +86,7 @@ class CompareScreen(RunViewsScreen):
             self.query_one(CurvesView).refresh_curves()
         home = self.app.store.home
         self.query_one(ImagesView).pictures = [
-            Picture(f"run {r}: {a.name}", a.step, home / a.path, a.path, a.id)
+            Picture(a.name, a.step, home / a.path, a.id, a.meta, run=r)
             for r, arts in message.images.items()
             for a in arts
         ]

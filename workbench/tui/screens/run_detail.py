@@ -123,7 +123,7 @@ class RunDetailScreen(RunViewsScreen):
             self.query_one(CurvesView).refresh_curves()
         home = self.app.store.home
         self.query_one(ImagesView).pictures = [
-            Picture(a.name, a.step, home / a.path, a.path, a.id) for a in message.images
+            Picture(a.name, a.step, home / a.path, a.id, a.meta) for a in message.images
         ]
         self.query_one(ResultTables).tables = message.tables
 
