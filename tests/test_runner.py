@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import subprocess_env, wb_command, write_spec
+from workbench.store import queue
 from workbench.store.artifacts import run_dir
 from workbench.store.db import Store
 from workbench.store.models import MetricPoint, RunEvent
@@ -241,3 +242,39 @@ def test_the_full_queue_stress_runs_each_run_exactly_once(db_url, home):
     import bench.queue_stress
 
     assert bench.queue_stress.main(["--db-url", db_url] if db_url else []) == 0
+
+
+def test_a_run_waiting_for_a_device_another_worker_holds_says_so(env, home, tmp_path, monkeypatch):
+    """The CPU slot's host-wide lock is held by another process (this test, as a second worker would):
+    the worker starts nothing, and `runs`, `show` and the queue's worker row say the run waits for
+    `device cpu-0 held by worker PID <ours>`. Freed, the run starts and the reason goes. Before, the run
+    sat `queued` with nothing said."""
+    from workbench.jobs.devices import DeviceLock
+
+    monkeypatch.setenv("WORKBENCH_LOCK_DIR", env["WORKBENCH_LOCK_DIR"])
+    lock = DeviceLock("cpu-0")
+    assert lock.acquire() and lock.holder() == os.getpid()
+    spec = write_spec(tmp_path, "kind: sleep\nseconds: 0.1\nsteps: 2\n")
+    (run_id,) = submit(env, spec)
+    worker = start_worker(env)
+    try:
+        why = f"device cpu-0 held by worker PID {os.getpid()} on this host"
+
+        def runs_text() -> str:
+            return subprocess.run(
+                wb_command("runs"), env=dict(env, COLUMNS="200"), capture_output=True, text=True
+            ).stdout
+
+        wait_for(lambda: f"queued ({why})" in runs_text(), 30, "the reason in `runs`")
+        shown = subprocess.run(wb_command("show", run_id), env=env, capture_output=True, text=True).stdout
+        assert f"queued ({why})" in shown
+        store = Store()
+        assert [w.waiting for w in queue.live_workers(store)] == [why]
+        lock.release()
+        wait_for(lambda: get_run(store, run_id).status == "succeeded", 60, "the run to run")
+        wait_for(lambda: [w.waiting for w in queue.live_workers(store)] == [None], 10, "the reason to go")
+        store.dispose()
+    finally:
+        lock.release()
+        worker.terminate()
+        worker.wait(30)

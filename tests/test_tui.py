@@ -17,6 +17,7 @@ from workbench.store.db import StoreError
 from workbench.store.models import Artifact, Run, RunEvent
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.components import CurvesView, ImagesView
+from workbench.tui.screens.runs import USUAL as COLUMNS_USUAL
 
 T0 = 1_700_000_000.0  # fixed times, so screens render the same on every machine
 
@@ -1003,3 +1004,99 @@ def test_a_grid_layout_is_read_only_when_it_fits_the_picture():
     assert GridLayout.read({"grid": [10, 8, 1]}, (265, 331)) is None
     assert GridLayout.read({}, (265, 331)) is None
     assert GridLayout.read({"grid": {"rows": 400, "cols": 8, "padding": 1}}, (265, 401)) is None  # 0-px cells
+
+
+def column_labels(table) -> list[str]:
+    return [str(c.label).removesuffix(" ▼").removesuffix(" ▲") for c in table.columns.values()]
+
+
+def shown_ids(table) -> list[int]:
+    return [int(k.value) for k in table.rows if str(k.value).isdigit()]
+
+
+async def test_the_filter_takes_where_terms_on_summary_and_spec_fields(filled):
+    """`energy_distance>0.002` (a summary key) and `seed=3` (a spec field) filter as `runs --where`
+    does, numbers as numbers; a term no run has a field for searches as text (run names hold `seed=3`),
+    never empties the list by itself."""
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = app.screen
+        table = screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3)
+        for text, expected in [
+            ("energy_distance>0.002", [ids[1]]),
+            ("energy_distance<=0.002", [ids[0]]),
+            ("seed=3", [ids[2]]),
+            ("seed>=2 status:succeeded", [ids[1]]),
+            ("nosuchfield=3", []),
+            ("name~seed=1", [ids[0]]),
+        ]:
+            screen.filter_text = text
+            await wait_until(pilot, lambda e=expected: shown_ids(table) == e)
+
+
+async def test_columns_are_chosen_remembered_per_experiment_and_sortable(filled):
+    """`o` lists the usual columns and every summary key and spec field; ticking `seed` and
+    `energy_distance` and unticking `experiment` changes the table, estimates read `mean [low, high]`,
+    the choice is remembered for the experiment (all three runs are in `demo`) by the next session, and a
+    click on the new header sorts by its number."""
+    from textual.widgets import SelectionList
+
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(160, 30)) as pilot:
+        screen = app.screen
+        table = screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3)
+        await pilot.press("o")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ColumnsScreen")
+        picker = app.screen.query_one(SelectionList)
+        offered = [picker.get_option_at_index(i).value for i in range(picker.option_count)]
+        assert offered[:8] == list(COLUMNS_USUAL) and {"seed", "steps", "energy_distance"} <= set(offered)
+        assert "energy_distance_ci" not in offered and "spec.seed" not in offered
+        picker.deselect("experiment")
+        picker.select("energy_distance")
+        picker.select("seed")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "seed" in column_labels(table))
+        assert "experiment" not in column_labels(table)
+        assert column_labels(table)[-2:] == ["energy_distance", "seed"]
+        row = [str(c) for c in table.get_row(str(ids[0]))]
+        assert row[-2:] == ["0.0015 [0.001, 0.002]", "1"]
+        await pilot.click(
+            "#runs-table",
+            offset=(sum(c.get_render_width(table) for c in list(table.columns.values())[:-2]) + 2, 0),
+        )
+        await wait_until(pilot, lambda: screen.sort_column == "energy_distance")
+        assert shown_ids(table)[:2] == [
+            ids[0],
+            ids[1],
+        ]  # ascending: 0.0015 before 0.0025, the failed run last
+    app = make_app(store)
+    async with app.run_test(size=(160, 30)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3 and "seed" in column_labels(table))
+        app.screen.filter_text = "status:running"  # still one experiment: the same columns
+        await wait_until(pilot, lambda: shown_ids(table) == [ids[2]])
+        assert "seed" in column_labels(table)
+
+
+def test_remembered_columns_survive_a_hostile_file(home):
+    """tui.json is written by anyone with the home: too big, not JSON, wrong shapes -> the usual columns."""
+    from workbench.tui import prefs
+
+    home.mkdir(parents=True, exist_ok=True)
+    for text in [
+        "not json",
+        "[1, 2]",
+        '{"columns": [1]}',
+        '{"columns": {"demo": "seed"}}',
+        " " * (300 << 10),
+    ]:
+        (home / prefs.PREFS_FILE).write_text(text)
+        assert prefs.columns(home, "demo") is None
+    (home / prefs.PREFS_FILE).write_text('{"columns": {"demo": ["seed", 3, "", "top1"]}}')
+    assert prefs.columns(home, "demo") == ["seed", "top1"]
+    prefs.save_columns(home, "other", ["x"])
+    assert prefs.columns(home, "demo") == ["seed", "top1"] and prefs.columns(home, "other") == ["x"]

@@ -191,7 +191,8 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
     run and go on with the queue); following itself never changes a run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workbench.report import status_line
+    from workbench.report import shown_status, status_line
+    from workbench.store import queue
     from workbench.store.models import FINAL_STATES
     from workbench.store.queries import get_run, latest_metrics, phases
 
@@ -210,10 +211,13 @@ def follow(store, run_ids: list[int], quiet: bool = False, keep_worker: bool = F
         while True:
             losses = latest_metrics(store, run_ids, "loss")
             steps = phases(store, run_ids)
+            waiting = None
+            if any(s == RunStatus.QUEUED for s in statuses.values()) or not statuses:
+                waiting = queue.queued_because(queue.live_workers(store))
             for r in run_ids:
                 run = get_run(store, r)
                 statuses[r] = run.status
-                info = f"[{STATUS_STYLE.get(run.status, 'white')}]{run.label}[/]"
+                info = f"[{STATUS_STYLE.get(run.status, 'white')}]{shown(shown_status(run, waiting))}[/]"
                 if run.status == RunStatus.RUNNING and r in steps:
                     info += f"  {shown(status_line(run.progress, steps[r], store.now()))}"
                 if r in losses and losses[r][1] is not None:
@@ -681,8 +685,16 @@ def runs(
 ) -> None:
     """List runs."""
     from workbench.jobs.kinds import headline_keys, kind_names
-    from workbench.jobs.metrics.stats import Estimate
-    from workbench.report import cell, estimate_cell, headline, parse_where, run_fields, status_line
+    from workbench.report import (
+        cell,
+        field_cell,
+        headline,
+        parse_where,
+        run_fields,
+        shown_status,
+        status_line,
+    )
+    from workbench.store import queue
     from workbench.store.models import RUN_STATES
     from workbench.store.queries import list_runs, phases, run_specs
 
@@ -712,10 +724,6 @@ def runs(
     if limit:
         rows = rows[-limit:]
 
-    def column(run_id: int, name: str):
-        est = Estimate.from_columns(fields[run_id], name)
-        return fields[run_id].get(name) if est is None else estimate_cell(est, with_n=False)
-
     if as_json:
         records = [
             r.as_json() | ({"columns": {c: fields[r.id].get(c) for c in wanted}} if wanted else {})
@@ -730,6 +738,11 @@ def runs(
     for col in shown_cols:
         table.add_column(shown(col))
     steps = phases(store, [r.id for r in rows if r.status == RunStatus.RUNNING])
+    waiting = (
+        queue.queued_because(queue.live_workers(store))
+        if any(r.status == RunStatus.QUEUED for r in rows)
+        else None
+    )
     for r in rows:
         rec = r.as_json()
         done, total = r.progress
@@ -738,14 +751,16 @@ def runs(
             "experiment": shown(r.experiment),
             "name": shown(r.name),
             "kind": r.kind,
-            "status": f"[{STATUS_STYLE[r.status]}]{r.label}[/]",
+            "status": f"[{STATUS_STYLE[r.status]}]{shown(shown_status(r, waiting))}[/]",
             "progress": shown(status_line(r.progress, steps.get(r.id), store.now()))
             if r.id in steps
             else (f"{done}/{total}" if total else ""),
             "started": (rec["started_at"] or "")[5:16].replace("T", " "),
             "headline": shown(headline(r.summary, headline_keys(r.kind))),
         }
-        table.add_row(*(shown(cell(column(r.id, c))) if c in wanted else cells[c] for c in shown_cols))
+        table.add_row(
+            *(shown(cell(field_cell(fields[r.id], c))) if c in wanted else cells[c] for c in shown_cols)
+        )
     if rows:
         out.print(table)
     elif status or kind or conditions:
@@ -764,6 +779,8 @@ def show(
     ] = 100,
 ) -> None:
     """Show one run: spec, status, summary, result tables, artifacts."""
+    from workbench.report import shown_status
+    from workbench.store import queue
     from workbench.store.queries import show as show_run
     from workbench.store.queue import UnknownRun
 
@@ -776,9 +793,11 @@ def show(
         print_json(rec.as_json())
         return
     shown_json = rec.as_json()  # ISO times
+    waiting = queue.queued_because(queue.live_workers(store)) if rec.status == RunStatus.QUEUED else None
     out.print(f"[bold]run {rec.id}[/] {shown(rec.name)}  ({rec.kind}, experiment {shown(rec.experiment)})")
     out.print(
-        f"status: [{STATUS_STYLE[rec.status]}]{rec.label}[/]  attempt {rec.attempt}  device {rec.device or '-'}  "
+        f"status: [{STATUS_STYLE[rec.status]}]{shown(shown_status(rec, waiting))}[/]  attempt {rec.attempt}  "
+        f"device {rec.device or '-'}  "
         f"started {shown_json['started_at'] or '-'}  finished {shown_json['finished_at'] or '-'}"
     )
     if rec.error:

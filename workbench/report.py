@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.jobs.metrics.stats import Estimate
+from workbench.store.models import RunStatus
 from workbench.text import printable, spreadsheet_cell
 
 if TYPE_CHECKING:
@@ -88,6 +89,25 @@ def run_fields(record: Any, spec: dict[str, Any] | None) -> dict[str, Any]:
     )
     fields["tags"] = " ".join(record.tags)  # `tags~best` finds a run tagged best
     return fields
+
+
+def field_cell(fields: dict[str, Any], name: str) -> Any:
+    """A run_fields field as a column shows it: an estimate as `mean [low, high]`, else the value."""
+    est = Estimate.from_columns(fields, name)
+    return fields.get(name) if est is None else estimate_cell(est, with_n=False)
+
+
+def field_names(fields: dict[str, Any]) -> list[str]:
+    """The fields of run_fields worth a column: estimates once (not their `_ci`/`_n` parts), spec fields
+    once (not again as `spec.`), the record's own fields left to the caller."""
+    parts = {
+        part
+        for key in fields
+        if Estimate.from_columns(fields, key) is not None
+        for part in Estimate.column_names(key)
+        if part in fields
+    }
+    return [k for k in fields if k not in parts and not k.startswith("spec.") and k not in RECORD_FIELDS]
 
 
 def _dotted(values: dict[str, Any]) -> dict[str, Any]:
@@ -532,6 +552,14 @@ def status_line(progress: tuple[int, int], phase: Any, now: float) -> str:
 
 
 # --- comparing runs ---------------------------------------------------------------------------------
+
+
+def shown_status(record: Any, waiting: str | None) -> str:
+    """The run's status as a person reads it (`record.label`), a queued run's with what it waits for
+    when every live worker waits on a device another worker holds (queue.queued_because)."""
+    if waiting and record.label == RunStatus.QUEUED:
+        return f"queued ({waiting})"
+    return str(record.label)
 
 
 def spec_differences(records: list[RunDetail]) -> list[dict[str, Any]]:

@@ -90,8 +90,20 @@ class DeviceLock:
         except BlockingIOError:
             f.close()
             return False
+        f.truncate(0)  # the holder's PID, for a worker that waits on it to name (holder())
+        f.write(f"{os.getpid()}\n")
+        f.flush()
         self._file = f
         return True
+
+    def holder(self) -> int | None:
+        """The PID of the process that holds the lock, as it wrote it (None when unreadable)."""
+        try:
+            with open(self.path, "rb") as f:
+                text = f.read(32).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
 
     def release(self) -> None:
         if self._file is not None:

@@ -55,6 +55,7 @@ class Slot:
     cancel_seen: bool = False  # set by the lease thread; the main loop sends the stop
     lost: bool = False  # the lease thread found the run taken from this worker and killed its execution
     outcome: Outcome | None = None  # decided, not yet recorded
+    held_by: int | None = None  # the PID holding its device lock at its last try (0: unknown)
 
     def free(self) -> None:
         self.run_id = self.ex = None
@@ -95,6 +96,7 @@ class Worker:
         self.threads = threads
         self.log = log
         self.started = 0
+        self._waiting: str | None = None  # what the store last heard of why the free slots wait
         self.stopping = False
         self.forced = False
         cores = os.cpu_count() or 1
@@ -145,6 +147,7 @@ class Worker:
                             if s.run_id is None and (self.max_jobs is None or self.started < self.max_jobs):
                                 if self._start(s):
                                     idle_since = time.monotonic()
+                        self._say_why_waiting()
                     backoff = 0.0
                 except (DatabaseError, OSError) as e:
                     self._fault("the main loop", e)
@@ -180,6 +183,23 @@ class Worker:
                 queue.stop_worker(self.store, self.id)
             except DatabaseError as e:
                 self._fault("stopping", e)
+
+    def _say_why_waiting(self) -> None:
+        """When every free slot found its device held by another worker on the host, the store says so
+        (a queued run then reads `queued (device cpu-0 held by worker PID 4242 on this host)`); one write
+        a change, not a poll."""
+        free = [s for s in self.slots if s.run_id is None]
+        why = None
+        if free and all(s.held_by is not None for s in free):
+            why = "; ".join(
+                f"device {s.lock.name} held by "
+                + (f"worker PID {s.held_by}" if s.held_by else "another worker")
+                + " on this host"
+                for s in free
+            )
+        if why != self._waiting:
+            queue.set_waiting(self.store, self.id, why)
+            self._waiting = why
 
     def _busy(self) -> list[Slot]:
         return [s for s in self.slots if s.run_id is not None]
@@ -234,7 +254,9 @@ class Worker:
 
     def _start(self, slot: Slot) -> bool:
         if slot.lock is not None and not slot.lock.acquire():
+            slot.held_by = slot.lock.holder() or 0
             return False  # another worker on this host uses the device
+        slot.held_by = None
         try:
             run = queue.claim(
                 self.store, self.id, slot.device, has_gpu=self.backend.slot_has_gpu(slot.device)

@@ -162,6 +162,8 @@ class Worker(Base):
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     stopped_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # Why its free slots start nothing, when none can: `device gpu-0 held by worker PID 4242 on this host`.
+    waiting: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class StoreMeta(Base):

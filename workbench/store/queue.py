@@ -473,6 +473,7 @@ class WorkerRecord:
     heartbeat_at: float
     backend: str = "local"
     address: str | None = None
+    waiting: str | None = None  # why its free slots start nothing (set_waiting)
     running: tuple[int, ...] = ()  # the runs it holds now
 
 
@@ -490,6 +491,7 @@ def live_workers(store: Store) -> list[WorkerRecord]:
                 Worker.heartbeat_at,
                 Worker.backend,
                 Worker.address,
+                Worker.waiting,
             )
             .where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= cutoff)
             .order_by(Worker.started_at)
@@ -502,6 +504,21 @@ def live_workers(store: Store) -> list[WorkerRecord]:
         ):
             held.setdefault(wid, []).append(rid)
         return [WorkerRecord(*row, running=tuple(held.get(row.id, ()))) for row in rows]
+
+
+def set_waiting(store: Store, worker_id: str, why: str | None) -> None:
+    """Say why the worker's free slots start nothing (None: they can start runs)."""
+    with store.write() as s:
+        s.execute(update(Worker).where(Worker.id == worker_id).values(waiting=why))
+
+
+def queued_because(workers: list[WorkerRecord]) -> str | None:
+    """Why a queued run waits, when every live worker has said its free slots cannot start one:
+    `device cpu-0 held by worker PID 4242 on this host`. None when some worker can take it, or none lives
+    (the CLI and the TUI say `no live worker` for that)."""
+    if not workers or any(w.waiting is None for w in workers):
+        return None
+    return "; ".join(dict.fromkeys(w.waiting for w in workers))
 
 
 def prune_workers(store: Store, keep_seconds: float = 86400.0) -> None:

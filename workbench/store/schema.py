@@ -21,7 +21,7 @@ from sqlalchemy import Connection, inspect, text
 
 from workbench.store.models import Base
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 META_TABLE = "store_meta"
 
 
@@ -49,7 +49,13 @@ def _v4(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE runs ADD COLUMN archived BOOLEAN NOT NULL DEFAULT FALSE"))
 
 
-UPGRADES: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v4}
+def _v5(conn: Connection) -> None:
+    """A worker says why its free slots start nothing (another worker holds the device), so a queued run
+    can say what it waits for."""
+    conn.execute(text("ALTER TABLE workers ADD COLUMN waiting TEXT"))
+
+
+UPGRADES: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 
 class NewerSchema(Exception):

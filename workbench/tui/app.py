@@ -99,6 +99,13 @@ class WorkbenchApp(App):
 
         self.push_screen(ExportScreen(run_ids))
 
+    def open_columns(
+        self, shown: list[str], usual: list[str], fields: list[str], scope: str, then: Callable
+    ) -> None:
+        from workbench.tui.screens.columns import ColumnsScreen
+
+        self.push_screen(ColumnsScreen(shown, usual, fields, scope), then)
+
     def open_path_prompt(self, then: Callable[[str | None], None]) -> None:
         from workbench.tui.screens.path_prompt import PathPrompt
 

@@ -23,7 +23,21 @@ from workbench.tui.messages import StoreUnreadable
 QUIET_READS = 4  # after this many reads in a row that found nothing, read every other tick until one does
 
 
-class LiveScreen(Screen):
+APP_KEYS = ("help", "quit")  # the footer shows these first: on a narrow terminal it cuts from the right
+
+
+class KeysFirstScreen(Screen):
+    """A screen whose footer starts with `? Help` and `q Quit` (Textual puts the app's keys last, and an
+    80-column footer cut them off: nothing on screen said how to leave or where the other keys are)."""
+
+    @property
+    def active_bindings(self):
+        bindings = super().active_bindings
+        first = {k: b for k, b in bindings.items() if b.binding.action in APP_KEYS}
+        return {**first, **{k: b for k, b in bindings.items() if k not in first}}
+
+
+class LiveScreen(KeysFirstScreen):
     _reading: Worker | None = None
     _quiet = 0  # reads in a row that found nothing
     _ticks = 0

@@ -7,7 +7,8 @@ Each is a dataclass (Textual's Message sets itself up in `__post_init__`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from textual.message import Message
 
@@ -30,6 +31,8 @@ class RunsPolled(Message):
     changed: list[RunRecord]
     gone: set[int]
     complete: bool = True
+    specs: dict[int, dict[str, Any]] = field(default_factory=dict)  # of runs new to the screen
+    waiting: str | None = None  # why queued runs wait (queue.queued_because)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class RunPolled(Message):
     tables: dict[str, list[dict]]
     new_events: list[EventRecord]
     curves_changed: bool
+    waiting: str | None = None  # why it waits, when it is queued (queue.queued_because)
 
 
 @dataclass

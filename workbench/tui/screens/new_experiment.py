@@ -10,7 +10,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static, TextArea
 from textual.worker import get_current_worker
 
@@ -18,6 +17,7 @@ from workbench.jobs.jobfile import SpecError, load_job, read_spec_file, resolve
 from workbench.jobs.kinds import kind_names, load_kind
 from workbench.store import queue
 from workbench.text import printable
+from workbench.tui.live import KeysFirstScreen
 from workbench.tui.messages import JobSubmitted, Notice, SpecChecked
 
 VALIDATE_DELAY = 0.3
@@ -35,7 +35,7 @@ def template(kind: str, preset: str) -> str:
     )
 
 
-class NewExperimentScreen(Screen):
+class NewExperimentScreen(KeysFirstScreen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+s", "submit", "Submit"),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
+from workbench.report import shown_status
 from workbench.store import queue
 from workbench.store.models import RunStatus
 from workbench.store.queries import active_runs
@@ -62,19 +62,20 @@ class QueueScreen(LiveScreen):
                 ),
                 str(w.pid),
                 f"{db_now - w.heartbeat_at:.0f} s ago",
-                ", ".join(mine) or "idle",
+                plain(", ".join(mine) or (f"waiting: {w.waiting}" if w.waiting else "idle")),
             )
         if not message.workers:
             wt.add_row("no live worker", "", "", "", "press w to start one")
         rt = self.query_one("#queue-runs", DataTable)
         cursor = rt.cursor_row
         rt.clear()
+        waiting = queue.queued_because(message.workers)
         for r in runs:
             rt.add_row(
                 str(r.id),
                 plain(r.name),
                 r.kind,
-                Text(r.label, style=STATUS_STYLE[r.status]),
+                plain(shown_status(r, waiting), style=STATUS_STYLE[r.status]),
                 str(r.priority),
                 r.device or "",
                 progress_text(*r.progress),

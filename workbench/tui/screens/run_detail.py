@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from workbench.report import cell, flatten, readable, status_line
+from workbench.report import cell, flatten, readable, shown_status, status_line
 from workbench.store import queue
 from workbench.store.feeds import MetricFeed
 from workbench.store.models import RunStatus
@@ -84,8 +84,10 @@ class RunDetailScreen(RunViewsScreen):
             rec.tables,
             events(store, self.run_id, self.last_event_id),
             self.metrics.poll(),
+            queue.queued_because(queue.live_workers(store)) if rec.status == RunStatus.QUEUED else None,
         )
-        seen = (rec, [a.id for a in polled.images], polled.tables)  # an artifact rewritten gets a new id
+        # An artifact rewritten gets a new id.
+        seen = (rec, [a.id for a in polled.images], polled.tables, polled.waiting)
         if seen == self._seen and not polled.new_events and not polled.curves_changed:
             return None  # a finished run: nothing for the UI thread to do
         self._seen = seen
@@ -103,10 +105,10 @@ class RunDetailScreen(RunViewsScreen):
         now.display = running
         if running:
             now.update(f"[b]now[/] {escape(status_line(rec.progress, rec.phase, time.time()))}")
-        shown = (rec.status, rec.name, rec.tags, rec.note, rec.archived, rec.error)
+        shown = (rec.status, rec.name, rec.tags, rec.note, rec.archived, rec.error, message.waiting)
         if shown != self._overview:  # its state, or what the user wrote on it, changed
             self.status, self._overview = rec.status, shown
-            self.show_overview(rec)
+            self.show_overview(rec, message.waiting)
         # Two overlapping polls (an exclusive worker's thread is not stopped) can read the same events.
         new_events = [e for e in message.new_events if e.id > self.last_event_id]
         if new_events:
@@ -127,11 +129,12 @@ class RunDetailScreen(RunViewsScreen):
         ]
         self.query_one(ResultTables).tables = message.tables
 
-    def show_overview(self, rec: RunDetail) -> None:
+    def show_overview(self, rec: RunDetail, waiting: str | None = None) -> None:
         style = STATUS_STYLE.get(rec.status, "")
         self.sub_title = printable(f"run {rec.id} {rec.name} ({rec.kind}): {rec.label}")
+        status = escape(printable(shown_status(rec, waiting)))
         lines = [
-            f"[b]status[/] [{style}]{rec.label}[/]   attempt {rec.attempt}   device {rec.device or '-'}",
+            f"[b]status[/] [{style}]{status}[/]   attempt {rec.attempt}   device {rec.device or '-'}",
             f"[b]created[/] {iso(rec.created_at)}   [b]started[/] {iso(rec.started_at) or '-'}   "
             f"[b]finished[/] {iso(rec.finished_at) or '-'}",
         ]

@@ -14,17 +14,18 @@ from textual.reactive import var
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from workbench.jobs.kinds import headline_keys
-from workbench.report import headline
+from workbench.report import Condition, cell, field_cell, field_names, headline, run_fields, shown_status
 from workbench.store import queue
 from workbench.store.feeds import RunsFeed
 from workbench.store.models import RunStatus
-from workbench.store.queries import RunRecord
+from workbench.store.queries import RunRecord, run_specs
+from workbench.tui import prefs
 from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
 from workbench.tui.live import LiveScreen
 from workbench.tui.messages import RunsPolled
 
 COLUMNS = ("", "id", "experiment", "name", "kind", "status", "progress", "started", "duration", "headline")
-SORTABLE = COLUMNS[1:]
+USUAL = COLUMNS[2:]  # the columns `o` offers first; the mark and the id are always there
 NEWEST_FIRST = ("id", "started")  # the columns a first sort puts in descending order
 # Rows added at a time: a DataTable measures every cell it is given, so a filter keystroke costs in
 # proportion. The next page follows when the cursor comes near the end, or with `m`.
@@ -34,17 +35,25 @@ PAGE = 60
 FILTER_DELAY = 0.05
 
 
-def parse_filter(text: str) -> tuple[dict[str, str], str]:
-    """`status:running kind:ddpm tag:best swiss` -> ({status: running, kind: ddpm, tag: best}, "swiss");
+FILTER_FIELDS = ("status", "kind", "exp", "tag", "archived")
+
+
+def parse_filter(text: str) -> tuple[dict[str, str], list[Condition], str]:
+    """`status:running kind:ddpm tag:best top1>0.9 data.source=moons swiss` -> ({status: running, kind:
+    ddpm, tag: best}, [top1>0.9, data.source=moons], "swiss"): `key:value` for the run's own state,
+    FIELD OP VALUE (`workbench runs --where`) for any summary key or spec field, words for the rest;
     `archived:yes` shows the archived runs (hidden otherwise)."""
-    fields, words = {}, []
+    fields, conditions, words = {}, [], []
     for token in text.split():
         key, sep, value = token.partition(":")
-        if sep and key in ("status", "kind", "exp", "tag", "archived"):
+        if sep and key in FILTER_FIELDS:
             fields[key] = value
-        else:
+            continue
+        try:
+            conditions.append(Condition.parse(token))
+        except ValueError:
             words.append(token.lower())
-    return fields, " ".join(words)
+    return fields, conditions, " ".join(words)
 
 
 def _started(r: RunRecord) -> str:
@@ -61,6 +70,13 @@ def _duration(r: RunRecord, now: float) -> str:
 
 def _headline(r: RunRecord) -> str:
     return headline(r.summary, headline_keys(r.kind))
+
+
+def _field_order(value) -> tuple:
+    """Numbers by value, then text A to Z, then runs without the field."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value)) if value is not None else (2, 0.0, "")
 
 
 def _headline_value(r: RunRecord) -> tuple:
@@ -90,6 +106,7 @@ class RunsScreen(LiveScreen):
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "retry_run", "Retry"),
         Binding("s", "sort", "Sort"),
+        Binding("o", "columns", "Columns"),
         Binding("g", "group", "Group"),
         Binding("m", "more", "More rows", show=False),
         Binding("slash", "focus_filter", "Filter", key_display="/"),
@@ -99,6 +116,13 @@ class RunsScreen(LiveScreen):
     def __init__(self):
         super().__init__()
         self.rows: dict[int, RunRecord] = {}
+        self.specs: dict[int, dict] = {}  # read once per run: a spec never changes
+        self.fields: dict[int, dict] = {}  # run_fields of each run, made when a column or filter needs them
+        self.waiting: str | None = None  # why queued runs wait (queue.queued_because)
+        self.known_fields: set[str] = set()  # every field name in self.fields (runs deleted since included)
+        self.columns: tuple[str, ...] = COLUMNS
+        self.column_scope: str | None = ""  # the experiment the columns are for ("" all runs)
+        self.remembered: dict[str, tuple[str, ...]] = {}  # the columns chosen, per experiment
         self.searched: dict[int, str] = {}  # id -> the lower-cased text the filter's words search
         self.marked: set[int] = set()
         self.feed: RunsFeed | None = None
@@ -110,7 +134,8 @@ class RunsScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(
-            placeholder="filter: text  status:running  kind:ddpm  exp:quickstart  tag:best", id="filter"
+            placeholder="filter: text  status:running  kind:ddpm  exp:quickstart  tag:best  top1>0.9  data.source=moons",
+            id="filter",
         )
         table = Table(id="runs-table", cursor_type="row", zebra_stripes=True)
         for col in COLUMNS:
@@ -127,25 +152,49 @@ class RunsScreen(LiveScreen):
     # --- data ------------------------------------------------------------------------------------
 
     def read(self) -> RunsPolled | None:
+        store = self.app.store
         changed, gone = self.feed.poll()
         running = any(r.status == RunStatus.RUNNING for r in self.rows.values())  # durations move
-        return RunsPolled(changed, gone, self.feed.complete) if changed or gone or running else None
+        queued = any(r.status == RunStatus.QUEUED for r in [*self.rows.values(), *changed])
+        waiting = queue.queued_because(queue.live_workers(store)) if queued else None
+        if not (changed or gone or running or waiting != self.waiting):
+            return None
+        specs = run_specs(store, [r.id for r in changed if r.id not in self.specs])
+        return RunsPolled(changed, gone, self.feed.complete, specs, waiting)
 
     def on_runs_polled(self, message: RunsPolled) -> None:
+        self.specs.update(message.specs)
+        self.waiting = message.waiting
         for r in message.changed:
             self.rows[r.id] = r
             self.searched[r.id] = f"{r.id} {r.experiment} {r.name} {r.kind} {' '.join(r.tags)}".lower()
+            self.fields.pop(r.id, None)
         for rid in message.gone:
-            self.rows.pop(rid, None)
-            self.searched.pop(rid, None)
+            for held in (self.rows, self.searched, self.specs, self.fields):
+                held.pop(rid, None)
             self.marked.discard(rid)
         self.all_read = message.complete
         self.render_table()
         if not message.complete:
             self.call_after_refresh(self.poll)  # the older runs once this page is on screen, not next tick
 
+    def fields_of(self, r: RunRecord) -> dict:
+        if (f := self.fields.get(r.id)) is None:
+            f = self.fields[r.id] = run_fields(r, self.specs.get(r.id))
+            self.known_fields.update(f)
+        return f
+
     def visible(self) -> list[RunRecord]:
-        fields, words = parse_filter(self.filter_text)
+        fields, conditions, words = parse_filter(self.filter_text)
+        if conditions:  # a term no run has a field for is a word (`seed=3` in run names), not "no runs"
+            for r in self.rows.values():
+                self.fields_of(r)  # made once a run, then cached
+            known = self.known_fields
+            words = " ".join(
+                [words, *(f"{c.field}{c.op}{c.value}".lower() for c in conditions if c.field not in known)]
+            )
+            words = words.strip()
+            conditions = [c for c in conditions if c.field in known]
         exp = fields.get("exp", "").lower()
         rows = [
             r
@@ -156,6 +205,7 @@ class RunsScreen(LiveScreen):
             and (not fields.get("tag") or fields["tag"] in r.tags)
             and (r.archived == (fields.get("archived", "no") in ("yes", "true", "1")))
             and (not words or words in self.searched[r.id])
+            and all(c.holds(self.fields_of(r)) for c in conditions)
         ]
         now = time.time()
         key = {
@@ -166,16 +216,39 @@ class RunsScreen(LiveScreen):
             "headline": _headline_value,
             "status": lambda r: r.label,
             "experiment": lambda r: r.experiment.lower(),
-        }.get(self.sort_column, lambda r: str(getattr(r, self.sort_column)))
+            "name": lambda r: r.name,
+            "kind": lambda r: r.kind,
+        }.get(self.sort_column, lambda r: _field_order(self.fields_of(r).get(self.sort_column)))
         rows.sort(key=key, reverse=self.sort_reverse)
         if self.grouped:
             rows.sort(key=lambda r: r.experiment_id)
         return rows
 
+    def choose_columns(self, rows: list[RunRecord]) -> None:
+        """The columns remembered for the experiment every shown run belongs to (else for all runs)."""
+        scope = rows[0].experiment if rows and len({r.experiment_id for r in rows}) == 1 else ""
+        if scope not in self.remembered:  # the file is read once per experiment and screen
+            self.remembered[scope] = tuple(prefs.columns(self.app.store.home, scope) or USUAL)
+        wanted = tuple(dict.fromkeys(("", "id", *self.remembered[scope])))  # a hand-edited file may repeat
+        if scope == self.column_scope and wanted == self.columns:
+            return
+        self.column_scope = scope
+        if wanted != self.columns:
+            self.columns = wanted
+            table = self.query_one(DataTable)
+            table.clear(columns=True)
+            for col in self.columns:
+                table.add_column(col, key=col or "mark")
+            if self.sort_column not in self.columns:
+                self.set_reactive(RunsScreen.sort_column, "id")
+                self.set_reactive(RunsScreen.sort_reverse, True)
+            self.show_sort()
+
     def render_table(self) -> None:
         table = self.query_one(DataTable)
         now = time.time()
         matching = self.visible()
+        self.choose_columns(matching)
         rows = matching[: self.row_limit]
         self.more_to_show = len(matching) > len(rows)
         self.query_one("#runs-count", Static).update(
@@ -193,40 +266,10 @@ class RunsScreen(LiveScreen):
             if self.grouped and r.experiment_id != last_exp:
                 last_exp = r.experiment_id
                 n = per_experiment[last_exp]
-                wanted.append(
-                    (
-                        f"exp-{last_exp}",
-                        (
-                            "▾",
-                            "",
-                            plain(r.experiment, style="bold"),
-                            Text(f"{n} run(s)", style="dim"),
-                            "",
-                            "",
-                            "",
-                            "",
-                            "",
-                            "",
-                        ),
-                    )
-                )
-            wanted.append(
-                (
-                    str(r.id),
-                    (
-                        "●" if r.id in self.marked else "",
-                        str(r.id),
-                        r.experiment,
-                        r.name,
-                        r.kind,
-                        Text(r.label, style=STATUS_STYLE.get(r.status, "")),
-                        progress_text(*r.progress),
-                        _started(r),
-                        _duration(r, now),
-                        _headline(r),
-                    ),
-                )
-            )
+                title = ["▾", "", plain(r.experiment, style="bold"), Text(f"{n} run(s)", style="dim")]
+                title += [""] * (len(self.columns) - len(title))
+                wanted.append((f"exp-{last_exp}", tuple(title[: len(self.columns)])))
+            wanted.append((str(r.id), tuple(self.cell(r, c, now) for c in self.columns)))
         # Text, not str: a DataTable parses str cells as markup (a name like "lr=[1e-3]" lost its brackets).
         wanted = [(key, tuple(plain(c) if isinstance(c, str) else c for c in cells)) for key, cells in wanted]
         current = [str(k.value) for k in table.rows]
@@ -234,7 +277,7 @@ class RunsScreen(LiveScreen):
             k for k, _ in wanted[: len(current)]
         ]:  # the same rows first: update them, add the rest
             for key, cells in wanted[: len(current)]:
-                for col, value in zip(COLUMNS, cells, strict=True):
+                for col, value in zip(self.columns, cells, strict=True):
                     if table.get_cell(key, col or "mark") != value:
                         table.update_cell(key, col or "mark", value)
             for key, cells in wanted[len(current) :]:
@@ -246,6 +289,24 @@ class RunsScreen(LiveScreen):
             table.add_row(*cells, key=key)
         if cursor_key in [k for k, _ in wanted]:
             table.move_cursor(row=[k for k, _ in wanted].index(cursor_key))
+
+    def cell(self, r: RunRecord, column: str, now: float):
+        match column:
+            case "":
+                return "●" if r.id in self.marked else ""
+            case "id" | "experiment" | "name" | "kind":
+                return str(getattr(r, column))
+            case "status":
+                return Text(shown_status(r, self.waiting), style=STATUS_STYLE.get(r.status, ""))
+            case "progress":
+                return progress_text(*r.progress)
+            case "started":
+                return _started(r)
+            case "duration":
+                return _duration(r, now)
+            case "headline":
+                return _headline(r)
+        return cell(field_cell(self.fields_of(r), column))
 
     def current_run(self) -> int | None:
         table = self.query_one(DataTable)
@@ -267,7 +328,9 @@ class RunsScreen(LiveScreen):
     def show_sort(self) -> None:
         """An arrow on the sorted column's header: ▲ ascending, ▼ descending."""
         arrow = " ▼" if self.sort_reverse else " ▲"
-        self.query_one(Table).relabel({c: c + (arrow if c == self.sort_column else "") for c in SORTABLE})
+        self.query_one(Table).relabel(
+            {c: c + (arrow if c == self.sort_column else "") for c in self.columns[1:]}
+        )
 
     def watch_grouped(self) -> None:
         self.render_table()
@@ -323,15 +386,42 @@ class RunsScreen(LiveScreen):
         col = str(event.column_key.value)
         if col == self.sort_column:
             self.sort_reverse = not self.sort_reverse
-        elif col in SORTABLE:
+        elif col in self.columns[1:]:
             self.set_reactive(RunsScreen.sort_reverse, False)  # a new column starts ascending: one redraw
             self.sort_column = col
 
     def action_sort(self) -> None:
-        column = SORTABLE[(SORTABLE.index(self.sort_column) + 1) % len(SORTABLE)]
+        sortable = self.columns[1:]
+        at = sortable.index(self.sort_column) if self.sort_column in sortable else -1
+        column = sortable[(at + 1) % len(sortable)]
         self.set_reactive(RunsScreen.sort_reverse, column in NEWEST_FIRST)  # text A to Z, times newest first
         self.sort_column = column
         self.notify(f"sorted by {column}", timeout=1.5)
+
+    def action_columns(self) -> None:
+        """Pick the columns: the usual ones and every summary key and spec field of the runs shown."""
+        shown = self.visible()[:2000]  # enough runs to know their fields; a sweep's runs share them
+        fields = dict.fromkeys(name for r in shown for name in field_names(self.fields_of(r)))
+        scope = self.column_scope
+
+        def chosen(columns: list[str] | None) -> None:
+            if columns is None:
+                return
+            try:
+                prefs.save_columns(self.app.store.home, scope, columns)
+            except OSError as e:
+                self.notify(f"columns not remembered: {e}", severity="warning", markup=False)
+            self.remembered[scope] = tuple(columns)
+            self.column_scope = None  # set them again
+            self.render_table()
+
+        self.app.open_columns(
+            list(self.columns[2:]),
+            list(USUAL),
+            [f for f in fields if f not in USUAL],
+            f"experiment {scope}" if scope else "all runs",
+            chosen,
+        )
 
     def action_more(self) -> None:
         self.row_limit += PAGE
