@@ -278,3 +278,30 @@ def test_a_run_waiting_for_a_device_another_worker_holds_says_so(env, home, tmp_
         lock.release()
         worker.terminate()
         worker.wait(30)
+
+
+def test_a_running_run_reports_what_it_uses(home, tmp_path):
+    """The run's process samples its CPU and memory (every 0.3 s here, 10 s by default) into its own
+    `system/` curves: `show` of the running run says `uses: CPU ... % of a core, ... GB`, and the points
+    stay with the run. Sampling is not progress: the kind's own steps are what the watchdog sees."""
+    env = subprocess_env(home, WORKBENCH_RESOURCE_SECONDS="0.3")
+    (run_id,) = submit(env, write_spec(tmp_path, "kind: sleep\nseconds: 4\nsteps: 8\n"))
+    worker = start_worker(env, "--once")
+    try:
+        store = Store()
+
+        def shown() -> str:
+            return subprocess.run(wb_command("show", run_id), env=env, capture_output=True, text=True).stdout
+
+        line = wait_for(
+            lambda: next((x for x in shown().splitlines() if x.startswith("uses: CPU")), None), 30
+        )
+        assert "% of a core" in line and "GB" in line
+        wait_for(lambda: get_run(store, run_id).status == "succeeded", 60, "the run to end")
+        with store.read() as s:
+            keys = set(s.scalars(select(MetricPoint.key).where(MetricPoint.run_id == run_id)))
+        assert {"system/cpu_percent", "system/memory_gb"} <= keys
+        store.dispose()
+    finally:
+        worker.terminate()
+        worker.wait(30)

@@ -1064,6 +1064,7 @@ async def test_columns_are_chosen_remembered_per_experiment_and_sortable(filled)
         assert column_labels(table)[-2:] == ["energy_distance", "seed"]
         row = [str(c) for c in table.get_row(str(ids[0]))]
         assert row[-2:] == ["0.0015 [0.001, 0.002]", "1"]
+        await pilot.pause(0.3)  # the picker gone and the table laid out again
         await pilot.click(
             "#runs-table",
             offset=(sum(c.get_render_width(table) for c in list(table.columns.values())[:-2]) + 2, 0),
@@ -1100,3 +1101,29 @@ def test_remembered_columns_survive_a_hostile_file(home):
     assert prefs.columns(home, "demo") == ["seed", "top1"]
     prefs.save_columns(home, "other", ["x"])
     assert prefs.columns(home, "demo") == ["seed", "top1"] and prefs.columns(home, "other") == ["x"]
+
+
+async def test_the_overview_of_a_running_run_says_what_it_uses(filled):
+    """The newest `system/` samples of a running run, under its phase: `uses CPU 150 % of a core, 1.2 GB;
+    GPU 80 %, 9.5 GB`; a finished run's Overview has no such line."""
+    from workbench.jobs.resources import CPU, GPU, GPU_MEMORY, MEMORY
+
+    store, ids = filled
+    ctx = RunContext(store, ids[2])
+    ctx._sampled(10, {CPU: 90.0, MEMORY: 1.0})
+    ctx._sampled(20, {CPU: 150.0, MEMORY: 1.24, GPU: 80.0, GPU_MEMORY: 9.5})
+    ctx.flush()
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.open_run(ids[2])
+        screen = app.screen
+        await wait_until(
+            pilot, lambda: screen.query("#phase") and "uses" in str(screen.query_one("#phase").render())
+        )
+        assert "uses CPU 150 % of a core, 1.2 GB; GPU 80 %, 9.5 GB" in str(
+            screen.query_one("#phase").render()
+        )
+        await pilot.press("escape")
+        app.open_run(ids[0])
+        await pilot.pause(0.5)
+        assert not app.screen.query_one("#phase").display

@@ -779,8 +779,10 @@ def show(
     ] = 100,
 ) -> None:
     """Show one run: spec, status, summary, result tables, artifacts."""
-    from workbench.report import shown_status
+    from workbench.jobs.resources import RESOURCES
+    from workbench.report import resources_line, shown_status
     from workbench.store import queue
+    from workbench.store.queries import latest_metrics
     from workbench.store.queries import show as show_run
     from workbench.store.queue import UnknownRun
 
@@ -800,6 +802,10 @@ def show(
         f"device {rec.device or '-'}  "
         f"started {shown_json['started_at'] or '-'}  finished {shown_json['finished_at'] or '-'}"
     )
+    if rec.status == RunStatus.RUNNING:
+        newest = {k: latest_metrics(store, [rec.id], k).get(rec.id, (0, None))[1] for k in RESOURCES}
+        if use := resources_line({k: v for k, v in newest.items() if v is not None}):
+            out.print(f"uses: {shown(use)}")
     if rec.error:
         out.print(f"[red]error:[/] {shown(rec.error)}")
     if rec.tags or rec.archived:
@@ -917,14 +923,27 @@ def compare(
 @app.command("report")
 def report_page(
     targets: Annotated[list[str], typer.Argument(help="run ids, or experiment names (all their runs)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")],
-    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="the file to write: page.html (one file), or page.md (pictures in page_files/)",
+        ),
+    ],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing report")] = False,
 ) -> None:
-    """One self-contained HTML page (spec, summary, tables with intervals, curves, images) to copy to a
-    laptop and open in a browser; no scripts, nothing fetched."""
-    from workbench.report import html_report
+    """A report of runs to copy to a laptop (spec, summary, tables with intervals, curves, images): one
+    self-contained HTML page (no scripts, nothing fetched), or Markdown with its pictures beside it."""
+    import shutil
+
+    from workbench.report import html_report, markdown_report
     from workbench.store.queries import list_runs
 
+    output = output.expanduser()
+    fmt = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}.get(output.suffix.lower())
+    if fmt is None:
+        bad_input(f"--output: {shown(output.name)!r}: name a .html or .md file")
     store = open_store()
     run_ids: list[int] = []
     for target in targets:
@@ -939,17 +958,37 @@ def report_page(
                 )
             run_ids += found
     run_ids = list(dict.fromkeys(run_ids))
-    output = output.expanduser()
-    if output.exists() and not force:
-        bad_input(f"{shown(str(output))} exists; --force replaces it")
+    folder = output.with_name(f"{output.stem}_files")  # Markdown's pictures
     if not output.parent.is_dir():
         bad_input(f"no folder {shown(str(output.parent))} to write {shown(output.name)} in")
+    for path in [output] + ([folder] if fmt == "md" else []):
+        if path.exists() and not force:
+            bad_input(f"{shown(str(path))} exists; --force replaces it")
+    if (
+        fmt == "md"
+        and folder.exists()
+        and not (folder.is_dir() and all(f.is_file() and f.suffix == ".png" for f in folder.iterdir()))
+    ):
+        bad_input(f"{shown(str(folder))} holds more than a report's pictures; not replacing it")
     title = f"workbench: {', '.join(targets)}"
-    page = html_report(store, run_ids, title)
+    if fmt == "html":
+        page, files = html_report(store, run_ids, title), {}
+    else:
+        page, files = markdown_report(store, run_ids, title, folder.name)
+    if files:  # the pictures first, in a folder of their own, swapped in whole
+        staging = output.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
     temporary = output.with_name(f".{output.name}.tmp")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(output)  # a reader never sees half a page
-    err.print(f"wrote {shown(str(output))} ({len(page) >> 10} KiB, {len(run_ids)} run(s))")
+    extra = f" and {len(files)} picture(s) in {shown(str(folder))}" if files else ""
+    err.print(f"wrote {shown(str(output))} ({len(page) >> 10} KiB, {len(run_ids)} run(s)){extra}")
 
 
 IMAGE_MODES = ("auto", "halfcell", "unicode")

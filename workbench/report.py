@@ -442,6 +442,70 @@ figure { display: inline-block; margin: .5em; vertical-align: top; } figcaption 
 """
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A picture for a report: its name, caption, and PNG bytes (None: listed, not shown)."""
+
+    name: str
+    caption: str
+    png: bytes | None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a report shows of one run, read once; html_report and markdown_report each lay it out."""
+
+    record: RunDetail
+    summary: dict[str, Any]
+    curves: list[Figure]
+    images: list[Figure]
+    spec: str
+
+
+def run_reports(store, run_ids: list[int]) -> list[RunReport]:
+    """Each run's record, readable summary, curves drawn as PNGs, the newest of each of its images (one
+    over MAX_EMBEDDED_IMAGE, or gone, is listed without its picture) and spec as YAML. Captions name
+    files relative to the store's home: a report leaves the machine, its folder layout need not."""
+    import io as _io
+
+    import yaml
+
+    from workbench.store.queries import artifacts, metric_keys, show
+
+    plt = pyplot()
+    reports = []
+    for run_id in run_ids:
+        rec = show(store, run_id)
+        curves = []
+        for key in metric_keys(store, run_id):
+            fig, _ = curve_figure(store, [run_id], key)
+            buf = _io.BytesIO()
+            fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+            plt.close(fig)
+            curves.append(Figure(key, key, buf.getvalue()))
+        latest: dict[str, Any] = {}
+        for a in artifacts(store, run_id, "image"):
+            latest[a.name] = a  # oldest first: the last of a name is the newest
+        images = []
+        for name, a in latest.items():
+            src = store.home / a.path
+            caption = name + (f" @ step {a.step}" if a.step is not None else "") + f" ({a.path})"
+            fits = src.is_file() and src.stat().st_size <= MAX_EMBEDDED_IMAGE
+            images.append(Figure(name, caption, src.read_bytes() if fits else None))
+        spec = yaml.safe_dump(rec.spec, sort_keys=False, allow_unicode=True)
+        reports.append(RunReport(rec, readable(flatten(rec.summary)), curves, images, spec))
+    return reports
+
+
+def _run_line(rec: RunDetail) -> str:
+    from workbench.store.queries import iso
+
+    return (
+        f"{rec.kind}, experiment {rec.experiment}; {rec.label}, attempt {rec.attempt}, device "
+        f"{rec.device or '-'}; started {iso(rec.started_at) or '-'}, finished {iso(rec.finished_at) or '-'}"
+    )
+
+
 def html_report(store, run_ids: list[int], title: str) -> str:
     """One self-contained HTML page for `run_ids`: per run its spec, summary and result tables (every
     estimate as `mean [low, high]`), its curves and the newest of each of its images, embedded as data
@@ -449,13 +513,6 @@ def html_report(store, run_ids: list[int], title: str) -> str:
     Content-Security-Policy says so), so names and values from a run cannot act in the browser."""
     import base64
     import html
-    import io as _io
-
-    import yaml
-
-    from workbench.store.queries import artifacts, iso, metric_keys, show
-
-    plt = pyplot()
 
     def esc(value: Any, keep: str = "") -> str:
         return html.escape(printable(value, keep) if isinstance(value, str) else cell(value))
@@ -467,57 +524,32 @@ def html_report(store, run_ids: list[int], title: str) -> str:
         body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    def png_uri(data: bytes) -> str:
-        return "data:image/png;base64," + base64.b64encode(data).decode()
+    def figures(items: list[Figure]) -> str:
+        return "".join(
+            f"<figure><img alt='{esc(f.name)}' src='data:image/png;base64,{base64.b64encode(f.png).decode()}'>"
+            f"<figcaption>{esc(f.caption)}</figcaption></figure>"
+            if f.png is not None
+            else f"<p>{esc(f.caption)}: not embedded (missing, or over {MAX_EMBEDDED_IMAGE >> 20} MiB)</p>"
+            for f in items
+        )
 
     parts = [f"<h1>{esc(title)}</h1>"]
-    for run_id in run_ids:
-        rec = show(store, run_id)
-        parts.append(f"<h2 id='run{rec.id}'>run {rec.id}: {esc(rec.name)}</h2>")
-        parts.append(
-            f"<p>{esc(rec.kind)}, experiment {esc(rec.experiment)}; <span class='status'>{esc(rec.label)}"
-            f"</span>, attempt {rec.attempt}, device {esc(rec.device or '-')}; started "
-            f"{esc(iso(rec.started_at) or '-')}, finished {esc(iso(rec.finished_at) or '-')}</p>"
-        )
+    for r in run_reports(store, run_ids):
+        rec = r.record
+        parts.append(f"<h2 id='run{rec.id}'>run {rec.id}: {esc(rec.name)}</h2><p>{esc(_run_line(rec))}</p>")
         if rec.error:
             parts.append(f"<p><b>error:</b> {esc(rec.error)}</p>")
-        if rec.summary:
-            summary = readable(flatten(rec.summary))
+        if r.summary:
             parts.append(
-                "<h3>summary</h3>" + table_html([{"key": k, "value": v} for k, v in summary.items()])
+                "<h3>summary</h3>" + table_html([{"key": k, "value": v} for k, v in r.summary.items()])
             )
         for name, rows in rec.tables.items():
             parts.append(f"<h3>{esc(name)} ({len(rows)} rows)</h3>" + table_html(rows))
-        figures = []
-        for key in metric_keys(store, run_id):
-            fig, _ = curve_figure(store, [run_id], key)
-            buf = _io.BytesIO()
-            fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-            plt.close(fig)
-            figures.append(
-                f"<figure><img alt='{esc(key)}' src='{png_uri(buf.getvalue())}'><figcaption>{esc(key)}</figcaption></figure>"
-            )
-        if figures:
-            parts.append("<h3>curves</h3>" + "".join(figures))
-        latest: dict[str, Any] = {}
-        for a in artifacts(store, run_id, "image"):
-            latest[a.name] = a  # oldest first: the last of a name is the newest
-        images = []
-        for name, a in latest.items():
-            src = store.home / a.path
-            caption = f"{name}" + (f" @ step {a.step}" if a.step is not None else "") + f" ({src})"
-            if not src.is_file() or src.stat().st_size > MAX_EMBEDDED_IMAGE:
-                images.append(
-                    f"<p>{esc(caption)}: not embedded (missing, or over {MAX_EMBEDDED_IMAGE >> 20} MiB)</p>"
-                )
-                continue
-            images.append(
-                f"<figure><img alt='{esc(name)}' src='{png_uri(src.read_bytes())}'><figcaption>{esc(caption)}</figcaption></figure>"
-            )
-        if images:
-            parts.append("<h3>images</h3>" + "".join(images))
-        spec = yaml.safe_dump(rec.spec, sort_keys=False, allow_unicode=True)
-        parts.append(f"<h3>spec</h3><pre>{esc(spec, keep=chr(10))}</pre>")
+        if r.curves:
+            parts.append("<h3>curves</h3>" + figures(r.curves))
+        if r.images:
+            parts.append("<h3>images</h3>" + figures(r.images))
+        parts.append(f"<h3>spec</h3><pre>{esc(r.spec, keep=chr(10))}</pre>")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
@@ -525,6 +557,62 @@ def html_report(store, run_ids: list[int], title: str) -> str:
         f"<meta name='viewport' content='width=device-width'><title>{esc(title)}</title>"
         f"<style>{PAGE_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
+
+
+def md_text(value: Any) -> str:
+    """A value as Markdown text that shows as written and does nothing: no HTML (`<` `>` `&` as entities),
+    no emphasis or code (`*` `` ` `` `~` escaped), no table break (`|`), no link (`](` broken)."""
+    text = printable(value) if isinstance(value, str) else cell(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"([\\`*~|])", r"\\\1", text)
+    return text.replace("](", "]\\(")
+
+
+def markdown_report(store, run_ids: list[int], title: str, folder: str) -> tuple[str, dict[str, bytes]]:
+    """A Markdown page for `run_ids` and its pictures: the page links each as `folder/<file>.png`
+    (the caller writes them there, beside the page). The same content as html_report."""
+    files: dict[str, bytes] = {}
+
+    def table_md(rows: list[dict[str, Any]]) -> str:
+        rows = readable_rows(rows)
+        cols = _columns(rows)
+        lines = [
+            "| " + " | ".join(md_text(c) for c in cols) + " |",
+            "|" + "|".join("---" for _ in cols) + "|",
+        ]
+        lines += ["| " + " | ".join(md_text(row.get(c)) for c in cols) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+
+    def figures(run_id: int, items: list[Figure]) -> str:
+        out = []
+        for f in items:
+            if f.png is None:
+                out.append(
+                    f"{md_text(f.caption)}: not included (missing, or over {MAX_EMBEDDED_IMAGE >> 20} MiB)\n"
+                )
+                continue
+            name = _unused(Path(f"run{run_id}-{file_part(f.name)}.png"), [Path(n) for n in files]).name
+            files[name] = f.png
+            out.append(f"![{md_text(f.name)}]({folder}/{name})\n\n*{md_text(f.caption)}*\n")
+        return "\n".join(out)
+
+    parts = [f"# {md_text(title)}\n"]
+    for r in run_reports(store, run_ids):
+        rec = r.record
+        parts.append(f"## run {rec.id}: {md_text(rec.name)}\n\n{md_text(_run_line(rec))}\n")
+        if rec.error:
+            parts.append(f"**error:** {md_text(rec.error)}\n")
+        if r.summary:
+            parts.append("### summary\n\n" + table_md([{"key": k, "value": v} for k, v in r.summary.items()]))
+        for name, rows in rec.tables.items():
+            parts.append(f"### {md_text(name)} ({len(rows)} rows)\n\n" + table_md(rows))
+        if r.curves:
+            parts.append("### curves\n\n" + figures(rec.id, r.curves))
+        if r.images:
+            parts.append("### images\n\n" + figures(rec.id, r.images))
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", r.spec)), default=0))
+        parts.append(f"### spec\n\n{fence}yaml\n{printable(r.spec, keep=chr(10))}{fence}\n")
+    return "\n".join(parts), files
 
 
 # --- live status ------------------------------------------------------------------------------------
@@ -551,6 +639,15 @@ def status_line(progress: tuple[int, int], phase: Any, now: float) -> str:
     return text
 
 
+def phase_cell(progress: tuple[int, int], phase: Any, now: float) -> str:
+    """status_line for a table cell: `sampling 3/6, 0:40 left` (the phase, its progress, the time left)."""
+    done, total = progress
+    text = f"{printable(phase.name)} {done}/{total}" if total else printable(phase.name)
+    if total and 0 < done < total:
+        text += f", {clock((now - phase.since) / done * (total - done))} left"
+    return text
+
+
 # --- comparing runs ---------------------------------------------------------------------------------
 
 
@@ -560,6 +657,23 @@ def shown_status(record: Any, waiting: str | None) -> str:
     if waiting and record.label == RunStatus.QUEUED:
         return f"queued ({waiting})"
     return str(record.label)
+
+
+def resources_line(latest: dict[str, float]) -> str:
+    """`CPU 184 % of a core, 1.3 GB; GPU 87 %, 12.1 GB` from a run's newest jobs.resources samples ('' when
+    none)."""
+    from workbench.jobs.resources import CPU, GPU, GPU_MEMORY, MEMORY
+
+    parts = []
+    if CPU in latest:
+        parts.append(
+            f"CPU {latest[CPU]:.0f} % of a core" + (f", {latest[MEMORY]:.1f} GB" if MEMORY in latest else "")
+        )
+    if GPU in latest or GPU_MEMORY in latest:
+        gpu = [f"{latest[GPU]:.0f} %"] if GPU in latest else []
+        gpu += [f"{latest[GPU_MEMORY]:.1f} GB"] if GPU_MEMORY in latest else []
+        parts.append("GPU " + ", ".join(gpu))
+    return "; ".join(parts)
 
 
 def spec_differences(records: list[RunDetail]) -> list[dict[str, Any]]:

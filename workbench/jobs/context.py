@@ -221,6 +221,12 @@ class RunContext:
         if now - self._last_flush >= FLUSH_INTERVAL:
             self.flush(raise_fault=False)
 
+    def _sampled(self, x: int, scalars: dict[str, float]) -> None:
+        """What the run's process measured of itself (jobs.resources), from the sampler's thread: buffered
+        for the kind's next flush (a second thread writing would race it), never counted as progress."""
+        with self._lock:
+            self._buffer.append((int(x), time.time(), scalars))
+
     def progress(self, done: int, total: int) -> None:
         """`done` of `total` units (steps, configurations) finished: the run's progress bar.
 

@@ -127,6 +127,11 @@ class MetricFeed:
             self.last_id = rows[-1][0]
         return bool(rows)
 
+    def latest(self, prefix: str) -> dict[str, float]:
+        """The value at the highest step of each series whose key starts with `prefix`."""
+        with self.lock:
+            return {k: v[max(v)] for k, v in self.series.items() if k.startswith(prefix) and v}
+
     def sorted_arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
             return self._sorted_arrays(key)

@@ -12,7 +12,7 @@ from typing import Any
 
 from textual.message import Message
 
-from workbench.store.queries import ArtifactRecord, EventRecord, RunDetail, RunRecord
+from workbench.store.queries import ArtifactRecord, EventRecord, Phase, RunDetail, RunRecord
 from workbench.store.queue import WorkerRecord
 
 
@@ -33,6 +33,7 @@ class RunsPolled(Message):
     complete: bool = True
     specs: dict[int, dict[str, Any]] = field(default_factory=dict)  # of runs new to the screen
     waiting: str | None = None  # why queued runs wait (queue.queued_because)
+    phases: dict[int, Phase] = field(default_factory=dict)  # of the running runs that said one
 
 
 @dataclass

@@ -45,6 +45,7 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
         from workbench.jobs.devices import resolve_device
         from workbench.jobs.jobfile import spec_from_dict
         from workbench.jobs.kinds import load_kind
+        from workbench.jobs.resources import Sampler
 
         ctx.event(where)
         if refuse:
@@ -53,11 +54,14 @@ def run_attempt(ctx: RunContext, slot: str, where: str, refuse: str | None = Non
             ctx.event(f"removed {removed} partly written file(s) an earlier attempt left")
         spec = spec_from_dict(ctx.spec)
         ctx.device = resolve_device(spec.device, slot)
+        sampler = Sampler(lambda: ctx.device, ctx._sampled).start()
         try:
             load_kind(spec.kind).run(ctx, spec)
             result = Outcome(RunStatus.SUCCEEDED)
         except RunCancelled:
             result = Outcome(RunStatus.CANCELLED)
+        finally:
+            sampler.stop()
         ctx.close()
     except LostOwnership as e:
         result = Outcome.lost_run(str(e))

@@ -398,6 +398,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     from workbench.jobs.data.attribution import split_by_prompt
 
+    ctx.phase("reading the images")
     data = load_data(ctx, spec)
     names = data.class_names
     y_train = labels_of(data.train, names, "training")
@@ -412,6 +413,8 @@ def run(ctx: RunContext, spec: Spec) -> None:
     shortcut = check_files(ctx, data.train, y_train, names)
     results = []
     several = len(spec.recipes) > 1
+    if several:  # one bar for every recipe, each its share (ctx.part); each step is an event
+        ctx.phase(f"training and testing {len(spec.recipes)} recipes")
     for i, recipe in enumerate(spec.recipes):
         view = recipe.view
         done = finished_recipe(ctx, recipe, len(names)) if several else None
@@ -419,8 +422,10 @@ def run(ctx: RunContext, spec: Spec) -> None:
             net, fit, logits = done
             ctx.event(f"{recipe.label}: finished before, its model and test logits read back")
         else:
+            step = ctx.part(recipe.label, i, len(spec.recipes)) if several else ctx
+            step.phase(f"training {recipe.label}")
             net, fit = train_recipe(
-                ctx.part(recipe.label, i, len(spec.recipes)) if several else ctx,
+                step,
                 spec,
                 recipe,
                 view,
@@ -430,12 +435,16 @@ def run(ctx: RunContext, spec: Spec) -> None:
                 y_train[val_idx],
                 len(names),
             )
+            step.phase(f"testing {recipe.label}", 1)
             logits = predict(net, data.test, y_test, view, ctx.device, spec.train.num_workers)
+            step.progress(1, 1)
             if several:
                 keep_recipe(ctx, recipe, net, fit, logits)
         results.append({"recipe": recipe, "view": view, "net": net, "fit": fit, "logits": logits})
         ctx.event(f"{recipe.label}: test top-1 {float((logits.argmax(1) == y_test).mean()):.4f}")
+    ctx.phase("scoring with intervals", 1)
     report(ctx, spec, results, y_test, names, shortcut)
+    ctx.progress(1, 1)
 
 
 SHORTCUT_MARGIN = 0.05  # size/format naming this much more than the commonest class is a shortcut

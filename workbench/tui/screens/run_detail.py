@@ -15,7 +15,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from workbench.report import cell, flatten, readable, shown_status, status_line
+from workbench.jobs.resources import PREFIX
+from workbench.report import cell, flatten, readable, resources_line, shown_status, status_line
 from workbench.store import queue
 from workbench.store.feeds import MetricFeed
 from workbench.store.models import RunStatus
@@ -100,11 +101,15 @@ class RunDetailScreen(RunViewsScreen):
 
     def on_run_polled(self, message: RunPolled) -> None:
         rec = message.record
-        running = rec.status == RunStatus.RUNNING and rec.phase is not None
-        now = self.query_one("#phase", Static)  # the step it is in, its progress and the time left
-        now.display = running
-        if running:
-            now.update(f"[b]now[/] {escape(status_line(rec.progress, rec.phase, time.time()))}")
+        running = rec.status == RunStatus.RUNNING
+        now = self.query_one("#phase", Static)  # the step it is in, its progress, the time left, its use
+        lines = []
+        if running and rec.phase is not None:
+            lines.append(f"[b]now[/] {escape(status_line(rec.progress, rec.phase, time.time()))}")
+        if running and (use := resources_line(self.metrics.latest(PREFIX))):
+            lines.append(f"[b]uses[/] {escape(use)}")
+        now.display = bool(lines)
+        now.update("\n".join(lines))
         shown = (rec.status, rec.name, rec.tags, rec.note, rec.archived, rec.error, message.waiting)
         if shown != self._overview:  # its state, or what the user wrote on it, changed
             self.status, self._overview = rec.status, shown

@@ -14,11 +14,20 @@ from textual.reactive import var
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from workbench.jobs.kinds import headline_keys
-from workbench.report import Condition, cell, field_cell, field_names, headline, run_fields, shown_status
+from workbench.report import (
+    Condition,
+    cell,
+    field_cell,
+    field_names,
+    headline,
+    phase_cell,
+    run_fields,
+    shown_status,
+)
 from workbench.store import queue
 from workbench.store.feeds import RunsFeed
 from workbench.store.models import RunStatus
-from workbench.store.queries import RunRecord, run_specs
+from workbench.store.queries import Phase, RunRecord, phases, run_specs
 from workbench.tui import prefs
 from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
 from workbench.tui.live import LiveScreen
@@ -116,9 +125,12 @@ class RunsScreen(LiveScreen):
     def __init__(self):
         super().__init__()
         self.rows: dict[int, RunRecord] = {}
-        self.specs: dict[int, dict] = {}  # read once per run: a spec never changes
+        self.specs: dict[int, dict] = {}  # read once per run (a spec never changes), once wanted
+        self.specs_wanted = False
+        self.columns_asked = False  # `o` waits for the specs
         self.fields: dict[int, dict] = {}  # run_fields of each run, made when a column or filter needs them
         self.waiting: str | None = None  # why queued runs wait (queue.queued_because)
+        self.phases: dict[int, Phase] = {}  # of the running runs that said one
         self.known_fields: set[str] = set()  # every field name in self.fields (runs deleted since included)
         self.columns: tuple[str, ...] = COLUMNS
         self.column_scope: str | None = ""  # the experiment the columns are for ("" all runs)
@@ -157,14 +169,27 @@ class RunsScreen(LiveScreen):
         running = any(r.status == RunStatus.RUNNING for r in self.rows.values())  # durations move
         queued = any(r.status == RunStatus.QUEUED for r in [*self.rows.values(), *changed])
         waiting = queue.queued_because(queue.live_workers(store)) if queued else None
-        if not (changed or gone or running or waiting != self.waiting):
+        missing = []  # specs are read only once a where-term or a column needs them: 10 000 cost 0.2 s
+        if self.specs_wanted:
+            missing = [
+                i for i in dict.fromkeys([*self.rows, *(r.id for r in changed)]) if i not in self.specs
+            ]
+        if not (changed or gone or running or missing or waiting != self.waiting):
             return None
-        specs = run_specs(store, [r.id for r in changed if r.id not in self.specs])
-        return RunsPolled(changed, gone, self.feed.complete, specs, waiting)
+        specs = run_specs(store, missing)
+        running_ids = [
+            r.id
+            for r in {**self.rows, **{r.id: r for r in changed}}.values()
+            if r.status == RunStatus.RUNNING
+        ]
+        return RunsPolled(changed, gone, self.feed.complete, specs, waiting, phases(store, running_ids))
 
     def on_runs_polled(self, message: RunsPolled) -> None:
         self.specs.update(message.specs)
+        for rid in message.specs:
+            self.fields.pop(rid, None)  # made without its spec
         self.waiting = message.waiting
+        self.phases = message.phases
         for r in message.changed:
             self.rows[r.id] = r
             self.searched[r.id] = f"{r.id} {r.experiment} {r.name} {r.kind} {' '.join(r.tags)}".lower()
@@ -175,8 +200,16 @@ class RunsScreen(LiveScreen):
             self.marked.discard(rid)
         self.all_read = message.complete
         self.render_table()
+        if self.columns_asked and message.specs:
+            self.action_columns()
         if not message.complete:
             self.call_after_refresh(self.poll)  # the older runs once this page is on screen, not next tick
+
+    def want_specs(self) -> None:
+        """A where-term or a column may name a spec field: read every run's spec from now on."""
+        if not self.specs_wanted:
+            self.specs_wanted = True
+            self.poll()
 
     def fields_of(self, r: RunRecord) -> dict:
         if (f := self.fields.get(r.id)) is None:
@@ -187,6 +220,7 @@ class RunsScreen(LiveScreen):
     def visible(self) -> list[RunRecord]:
         fields, conditions, words = parse_filter(self.filter_text)
         if conditions:  # a term no run has a field for is a word (`seed=3` in run names), not "no runs"
+            self.want_specs()
             for r in self.rows.values():
                 self.fields_of(r)  # made once a run, then cached
             known = self.known_fields
@@ -230,6 +264,8 @@ class RunsScreen(LiveScreen):
         if scope not in self.remembered:  # the file is read once per experiment and screen
             self.remembered[scope] = tuple(prefs.columns(self.app.store.home, scope) or USUAL)
         wanted = tuple(dict.fromkeys(("", "id", *self.remembered[scope])))  # a hand-edited file may repeat
+        if set(wanted) - set(COLUMNS):
+            self.want_specs()
         if scope == self.column_scope and wanted == self.columns:
             return
         self.column_scope = scope
@@ -299,7 +335,10 @@ class RunsScreen(LiveScreen):
             case "status":
                 return Text(shown_status(r, self.waiting), style=STATUS_STYLE.get(r.status, ""))
             case "progress":
-                return progress_text(*r.progress)
+                bar = progress_text(*r.progress)
+                if r.status == RunStatus.RUNNING and (phase := self.phases.get(r.id)) is not None:
+                    return f"{bar}  {phase_cell(r.progress, phase, now)}"
+                return bar
             case "started":
                 return _started(r)
             case "duration":
@@ -399,7 +438,13 @@ class RunsScreen(LiveScreen):
         self.notify(f"sorted by {column}", timeout=1.5)
 
     def action_columns(self) -> None:
-        """Pick the columns: the usual ones and every summary key and spec field of the runs shown."""
+        """Pick the columns: the usual ones and every summary key and spec field of the runs shown (their
+        specs are read first, once, off the UI thread: the picker opens when they are in)."""
+        if any(rid not in self.specs for rid in self.rows):
+            self.columns_asked = True
+            self.want_specs()
+            return
+        self.columns_asked = False
         shown = self.visible()[:2000]  # enough runs to know their fields; a sweep's runs share them
         fields = dict.fromkeys(name for r in shown for name in field_names(self.fields_of(r)))
         scope = self.column_scope
