@@ -166,8 +166,11 @@ class RunsScreen(LiveScreen):
     def read(self) -> RunsPolled | None:
         store = self.app.store
         changed, gone = self.feed.poll()
+        # The first read shows the newest page and nothing else: why runs wait and their phases (two
+        # more queries, compiled afresh in a new process) cost the cold open 150 ms; the next read has them.
+        first = self.feed.polls == 1
         running = any(r.status == RunStatus.RUNNING for r in self.rows.values())  # durations move
-        queued = any(r.status == RunStatus.QUEUED for r in [*self.rows.values(), *changed])
+        queued = not first and any(r.status == RunStatus.QUEUED for r in [*self.rows.values(), *changed])
         waiting = queue.queued_because(queue.live_workers(store)) if queued else None
         missing = []  # specs are read only once a where-term or a column needs them: 10 000 cost 0.2 s
         if self.specs_wanted:
@@ -180,7 +183,7 @@ class RunsScreen(LiveScreen):
         running_ids = [
             r.id
             for r in {**self.rows, **{r.id: r for r in changed}}.values()
-            if r.status == RunStatus.RUNNING
+            if r.status == RunStatus.RUNNING and not first
         ]
         return RunsPolled(changed, gone, self.feed.complete, specs, waiting, phases(store, running_ids))
 
