@@ -102,3 +102,57 @@ def test_report_refuses_what_it_cannot_write_or_find(store, cli, tmp_path):
     assert code == 2 and "--force" in err and (tmp_path / "r.html").read_text() == "keep me"
     code, _, err = cli("report", str(rid), "-o", tmp_path / "no" / "r.html")
     assert code == 2 and "no folder" in err
+
+
+def test_a_markdown_report_keeps_its_pictures_beside_it_and_hostile_text_inert(store, cli, tmp_path):
+    """`-o page.md`: the page and page_files/ with a PNG per curve and per image, each linked by a path
+    that exists; rendered by a CommonMark renderer (markdown-it, as editors and forges do), hostile text
+    from a run makes no HTML element, no link and no emphasis, and estimates read `mean [low, high]`.
+    A second write needs --force, and never deletes a folder holding anything but a report's pictures.
+    Seen red with md_text escaping nothing (a <script> element and a link appeared)."""
+    from markdown_it import MarkdownIt
+
+    hostile = HOSTILE + " [click](http://evil.example) *loud* `code` a|b"
+    spec = write_spec(tmp_path, "kind: sleep\nname: exp\n")
+    (rid,) = json.loads(cli("submit", spec, "--no-worker", "--json")[1])["run_ids"]
+    queue.claim(store, "w", "cpu")
+    ctx = RunContext(store, rid)
+    for step in range(5):
+        ctx.log(step, loss=1.0 / (step + 1))
+    ctx.flush()
+    ctx.summary(top1=0.9123, top1_ci=[0.9012, 0.9234], top1_n=400, note=hostile)
+    ctx.table(
+        "per_class",
+        [{"class": hostile, "accuracy_mean": 0.8, "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.9}],
+    )
+    ctx.image("samples/grid", 9, np.full((8, 8), 0.25))
+    ctx.image("evil [x](javascript:alert(1)) <img src=x onerror=alert(2)> *loud*", None, np.full((8, 8), 0.5))
+    queue.finish(store, rid, "w", "succeeded")
+    page = tmp_path / "page.md"
+    code, _, err = cli("report", str(rid), "-o", page)
+    assert code == 0, err
+    text = page.read_text()
+    rendered = MarkdownIt("commonmark").render(text)
+    linked = re.findall(r'<img src="([^"]+)"', rendered)
+    assert len(linked) == 3 and all((tmp_path / src).is_file() for src in linked), linked  # loss, 2 images
+    assert sorted(p.name for p in (tmp_path / "page_files").iterdir()) == sorted(
+        src.split("/")[1] for src in linked
+    )
+    assert "<script" not in rendered and "<a " not in rendered and "<em>loud" not in rendered
+    assert len(re.findall(r"<img ", rendered)) == 3 and "&lt;img src=x onerror=alert(2)&gt;" in rendered
+    assert "0.9123 [0.9012, 0.9234] n=400" in rendered and "0.8 [0.7, 0.9]" in rendered
+    assert "\x1b" not in text
+    code, _, err = cli("report", str(rid), "-o", page)
+    assert code == 2 and "--force" in err
+    (tmp_path / "page_files" / "notes.txt").write_text("mine")
+    code, _, err = cli("report", str(rid), "-o", page, "--force")
+    assert (
+        code == 2
+        and "more than a report's pictures" in err
+        and (tmp_path / "page_files" / "notes.txt").exists()
+    )
+    (tmp_path / "page_files" / "notes.txt").unlink()
+    code, _, err = cli("report", str(rid), "-o", page, "--force")
+    assert code == 0, err
+    code, _, err = cli("report", str(rid), "-o", tmp_path / "page.txt")
+    assert code == 2 and ".html or .md" in err
