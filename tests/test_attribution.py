@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,7 +123,12 @@ def test_attribute_names_the_generator_and_a_published_folder_gives_the_same_ans
     folder = tmp_path / "published"
     r = cli_json(home, "publish", run["id"], "--to-folder", folder)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "familiarity.safetensors",
+        "model.safetensors",
+    ]
     card = (folder / "README.md").read_text()
     s = run["summary"]
     assert f"{s['top1']:.4f}" in card and f"[{s['top1_ci'][0]:.4f}, {s['top1_ci'][1]:.4f}]" in card
@@ -235,9 +241,10 @@ def committed_files() -> dict[str, bytes]:
     }
 
 
-def test_publish_uploads_exactly_its_three_files_to_a_private_repository(smoke, tmp_path, hub):
-    """The folder also holds a secret and an older card: --force replaces our three files there, leaves
-    the secret alone, and the commit carries our three files only, to a repository created private."""
+def test_publish_uploads_exactly_its_files_to_a_private_repository(smoke, tmp_path, hub):
+    """The folder also holds a secret and an older card: --force replaces our four files there (weights,
+    config, familiarity, card), leaves the secret alone, and the commit carries our files only, to a
+    repository created private."""
     home, run = smoke
     folder = tmp_path / "f"
     folder.mkdir()
@@ -252,7 +259,7 @@ def test_publish_uploads_exactly_its_three_files_to_a_private_repository(smoke, 
     create = json.loads(next(b for p, b in RecordingHub.seen if p == "/api/repos/create"))
     assert create["name"] == "x" and created_private(create)
     published = sorted(p.name for p in folder.iterdir() if p.name != ".env")
-    assert published == ["README.md", "config.json", "model.safetensors"]
+    assert published == ["README.md", "config.json", "familiarity.safetensors", "model.safetensors"]
     assert (folder / ".env").read_text() == "HF_TOKEN=secret"
     assert committed_files() == {n: (folder / n).read_bytes() for n in published}
 
@@ -266,6 +273,47 @@ def test_publish_uploads_exactly_its_three_files_to_a_private_repository(smoke, 
     assert r.returncode == 0, r.stderr
     assert not created_private(json.loads(next(b for p, b in RecordingHub.seen if p == "/api/repos/create")))
     assert sorted(committed_files()) == published
+
+
+def test_attribute_flags_images_unlike_the_training_set_that_the_softmax_labels_confidently(smoke, tmp_path):
+    """Fresh digits through two of the model's pipelines are familiar (at most 2 of 24 flagged: each
+    held-out image's chance is about 1 in 50 here); noise, flat grey squares and crops of the two photos
+    scikit-learn ships are all flagged, although the softmax gives noise and grey squares its highest
+    probabilities (a maximum-probability rule would trust them most). The run's summary counts its own
+    flagged test images with an interval. Seen red with the held-out distances left unsorted."""
+    from sklearn.datasets import load_sample_images
+
+    home, run = smoke
+    s = run["summary"]
+    lo, hi = s["unfamiliar_test_ci"]
+    assert s["unfamiliar_test_n"] == 240 and lo <= s["unfamiliar_test"] <= hi and hi < 0.15
+    rng = np.random.default_rng(3)
+    fresh = digit_images(12, offset=1740)
+    familiar, odd = [], []
+    for pipe in ("bilinear", "transposed_conv"):
+        for i, img in enumerate(A.trace_images(fresh, pipe, 4, seed=98, strength=0.2)):
+            familiar.append(tmp_path / f"{pipe}-{i}.png")
+            Image.fromarray(img).save(familiar[-1])
+    photos = load_sample_images().images
+    for i in range(8):
+        odd.append(tmp_path / f"noise-{i}.png")
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(odd[-1])
+        odd.append(tmp_path / f"grey-{i}.png")
+        Image.fromarray(np.full((32, 32), 30 * i, np.uint8)).save(odd[-1])
+        photo = photos[i % 2]
+        y, x = rng.integers(0, photo.shape[0] - 64), rng.integers(0, photo.shape[1] - 64)
+        odd.append(tmp_path / f"photo-{i}.png")
+        Image.fromarray(photo[y : y + 64, x : x + 64]).convert("L").resize((32, 32)).save(odd[-1])
+    r = cli_json(home, "attribute", run["id"], *familiar, *odd, "--json")
+    assert r.returncode == 0, r.stderr
+    got = {Path(g["image"]).name: g for g in json.loads(r.stdout)}
+    assert sum(got[p.name]["unfamiliar"] for p in familiar) <= 2
+    assert all(got[p.name]["unfamiliar"] for p in odd), [p.name for p in odd if not got[p.name]["unfamiliar"]]
+    assert all(0 <= g["familiar"] <= 1 for g in got.values())
+    assert f"{sum(g['unfamiliar'] for g in got.values())} of 48 image(s) are further" in r.stderr
+    noise = [got[p.name]["probability"] for p in odd if p.name.startswith(("noise", "grey"))]
+    digits = [got[p.name]["probability"] for p in familiar]
+    assert np.mean(noise) > np.mean(digits)  # why the softmax cannot be the judge
 
 
 def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub, monkeypatch):
@@ -303,7 +351,12 @@ def test_publish_refuses_what_the_user_did_not_ask_for(smoke, tmp_path, hub, mon
     RecordingHub.seen, RecordingHub.existing = [], False  # an existing private repository is fine
     r = publish("--repo", "lab/x")
     assert r.exit_code == 0, r.stderr
-    assert sorted(committed_files()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(committed_files()) == [
+        "README.md",
+        "config.json",
+        "familiarity.safetensors",
+        "model.safetensors",
+    ]
 
 
 def test_publish_fails_clearly_offline(smoke):
@@ -892,3 +945,30 @@ def test_recipes_that_differ_only_in_width_or_steps_have_their_own_labels():
     assert R(name="patches", patch_size=32).label == "patches-32-patch_cnn"
     assert R(name="patches", patch_size=32, width=16, front="bayar").label == "patches-32-patch_cnn-bayar-w16"
     assert R(name="patches", patch_size=32, steps=400).label == "patches-32-patch_cnn-400steps"
+
+
+def test_a_familiarity_file_is_read_as_untrusted(tmp_path):
+    """familiarity.safetensors comes with a published model from anyone: arrays that do not fit one
+    another, a missing array, or a file that is not safetensors are refused by name, never used."""
+    from safetensors.numpy import save_file
+
+    from workbench.jobs.attributor import Familiarity, ModelFilesError
+
+    rng = np.random.default_rng(0)
+    train, labels = rng.normal(size=(200, 12)), np.repeat(np.arange(4), 50)
+    good = Familiarity.fit(train, labels, rng.normal(size=(40, 12)))
+    arrays = {k: v.numpy() for k, v in good.tensors().items()}
+    save_file(arrays, tmp_path / "good.safetensors")
+    back = Familiarity.read(tmp_path / "good.safetensors")
+    assert np.allclose(back.distance(train[:5]), good.distance(train[:5]), rtol=1e-4)
+    for name, broken in [
+        ("precision", {**arrays, "precision": np.eye(3, dtype=np.float32)}),
+        ("missing", {k: v for k, v in arrays.items() if k != "held_out"}),
+        ("center", {**arrays, "center": np.zeros(5, np.float32)}),
+    ]:
+        save_file(broken, tmp_path / f"{name}.safetensors")
+        with pytest.raises(ModelFilesError, match="familiarity"):
+            Familiarity.read(tmp_path / f"{name}.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFilesError, match="familiarity"):
+        Familiarity.read(tmp_path / "junk.safetensors")

@@ -997,14 +997,17 @@ IMAGE_MODES = ("auto", "halfcell", "unicode")
 # --- attribution models --------------------------------------------------------------------------
 
 
-def attribution_model(run_id: int) -> tuple[Path, Path, FinishedRun]:
-    """The weights and config files of a succeeded attribution run, and the run: found as a kind finds a
-    run it builds on (jobs.context.finished_run)."""
+def attribution_model(run_id: int) -> tuple[Path, Path, Path | None, FinishedRun]:
+    """The weights, config and familiarity files of a succeeded attribution run (familiarity: None for a
+    run from before it), and the run: found as a kind finds a run it builds on (jobs.context.finished_run)."""
+    from workbench.jobs.attributor import CONFIG, FAMILIARITY, WEIGHTS
     from workbench.jobs.context import UnusableRun, finished_run
 
     try:
         run = finished_run(open_store(), run_id, ("attribution",))
-        return run.artifact("model.safetensors"), run.artifact("config.json"), run
+        familiarity = run.artifacts.get(FAMILIARITY)
+        familiarity = familiarity if familiarity is not None and familiarity.is_file() else None
+        return run.artifact(WEIGHTS), run.artifact(CONFIG), familiarity, run
     except UnusableRun as e:
         bad_input(str(e))
 
@@ -1024,8 +1027,8 @@ def attribute(
 
     try:
         if model.isdigit():
-            weights, config, _ = attribution_model(int(model))
-            attributor = Attributor.load(weights, config, device)
+            weights, config, familiarity, _ = attribution_model(int(model))
+            attributor = Attributor.load(weights, config, device, familiarity)
         elif Path(model).is_dir():
             attributor = Attributor.from_folder(Path(model), device)
         else:
@@ -1036,10 +1039,21 @@ def attribute(
     refused = [r for r in results if r.error is not None]
     for r in refused:  # the others are still answered; the exit code says not all were
         err.print(f"error: refused {shown(r.error)}")
+    unfamiliar = [r for r in results if r.unfamiliar]
+    if attributor.familiarity is None:
+        err.print(
+            "note: this model has no familiarity.safetensors (made before it existed): images unlike its "
+            "training set are not flagged; retrain to have them flagged"
+        )
+    elif unfamiliar:
+        err.print(
+            f"[yellow]warning:[/] {len(unfamiliar)} of {len(results)} image(s) are further from the model's "
+            f"training images than 99 % of its held-out images: their labels are unreliable (marked `unlike`)"
+        )
     if as_json:
         print_json([r.as_dict() for r in results])
     else:
-        table = Table("image", "generator", "probability", f"top {top}", box=None)
+        table = Table("image", "generator", "probability", f"top {top}", "familiar", box=None)
         for r in results:
             if r.error is None:
                 table.add_row(
@@ -1047,9 +1061,12 @@ def attribute(
                     shown(r.generator),
                     f"{r.probability:.3f}",
                     shown(", ".join(f"{g} {p:.3f}" for g, p in r.top)),
+                    "-"
+                    if r.familiar is None
+                    else (f"[yellow]unlike ({r.familiar:.1%})[/]" if r.unfamiliar else f"{r.familiar:.0%}"),
                 )
             else:
-                table.add_row(shown(r.image), "[red]refused[/]", "", "")
+                table.add_row(shown(r.image), "[red]refused[/]", "", "", "")
         out.print(table)
     if refused:
         raise typer.Exit(2)
@@ -1068,14 +1085,15 @@ def publish(
         bool, typer.Option("--public", help="create the repository public (default: private)")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="write into a --to-folder that is not empty (our 3 files only)")
+        bool, typer.Option("--force", help="write into a --to-folder that is not empty (our files only)")
     ] = False,
     token: Annotated[
         str | None, typer.Option(envvar="HF_TOKEN", help="Hub token (default: the saved login)")
     ] = None,
 ) -> None:
-    """Publish an attribution run's model: exactly three files, model.safetensors, config.json and the
-    model card README.md; a new Hub repository is private unless --public."""
+    """Publish an attribution run's model: exactly its files, model.safetensors, config.json,
+    familiarity.safetensors (where the run made one) and the model card README.md; a new Hub repository
+    is private unless --public."""
     import tempfile
 
     from workbench.jobs.attributor import PublishError, PublishRefused, model_card, upload, write_folder
@@ -1084,16 +1102,20 @@ def publish(
         bad_input("give --repo NAME (upload to the Hub), --to-folder DIR (write the files), or both")
     if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
         bad_input(f"--repo {repo!r}: give owner/name")
-    weights, config_path, found = attribution_model(run_id)
+    weights, config_path, familiarity, found = attribution_model(run_id)
     config = json.loads(config_path.read_text())
     card = model_card(config, found.id, found.name)
+    files = ", ".join(
+        ["model.safetensors", "config.json"] + ["familiarity.safetensors"] * bool(familiarity) + ["README.md"]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if to_folder is not None:
-                write_folder(to_folder, weights, config, card, force=force)
-                out.print(f"wrote {shown(str(to_folder))} (model.safetensors, config.json, README.md)")
+                write_folder(to_folder, weights, config, card, force=force, familiarity=familiarity)
+                out.print(f"wrote {shown(str(to_folder))} ({files})")
             if repo is not None:  # from a folder of its own: nothing else the user has can go along
-                url = upload(write_folder(Path(tmp) / "model", weights, config, card), repo, token, public)
+                staged = write_folder(Path(tmp) / "model", weights, config, card, familiarity=familiarity)
+                url = upload(staged, repo, token, public)
                 out.print(
                     f"published run {run_id} to {shown(repo)} ({'public' if public else 'private'}): {shown(url)}"
                 )

@@ -2,8 +2,9 @@
 which generator made each image, and publish it (a folder, or a Hugging Face Hub model repository).
 
 A model is two files, in a run's artifacts and in a published folder alike: `model.safetensors` (the
-weights) and `config.json` (backbone, recipe, view size, class names, the test results); a published
-folder adds `README.md`, the model card.
+weights) and `config.json` (backbone, recipe, view size, class names, the test results), and since
+familiarity checks a third, `familiarity.safetensors` (what its features look like on images like its
+training set: Familiarity); a published folder adds `README.md`, the model card.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+FAMILIARITY = "familiarity.safetensors"
+MAX_FAMILIARITY_BYTES = 64 << 20
 FORMAT = "workbench-attribution/1"
 # A published folder may come from anyone (the model card says to run it on folders from the Hub):
 # everything read from it is bounded before it is used.
@@ -80,6 +84,104 @@ def read_config(path: Path) -> dict:
         ) from None
 
 
+UNFAMILIAR_SHARE = 0.01  # an image further from the training set than 99 % of held-out images is flagged
+FEATURE_DIMS = 64  # features are projected on their first principal components before the distance
+
+
+def with_features(net):
+    """`x -> (the net's logits, its penultimate features)` in one pass: the features are the input of its
+    last linear layer (every backbone here ends in one), caught by a hook."""
+    import torch
+
+    head = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+    def forward(x):
+        caught = []
+        hook = head.register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
+        try:
+            logits = net(x)
+        finally:
+            hook.remove()
+        return logits, caught[-1].flatten(1)
+
+    return forward
+
+
+@dataclass(frozen=True)
+class Familiarity:
+    """How far an image's features lie from what the model was trained on: the Mahalanobis distance to the
+    nearest class mean (a shared covariance, Ledoit-Wolf shrunk, on the first FEATURE_DIMS principal
+    components of training features; Lee et al. 2018), set against the same distance of held-out images
+    (the validation split, never trained on). An image further than all but UNFAMILIAR_SHARE of them is
+    one the label should not be trusted on: the softmax is confident far from the data."""
+
+    center: np.ndarray  # (D,) the training features' mean
+    components: np.ndarray  # (D, P)
+    class_means: np.ndarray  # (K, P)
+    precision: np.ndarray  # (P, P)
+    held_out: np.ndarray  # (M,) sorted distances of held-out images
+
+    @classmethod
+    def fit(cls, train: np.ndarray, labels: np.ndarray, held_out: np.ndarray) -> Familiarity:
+        from sklearn.covariance import LedoitWolf
+
+        center = train.mean(0)
+        dims = max(1, min(FEATURE_DIMS, train.shape[1], len(train) - 1))
+        _, _, vt = np.linalg.svd(train - center, full_matrices=False)
+        components = vt[:dims].T
+        z = (train - center) @ components
+        classes = np.unique(labels)
+        class_means = np.stack([z[labels == c].mean(0) for c in classes])
+        residual = z - class_means[np.searchsorted(classes, labels)]
+        precision = np.linalg.pinv(LedoitWolf(assume_centered=True).fit(residual).covariance_)
+        fitted = cls(center, components, class_means, precision, np.zeros(0))
+        return cls(center, components, class_means, precision, np.sort(fitted.distance(held_out)))
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        z = (features - self.center) @ self.components
+        d = z[:, None, :] - self.class_means[None]
+        return np.sqrt(np.maximum(np.einsum("nkp,pq,nkq->nk", d, self.precision, d), 0)).min(1)
+
+    def share_further(self, distances: np.ndarray) -> np.ndarray:
+        """The share of held-out images at least as far as each distance (1: typical, ~0: unlike any)."""
+        return 1.0 - np.searchsorted(self.held_out, distances, side="left") / max(len(self.held_out), 1)
+
+    def tensors(self) -> dict:
+        import torch
+
+        return {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), dtype=np.float32)) for k in FIELDS}
+
+    @classmethod
+    def read(cls, path: Path) -> Familiarity:
+        """From a file as untrusted as any model file: bounded, safetensors only, shapes checked."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        if Path(path).stat().st_size > MAX_FAMILIARITY_BYTES:
+            raise ModelFilesError(
+                f"{path}: larger than {MAX_FAMILIARITY_BYTES >> 20} MiB; not a familiarity file"
+            )
+        try:
+            t = load_file(str(path))
+            f = cls(*(t[k].astype(np.float64) for k in FIELDS))
+        except (OSError, KeyError, SafetensorError) as e:
+            raise ModelFilesError(f"{path}: not a familiarity file ({str(e)[:200]})") from None
+        d, p = f.components.shape if f.components.ndim == 2 else (0, 0)
+        if not (
+            f.center.shape == (d,)
+            and f.class_means.ndim == 2
+            and f.class_means.shape[1] == p
+            and f.precision.shape == (p, p)
+            and f.held_out.ndim == 1
+            and len(f.held_out) > 0
+        ):
+            raise ModelFilesError(f"{path}: its arrays do not fit one another; not a familiarity file")
+        return f
+
+
+FIELDS = ("center", "components", "class_means", "precision", "held_out")
+
+
 @dataclass
 class Attribution:
     """One image's answer: its most probable generator and the `top` ones, or why it was refused."""
@@ -89,6 +191,12 @@ class Attribution:
     probability: float | None
     top: list[tuple[str, float]]  # the most probable generators, best first
     error: str | None = None  # the image was not attributed (unreadable, too large, missing)
+    familiar: float | None = None  # share of held-out images at least as far from the training set
+
+    @property
+    def unfamiliar(self) -> bool:
+        """Further from the training set than all but UNFAMILIAR_SHARE of held-out images."""
+        return self.familiar is not None and self.familiar < UNFAMILIAR_SHARE
 
     def as_dict(self) -> dict:
         if self.error is not None:
@@ -98,19 +206,23 @@ class Attribution:
             "generator": self.generator,
             "probability": self.probability,
             "top": [{"generator": g, "probability": p} for g, p in self.top],
+            "familiar": self.familiar,
+            "unfamiliar": self.unfamiliar,
         }
 
 
 class Attributor:
-    def __init__(self, net, config: dict, device: str):
+    def __init__(self, net, config: dict, device: str, familiarity: Familiarity | None = None):
         from workbench.jobs.data.attribution import View
 
-        self.net, self.config, self.device = net, config, device
+        self.net, self.config, self.device, self.familiarity = net, config, device, familiarity
         self.class_names: list[str] = config["class_names"]
         self.view = View(config["recipe"], int(config["size"]), int(config["test_patches"]))
 
     @classmethod
-    def load(cls, weights: Path, config: Path, device: str = "auto") -> Attributor:
+    def load(
+        cls, weights: Path, config: Path, device: str = "auto", familiarity: Path | None = None
+    ) -> Attributor:
         import torch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -131,7 +243,12 @@ class Attributor:
             net.load_state_dict(load_file(str(weights)))
         except (OSError, RuntimeError, SafetensorError) as e:
             raise ModelFilesError(f"{weights}: the weights do not fit the config ({str(e)[:300]})") from None
-        return cls(net.to(device).eval(), cfg, device)
+        known = Familiarity.read(familiarity) if familiarity is not None else None
+        if known is not None and len(known.class_means) != len(cfg["class_names"]):
+            raise ModelFilesError(
+                f"{familiarity}: made for {len(known.class_means)} classes, the model has {len(cfg['class_names'])}"
+            )
+        return cls(net.to(device).eval(), cfg, device, known)
 
     @classmethod
     def from_folder(cls, folder: Path, device: str = "auto") -> Attributor:
@@ -139,7 +256,8 @@ class Attributor:
         for name in (WEIGHTS, CONFIG):
             if not (folder / name).is_file():
                 raise ModelFilesError(f"{folder} has no {name}: not a published attribution model")
-        return cls.load(folder / WEIGHTS, folder / CONFIG, device)
+        familiarity = folder / FAMILIARITY if (folder / FAMILIARITY).is_file() else None
+        return cls.load(folder / WEIGHTS, folder / CONFIG, device, familiarity)
 
     def attribute(self, paths: list[Path], top: int = 5, batch_size: int = 16) -> list[Attribution]:
         """The generator of each image, with the `top` most probable ones, in the order given; images in
@@ -162,12 +280,18 @@ class Attributor:
             if not chunk:
                 continue
             with torch.no_grad(), autocast(self.device):
-                logits = self.net(torch.cat(views).to(self.device)).float()
-            probs = torch.stack([part.mean(0) for part in logits.split([len(v) for v in views])]).softmax(1)
-            for (k, p), row in zip(chunk, probs.cpu(), strict=True):
+                logits, features = with_features(self.net)(torch.cat(views).to(self.device))
+                logits, features = logits.float(), features.float()
+            counts = [len(v) for v in views]
+            probs = torch.stack([part.mean(0) for part in logits.split(counts)]).softmax(1)
+            familiar = [None] * len(chunk)
+            if self.familiarity is not None:  # each image's mean over its views, as its logits
+                mean = torch.stack([part.mean(0) for part in features.split(counts)]).cpu().double().numpy()
+                familiar = self.familiarity.share_further(self.familiarity.distance(mean)).tolist()
+            for (k, p), row, known in zip(chunk, probs.cpu(), familiar, strict=True):
                 best = row.argsort(descending=True)[: min(top, len(row))].tolist()
                 ranked = [(self.class_names[j], float(row[j])) for j in best]
-                out[k] = Attribution(str(p), ranked[0][0], ranked[0][1], ranked)
+                out[k] = Attribution(str(p), ranked[0][0], ranked[0][1], ranked, familiar=known)
         return [out[k] for k in range(len(paths))]
 
 
@@ -284,12 +408,15 @@ def _interval(ci) -> str:
     return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
 
 
-PUBLISHED = (WEIGHTS, CONFIG, CARD)  # every file publishing writes, and the only ones it uploads
+PUBLISHED = (WEIGHTS, CONFIG, FAMILIARITY, CARD)  # every file publishing writes, the only ones it uploads
 
 
-def write_folder(folder: Path, weights: Path, config: dict, card: str, force: bool = False) -> Path:
-    """The published files in `folder` (created). A folder that already holds anything is refused unless
-    `force`, which replaces these three files and touches nothing else in it."""
+def write_folder(
+    folder: Path, weights: Path, config: dict, card: str, force: bool = False, familiarity: Path | None = None
+) -> Path:
+    """The published files in `folder` (created): the weights, config, card, and the familiarity file when
+    the run made one. A folder that already holds anything is refused unless `force`, which replaces
+    these files and touches nothing else in it."""
     import shutil
 
     folder = Path(folder)
@@ -302,6 +429,8 @@ def write_folder(folder: Path, weights: Path, config: dict, card: str, force: bo
         )
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, folder / WEIGHTS)
+    if familiarity is not None:
+        shutil.copyfile(familiarity, folder / FAMILIARITY)
     (folder / CONFIG).write_text(json.dumps(config, indent=2))
     (folder / CARD).write_text(card)
     return folder
@@ -316,7 +445,7 @@ class PublishRefused(PublishError):
 
 
 def upload(folder: Path, repo: str, token: str | None = None, public: bool = False) -> str:
-    """Commit the three published files of `folder` (never anything else in it) to the model repository
+    """Commit the published files of `folder` (PUBLISHED; never anything else in it) to the model repository
     `repo`, created private unless `public`; returns the commit URL. An existing public repository is
     refused unless `public`: uploading there would make the model public. The Hub's address is
     huggingface_hub's (HF_ENDPOINT), the token HF_TOKEN's or the saved login's."""

@@ -445,6 +445,61 @@ def run(ctx: RunContext, spec: Spec) -> None:
     ctx.phase("scoring with intervals", 1)
     report(ctx, spec, results, y_test, names, shortcut)
     ctx.progress(1, 1)
+    head = max(results, key=lambda r: (r["fit"]["val_top1"], -r["fit"]["val_loss"]))
+    ctx.phase("learning what its training images look like", 1)
+    familiarity(
+        ctx,
+        spec,
+        head,
+        data.train.select(train_idx),
+        y_train[train_idx],
+        data.train.select(val_idx),
+        y_train[val_idx],
+        data.test,
+        y_test,
+    )
+    ctx.progress(1, 1)
+
+
+FAMILIARITY_TRAIN_IMAGES = 2000  # training images whose features define "familiar" (a seeded sample)
+
+
+def familiarity(ctx, spec: Spec, head: dict, train_rows, y_train, val_rows, y_val, test_rows, y_test) -> None:
+    """The model's Familiarity (jobs.attributor): fitted on the features of up to 2000 training images,
+    calibrated on the held-out validation images, written beside the model, and checked on the test
+    images, which come from the same generators: about 1 % of them should be flagged, and
+    the summary says how many were (`unfamiliar_test`, with its interval)."""
+    import numpy as np
+    from safetensors.torch import save
+
+    from workbench.jobs.attributor import FAMILIARITY, UNFAMILIAR_SHARE, Familiarity, with_features
+    from workbench.jobs.metrics.stats import share_ci
+
+    net, view, workers = head["net"], head["view"], spec.train.num_workers
+    pick = np.sort(
+        np.random.default_rng(spec.seed).choice(
+            len(y_train), min(len(y_train), FAMILIARITY_TRAIN_IMAGES), False
+        )
+    )
+
+    def features(rows, labels):
+        return predict(
+            net, rows, labels, view, ctx.device, workers, lambda x: with_features(net)(x)[1]
+        ).astype(np.float64)
+
+    known = Familiarity.fit(
+        features(train_rows.select(pick), y_train[pick]), y_train[pick], features(val_rows, y_val)
+    )
+    ctx.file(FAMILIARITY, save(known.tensors()))
+    flagged = int((known.share_further(known.distance(features(test_rows, y_test))) < UNFAMILIAR_SHARE).sum())
+    est = share_ci(flagged, len(y_test))
+    expected = max(UNFAMILIAR_SHARE, 1 / (len(y_val) + 1))
+    ctx.summary(**est.summary("unfamiliar_test"))
+    ctx.event(
+        f"familiarity: {len(pick)} training images, {len(y_val)} held-out; {flagged} of {len(y_test)} test "
+        f"images flagged as unlike the training set ({est}; about {expected:.1%} expected: beyond 99 % of "
+        f"the held-out images, or all of them when there are fewer than 100)"
+    )
 
 
 SHORTCUT_MARGIN = 0.05  # size/format naming this much more than the commonest class is a shortcut
