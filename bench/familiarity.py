@@ -75,8 +75,9 @@ def main() -> None:
         sets["flat grey squares"] = [
             np.full((32, 32), int(rng.integers(0, 256)), np.uint8) for _ in range(20)
         ]
+        lo, hi = summary["unfamiliar_test_ci"]
         print(
-            f"run {run_id}: its test split flagged {summary['unfamiliar_test']:.3f} {summary['unfamiliar_test_ci']} "
+            f"run {run_id}: its test split flagged {summary['unfamiliar_test']:.4f} [{lo:.4f}, {hi:.4f}] "
             f"(n={summary['unfamiliar_test_n']})"
         )
         print("| images | flagged | mean top probability |")
