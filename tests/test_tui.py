@@ -17,6 +17,7 @@ from workbench.store.db import StoreError
 from workbench.store.models import Artifact, Run, RunEvent
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.components import CurvesView, ImagesView
+from workbench.tui.screens.runs import COLUMNS as ALL_COLUMNS
 from workbench.tui.screens.runs import USUAL as COLUMNS_USUAL
 
 T0 = 1_700_000_000.0  # fixed times, so screens render the same on every machine
@@ -1124,3 +1125,25 @@ async def test_the_overview_of_a_running_run_says_what_it_uses(filled):
         app.open_run(ids[0])
         await pilot.pause(0.5)
         assert not app.screen.query_one("#phase").display
+
+
+@pytest.mark.parametrize(
+    "width, expected",
+    [
+        (80, ["", "id", "status", "headline", "name"]),
+        (120, ["", "id", "name", "status", "progress", "headline"]),
+        (160, list(ALL_COLUMNS)),
+    ],
+)
+async def test_until_columns_are_chosen_the_headline_fits_the_terminal(filled, width, expected):
+    """At 80 columns the usual nine columns put the headline 100 columns to the right, off screen: until
+    columns are chosen, fewer are shown, the headline before a (long) name, and it ends inside the
+    terminal. Seen red with the nine columns at every width."""
+    store, ids = filled
+    app = make_app(store)
+    async with app.run_test(size=(width, 24)) as pilot:
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count == 3 and column_labels(table) == expected)
+        widths = [c.get_render_width(table) for c in table.columns.values()]
+        end = sum(widths[: expected.index("headline") + 1])
+        assert end <= width, (widths, width)

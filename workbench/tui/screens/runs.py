@@ -35,6 +35,15 @@ from workbench.tui.messages import RunsPolled
 
 COLUMNS = ("", "id", "experiment", "name", "kind", "status", "progress", "started", "duration", "headline")
 USUAL = COLUMNS[2:]  # the columns `o` offers first; the mark and the id are always there
+# Until columns are chosen, a narrower terminal shows fewer, so that the headline stays on screen: under
+# 100 columns the verdict comes before the name (a long sweep name is cut at the edge, not the result).
+FITTING = ((100, ("status", "headline", "name")), (150, ("name", "status", "progress", "headline")))
+
+
+def usual_columns(width: int) -> tuple[str, ...]:
+    return next((cols for limit, cols in FITTING if width < limit), USUAL)
+
+
 NEWEST_FIRST = ("id", "started")  # the columns a first sort puts in descending order
 # Rows added at a time: a DataTable measures every cell it is given, so a filter keystroke costs in
 # proportion. The next page follows when the cursor comes near the end, or with `m`.
@@ -263,10 +272,14 @@ class RunsScreen(LiveScreen):
 
     def choose_columns(self, rows: list[RunRecord]) -> None:
         """The columns remembered for the experiment every shown run belongs to (else for all runs)."""
-        scope = rows[0].experiment if rows and len({r.experiment_id for r in rows}) == 1 else ""
+        one = rows and not any(
+            r.experiment_id != rows[0].experiment_id for r in rows
+        )  # stops at the first other
+        scope = rows[0].experiment if one else ""
         if scope not in self.remembered:  # the file is read once per experiment and screen
-            self.remembered[scope] = tuple(prefs.columns(self.app.store.home, scope) or USUAL)
-        wanted = tuple(dict.fromkeys(("", "id", *self.remembered[scope])))  # a hand-edited file may repeat
+            self.remembered[scope] = tuple(prefs.columns(self.app.store.home, scope) or ())
+        chosen = self.remembered[scope] or usual_columns(self.size.width)
+        wanted = tuple(dict.fromkeys(("", "id", *chosen)))  # a hand-edited file may repeat
         if set(wanted) - set(COLUMNS):
             self.want_specs()
         if scope == self.column_scope and wanted == self.columns:
@@ -282,6 +295,10 @@ class RunsScreen(LiveScreen):
                 self.set_reactive(RunsScreen.sort_column, "id")
                 self.set_reactive(RunsScreen.sort_reverse, True)
             self.show_sort()
+
+    def on_resize(self) -> None:
+        if self.rows:
+            self.render_table()  # the columns that fit follow the terminal until some are chosen
 
     def render_table(self) -> None:
         table = self.query_one(DataTable)
