@@ -58,20 +58,26 @@ def browse(folder) -> dict:
     return json.loads(html.unescape(found.group(1)))
 
 
+def claimed_with_results(store, run_id: int, text: str) -> RunContext:
+    """The run claimed, with a loss curve, a summary estimate, and `text` in its summary and a table."""
+    queue.claim(store, "w", "cpu")
+    ctx = RunContext(store, run_id)
+    for step in range(5):
+        ctx.log(step, loss=1.0 / (step + 1))
+    ctx.flush()
+    ctx.summary(top1=0.9123, top1_ci=[0.9012, 0.9234], top1_n=400, note=text)
+    ctx.table(
+        "per_class",
+        [{"class": text, "accuracy_mean": 0.8, "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.9}],
+    )
+    return ctx
+
+
 def test_the_report_of_an_experiment_loads_whole_in_a_browser_and_runs_nothing(store, cli, tmp_path):
     spec = write_spec(tmp_path, "kind: sleep\nname: exp\nsweep:\n  seed: [1, 2]\n")
     ids = json.loads(cli("submit", spec, "--no-worker", "--json")[1])["run_ids"]
     for rid in ids:
-        queue.claim(store, "w", "cpu")
-        ctx = RunContext(store, rid)
-        for step in range(5):
-            ctx.log(step, loss=1.0 / (step + 1))
-        ctx.flush()
-        ctx.summary(top1=0.9123, top1_ci=[0.9012, 0.9234], top1_n=400, note=HOSTILE)
-        ctx.table(
-            "per_class",
-            [{"class": HOSTILE, "accuracy_mean": 0.8, "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.9}],
-        )
+        ctx = claimed_with_results(store, rid, HOSTILE)
         ctx.image("samples/grid", 5, np.full((8, 8), 0.5))
         ctx.image("samples/grid", 9, np.full((8, 8), 0.25))  # the newest of a name is shown
         queue.finish(store, rid, "w", "succeeded")
@@ -115,16 +121,7 @@ def test_a_markdown_report_keeps_its_pictures_beside_it_and_hostile_text_inert(s
     hostile = HOSTILE + " [click](http://evil.example) *loud* `code` a|b"
     spec = write_spec(tmp_path, "kind: sleep\nname: exp\n")
     (rid,) = json.loads(cli("submit", spec, "--no-worker", "--json")[1])["run_ids"]
-    queue.claim(store, "w", "cpu")
-    ctx = RunContext(store, rid)
-    for step in range(5):
-        ctx.log(step, loss=1.0 / (step + 1))
-    ctx.flush()
-    ctx.summary(top1=0.9123, top1_ci=[0.9012, 0.9234], top1_n=400, note=hostile)
-    ctx.table(
-        "per_class",
-        [{"class": hostile, "accuracy_mean": 0.8, "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.9}],
-    )
+    ctx = claimed_with_results(store, rid, hostile)
     ctx.image("samples/grid", 9, np.full((8, 8), 0.25))
     ctx.image("evil [x](javascript:alert(1)) <img src=x onerror=alert(2)> *loud*", None, np.full((8, 8), 0.5))
     queue.finish(store, rid, "w", "succeeded")

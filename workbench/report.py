@@ -506,56 +506,85 @@ def _run_line(rec: RunDetail) -> str:
     )
 
 
+def _layout(store, run_ids: list[int], page) -> list[str]:
+    """The report's parts, in order, each written by `page` (an HtmlPage or a MarkdownPage): per run a
+    heading, a line about it, its error, summary, tables, curves, images and spec."""
+    parts = []
+    for r in run_reports(store, run_ids):
+        rec = r.record
+        parts.append(
+            page.heading(2, f"run {rec.id}: {rec.name}", anchor=f"run{rec.id}") + page.para(_run_line(rec))
+        )
+        if rec.error:
+            parts.append(page.para(rec.error, lead="error:"))
+        if r.summary:
+            parts.append(
+                page.heading(3, "summary")
+                + page.table([{"key": k, "value": v} for k, v in r.summary.items()])
+            )
+        for name, rows in rec.tables.items():
+            parts.append(page.heading(3, f"{name} ({len(rows)} rows)") + page.table(rows))
+        for name, figures in (("curves", r.curves), ("images", r.images)):
+            if figures:
+                parts.append(page.heading(3, name) + "".join(page.figure(rec.id, f) for f in figures))
+        parts.append(page.heading(3, "spec") + page.code(r.spec, "yaml"))
+    return parts
+
+
+NOT_SHOWN = f"missing, or over {MAX_EMBEDDED_IMAGE >> 20} MiB"
+
+
+class HtmlPage:
+    """HTML pieces for _layout: every outside value escaped, pictures as data URIs."""
+
+    @staticmethod
+    def esc(value: Any, keep: str = "") -> str:
+        import html
+
+        return html.escape(printable(value, keep) if isinstance(value, str) else cell(value))
+
+    def heading(self, level: int, text: str, anchor: str = "") -> str:
+        return f"<h{level}{f' id={anchor!r}' if anchor else ''}>{self.esc(text)}</h{level}>"
+
+    def para(self, text: str, lead: str = "") -> str:
+        return f"<p>{f'<b>{lead}</b> ' if lead else ''}{self.esc(text)}</p>"
+
+    def table(self, rows: list[dict[str, Any]]) -> str:
+        rows = readable_rows(rows)
+        cols = _columns(rows)
+        head = "".join(f"<th>{self.esc(c)}</th>" for c in cols)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{self.esc(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def figure(self, run_id: int, f: Figure) -> str:
+        import base64
+
+        if f.png is None:
+            return self.para(f"{f.caption}: not embedded ({NOT_SHOWN})")
+        return (
+            f"<figure><img alt='{self.esc(f.name)}' src='data:image/png;base64,{base64.b64encode(f.png).decode()}'>"
+            f"<figcaption>{self.esc(f.caption)}</figcaption></figure>"
+        )
+
+    def code(self, text: str, _language: str) -> str:
+        return f"<pre>{self.esc(text, keep=chr(10))}</pre>"
+
+
 def html_report(store, run_ids: list[int], title: str) -> str:
     """One self-contained HTML page for `run_ids`: per run its spec, summary and result tables (every
     estimate as `mean [low, high]`), its curves and the newest of each of its images, embedded as data
     URIs: copy the one file to a laptop and open it. The page runs no script and loads nothing (its
     Content-Security-Policy says so), so names and values from a run cannot act in the browser."""
-    import base64
-    import html
-
-    def esc(value: Any, keep: str = "") -> str:
-        return html.escape(printable(value, keep) if isinstance(value, str) else cell(value))
-
-    def table_html(rows: list[dict[str, Any]]) -> str:
-        rows = readable_rows(rows)
-        cols = _columns(rows)
-        head = "".join(f"<th>{esc(c)}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    def figures(items: list[Figure]) -> str:
-        return "".join(
-            f"<figure><img alt='{esc(f.name)}' src='data:image/png;base64,{base64.b64encode(f.png).decode()}'>"
-            f"<figcaption>{esc(f.caption)}</figcaption></figure>"
-            if f.png is not None
-            else f"<p>{esc(f.caption)}: not embedded (missing, or over {MAX_EMBEDDED_IMAGE >> 20} MiB)</p>"
-            for f in items
-        )
-
-    parts = [f"<h1>{esc(title)}</h1>"]
-    for r in run_reports(store, run_ids):
-        rec = r.record
-        parts.append(f"<h2 id='run{rec.id}'>run {rec.id}: {esc(rec.name)}</h2><p>{esc(_run_line(rec))}</p>")
-        if rec.error:
-            parts.append(f"<p><b>error:</b> {esc(rec.error)}</p>")
-        if r.summary:
-            parts.append(
-                "<h3>summary</h3>" + table_html([{"key": k, "value": v} for k, v in r.summary.items()])
-            )
-        for name, rows in rec.tables.items():
-            parts.append(f"<h3>{esc(name)} ({len(rows)} rows)</h3>" + table_html(rows))
-        if r.curves:
-            parts.append("<h3>curves</h3>" + figures(r.curves))
-        if r.images:
-            parts.append("<h3>images</h3>" + figures(r.images))
-        parts.append(f"<h3>spec</h3><pre>{esc(r.spec, keep=chr(10))}</pre>")
+    page = HtmlPage()
+    body = page.heading(1, title) + "".join(_layout(store, run_ids, page))
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">"
-        f"<meta name='viewport' content='width=device-width'><title>{esc(title)}</title>"
-        f"<style>{PAGE_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+        f"<meta name='viewport' content='width=device-width'><title>{page.esc(title)}</title>"
+        f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>\n"
     )
 
 
@@ -568,12 +597,21 @@ def md_text(value: Any) -> str:
     return text.replace("](", "]\\(")
 
 
-def markdown_report(store, run_ids: list[int], title: str, folder: str) -> tuple[str, dict[str, bytes]]:
-    """A Markdown page for `run_ids` and its pictures: the page links each as `folder/<file>.png`
-    (the caller writes them there, beside the page). The same content as html_report."""
-    files: dict[str, bytes] = {}
+class MarkdownPage:
+    """Markdown pieces for _layout: outside text through md_text; each picture kept in `files` and
+    linked as `folder/<file>.png`."""
 
-    def table_md(rows: list[dict[str, Any]]) -> str:
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.files: dict[str, bytes] = {}
+
+    def heading(self, level: int, text: str, anchor: str = "") -> str:
+        return f"{'#' * level} {md_text(text)}\n\n"
+
+    def para(self, text: str, lead: str = "") -> str:
+        return f"{f'**{lead}** ' if lead else ''}{md_text(text)}\n\n"
+
+    def table(self, rows: list[dict[str, Any]]) -> str:
         rows = readable_rows(rows)
         cols = _columns(rows)
         lines = [
@@ -581,38 +619,25 @@ def markdown_report(store, run_ids: list[int], title: str, folder: str) -> tuple
             "|" + "|".join("---" for _ in cols) + "|",
         ]
         lines += ["| " + " | ".join(md_text(row.get(c)) for c in cols) + " |" for row in rows]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n\n"
 
-    def figures(run_id: int, items: list[Figure]) -> str:
-        out = []
-        for f in items:
-            if f.png is None:
-                out.append(
-                    f"{md_text(f.caption)}: not included (missing, or over {MAX_EMBEDDED_IMAGE >> 20} MiB)\n"
-                )
-                continue
-            name = _unused(Path(f"run{run_id}-{file_part(f.name)}.png"), [Path(n) for n in files]).name
-            files[name] = f.png
-            out.append(f"![{md_text(f.name)}]({folder}/{name})\n\n*{md_text(f.caption)}*\n")
-        return "\n".join(out)
+    def figure(self, run_id: int, f: Figure) -> str:
+        if f.png is None:
+            return self.para(f"{f.caption}: not included ({NOT_SHOWN})")
+        name = _unused(Path(f"run{run_id}-{file_part(f.name)}.png"), [Path(n) for n in self.files]).name
+        self.files[name] = f.png
+        return f"![{md_text(f.name)}]({self.folder}/{name})\n\n*{md_text(f.caption)}*\n\n"
 
-    parts = [f"# {md_text(title)}\n"]
-    for r in run_reports(store, run_ids):
-        rec = r.record
-        parts.append(f"## run {rec.id}: {md_text(rec.name)}\n\n{md_text(_run_line(rec))}\n")
-        if rec.error:
-            parts.append(f"**error:** {md_text(rec.error)}\n")
-        if r.summary:
-            parts.append("### summary\n\n" + table_md([{"key": k, "value": v} for k, v in r.summary.items()]))
-        for name, rows in rec.tables.items():
-            parts.append(f"### {md_text(name)} ({len(rows)} rows)\n\n" + table_md(rows))
-        if r.curves:
-            parts.append("### curves\n\n" + figures(rec.id, r.curves))
-        if r.images:
-            parts.append("### images\n\n" + figures(rec.id, r.images))
-        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", r.spec)), default=0))
-        parts.append(f"### spec\n\n{fence}yaml\n{printable(r.spec, keep=chr(10))}{fence}\n")
-    return "\n".join(parts), files
+    def code(self, text: str, language: str) -> str:
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+        return f"{fence}{language}\n{printable(text, keep=chr(10))}{fence}\n\n"
+
+
+def markdown_report(store, run_ids: list[int], title: str, folder: str) -> tuple[str, dict[str, bytes]]:
+    """A Markdown page for `run_ids` and its pictures: the page links each as `folder/<file>.png`
+    (the caller writes them there, beside the page). The same content as html_report."""
+    page = MarkdownPage(folder)
+    return page.heading(1, title) + "".join(_layout(store, run_ids, page)), page.files
 
 
 # --- live status ------------------------------------------------------------------------------------

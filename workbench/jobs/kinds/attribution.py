@@ -411,6 +411,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
         f"(held out by prompt), {len(y_test)} test images"
     )
     shortcut = check_files(ctx, data.train, y_train, names)
+    split = (data.train.select(train_idx), y_train[train_idx], data.train.select(val_idx), y_train[val_idx])
     results = []
     several = len(spec.recipes) > 1
     if several:  # one bar for every recipe, each its share (ctx.part); each step is an event
@@ -424,17 +425,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
         else:
             step = ctx.part(recipe.label, i, len(spec.recipes)) if several else ctx
             step.phase(f"training {recipe.label}")
-            net, fit = train_recipe(
-                step,
-                spec,
-                recipe,
-                view,
-                data.train.select(train_idx),
-                y_train[train_idx],
-                data.train.select(val_idx),
-                y_train[val_idx],
-                len(names),
-            )
+            net, fit = train_recipe(step, spec, recipe, view, *split, len(names))
             step.phase(f"testing {recipe.label}", 1)
             logits = predict(net, data.test, y_test, view, ctx.device, spec.train.num_workers)
             step.progress(1, 1)
@@ -447,17 +438,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     ctx.progress(1, 1)
     head = max(results, key=lambda r: (r["fit"]["val_top1"], -r["fit"]["val_loss"]))
     ctx.phase("learning what its training images look like", 1)
-    familiarity(
-        ctx,
-        spec,
-        head,
-        data.train.select(train_idx),
-        y_train[train_idx],
-        data.train.select(val_idx),
-        y_train[val_idx],
-        data.test,
-        y_test,
-    )
+    familiarity(ctx, spec, head, *split, data.test, y_test)
     ctx.progress(1, 1)
 
 
