@@ -1147,3 +1147,40 @@ async def test_until_columns_are_chosen_the_headline_fits_the_terminal(filled, w
         widths = [c.get_render_width(table) for c in table.columns.values()]
         end = sum(widths[: expected.index("headline") + 1])
         assert end <= width, (widths, width)
+
+
+async def test_tags_a_note_and_archiving_from_the_tui(filled):
+    """`t` on a run's screen asks for `best -draft` and tags it; `N` edits its note (the old one offered);
+    `a` archives a finished run and the runs list hides it until `archived:yes`; a bad tag is refused
+    with the reason and nothing changes. Before, tags and notes could be set from the CLI only."""
+    from workbench.store.queries import get_run
+
+    store, ids = filled
+    queue.annotate(store, [ids[0]], add=["draft"], note="first try")
+    app = make_app(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.open_run(ids[0])
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.record is not None)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TextPrompt")
+        await pilot.press(*"best -draft", "enter")
+        await wait_until(pilot, lambda: list(get_run(store, ids[0]).tags) == ["best"])
+        await pilot.press("N")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TextPrompt")
+        assert app.screen.query_one("#prompt-input").value == "first try"
+        app.screen.query_one("#prompt-input").value = "the one to beat"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: get_run(store, ids[0]).note == "the one to beat")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TextPrompt")
+        await pilot.press(*"bad/tag", "enter")
+        await pilot.pause(0.5)
+        assert list(get_run(store, ids[0]).tags) == ["best"]
+        await pilot.press("a")
+        await wait_until(pilot, lambda: get_run(store, ids[0]).archived)
+        await pilot.press("escape")
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: shown_ids(table) == [ids[2], ids[1]])
+        app.screen.filter_text = "archived:yes tag:best"
+        await wait_until(pilot, lambda: shown_ids(table) == [ids[0]])

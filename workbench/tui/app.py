@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual_image import widget as _  # noqa: F401 - queries the terminal, which it must do before Textual starts
 
+from workbench.store import queue
 from workbench.store.db import Store, StoreError
 from workbench.tui.idle_gc import CHECK_EVERY, IdleCollector
 from workbench.tui.messages import Notice
@@ -106,10 +107,54 @@ class WorkbenchApp(App):
 
         self.push_screen(ColumnsScreen(shown, usual, fields, scope), then)
 
-    def open_path_prompt(self, then: Callable[[str | None], None]) -> None:
-        from workbench.tui.screens.path_prompt import PathPrompt
+    def ask(
+        self, label: str, then: Callable[[str | None], None], placeholder: str = "", value: str = ""
+    ) -> None:
+        """One line of text from the user (None when they press Esc), handed to `then`."""
+        from workbench.tui.screens.prompt import TextPrompt
 
-        self.push_screen(PathPrompt(), then)
+        self.push_screen(TextPrompt(label, placeholder, value), then)
+
+    # --- labels on runs ----------------------------------------------------------------------------
+
+    def edit_tags(self, run_ids: list[int]) -> None:
+        """`best -draft`: adds best, removes draft, on every run given."""
+
+        def apply(text: str | None) -> None:
+            words = (text or "").split()
+            add = [w for w in words if not w.startswith("-")]
+            remove = [w[1:] for w in words if w.startswith("-") and len(w) > 1]
+            if add or remove:
+                self.queue_op(
+                    lambda store, _rid: queue.annotate(store, run_ids, add=add, remove=remove),
+                    run_ids[0],
+                    f"tags of run(s) {', '.join(map(str, run_ids))}: " + " ".join(words),
+                )
+
+        self.ask(
+            f"Tags for run(s) {', '.join(map(str, run_ids))}: words to add, -word to remove",
+            apply,
+            "best -draft",
+        )
+
+    def edit_note(self, run_id: int, note: str | None) -> None:
+        def apply(text: str | None) -> None:
+            if text is not None:
+                self.queue_op(
+                    lambda store, rid: queue.annotate(store, [rid], note=text.strip()),
+                    run_id,
+                    f"run {run_id}: note " + ("set" if text.strip() else "cleared"),
+                )
+
+        self.ask(f"Note on run {run_id} (empty clears it)", apply, "why this run", note or "")
+
+    def set_archived(self, run_ids: list[int], archived: bool) -> None:
+        self.queue_op(
+            lambda store, _rid: queue.annotate(store, run_ids, archived=archived),
+            run_ids[0],
+            f"run(s) {', '.join(map(str, run_ids))} "
+            + ("archived (archived:yes shows them)" if archived else "restored"),
+        )
 
     # --- queue writes ----------------------------------------------------------------------------
 
@@ -131,7 +176,7 @@ class WorkbenchApp(App):
         try:
             op(self.store, run_id, *args)
             self.post_message(Notice(message))
-        except StoreError as e:
+        except (StoreError, ValueError) as e:  # refused (a bad tag, a note too long): says why
             self.post_message(Notice(str(e), "error"))
         except Exception as e:  # noqa: BLE001
             self.post_message(Notice(f"store not writable: {e}", "error"))

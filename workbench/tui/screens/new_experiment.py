@@ -160,7 +160,7 @@ class NewExperimentScreen(KeysFirstScreen):
             self.pristine = text
             self.query_one("#editor", TextArea).text = text
 
-        self.app.open_path_prompt(loaded)
+        self.app.ask("Load a spec file (path):", loaded, "examples/quickstart.yaml")
 
     def action_submit(self) -> None:
         text = self.query_one("#editor", TextArea).text

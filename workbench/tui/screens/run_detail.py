@@ -19,7 +19,7 @@ from workbench.jobs.resources import PREFIX
 from workbench.report import cell, flatten, readable, resources_line, shown_status, status_line
 from workbench.store import queue
 from workbench.store.feeds import MetricFeed
-from workbench.store.models import RunStatus
+from workbench.store.models import FINAL_STATES, RunStatus
 from workbench.store.queries import RunDetail, UnknownRun, events, iso, show
 from workbench.text import printable
 from workbench.tui.components import STATUS_STYLE, CurvesView, ImagesView, Picture, ResultTables, plain
@@ -36,6 +36,9 @@ class RunDetailScreen(RunViewsScreen):
         Binding("e", "export", "Export"),
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "retry_run", "Retry"),
+        Binding("t", "tags", "Tags"),
+        Binding("N", "note", "Note"),
+        Binding("a", "archive", "Archive"),
     ]
 
     def __init__(self, run_id: int):
@@ -46,6 +49,7 @@ class RunDetailScreen(RunViewsScreen):
         self.status = ""
         self._overview: tuple | None = None  # what the Overview shows now
         self.gone = False
+        self.record: RunDetail | None = None  # as the last poll read it
         self.event_lines: list[Text] = []
         self._seen: tuple | None = None  # what the last posted poll held (read() runs one at a time)
 
@@ -100,7 +104,7 @@ class RunDetailScreen(RunViewsScreen):
             self.notify(f"run {message.run_id} no longer exists", severity="error")
 
     def on_run_polled(self, message: RunPolled) -> None:
-        rec = message.record
+        rec = self.record = message.record
         running = rec.status == RunStatus.RUNNING
         now = self.query_one("#phase", Static)  # the step it is in, its progress, the time left, its use
         lines = []
@@ -169,6 +173,19 @@ class RunDetailScreen(RunViewsScreen):
 
     def action_retry_run(self) -> None:
         self.app.queue_op(queue.retry, self.run_id, f"run {self.run_id}: queued again")
+
+    def action_tags(self) -> None:
+        self.app.edit_tags([self.run_id])
+
+    def action_note(self) -> None:
+        self.app.edit_note(self.run_id, self.record.note if self.record else None)
+
+    def action_archive(self) -> None:
+        """Archive a finished run (hidden from the runs list, never deleted), or bring it back."""
+        if self.record is None or self.record.status not in FINAL_STATES:
+            self.notify("only a finished run can be archived", severity="warning")
+            return
+        self.app.set_archived([self.run_id], not self.record.archived)
 
 
 def _clock(t: float) -> str:

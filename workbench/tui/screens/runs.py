@@ -26,7 +26,7 @@ from workbench.report import (
 )
 from workbench.store import queue
 from workbench.store.feeds import RunsFeed
-from workbench.store.models import RunStatus
+from workbench.store.models import FINAL_STATES, RunStatus
 from workbench.store.queries import Phase, RunRecord, phases, run_specs
 from workbench.tui import prefs
 from workbench.tui.components import STATUS_STYLE, Table, plain, progress_text
@@ -123,6 +123,8 @@ class RunsScreen(LiveScreen):
         Binding("e", "export", "Export"),
         Binding("x", "cancel_run", "Cancel"),
         Binding("r", "retry_run", "Retry"),
+        Binding("t", "tags", "Tags"),
+        Binding("a", "archive", "Archive", show=False),
         Binding("s", "sort", "Sort"),
         Binding("o", "columns", "Columns"),
         Binding("g", "group", "Group"),
@@ -524,6 +526,19 @@ class RunsScreen(LiveScreen):
     def action_export(self) -> None:
         if runs := self.selection():
             self.app.open_export(runs)
+
+    def action_tags(self) -> None:
+        """Tags on the marked runs (or the one under the cursor): `best -draft`."""
+        if runs := self.selection():
+            self.app.edit_tags(runs)
+
+    def action_archive(self) -> None:
+        """Archive the selected finished runs; with `archived:yes` in the filter, restore them."""
+        runs = [r for r in self.selection() if self.rows[r].status in FINAL_STATES]
+        if not runs:
+            self.notify("only finished runs can be archived", severity="warning")
+            return
+        self.app.set_archived(runs, not self.rows[runs[0]].archived)
 
     def action_cancel_run(self) -> None:
         if (rid := self.current_run()) is not None and self.app.confirmed(f"cancel run {rid}"):
