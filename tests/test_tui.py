@@ -293,7 +293,7 @@ async def test_names_with_brackets_are_shown_as_written(store):
         runs=[queue.NewRun("lr=[1e-3] [bold]x", {"kind": "sleep"})],
     )
     app = make_app(store)
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(160, 30)) as pilot:
         table = app.screen.query_one("#runs-table")
         await wait_until(pilot, lambda: table.row_count == 1)
         await pilot.pause(0.1)
@@ -734,7 +734,7 @@ async def test_sort_starts_text_a_to_z_and_the_header_says_which_way(filled):
     and no sign in the header of what is sorted, or which way."""
     store, _ = filled
     app = make_app(store)
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(160, 30)) as pilot:
         table = app.screen.query_one("#runs-table")
         await wait_until(pilot, lambda: table.row_count == 3)
 
