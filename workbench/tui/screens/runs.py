@@ -253,7 +253,7 @@ class RunsScreen(LiveScreen):
             and (not fields.get("tag") or fields["tag"] in r.tags)
             and (r.archived == (fields.get("archived", "no") in ("yes", "true", "1")))
             and (not words or words in self.searched[r.id])
-            and all(c.holds(self.fields_of(r)) for c in conditions)
+            and (not conditions or all(c.holds(self.fields_of(r)) for c in conditions))
         ]
         now = time.time()
         key = {
