@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -59,7 +60,9 @@ async def render(home: Path, run_id: int, width: int, tab: str = "curves", heigh
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, default=ROOT / ".wbhome")
+    parser.add_argument(
+        "--home", type=Path, default=Path(os.environ.get("WORKBENCH_HOME") or ROOT / ".wbhome")
+    )
     parser.add_argument("--run", type=int, default=2, help="the run whose curves to show")
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--tab", choices=("curves", "tables"), default="curves")
