@@ -4,9 +4,10 @@ Trains examples/attribution-smoke.yaml in a fresh home (about 25 s on 2 CPUs), t
 digits through its four pipelines (in distribution), Fashion-MNIST through the same pipelines (new
 content, same traces; needs FASHION_NPZ), 32 px crops of scikit-learn's two sample photos, uniform noise
 and flat grey squares. Prints each set's flagged count with a 95 % Wilson interval and its mean top
-probability, and the run's own `unfamiliar_test`.
+probability, and the run's own `unfamiliar_test`. FASHION_NPZ defaults to $WORKBENCH_DATA/fashion_mnist.npz
+(the Fashion row is left out without it).
 
-    python bench/familiarity.py [FASHION_NPZ]
+    python bench/familiarity.py [FASHION_NPZ]     # or: python bench/figures.py familiarity
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def main() -> None:
     import workbench.jobs.data.attribution as A
     from workbench.jobs.metrics.stats import share_ci
 
-    fashion = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    data = Path(os.environ.get("WORKBENCH_DATA") or "/nonexistent") / "fashion_mnist.npz"
+    fashion = Path(sys.argv[1]) if len(sys.argv) > 1 else (data if data.is_file() else None)
     with tempfile.TemporaryDirectory() as tmp:
         home, images = Path(tmp) / "home", Path(tmp) / "images"
         run_id = json.loads(

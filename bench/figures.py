@@ -95,6 +95,11 @@ FIGURES = {
         ("examples/quickstart.yaml",),
         command="python docs/screens.py --width 150",
     ),
+    "familiarity": Figure(
+        "how often attribute flags images unlike the smoke model's training set",
+        "cpu",
+        command="python bench/familiarity.py",
+    ),
     "images-sampling-mnist-gpu": Figure(
         "MNIST DDPM with guidance, then every sampler against the 1000-step chain",
         "gpu",
