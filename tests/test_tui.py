@@ -1095,7 +1095,7 @@ def test_remembered_columns_survive_a_hostile_file(home):
     ]:
         (home / prefs.PREFS_FILE).write_text(text)
         assert prefs.columns(home, "demo") is None
-    (home / prefs.PREFS_FILE).write_text('{"columns": {"demo": ["seed", 3, "", "top1"]}}')
+    (home / prefs.PREFS_FILE).write_text('{"columns": {"demo": ["seed", 3, "", "\\u001b[2Jx", "top1"]}}')
     assert prefs.columns(home, "demo") == ["seed", "top1"]
     prefs.save_columns(home, "other", ["x"])
     assert prefs.columns(home, "demo") == ["seed", "top1"] and prefs.columns(home, "other") == ["x"]

@@ -21,7 +21,8 @@ def columns(home: Path, experiment: str) -> list[str] | None:
     chosen = remembered.get(experiment) if isinstance(remembered, dict) else None
     if not isinstance(chosen, list):
         return None
-    names = [c for c in chosen if isinstance(c, str) and 0 < len(c) <= MAX_NAME]
+    # printable only: a name becomes a column header on the terminal
+    names = [c for c in chosen if isinstance(c, str) and 0 < len(c) <= MAX_NAME and c.isprintable()]
     return names[:MAX_COLUMNS] or None
 
 
