@@ -110,13 +110,64 @@ MEANS = torch.tensor([[2.0, -1.0], [-1.0, 0.5]])  # class 0, then the null (unco
 COV = torch.tensor([[0.25, 0.06], [0.06, 0.09]])
 
 
+class Predicting(torch.nn.Module):
+    """A model's exact eps turned into what a model trained for another prediction type outputs:
+    v = sqrt(abar) eps - sqrt(1 - abar) x_0 = (eps - sqrt(1 - abar) x_t) / sqrt(abar), or x_0 itself."""
+
+    def __init__(self, eps_model: GaussianModel, prediction: str):
+        super().__init__()
+        self.eps_model, self.prediction = eps_model, prediction
+
+    @property
+    def evaluations(self):
+        return self.eps_model.evaluations
+
+    def forward(self, x, t, y=None):
+        eps = self.eps_model(x, t, y).double()
+        a = self.eps_model.abar[int(t.reshape(-1)[0])]
+        if self.prediction == "v_prediction":
+            return ((eps - (1 - a).sqrt() * x.double()) / a.sqrt()).float()
+        return ((x.double() - (1 - a).sqrt() * eps) / a.sqrt()).float()
+
+
+def published_schedule(schedule_name: str, prediction: str):
+    """The schedule a published model's scheduler config gives, read the way `pretrained:` reads it."""
+    from diffusers import DDPMScheduler
+
+    from workbench.jobs.diffusion.pretrained import schedule_settings
+
+    config = {
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": T,
+        "beta_schedule": {"linear": "linear", "cosine": "squaredcos_cap_v2"}[schedule_name],
+        "prediction_type": prediction,
+        "timestep_spacing": "leading",  # what a config carries; the samplers use their own spacing
+    }
+    return DDPMScheduler(**schedule_settings(config, "test"))
+
+
 def run_gaussian(
-    name: str, steps: int, schedule_name: str, w: float = 1.0, shift: int = 0, n: int | None = None
+    name: str,
+    steps: int,
+    schedule_name: str,
+    w: float = 1.0,
+    shift: int = 0,
+    n: int | None = None,
+    prediction: str = "epsilon",
+    read_as: str | None = None,
 ):
     """(mean error, covariance error) of samples against the exact N(mu_0 + w (mu_1 - mu_0), S): the mean
-    error in units of the data's standard deviation, the covariance's as a relative (Frobenius) error."""
-    schedule = make_schedule(schedule_name, T)
+    error in units of the data's standard deviation, the covariance's as a relative (Frobenius) error.
+    prediction: what the model outputs (epsilon, v_prediction, sample); read_as: what its schedule says
+    it outputs (default: the same; another is the planted bug of a misread config)."""
+    schedule = (
+        make_schedule(schedule_name, T)
+        if (read_as or prediction) == "epsilon"
+        else published_schedule(schedule_name, read_as or prediction)
+    )
     model = GaussianModel(schedule, MEANS, COV, shift)
+    if prediction != "epsilon":
+        model = Predicting(model, prediction)
     target = MEANS[1] + w * (MEANS[0] - MEANS[1])
     n = n or (8192 if name in DETERMINISTIC else 32768)
     x_t = exact_start(schedule, target, COV, whitened(n, 2, seed=steps))
@@ -175,6 +226,27 @@ def test_guided_samplers_reach_the_exact_guided_gaussian(name, schedule_name):
         assert mean_err <= MEAN_TOLERANCE, (w, mean_err)
         assert cov_err <= cov_tolerance(name, 20), (w, cov_err)
         assert evaluations == nfe == (40 if w == 3.0 else 20)  # both passes of guidance, counted
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_samplers_reach_the_exact_gaussian_from_v_and_x0_predicting_models(prediction, schedule_name):
+    """A published model may predict v or x_0 (its scheduler config says which): every sampler, built from
+    that config as `pretrained:` builds it, reaches the same exact answer, guided and unguided."""
+    for name in (*DETERMINISTIC, *STOCHASTIC):
+        for steps, w in ((10, 1.0), (20, 3.0)):
+            mean_err, cov_err, _, _ = run_gaussian(name, steps, schedule_name, w=w, prediction=prediction)
+            assert mean_err <= MEAN_TOLERANCE, (name, steps, w, mean_err)
+            assert cov_err <= cov_tolerance(name, steps), (name, steps, w, cov_err)
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_a_v_model_read_as_an_eps_model_is_caught(schedule_name):
+    """The planted bug: the schedule ignores the config's prediction type (v read as eps, and eps as v)."""
+    for name in (*DETERMINISTIC, *STOCHASTIC):
+        for prediction, read_as in (("v_prediction", "epsilon"), ("epsilon", "v_prediction")):
+            mean_err, cov_err, _, _ = run_gaussian(name, 20, schedule_name, prediction=prediction, read_as=read_as)
+            assert mean_err > MEAN_TOLERANCE or cov_err > cov_tolerance(name, 20), (name, prediction)
 
 
 def test_the_full_ddpm_chain_reaches_the_exact_gaussian():

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.jobs.data.names import ImageDatasetName
 from workbench.jobs.spec import ExistingPath
 
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc", "euler"]
@@ -49,3 +50,18 @@ class InceptionOptions(BaseModel):
     inception_weights: ExistingPath | None = Field(
         None, description="a local weights-inception-2015-12-05 file (offline); default: torch's hub cache"
     )
+
+
+class DataSpec(Strict):
+    name: ImageDatasetName = "digits"
+    path: ExistingPath | None = Field(
+        None,
+        description="a .npz (x_train/y_train/x_test/y_test), or the imagefolder "
+        "root; relative to the spec file",
+    )
+    image_size: int | None = Field(
+        None, ge=4, le=512, description="resize to this side (digits: 16 upsamples)"
+    )
+    n_train: int | None = Field(None, ge=1, le=10_000_000, description="use only the first n training images")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="imagefolder: share held out as test images")
+    hflip: bool = Field(False, description="random horizontal flips in training (natural images, not digits)")

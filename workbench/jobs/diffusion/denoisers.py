@@ -78,6 +78,7 @@ class UNetDenoiser(nn.Module):
 
         super().__init__()
         self.num_classes = num_classes
+        self.image_shape = tuple(image_shape)
         c, h, _w = image_shape
         self.unet = UNet2DModel(
             sample_size=h,

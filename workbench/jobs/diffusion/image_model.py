@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workbench.jobs.data.names import ImageDatasetName
-from workbench.jobs.diffusion.config import InceptionOptions, SamplerSpec, Strict, TrainSpec
+from workbench.jobs.diffusion.config import DataSpec, InceptionOptions, SamplerSpec, Strict, TrainSpec
+from workbench.jobs.diffusion.pretrained import PretrainedModel
 from workbench.jobs.figures import Grid, grid_image
-from workbench.jobs.spec import BaseSpec, ExistingPath, RunRef, deep_merge
+from workbench.jobs.spec import BaseSpec, RunRef, deep_merge
 
 # what the functions below import; kinds that use them add these to their PRELOAD
 PRELOAD = (
@@ -41,21 +41,6 @@ if TYPE_CHECKING:
 NATIVE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
 MODEL_FILE = "model.safetensors"  # the EMA weights, a file artifact of every images run
 IMAGE_KINDS = ("images",)  # kinds whose runs keep MODEL_FILE
-
-
-class DataSpec(Strict):
-    name: ImageDatasetName = "digits"
-    path: ExistingPath | None = Field(
-        None,
-        description="a .npz (x_train/y_train/x_test/y_test), or the imagefolder "
-        "root; relative to the spec file",
-    )
-    image_size: int | None = Field(
-        None, ge=4, le=512, description="resize to this side (digits: 16 upsamples)"
-    )
-    n_train: int | None = Field(None, ge=1, le=10_000_000, description="use only the first n training images")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="imagefolder: share held out as test images")
-    hflip: bool = Field(False, description="random horizontal flips in training (natural images, not digits)")
 
 
 class UNetSpec(Strict):
@@ -214,7 +199,8 @@ class ImageModelSpec(BaseSpec):
 
 class WithImageModel(BaseSpec):
     """The spec of a kind that works on a trained image model: exactly one of `model_run` (a succeeded
-    images run) and `train` (an images spec trained first, in the same run). `source_model` gives the model."""
+    images run), `train` (an images spec trained first, in the same run) and `model` (a published
+    diffusers model). `source_model` gives the model."""
 
     model_run: RunRef | None = Field(
         None,
@@ -224,14 +210,17 @@ class WithImageModel(BaseSpec):
     train: ImageModelSpec | None = Field(
         None, description="or: an `images` spec to train the model in this run"
     )
+    model: PretrainedModel | None = Field(
+        None,
+        description="or: a published diffusers UNet2DModel, {pretrained: OWNER/NAME or a folder, data: ...}",
+    )
 
     @classmethod
     def preset_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        """A document that names model_run uses that model: the preset's embedded training gives way."""
+        """A document that names its model (model_run or model) uses it: the preset's training gives way."""
         fields = super().preset_fields(raw)
-        return (
-            {k: v for k, v in fields.items() if k != "train"} if raw.get("model_run") is not None else fields
-        )
+        named = raw.get("model_run") is not None or raw.get("model") is not None
+        return {k: v for k, v in fields.items() if k != "train"} if named else fields
 
     @field_validator("train", mode="before")
     @classmethod
@@ -243,31 +232,63 @@ class WithImageModel(BaseSpec):
 
     @model_validator(mode="after")
     def _exactly_one_source(self):
-        if (self.model_run is None) == (self.train is None):
+        if sum(x is not None for x in (self.model_run, self.train, self.model)) != 1:
             raise ValueError(
-                "give exactly one of model_run (a finished images run) and train (an images spec)"
+                "give exactly one of model_run (a finished images run), train (an images spec) and model "
+                "(a published model: {pretrained: OWNER/NAME})"
             )
         return self
 
 
 @dataclass(frozen=True)
 class ImageModel:
-    """A trained model ready to sample, with the spec and data it was trained on."""
+    """A trained model ready to sample, with the images it was trained on where they are known."""
 
-    spec: ImageModelSpec
-    data: ImageData
-    model: UNetDenoiser  # the EMA weights, in eval mode, on the run's device
-    schedule: Any  # the diffusers scheduler of its training noise schedule
-    run_id: int | None  # the images run it came from; None when trained in this run
+    name: str  # the run's name, or the published model's id: how events and tables name it
+    data: ImageData | None  # the images it was trained on (None: a published model named without data)
+    model: Any  # a denoiser (UNetDenoiser, pretrained's): EMA or published weights, eval mode, on the device
+    schedule: Any  # the diffusers scheduler of its training noise schedule (and prediction type)
+    run_id: int | None = None  # the images run it came from; None when trained in this run or published
+    seed: int = 0  # the seed its data was split with (an image folder's held-out images)
+    record: dict | None = None  # a published model: where it came from, its commit and weights' digest
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.model.image_shape)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes it draws, by label ([] when unconditional)."""
+        if not self.model.num_classes:
+            return []
+        if self.data is not None and self.data.num_classes == self.model.num_classes:
+            return list(self.data.class_names)
+        return [f"class {i}" for i in range(self.model.num_classes)]
+
+    def load_images(self, data: DataSpec | None = None) -> ImageData:
+        """`data` (default: the model's own) loaded as the model's data is, checked against its shape."""
+        if data is None:
+            if self.data is None:
+                raise ValueError(f"{self.name}: name the images it was made for (model.data)")
+            return self.data
+        images = load_images_of(data, self.seed)
+        if images.shape != self.shape:
+            raise ValueError(f"data: {images.name} images are {images.shape}; the model takes {self.shape}")
+        return images
 
 
 def source_model(ctx: RunContext, spec: WithImageModel) -> ImageModel:
-    """The model a WithImageModel spec names: trained now (`train`), or loaded from a succeeded images
-    run (`model_run`; UnusableRun when that run is missing, unfinished, of another kind or has no weights)."""
+    """The model a WithImageModel spec names: trained now (`train`), published (`model`), or loaded from a
+    succeeded images run (`model_run`; UnusableRun when that run is missing, unfinished, of another kind
+    or has no weights)."""
     if spec.train is not None:
         data = load_data(spec.train)
         model, schedule = train_model(ctx, spec.train, data)
-        return ImageModel(spec.train, data, model, schedule, None)
+        return ImageModel(spec.train.name or "this run's model", data, model, schedule, None, spec.train.seed)
+    if spec.model is not None:
+        source = published_model(ctx, spec.model, spec.seed)
+        ctx.summary(pretrained=source.record)  # the commit: `revision: <it>` names this model again
+        return source
     return finished_model(ctx, spec.model_run, "model_run")
 
 
@@ -285,7 +306,38 @@ def finished_model(ctx: RunContext, run_id: RunRef, field: str) -> ImageModel:
     data = load_data(src)
     model = load_model(weights, src, data, ctx.device)
     ctx.event(f"using the model of run {run.id} ({run.name})")
-    return ImageModel(src, data, model, make_schedule(src.schedule, src.timesteps, clip_sample=True), run.id)
+    schedule = make_schedule(src.schedule, src.timesteps, clip_sample=True)
+    return ImageModel(src.name or f"run{run.id}", data, model, schedule, run.id, src.seed)
+
+
+def published_model(ctx: RunContext, ref: PretrainedModel, seed: int, field: str = "model") -> ImageModel:
+    """A published diffusers model (see jobs.diffusion.pretrained), with the images its spec names; the
+    commit and weights' digest go into the run's events."""
+    from workbench.jobs.diffusion import pretrained
+
+    ctx.event(f"{field}: reading {ref}" + ("" if ref.local else " (the Hub's cache first)"))
+    loaded = pretrained.load(ref, ctx.device, field)  # a ModelFolderError (a ValueError) says what is wrong
+    r = loaded.record
+    ctx.event(
+        f"{field}: {ref.pretrained}"
+        + (
+            f" at commit {r['revision']}"
+            if r["revision"]
+            else f" (weights sha256 {r['weights_sha256'][:16]})"
+        )
+        + f", {loaded.model.num_classes or 'no'} classes, {r['prediction_type']} prediction, "
+        f"{r['beta_schedule']} schedule of {r['timesteps']} steps"
+    )
+    name = ref.local.name if ref.local else ref.pretrained
+    model = ImageModel(name, None, loaded.model, loaded.schedule, None, seed, r)
+    if ref.data is None:
+        return model
+    data = model.load_images(ref.data)
+    if model.model.num_classes and data.num_classes > model.model.num_classes:
+        raise ValueError(
+            f"{field}.data: {data.name} has {data.num_classes} classes; the model draws {model.model.num_classes}"
+        )
+    return ImageModel(name, data, loaded.model, loaded.schedule, None, seed, r)
 
 
 def weights_digest(model) -> str:
@@ -316,10 +368,13 @@ def build_model(spec: ImageModelSpec, data: ImageData) -> UNetDenoiser:
 
 
 def load_data(spec: ImageModelSpec) -> ImageData:
+    return load_images_of(spec.data, spec.seed)
+
+
+def load_images_of(d: DataSpec, seed: int) -> ImageData:
     from workbench.jobs.data.images import load_images
 
-    d = spec.data
-    return load_images(d.name, d.path, d.image_size, d.n_train, d.test_fraction, spec.seed)
+    return load_images(d.name, d.path, d.image_size, d.n_train, d.test_fraction, seed)
 
 
 def train_model(

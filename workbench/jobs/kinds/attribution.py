@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
 from workbench.jobs.diffusion.config import SamplerSpec, Strict
+from workbench.jobs.diffusion.pretrained import PretrainedModel
 from workbench.jobs.spec import BaseSpec, ExistingPath, RunName, RunRef
 
 PRELOAD = (
@@ -119,21 +120,35 @@ class FolderSource(SourceBase):
 
 
 class ZooMember(Strict):
-    """One class of a zoo: a finished images run, drawn with its own sampler and guidance if given
-    (DRAGON's generators differ in sampler, steps and guidance as much as in weights)."""
+    """One class of a zoo: a finished images run or a published model, drawn with its own sampler and
+    guidance if given (DRAGON's generators differ in sampler, steps and guidance as much as in weights)."""
 
-    run: RunRef
+    run: RunRef | None = None
+    model: PretrainedModel | None = Field(
+        None, description="or a published diffusers model: {pretrained: OWNER/NAME or a folder}"
+    )
     sampler: SamplerSpec | None = Field(None, description="default: the zoo's sampler")
     guidance_scale: float | None = Field(None, ge=0, le=100, description="default: the zoo's guidance")
     name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if (self.run is None) == (self.model is None):
+            raise ValueError("give each member run (a finished images run) or model (a published one)")
+        return self
+
+    @property
+    def key(self) -> int | RunName | str:
+        """What it is drawn from: the run, or the published model's place."""
+        return self.run if self.model is None else str(self.model)
 
 
 class ZooSource(SourceBase):
     source: Literal["zoo"]
     runs: list[int | RunName | ZooMember] = Field(
         min_length=2,
-        description="succeeded images runs, one class each: a run id, {experiment, name}, or "
-        "{run, sampler, guidance_scale, name}",
+        description="the generators, one class each: a succeeded images run (its id, {experiment, name}), "
+        "or {run or model: {pretrained: ...}, sampler, guidance_scale, name}",
     )
     train_per_class: int = Field(200, ge=2, le=1_000_000, description="images drawn per run for training")
     test_per_class: int = Field(100, ge=1, le=1_000_000, description="fresh images per run for the test")
@@ -147,6 +162,7 @@ class ZooSource(SourceBase):
         return [
             ZooMember(
                 run=m.run,
+                model=m.model,
                 sampler=m.sampler or self.sampler,
                 guidance_scale=self.guidance_scale if m.guidance_scale is None else m.guidance_scale,
                 name=m.name,
@@ -156,7 +172,7 @@ class ZooSource(SourceBase):
 
     @model_validator(mode="after")
     def _distinct(self):
-        drawn = [(m.run, m.sampler, m.guidance_scale) for m in self.members]
+        drawn = [(m.key, m.sampler, m.guidance_scale) for m in self.members]
         if len(set(map(repr, drawn))) != len(drawn):
             raise ValueError("runs: a run is listed twice with the same sampler and guidance")
         names = [m.name for m in self.members if m.name]
@@ -558,7 +574,7 @@ def load_data(ctx: RunContext, spec: Spec):
         splits, name = A.folder_rows(Path(d.path), d.test_fraction, spec.seed), Path(d.path).name
     elif isinstance(d, ZooSource):
         splits = zoo_rows(ctx, spec, d)
-        name = f"zoo of runs {', '.join(str(m.run) for m in d.members)}"
+        name = f"zoo of {', '.join(str(m.key) for m in d.members)}"
     else:
         splits, name = trace_rows(spec, d), f"traces of {d.base}"
     found = sorted(set(splits["train"]["generator"]))
@@ -647,20 +663,38 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
     from workbench.jobs.data import attribution as A
     from workbench.jobs.diffusion import image_model, synthetic
 
-    refs = list(dict.fromkeys(m.run for m in d.members))  # ids or {experiment, name}
-    loaded = {ref: image_model.finished_model(ctx, ref, f"data.runs ({ref})") for ref in refs}
-    members = [m.model_copy(update={"run": loaded[m.run].run_id}) for m in d.members]  # by id from here
-    models = {m.run_id: m for m in loaded.values()}
-    names = zoo_names(members, {rid: m.spec.name for rid, m in models.items()})
-    for raw in d.runs:  # before any draw: a bad member costs no sampling and caches nothing
-        if isinstance(raw, ZooMember) and raw.guidance_scale and not loaded[raw.run].model.num_classes:
+    loaded = {}  # by what each member is drawn from (run ids or {experiment, name}, published models)
+    for m in d.members:
+        if m.key not in loaded:
+            loaded[m.key] = (
+                image_model.finished_model(ctx, m.run, f"data.runs ({m.run})")
+                if m.model is None
+                else image_model.published_model(ctx, m.model, spec.seed, f"data.runs ({m.model.pretrained})")
+            )
+    published = {k: m.record for k, m in loaded.items() if m.record is not None}
+    if published:
+        ctx.summary(pretrained=published)
+    members = [  # runs by id from here
+        m if m.model is not None else m.model_copy(update={"run": loaded[m.key].run_id}) for m in d.members
+    ]
+    models = {m.key: loaded[raw.key] for m, raw in zip(members, d.members, strict=True)}
+    names = zoo_names(members, {k: m.name for k, m in models.items()})
+    for raw, m in zip(d.runs, members, strict=True):  # before any draw: a bad member costs no sampling
+        model = models[m.key].model
+        if isinstance(raw, ZooMember) and raw.guidance_scale and not model.num_classes:
             raise ValueError(
-                f"data.runs: run {raw.run} is unconditional; guidance_scale {raw.guidance_scale:g} "
+                f"data.runs: {'run' if raw.model is None else 'model'} {raw.key} is unconditional; guidance_scale {raw.guidance_scale:g} "
                 "needs a class-conditional model (set it to 0)"
+            )
+        if model.num_classes and model.null_class is None and m.guidance_scale != 1:
+            raise ValueError(
+                f"data.runs: model {m.key} has no unconditional (null) class, so guidance_scale "
+                f"{m.guidance_scale:g} cannot apply; set its guidance_scale: 1 (or model.class_null: true "
+                "if its last class is that one)"
             )
     out = {"train": ([], [], []), "test": ([], [], [])}
     for member, name in zip(members, names, strict=True):
-        m, sampler = models[member.run], member.sampler
+        m, sampler = models[member.key], member.sampler
         k = max(1, m.model.num_classes)
         classes = list(range(k))
         for split, per, offset in (("train", d.train_per_class, 0), ("test", d.test_per_class, 104729)):
@@ -677,7 +711,7 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
                 x, seconds = synthetic.generate(
                     m.model,
                     m.schedule,
-                    m.data.shape,
+                    m.shape,
                     classes,
                     per_class,
                     sampler.name,
@@ -699,7 +733,7 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
             images, generators, prompts = out[split]
             images.append(x.transpose(0, 2, 3, 1))
             generators += [name] * len(x)
-            cls = m.data.class_names if m.model.num_classes else ["unconditional"]
+            cls = m.class_names or ["unconditional"]
             prompts += [cls[int(c)] for c in syn.y[:per]]
     shapes = {imgs[0].shape[1:] for imgs, _, _ in out.values()}
     if len(shapes) > 1:
@@ -707,17 +741,22 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
     return {s: A.array_rows(np.concatenate(i), g, p) for s, (i, g, p) in out.items()}
 
 
-def zoo_names(members: list[ZooMember], run_names: dict[int, str | None]) -> list[str]:
+def zoo_names(members: list[ZooMember], model_names: dict[int | str, str | None]) -> list[str]:
     """A class name per member: its own name, else its run's spec name (run<id> where two runs share
-    one), with the sampler and guidance added where one run is drawn more than one way."""
-    base = {rid: n or f"run{rid}" for rid, n in run_names.items()}
+    one) or the published model's, with the sampler and guidance added where one model is drawn more
+    than one way. model_names: by member key (run id, or the published model's place)."""
+
+    def plain(key) -> str:
+        return f"run{key}" if isinstance(key, int) else key
+
+    base = {k: n or plain(k) for k, n in model_names.items()}
     if len(set(base.values())) != len(base):
-        base = {rid: f"run{rid}" for rid in base}
-    uses = [m.run for m in members]
+        base = {k: plain(k) for k in base}
+    uses = [m.key for m in members]
     names = [
         m.name
-        or base[m.run]
-        + (f" {m.sampler.name}-{m.sampler.steps} g{m.guidance_scale:g}" if uses.count(m.run) > 1 else "")
+        or base[m.key]
+        + (f" {m.sampler.name}-{m.sampler.steps} g{m.guidance_scale:g}" if uses.count(m.key) > 1 else "")
         for m in members
     ]
     if len(set(names)) != len(names):

@@ -34,6 +34,7 @@ from workbench.jobs.data.names import CLASS_NAMES
 from workbench.jobs.diffusion import image_model
 from workbench.jobs.diffusion.config import SamplerSpec, Strict, TrainSpec
 from workbench.jobs.diffusion.image_model import DataSpec, ImageModelSpec, UNetSpec
+from workbench.jobs.diffusion.pretrained import PretrainedModel, check_data
 from workbench.jobs.spec import BaseSpec, RunRef
 
 # imported by run(); the worker loads them once, up front
@@ -65,16 +66,24 @@ class GeneratorSpec(Strict):
     )
     allow_outside_data: bool = Field(
         False,
-        description="use a model_run trained on images outside each real subset (its samples then carry "
-        "information the real-only classifier never saw)",
+        description="use a model_run trained on images outside each real subset, or a published model "
+        "(its samples then carry information the real-only classifier never saw)",
     )
     schedule: Literal["linear", "cosine"] = "linear"
     timesteps: int = Field(1000, ge=2, le=10_000)
-    model: UNetSpec = UNetSpec()
+    model: UNetSpec | PretrainedModel = Field(
+        UNetSpec(),
+        description="the UNet to train per subset, or a published class-conditional one to sample: "
+        "{pretrained: OWNER/NAME or a folder, class_null: true}",
+    )
     train: TrainSpec = TrainSpec()
     sampler: SamplerSpec = SamplerSpec(name="ddim", steps=50)
     guidance_scale: float = Field(2.0, ge=0, le=100, description="classifier-free guidance w of the samples")
     batch_size: int = Field(500, ge=1, le=100_000, description="images per sampling batch")
+
+    @property
+    def published(self) -> PretrainedModel | None:
+        return self.model if isinstance(self.model, PretrainedModel) else None
 
 
 class ClassifierSpec(Strict):
@@ -199,7 +208,16 @@ class Spec(BaseSpec):
             raise ValueError("classes are listed twice")
         if self.classes is not None and self.data.name in CLASS_NAMES:
             class_indices(self.classes, CLASS_NAMES[self.data.name], self.data.name)
-        if self.diffusion.model_run is None:
+        published = self.diffusion.published
+        if published is not None:
+            if self.diffusion.model_run is not None:
+                raise ValueError(
+                    "diffusion: give model_run or a published model (model: {pretrained: ...}), not both"
+                )
+            if (found := published.found()) is not None:  # a folder here, or in the Hub cache
+                check_data(found, self.data, "data")
+                check_generator(found.classes(published), published.class_null, self.diffusion.guidance_scale)
+        elif self.diffusion.model_run is None:
             if not self.diffusion.model.conditional:
                 raise ValueError(
                     "diffusion.model.conditional: the generator must be class-conditional (it draws images of each class)"
@@ -286,7 +304,11 @@ def run(ctx: RunContext, spec: Spec) -> None:
         f"{task.name}: {task.num_classes} classes ({', '.join(task.class_names)}), {len(task.y_train)} "
         f"training images to draw real subsets from, {len(task.y_test)} test images"
     )
-    fixed = FixedGenerator(ctx, spec, data, labels) if spec.diffusion.model_run is not None else None
+    fixed = (
+        FixedGenerator(ctx, spec, data, labels)
+        if spec.diffusion.model_run is not None or spec.diffusion.published is not None
+        else None
+    )
     plans = plan_subsets(spec, task)
     if fixed is not None:
         fixed.check_subsets(task, plans, spec.diffusion.allow_outside_data)
@@ -557,30 +579,51 @@ def balanced_prefix(syn, keep, per_class: int, k: int):
     return syn.x[idx], syn.y[idx]
 
 
+def check_generator(classes: int, has_null: bool, w: float, field: str = "diffusion.model") -> None:
+    """A generator draws images of given classes, and guidance (w other than 1) needs its null class."""
+    if not classes:
+        raise ValueError(
+            f"{field}: an unconditional model cannot draw images of a given class; use a class-conditional one"
+        )
+    if w != 1.0 and not has_null:
+        raise ValueError(
+            f"diffusion.guidance_scale {w:g}: classifier-free guidance needs the model's unconditional (null) "
+            f"class, and it has none (set guidance_scale: 1, or {field}.class_null: true if its last class is "
+            "that one)"
+        )
+
+
 class FixedGenerator:
-    """A finished images run's model, used for every real subset (diffusion.model_run)."""
+    """One model used for every real subset: a finished images run's (diffusion.model_run) or a published
+    one (diffusion.model: {pretrained: ...})."""
 
     def __init__(self, ctx: RunContext, spec: Spec, data: ImageData, labels: list[int]):
-
-        src = image_model.finished_model(ctx, spec.diffusion.model_run, "diffusion.model_run")
-        if src.model.num_classes == 0:
-            raise ValueError(
-                f"diffusion.model_run {spec.diffusion.model_run}: an unconditional model cannot draw images "
-                "of a given class; train a class-conditional one (model.conditional: true)"
-            )
-        if src.data.shape != data.shape:
-            raise ValueError(
-                f"diffusion.model_run {spec.diffusion.model_run}: its images are {src.data.shape}, "
-                f"these are {data.shape}"
-            )
+        g = spec.diffusion
+        if g.published is not None:
+            field = "diffusion.model"
+            src = image_model.published_model(ctx, g.published, spec.seed, field)
+            ctx.summary(pretrained=src.record)
+        else:
+            field = f"diffusion.model_run {g.model_run}"
+            src = image_model.finished_model(ctx, g.model_run, "diffusion.model_run")
+        check_generator(src.model.num_classes, src.model.null_class is not None, g.guidance_scale, field)
+        if src.shape != data.shape:
+            raise ValueError(f"{field}: its images are {src.shape}, these are {data.shape}")
         names = [data.class_names[i] for i in labels]
-        if missing := [c for c in names if c not in src.data.class_names]:
-            raise ValueError(
-                f"diffusion.model_run {spec.diffusion.model_run}: it has no class {missing[0]!r} "
-                f"(its classes: {', '.join(src.data.class_names)})"
-            )
+        if src.data is None:  # a published model named without its data: its labels are taken as these
+            if src.model.num_classes != data.num_classes:
+                raise ValueError(
+                    f"{field}: it draws {src.model.num_classes} classes, {data.name} has {data.num_classes}; "
+                    f"name the images it was made for ({field}.data) so its classes can be matched by name"
+                )
+            self.model_labels = list(labels)
+        else:
+            if missing := [c for c in names if c not in src.class_names]:
+                raise ValueError(
+                    f"{field}: it has no class {missing[0]!r} (its classes: {', '.join(src.class_names)})"
+                )
+            self.model_labels = [src.class_names.index(c) for c in names]
         self.model, self.schedule, self.source = src.model, src.schedule, src
-        self.model_labels = [src.data.class_names.index(c) for c in names]
         self.key = image_model.weights_digest(src.model)
 
     def check_subsets(self, task: ImageData, plans: list[Plan], allowed: bool) -> None:
@@ -591,6 +634,14 @@ class FixedGenerator:
         def digests(x) -> set[bytes]:
             return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x.numpy()}
 
+        if self.source.record is not None:  # a published model: what it was trained on is not known here
+            if not allowed:
+                raise ValueError(
+                    f"diffusion.model {self.source.name} is a published model, trained on images outside every "
+                    "real subset (at least, nothing here says otherwise): its samples would carry images the "
+                    "real-only classifier never sees. Set diffusion.allow_outside_data: true to use it anyway"
+                )
+            return
         trained = digests(self.source.data.x_train)
         for plan in plans:
             subset = digests(task.x_train[plan.idx])

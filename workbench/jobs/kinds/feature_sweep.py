@@ -36,6 +36,7 @@ from pydantic import Field, field_validator, model_validator
 from workbench.jobs.diffusion import image_model
 from workbench.jobs.diffusion.config import Strict
 from workbench.jobs.diffusion.image_model import DataSpec, WithImageModel
+from workbench.jobs.diffusion.pretrained import check_data
 
 # imported by run(); the worker loads them once, up front
 PRELOAD = (
@@ -204,6 +205,13 @@ class Spec(WithImageModel):
         if self.train is not None:  # the model is known now: check what it must have
             check_model(self, self.train.timesteps, len(self.train.model.channels))
             check_labels(self, self.train.model.conditional)
+        if self.model is not None:
+            if self.data is None and self.model.data is None:
+                raise ValueError("data: name the labelled images to probe (or model.data: the model's own)")
+            if (found := self.model.found()) is not None:  # a folder here, or in the Hub cache
+                check_model(self, found.timesteps, found.levels)
+                check_labels(self, found.classes(self.model) > 0)
+                check_data(found, self.data, "data")
         return self
 
 
@@ -273,18 +281,20 @@ class Bar:
 def model_and_data(ctx: RunContext, spec: Spec):
     """(the image model's source, the images to probe: the model's own data, or the spec's `data`)."""
     source = image_model.source_model(ctx, spec)
-    if spec.model_run is not None:  # a spec with train: was checked when it was validated
+    if spec.train is None:  # a spec with train: was checked when it was validated
         try:
-            check_model(spec, source.schedule.config.num_train_timesteps, len(source.spec.model.channels))
+            check_model(spec, source.schedule.config.num_train_timesteps, len(source.model.unet.down_blocks))
             check_labels(spec, source.model.num_classes > 0)
+            if source.model.num_classes and source.model.null_class is None:
+                raise ValueError(
+                    "features are taken without labels, at the null class, and this class-conditional model "
+                    "has none (model.class_null: true if its last class is the unconditional one)"
+                )
         except ValueError as e:
-            raise ValueError(f"model_run {spec.model_run}: {e}") from None
-    if spec.data is None:
-        return source, source.data
-    data = image_model.load_data(source.spec.model_copy(update={"data": spec.data}))
-    if data.shape != source.data.shape:
-        raise ValueError(f"data: {data.name} images are {data.shape}; the model takes {source.data.shape}")
-    return source, data
+            raise ValueError(
+                f"{'model_run' if spec.model_run else 'model'} {spec.model_run or spec.model}: {e}"
+            ) from None
+    return source, source.load_images(spec.data)
 
 
 def features(ctx: RunContext, spec: Spec, model, schedule, data, used, bar: Bar) -> dict:

@@ -112,7 +112,35 @@ class Spec(WithImageModel, InceptionOptions):
     def _steps_increase(self):
         if self.steps != sorted(set(self.steps)) or self.steps[0] < 1:
             raise ValueError("steps must be distinct and increasing, e.g. [5, 10, 20]")
+        if self.model is not None:
+            if self.model.data is None:
+                raise ValueError(
+                    "model.data: name the images the model was made for, the reference of its FID "
+                    "(google/ddpm-cifar10-32: {name: cifar10})"
+                )
+            if (found := self.model.found()) is not None:  # a folder here, or in the Hub cache
+                classes = found.classes(self.model)
+                check_guidance(classes, classes > 0 and self.model.class_null, self.guidance_scale)
+        if self.train is not None:
+            conditional = self.train.model.conditional
+            check_guidance(conditional, conditional, self.guidance_scale)
         return self
+
+
+def check_guidance(classes: int, has_null: bool, w: float) -> None:
+    """Guidance (w other than 1) needs a class-conditional model with an unconditional (null) class."""
+    if w == 1.0:
+        return
+    if not classes:
+        raise ValueError(
+            f"guidance_scale {w:g}: the model is unconditional, so there is nothing to guide towards; "
+            "set guidance_scale: 1"
+        )
+    if not has_null:
+        raise ValueError(
+            f"guidance_scale {w:g}: classifier-free guidance needs the model's unconditional (null) class, "
+            "and this model has none (set model.class_null: true if its last class is that one)"
+        )
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
@@ -123,6 +151,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     source = image_model.source_model(ctx, spec)
+    check_guidance(source.model.num_classes, source.model.null_class is not None, spec.guidance_scale)
     judge, _ = reference.load_or_train(ctx.cache_dir("reference"), source.data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     if inception is not None:
