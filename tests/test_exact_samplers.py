@@ -245,7 +245,9 @@ def test_a_v_model_read_as_an_eps_model_is_caught(schedule_name):
     """The planted bug: the schedule ignores the config's prediction type (v read as eps, and eps as v)."""
     for name in (*DETERMINISTIC, *STOCHASTIC):
         for prediction, read_as in (("v_prediction", "epsilon"), ("epsilon", "v_prediction")):
-            mean_err, cov_err, _, _ = run_gaussian(name, 20, schedule_name, prediction=prediction, read_as=read_as)
+            mean_err, cov_err, _, _ = run_gaussian(
+                name, 20, schedule_name, prediction=prediction, read_as=read_as
+            )
             assert mean_err > MEAN_TOLERANCE or cov_err > cov_tolerance(name, 20), (name, prediction)
 
 

@@ -27,8 +27,8 @@ def passes(w: float, conditional: bool) -> int:
 def guided_eps(
     model, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, w: float, null_class: int | None
 ) -> torch.Tensor:
-    if y is None or null_class is None:
-        return model(x, t, None)
+    if y is None or null_class is None:  # no labels, or no null class to guide from (callers refuse w != 1)
+        return model(x, t, y)
     null = torch.full_like(y, null_class)
     if w == 0.0:
         return model(x, t, null)

@@ -187,6 +187,16 @@ class Spec(BaseSpec):
         },
     }
 
+    @classmethod
+    def preset_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """A document whose generator is a published model takes none of the preset's UNet and training."""
+        fields = super().preset_fields(raw)
+        g = raw.get("diffusion")
+        if isinstance(g, dict) and isinstance(g.get("model"), dict) and "pretrained" in g["model"]:
+            kept = {k: v for k, v in fields.get("diffusion", {}).items() if k not in ("model", "train")}
+            fields = {**fields, "diffusion": kept}
+        return fields
+
     @model_validator(mode="after")
     def _consistent(self):
         if self.ratios != sorted(set(self.ratios)) or self.ratios[0] < 0:
@@ -293,7 +303,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     synthetic, synthetic alone, filtered) with the same seed and steps; then gains with paired intervals."""
     from workbench.jobs.classify import ClassifierConfig
 
-    data = image_model.load_data(spec.generator_spec(spec.seed))
+    data = image_model.load_images_of(spec.data, spec.seed)
     labels = (
         class_indices(spec.classes, data.class_names, data.name)
         if spec.classes
