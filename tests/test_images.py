@@ -428,6 +428,15 @@ def test_inception_fid_pipeline_through_torchmetrics_agrees_with_our_frechet_dis
     assert fid(clean) == pytest.approx(ours, rel=1e-3)
     assert fid(noisy) > 3 * fid(clean)
     assert fid(clean) == pytest.approx(ours, rel=1e-3)  # the real set's features were kept
+    # the image kinds' figure: set by set (one set of N each, as published FIDs are), mean and interval
+    sets = [clean[:100], clean[100:200], noisy[:100]]
+    out, per_set = judge.quality(torch.cat(sets), None, data.x_test, 3, fid)
+    assert per_set["inception_fid"] == pytest.approx([fid(s) for s in sets])
+    assert out["inception_fid_n"] == 3
+    assert out["inception_fid_ci_low"] < out["inception_fid"] < out["inception_fid_ci_high"]
+    train_ref = resolve(sampling.Spec, {"kind": "sampling", "model_run": 1, "inception_reference": "train"})
+    assert train_ref.inception_real(data) is data.x_train
+    assert resolve(sampling.Spec, {"kind": "sampling", "model_run": 1}).inception_real(data) is data.x_test
 
 
 def test_inception_fid_without_its_network_fails_before_training(store, tmp_path):

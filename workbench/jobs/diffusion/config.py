@@ -50,6 +50,15 @@ class InceptionOptions(BaseModel):
     inception_weights: ExistingPath | None = Field(
         None, description="a local weights-inception-2015-12-05 file (offline); default: torch's hub cache"
     )
+    inception_reference: Literal["test", "train"] = Field(
+        "test",
+        description="the real images Inception FID compares with: test, or train (the DDPM and DPM-Solver "
+        "papers' protocol: 50 000 samples against the training set)",
+    )
+
+    def inception_real(self, data):
+        """The real images of `data` (an ImageData) that Inception FID compares with."""
+        return data.x_train if self.inception_reference == "train" else data.x_test
 
 
 class DataSpec(Strict):

@@ -52,7 +52,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     judge, _ = reference.load_or_train(ctx.cache_dir("reference"), data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     if inception is not None:
-        inception.set_real(data.x_test)
+        inception.set_real(spec.sample.inception_real(data))
     model, schedule = image_model.train_model(ctx, spec, data)
     evaluate(ctx, spec, data, model, schedule, judge, inception)
 
@@ -121,7 +121,7 @@ def evaluate(
     for key in ("classifier_fid", "classifier_fid_floor", "classifier_kid", "classifier_kid_floor"):
         summary.update(summary_entry(headline, key))
     if inception is not None:
-        summary["inception_fid"] = headline["inception_fid"]
+        summary.update(summary_entry(headline, "inception_fid"))
     if conditional:
         summary["guided_accuracy"] = {str(float(r["guidance_scale"])): r["class_accuracy"] for r in rows}
         summary["guided_accuracy_ci"] = {

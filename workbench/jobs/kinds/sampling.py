@@ -148,6 +148,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     every step count on the same noise and sets, verdicts against the full chain, the report."""
     from workbench.jobs.metrics import reference
     from workbench.jobs.metrics.inception import maybe_inception_fid
+    from workbench.jobs.metrics.stats import summary_entry
 
     inception = maybe_inception_fid(spec, ctx.device)  # first: a missing network fails before any training
     source = image_model.source_model(ctx, spec)
@@ -155,7 +156,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     judge, _ = reference.load_or_train(ctx.cache_dir("reference"), source.data, ctx.device, log=ctx.event)
     ctx.summary(reference_accuracy=judge.test_accuracy)
     if inception is not None:
-        inception.set_real(source.data.x_test)
+        inception.set_real(spec.inception_real(source.data))
     rows, strips, per_set_fid = sample_every_config(ctx, spec, source, judge, inception)
     margin = judge_against_chain(ctx, spec, rows, per_set_fid)
     ctx.table("samplers", rows)
@@ -163,7 +164,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
     ctx.image("samplers_side_by_side", None, side_by_side(rows, strips))
     ctx.summary(**headline(spec, rows, margin))
     if inception is not None:
-        ctx.summary(reference_inception_fid=rows[0]["inception_fid"])
+        ctx.summary(**{f"reference_{k}": v for k, v in summary_entry(rows[0], "inception_fid").items()})
 
 
 def sample_every_config(ctx: RunContext, spec: Spec, source, judge, inception):
@@ -185,7 +186,7 @@ def sample_every_config(ctx: RunContext, spec: Spec, source, judge, inception):
         (s.name, k, s.eta) for s in spec.samplers for k in spec.steps if not (s.name == "ddpm" and k >= full)
     ]
     ctx.phase("sampling and scoring", len(configs))
-    rows, strips, per_set_fid = [], [], []
+    rows, strips, per_set_fid, per_set_inception = [], [], [], []
     for i, (name, steps, eta) in enumerate(configs):
         r = sample_batched(
             model,
@@ -214,11 +215,18 @@ def sample_every_config(ctx: RunContext, spec: Spec, source, judge, inception):
             **floor,
         }
         per_set_fid.append(per_set["classifier_fid"])
+        per_set_inception.append(per_set.get("inception_fid"))
         compared = " (the reference)"
         if len(per_set_fid) > 1:  # set k against the reference's set k: same noise, same test images
             diff = paired_ci(per_set["classifier_fid"], per_set_fid[0])
             row.update(diff.columns("fid_minus_reference"))
             compared = f", minus the reference's {diff}"
+            if inception is not None:
+                row.update(
+                    paired_ci(per_set["inception_fid"], per_set_inception[0]).columns(
+                        "inception_fid_minus_reference"
+                    )
+                )
         rows.append(row)
         strips.append(r.x[: spec.grid_columns].cpu())
         ctx.progress(i + 1, len(configs))

@@ -92,7 +92,8 @@ class ReferenceClassifier:
         """What the image kinds report for R = `sets` sample sets stacked in x (set k: rows k*N to (k+1)*N):
         classifier-FID and -KID against `real` as mean and interval over the sets, class accuracy over all
         samples with its Wilson interval (None without labels), and, when a run asks for it, Inception
-        FID of all samples. Also returns each set's FID and KID, for paired comparisons."""
+        FID (against the real images its metric was given), also per set. Also returns each set's
+        figures, for paired comparisons."""
         from workbench.jobs.metrics.stats import mean_ci, share_ci
 
         j = self.judge(x)
@@ -105,8 +106,9 @@ class ReferenceClassifier:
             out.update(
                 share_ci(int((j.predictions == y.cpu().numpy()).sum()), len(x)).columns("class_accuracy")
             )
-        if inception is not None:
-            out["inception_fid"] = inception(x)
+        if inception is not None:  # set by set, as the published figures are (one set of N each)
+            per_set["inception_fid"] = [inception(s) for s in x.split(len(x) // sets)]
+            out.update(mean_ci(per_set["inception_fid"]).columns("inception_fid"))
         return out, per_set
 
     def _per_set(self, feats: list[np.ndarray], real: torch.Tensor) -> dict[str, list[float]]:
