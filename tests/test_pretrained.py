@@ -203,6 +203,14 @@ def test_only_the_model_files_are_downloaded_and_only_up_to_the_limit(tmp_path, 
     ]
     with pytest.raises(ValueError, match="max_download_gb: org/pipe's model files are 3.0 GB, over 2"):
         pretrained.download(pretrained.PretrainedModel(pretrained="org/pipe", max_download_gb=2))
+    del files["unet/diffusion_pytorch_model.safetensors"]  # a repository with pickled weights only
+    info.siblings = [SimpleNamespace(rfilename=n, size=s) for n, s in files.items()]
+    asked.clear()
+    with pytest.raises(ValueError, match="model.allow_pickle: .* only pickled weights"):
+        pretrained.download(pretrained.PretrainedModel(pretrained="org/pipe"))
+    with pytest.raises(ValueError, match="has no vae/config.json: not a diffusers model folder"):
+        pretrained.download(pretrained.PretrainedModel(pretrained="org/pipe", subfolder="vae"))
+    assert asked == {}  # refused from the listing: nothing downloaded
 
 
 # --- bad input -----------------------------------------------------------------------------------------

@@ -412,6 +412,20 @@ def download(ref: PretrainedModel, field: str = "model") -> tuple[Path, str]:
         return from_cache(f"the Hub cannot be reached ({type(e).__name__}: {e})")
     sizes = {s.rfilename: s.size or 0 for s in info.siblings or []}
     want = wanted_files(list(sizes), ref)
+    where = f"{field}.pretrained {ref}"
+    if not any(n.endswith("config.json") and "scheduler" not in n for n in want):
+        raise ModelFolderError(
+            f"{where}: the repository has no {ref.subfolder + '/' if ref.subfolder else ''}config.json: not a "
+            f"diffusers model folder (a pipeline's UNet is named with {field}.subfolder: unet)"
+        )
+    if not any(n.endswith((WEIGHTS, PICKLED)) for n in want):
+        pickled = any(n.endswith(PICKLED) for n in sizes)
+        raise ModelFolderError(
+            f"{field}.allow_pickle: {where} has only pickled weights ({PICKLED}), which can run code when "
+            "loaded; set allow_pickle: true if you trust it"
+            if pickled
+            else f"{where}: no {WEIGHTS} beside its config.json"
+        )
     total = sum(sizes[n] for n in want)
     if total > ref.max_download_gb * 1e9:
         raise ModelFolderError(
