@@ -435,3 +435,81 @@ def test_an_attribution_zoo_of_published_models(home, tmp_path):
     assert sorted(rec["summary"]["pretrained"]) == sorted(str(p) for p in (a, b, c))
     assert [r["class"] for r in rec["tables"]["per_class"]] == ["a", "b", "c"]  # each folder's name
     assert rec["summary"]["n_test"] == 36 and [r["support"] for r in rec["tables"]["per_class"]] == [12] * 3
+
+
+def test_an_unconditional_published_generator_is_labelled_by_a_classifier(home, tmp_path):
+    """google/ddpm-cifar10-32 is unconditional: its draws get the class a classifier gives them. Without
+    label_with the run is refused at submit; with it, each seed's set holds the same count of each class,
+    labelled as the reference classifier labels them, draws it calls another digit dropped (checked on the
+    cached sets against that network)."""
+    import numpy as np
+
+    from workbench.jobs.metrics import reference
+
+    folder = save_tiny(tmp_path / "uncond", seed=4)
+    base = (
+        "kind: augmentation\ndata: {name: digits}\nclasses: [8, 9]\nreal_per_class: [5]\nratios: [2]\nseeds: 2\n"
+        "classifier: {steps: 20}\n"
+        f"diffusion: {{model: {{pretrained: {folder}}}, sampler: {{name: ddim, steps: 3}}, guidance_scale: 1, "
+        "allow_outside_data: true"
+    )
+    env = subprocess_env(home)
+    r = subprocess.run(
+        wb_command("submit", write_spec(tmp_path, base + "}\n", "a.yaml"), "--no-worker"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "set diffusion.label_with" in r.stdout + r.stderr
+    # (a random tiny UNet's draws look most like 8s and 9s to the digits classifier: those two classes)
+    rec = run_spec(home, write_spec(tmp_path, base + ", label_with: reference}\n", "b.yaml"))[0]
+    assert rec["status"] == "succeeded", rec["error"]
+    events = [e.message for e in queries.events(Store(home=home), rec["id"])]
+    assert sum("labelled by the reference classifier; kept 10 of each class" in e for e in events) == 2, (
+        events
+    )
+    judge, _ = reference.load_or_train(
+        home / "cache" / "reference",
+        image_model.load_images_of(image_model.DataSpec(name="digits"), 0),
+        "cpu",
+        log=lambda m: None,
+    )
+    sets = sorted((home / "cache" / "synthetic").rglob("*.npz"))
+    assert len(sets) == 2
+    for path in sets:
+        with np.load(path) as f:
+            x, y = torch.from_numpy(f["x"]).float() / 127.5 - 1, f["y"]
+        assert list(y) == [0, 1] * 10  # 10 of each class, interleaved
+        called = judge.net.eval()(x).detach().argmax(1).numpy()  # among all ten digits
+        assert (called == np.array([8, 9])[y]).all()  # draws it calls 0-7 were dropped
+
+
+def test_a_class_the_unconditional_model_rarely_draws_fails_the_run_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    from workbench.jobs.diffusion.config import SamplerSpec
+    from workbench.jobs.kinds.augmentation import MAX_DRAWS_PER_IMAGE, labelled_draws
+
+    loaded = pretrained.load(ref(save_tiny(tmp_path / "m")), "cpu")
+    fixed = SimpleNamespace(
+        model=loaded.model, schedule=loaded.schedule, source=SimpleNamespace(shape=(1, 8, 8))
+    )
+    g = SimpleNamespace(sampler=SamplerSpec(name="ddim", steps=2), batch_size=64, label_with="real")
+    ctx = SimpleNamespace(device="cpu")
+    calls = []
+
+    def always_zero(x, device):
+        calls.append(len(x))
+        return torch.zeros(len(x), dtype=torch.long)
+
+    with pytest.raises(
+        ValueError, match="in 80 draws the real classifier called only 0 images class 1 \\(of 2"
+    ):
+        labelled_draws(ctx, fixed, g, always_zero, 2, 2, seed=0)
+    assert sum(calls) == MAX_DRAWS_PER_IMAGE * 2 * 2
+
+    def alternate(x, device):
+        return torch.arange(len(x)) % 3 // 2  # classes 0, 0, 1, 0, 0, 1, ...: class 1 is a third
+
+    x, y, _, drawn = labelled_draws(ctx, fixed, g, alternate, 2, 5, seed=0)
+    assert y.tolist() == [0, 1] * 5 and drawn == 20  # two rounds of 10: 4 of class 1 after the first

@@ -80,6 +80,12 @@ class GeneratorSpec(Strict):
     sampler: SamplerSpec = SamplerSpec(name="ddim", steps=50)
     guidance_scale: float = Field(2.0, ge=0, le=100, description="classifier-free guidance w of the samples")
     batch_size: int = Field(500, ge=1, le=100_000, description="images per sampling batch")
+    label_with: Literal["real", "reference"] | None = Field(
+        None,
+        description="an unconditional model_run or published model: each draw gets the class a classifier "
+        "gives it, real (the seed's real-only classifier: no label beyond the subset) or reference "
+        "(trained on the whole training split: an oracle)",
+    )
 
     @property
     def published(self) -> PretrainedModel | None:
@@ -226,8 +232,20 @@ class Spec(BaseSpec):
                 )
             if (found := published.found()) is not None:  # a folder here, or in the Hub cache
                 check_data(found, self.data, "data")
-                check_generator(found.classes(published), published.class_null, self.diffusion.guidance_scale)
+                if found.classes(published):
+                    check_generator(
+                        found.classes(published), published.class_null, self.diffusion.guidance_scale
+                    )
+                else:
+                    check_labelling(
+                        self.diffusion.label_with, self.diffusion.guidance_scale, "diffusion.model"
+                    )
         elif self.diffusion.model_run is None:
+            if self.diffusion.label_with is not None:
+                raise ValueError(
+                    "diffusion.label_with: only for an unconditional model_run or published model (a "
+                    "generator trained here is class-conditional)"
+                )
             if not self.diffusion.model.conditional:
                 raise ValueError(
                     "diffusion.model.conditional: the generator must be class-conditional (it draws images of each class)"
@@ -328,6 +346,9 @@ def run(ctx: RunContext, spec: Spec) -> None:
     units = len(plans) * (fits_per_plan + 1)
     cfg = ClassifierConfig(**spec.classifier.model_dump())
     judge = reference_judge(ctx, spec, data) if spec.filter and spec.filter.judge == "reference" else None
+    judge_all = None  # the reference classifier labelling an unconditional model's draws (label_with)
+    if fixed is not None and fixed.labels_draws and spec.diffusion.label_with == "reference":
+        judge_all = Labeller(judge or reference_judge(ctx, spec, data), labels)
     per_seed: list[dict] = []
     copies: list[dict] = []  # how near the synthetic images lie to the real ones they were made from
     counts = {"diffusion_models_trained": 0, "synthetic_sets_sampled": 0, "synthetic_sets_cached": 0}
@@ -336,6 +357,12 @@ def run(ctx: RunContext, spec: Spec) -> None:
         unit = p * (fits_per_plan + 1)
         real_x, real_y = task.x_train[plan.idx], task.y_train[plan.idx]
         per_class = {r: max(1, round(r * plan.per_class)) for r in ratios}
+        real = None  # the real-only classifier, trained first when it labels the draws
+        if fixed is not None and fixed.labels_draws and spec.diffusion.label_with == "real":
+            real = score(ctx, task, cfg, spec.seed + plan.seed, real_x, real_y)
+        labeller = (
+            None if fixed is None or not fixed.labels_draws else (Labeller(real[0]) if real else judge_all)
+        )
         syn, made = synthetic_set(
             ctx,
             spec,
@@ -344,6 +371,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             plan,
             max(per_class.values()),
             ctx.part(f"gen/n{plan.label}-s{plan.seed}", unit, units),
+            labeller,
         )
         for counter in made:
             counts[counter] += 1
@@ -353,7 +381,7 @@ def run(ctx: RunContext, spec: Spec) -> None:
             {"real_per_class": plan.label, "seed": plan.seed, **nearness(syn.x, real_x, task.x_test)}
         )
         per_seed += fit_classifiers(
-            ctx, spec, task, cfg, plan, syn, per_class, types, judge, labels, (unit + 1, units)
+            ctx, spec, task, cfg, plan, syn, per_class, types, judge, labels, (unit + 1, units), real
         )
         ctx.table("augmentation_seeds", per_seed)  # as it grows: the TUI shows every finished seed
         done = [r for r in per_seed if r["real_per_class"] == plan.label and r["seed"] == plan.seed]
@@ -393,9 +421,10 @@ def plan_subsets(spec: Spec, task) -> list[Plan]:
     return plans
 
 
-def synthetic_set(ctx: RunContext, spec: Spec, task, fixed, plan: Plan, per_class: int, part):
+def synthetic_set(ctx: RunContext, spec: Spec, task, fixed, plan: Plan, per_class: int, part, labeller=None):
     """(the plan's synthetic set of `per_class` images a class, the counters it adds to): from the cache,
-    or sampled from the fixed model, or from a generator trained (in `part`) on this subset only."""
+    or sampled from the fixed model (an unconditional one's draws labelled by `labeller`), or from a
+    generator trained (in `part`) on this subset only."""
     from workbench.jobs.diffusion import synthetic
 
     g, k = spec.diffusion, task.num_classes
@@ -403,6 +432,12 @@ def synthetic_set(ctx: RunContext, spec: Spec, task, fixed, plan: Plan, per_clas
     seed_s = spec.seed + plan.seed
     sampling_seed = seed_s + 7919  # apart from the training seeds
     generator_key = fixed.key if fixed else subset_generator_key(spec, real_x, real_y, task, seed_s)
+    if labeller is not None:  # the labels are the labeller's: it is part of what the set is
+        generator_key += f"|labelled by {g.label_with}"
+        if g.label_with == "real":
+            generator_key += (
+                "|" + subset_generator_key(spec, real_x, real_y, task, seed_s) + repr(spec.classifier)
+            )
     key = synthetic.set_key(
         generator=generator_key,
         classes=fixed.model_labels if fixed else list(range(k)),
@@ -413,6 +448,14 @@ def synthetic_set(ctx: RunContext, spec: Spec, task, fixed, plan: Plan, per_clas
     syn = synthetic.load(ctx.cache_dir("synthetic"), key, per_class, k)
     if syn is not None:
         return syn, ["synthetic_sets_cached"]
+    if labeller is not None:
+        x, y, seconds, drawn = labelled_draws(ctx, fixed, g, labeller, k, per_class, sampling_seed)
+        synthetic.save(ctx.cache_dir("synthetic"), key, x, y, {"run": ctx.run_id, "generator": generator_key})
+        ctx.event(
+            f"gen/n{plan.label}-s{plan.seed}: drew {drawn} images in {seconds:.1f} s, labelled by the "
+            f"{g.label_with} classifier; kept {per_class} of each class"
+        )
+        return synthetic.SyntheticSet(x, y, False, seconds), ["synthetic_sets_sampled"]
     if fixed:
         model, schedule, model_labels = fixed.model, fixed.schedule, fixed.model_labels
     else:
@@ -446,10 +489,13 @@ def synthetic_set(ctx: RunContext, spec: Spec, task, fixed, plan: Plan, per_clas
     return synthetic.SyntheticSet(x, y, False, seconds), made
 
 
-def fit_classifiers(ctx, spec, task, cfg, plan, syn, per_class, types, judge, labels, progress) -> list[dict]:
+def fit_classifiers(
+    ctx, spec, task, cfg, plan, syn, per_class, types, judge, labels, progress, real=None
+) -> list[dict]:
     """One classifier per training set of this plan, each with the plan's seed and the same steps: the
-    real subset, then per ratio and type the synthetic images alone, with the real ones, or filtered.
-    Rows of `augmentation_seeds`; `progress`: (this plan's first unit, all units) of the run's bar."""
+    real subset (`real`: already trained), then per ratio and type the synthetic images alone, with the
+    real ones, or filtered. Rows of `augmentation_seeds`; `progress`: (this plan's first unit, all
+    units) of the run's bar."""
     import torch
 
     from workbench.jobs.diffusion import synthetic
@@ -457,7 +503,7 @@ def fit_classifiers(ctx, spec, task, cfg, plan, syn, per_class, types, judge, la
     unit, units = progress
     k, seed_s = task.num_classes, spec.seed + plan.seed
     real_x, real_y = task.x_train[plan.idx], task.y_train[plan.idx]
-    real_net, scores = score(ctx, task, cfg, seed_s, real_x, real_y)
+    real_net, scores = real or score(ctx, task, cfg, seed_s, real_x, real_y)
     results = [(REAL, 0.0, 0, scores)]
     ctx.progress((unit := unit + 1) * 1000, units * 1000)
     keep = None
@@ -589,6 +635,82 @@ def balanced_prefix(syn, keep, per_class: int, k: int):
     return syn.x[idx], syn.y[idx]
 
 
+class Labeller:
+    """A classifier's label for an image among the task's classes. `among`: the classifier's label of each
+    task class, when it knows more classes than the task (the reference): a draw it calls a class outside
+    the task gets -1, and is dropped."""
+
+    def __init__(self, net, among: list[int] | None = None):
+        self.net, self.among = net, among
+
+    def __call__(self, x, device):
+        import torch
+
+        from workbench.jobs.diffusion.train import autocast
+
+        self.net.eval()
+        out = []
+        with torch.no_grad():
+            for chunk in x.split(1000):
+                with autocast(device):
+                    logits = self.net(chunk.to(device)).float()
+                out.append(logits.argmax(1).cpu())
+        labels = torch.cat(out)
+        if self.among is None:
+            return labels
+        task = torch.full((max(labels.max().item(), max(self.among)) + 1,), -1, dtype=torch.long)
+        task[self.among] = torch.arange(len(self.among))
+        return task[labels]
+
+
+MAX_DRAWS_PER_IMAGE = 20  # an unconditional model drawn for labels stops at 20 draws per image kept
+
+
+def labelled_draws(ctx, fixed, g, labeller, k: int, per_class: int, seed: int):
+    """(x, y in cycling order, seconds, draws): an unconditional model drawn in rounds, each draw labelled by
+    `labeller` (draws it calls no class of the task are dropped), until every class has per_class images
+    (the first ones of each, in draw order); a class it
+    rarely draws fails the run, naming the class and the counts, after MAX_DRAWS_PER_IMAGE x k x per_class."""
+    import torch
+
+    from workbench.jobs.diffusion import synthetic
+
+    need, limit = k * per_class, MAX_DRAWS_PER_IMAGE * k * per_class
+    xs, ys, seconds, drawn, r = [], [], 0.0, 0, 0
+    counts = torch.zeros(k, dtype=torch.long)
+    while (counts < per_class).any():
+        if drawn >= limit:
+            short = int(torch.argmin(counts))
+            raise ValueError(
+                f"diffusion.label_with: in {drawn} draws the {g.label_with} classifier called only "
+                f"{int(counts[short])} images class {short} (of {per_class} needed): the model rarely draws it"
+            )
+        m = min(need, limit - drawn)
+        x, sec = synthetic.generate(
+            fixed.model,
+            fixed.schedule,
+            fixed.source.shape,
+            [0],
+            m,
+            g.sampler.name,
+            g.sampler.steps,
+            1.0,
+            seed=seed + 1_000_003 * r,
+            batch_size=g.batch_size,
+            eta=g.sampler.eta,
+            device=ctx.device,
+        )
+        y = labeller(x, ctx.device)  # -1: a class outside the task's
+        xs.append(x)
+        ys.append(y)
+        counts += torch.bincount(y[y >= 0], minlength=k)
+        seconds, drawn, r = seconds + sec, drawn + m, r + 1
+    x, y = torch.cat(xs), torch.cat(ys)
+    # the first per_class of each class, interleaved as every synthetic set is (any prefix balanced)
+    order = torch.stack([torch.nonzero(y == c)[:per_class, 0] for c in range(k)], 1).flatten()
+    return x[order], y[order], seconds, drawn
+
+
 def check_generator(classes: int, has_null: bool, w: float, field: str = "diffusion.model") -> None:
     """A generator draws images of given classes, and guidance (w other than 1) needs its null class."""
     if not classes:
@@ -600,6 +722,20 @@ def check_generator(classes: int, has_null: bool, w: float, field: str = "diffus
             f"diffusion.guidance_scale {w:g}: classifier-free guidance needs the model's unconditional (null) "
             f"class, and it has none (set guidance_scale: 1, or {field}.class_null: true if its last class is "
             "that one)"
+        )
+
+
+def check_labelling(label_with, w: float, field: str) -> None:
+    """An unconditional generator's draws are labelled by a classifier, and it has no guidance."""
+    if label_with is None:
+        raise ValueError(
+            f"{field}: an unconditional model cannot draw images of a given class; set diffusion.label_with: "
+            "real (each draw labelled by the seed's real-only classifier) or reference (an oracle), or use a "
+            "class-conditional model"
+        )
+    if w != 1.0:
+        raise ValueError(
+            f"diffusion.guidance_scale {w:g}: an unconditional model has no guidance; set guidance_scale: 1"
         )
 
 
@@ -616,11 +752,21 @@ class FixedGenerator:
         else:
             field = f"diffusion.model_run {g.model_run}"
             src = image_model.finished_model(ctx, g.model_run, "diffusion.model_run")
-        check_generator(src.model.num_classes, src.model.null_class is not None, g.guidance_scale, field)
+        self.labels_draws = src.model.num_classes == 0
+        if self.labels_draws:
+            check_labelling(g.label_with, g.guidance_scale, field)
+        else:
+            check_generator(src.model.num_classes, src.model.null_class is not None, g.guidance_scale, field)
+            if g.label_with is not None:
+                raise ValueError(
+                    f"diffusion.label_with: {field} is class-conditional: it draws each class itself"
+                )
         if src.shape != data.shape:
             raise ValueError(f"{field}: its images are {src.shape}, these are {data.shape}")
         names = [data.class_names[i] for i in labels]
-        if src.data is None:  # a published model named without its data: its labels are taken as these
+        if self.labels_draws:
+            self.model_labels = list(labels)  # what the draws are labelled with: the task's classes
+        elif src.data is None:  # a published model named without its data: its labels are taken as these
             if src.model.num_classes != data.num_classes:
                 raise ValueError(
                     f"{field}: it draws {src.model.num_classes} classes, {data.name} has {data.num_classes}; "
