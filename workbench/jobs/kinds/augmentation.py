@@ -4,8 +4,11 @@ Method, per real count n (images per class) and seed s:
 1. Real subset: n training images of each class (of the chosen `classes`), drawn by (seed, n, s); `all`
    takes the whole training split. The full real test split of those classes is only ever evaluated on.
 2. Generator: a class-conditional DDPM trained (jobs.diffusion.image_model, the images recipe) on exactly
-   that subset, nothing else, seeded by s; or one finished images run (`diffusion.model_run`), refused
-   unless it was trained only on images of every subset or the spec allows outside data.
+   that subset, nothing else, seeded by s; or one finished images run (`diffusion.model_run`) or published
+   model (`diffusion.model: {pretrained: ...}`), refused unless it was trained only on images of every
+   subset or the spec allows outside data (a published model always needs it). An unconditional one is
+   drawn in rounds and each draw labelled by a classifier (`label_with`: the seed's real-only one, or the
+   reference: an oracle) until every class has its count.
 3. Synthetic set: round(ratio x n) images per class for the largest ratio, class-balanced, from the
    chosen sampler and guidance scale; smaller ratios take its prefix (so ratios compare on nested sets).
    Cached under the store per (generator, sampler, guidance, seed) (jobs.diffusion.synthetic): a resumed

@@ -2,8 +2,9 @@
 against raw pixels and a VAE's latent on the same labelled subsets.
 
 Method:
-1. The model: a finished `images` run (model_run) or one trained first (train: an images spec; the
-   presets train an unconditional one, so no label reaches the features at any stage). A class-conditional
+1. The model: a finished `images` run (model_run), one trained first (train: an images spec; the
+   presets train an unconditional one, so no label reaches the features at any stage), or a published
+   diffusers UNet (model: {pretrained: ...}). A class-conditional
    model is run at its null class.
 2. Features: each image x_0 is noised to x_t with noise seeded by (seed, t, draw, image), the UNet runs
    once per t and forward hooks keep every block asked for, pooled (`avg`, or a k x k `grid<k>`);

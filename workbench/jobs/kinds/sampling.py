@@ -1,8 +1,9 @@
 """sampling: accelerated samplers against the full DDPM chain, on one trained image model.
 
 Method:
-1. The model: the EMA weights of a finished `images` run (model_run: its id), or one trained first
-   in this run from an embedded `images` spec (train: ...), through the same training loop.
+1. The model: the EMA weights of a finished `images` run (model_run: its id), one trained first in
+   this run from an embedded `images` spec (train: ...), through the same training loop, or a published
+   diffusers UNet with its own schedule and prediction type (model: {pretrained: ..., data: ...}).
 2. Every sampler in the list (diffusers DDPM, DDIM with eta, DPM-Solver++ 2M and its SDE variant,
    UniPC, Euler, each built from the model's training schedule and prediction type) at every step
    count, on the same seeds, labels and guidance scale; the reference row is DDPM over all training
