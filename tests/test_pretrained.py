@@ -110,6 +110,16 @@ def test_pickled_weights_only_when_allowed_and_then_the_same_model(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_config_larger_than_its_weights_is_refused_before_anything_is_allocated(tmp_path):
+    """config.json is untrusted: one that describes a far larger UNet than its weights file holds is
+    refused, sized on the meta device (a 4096-channel UNet would take gigabytes before loading failed)."""
+    folder = unet_config(save_tiny(tmp_path / "m"), block_out_channels=[2048, 4096], norm_num_groups=32)
+    with pytest.raises(
+        ValueError, match="describes a UNet of .*M parameters and its weights file holds 0.2 MB"
+    ):
+        pretrained.load(ref(folder), "cpu")
+
+
 @pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
 def test_the_prediction_type_reaches_every_sampler(tmp_path, prediction):
     """The config's prediction type is the schedule's and so every sampler's (what they do with it is

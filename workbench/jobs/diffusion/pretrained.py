@@ -496,8 +496,10 @@ def load(ref: PretrainedModel, device, field: str = "model") -> Loaded:
         folder, commit = download(ref, field)
     found = inspect_folder(folder, ref, field)
     check_data(found, ref.data, f"{field}.data")
-    settings = schedule_settings(found.scheduler, f"{field}.pretrained {ref.pretrained}")
+    where = f"{field}.pretrained {ref.pretrained}"
+    settings = schedule_settings(found.scheduler, where)
     schedule = DDPMScheduler(**settings)
+    check_size(found, where)
     unet = UNet2DModel.from_pretrained(
         str(found.unet_dir),
         use_safetensors=found.weights.name == WEIGHTS,
@@ -519,6 +521,33 @@ def load(ref: PretrainedModel, device, field: str = "model") -> Loaded:
         "timesteps": settings["num_train_timesteps"],
     }
     return Loaded(model, schedule, record)
+
+
+MAX_PARAMETERS = 4_000_000_000
+
+
+def check_size(found: ModelFolder, where: str) -> None:
+    """The UNet its config describes, sized on the meta device (nothing allocated): at most
+    MAX_PARAMETERS, and no larger than its weights file holds at 2 bytes a parameter, so a config cannot
+    make the loader allocate a network its weights do not fill."""
+    import torch
+    from diffusers import UNet2DModel
+
+    try:
+        with torch.device("meta"):
+            shell = UNet2DModel.from_config(found.config)
+    except Exception as e:  # noqa: BLE001 - a config diffusers cannot build, whatever its complaint
+        raise ModelFolderError(
+            f"{where}: its config.json does not build a UNet2DModel ({type(e).__name__}: {e})"
+        ) from None
+    params = sum(p.numel() for p in shell.parameters())
+    stored = found.weights.stat().st_size
+    if params > MAX_PARAMETERS or 2 * params > stored + (1 << 20):
+        raise ModelFolderError(
+            f"{where}: its config.json describes a UNet of {params / 1e6:,.1f}M parameters and its weights "
+            f"file holds {stored / 1e6:,.1f} MB: they do not belong together"
+            + (f" (at most {MAX_PARAMETERS / 1e9:g}G parameters)" if params > MAX_PARAMETERS else "")
+        )
 
 
 def save_workbench_model(model, schedule, folder: Path) -> None:
