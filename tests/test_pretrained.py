@@ -399,19 +399,30 @@ def run_offline(home: Path, spec: Path, cache: Path) -> dict:
 
 
 def test_feature_sweep_from_a_cached_hub_model_offline(home, tmp_path):
+    """A v-predicting class-conditional model (its null class last) from the Hub cache with the Hub off:
+    refused without allow_labelled_model at submit (the cache is read then), probed with it, its rows
+    marked as from a model that saw labels, the commit recorded."""
     cache = tmp_path / "hf"
-    into_hub_cache(cache, "lab/tiny-digits", save_tiny(tmp_path / "m"))
-    spec = write_spec(
-        tmp_path,
-        "kind: feature_sweep\nmodel: {pretrained: lab/tiny-digits, data: {name: digits}}\n"
+    into_hub_cache(cache, "lab/tiny-digits", save_tiny(tmp_path / "m", classes=11, prediction="v_prediction"))
+    text = (
+        "kind: feature_sweep\nmodel: {pretrained: lab/tiny-digits, class_null: true, data: {name: digits}}\n"
         "timesteps: [5, 20]\nblocks: [down1, mid]\nks: [1, 5]\nrepeats: 2\nheads: [linear]\n"
-        "baselines: [pixels]\nval_per_class: 5\n",
+        "baselines: [pixels]\nval_per_class: 5\n"
     )
-    rec = run_offline(home, spec, cache)
+    r = subprocess.run(
+        wb_command("submit", write_spec(tmp_path, text, "a.yaml"), "--no-worker"),
+        env=offline_env(home, cache),
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "allow_labelled_model" in r.stdout + r.stderr
+    rec = run_offline(home, write_spec(tmp_path, text + "allow_labelled_model: true\n"), cache)
     assert rec["status"] == "succeeded", rec["error"]
     assert rec["summary"]["pretrained"]["revision"] == COMMIT
-    rows = rec["tables"]["probes"]
-    assert {(r["t"], r["block"]) for r in rows if r["source"] == "diffusion"} >= {(5, "down1"), (20, "mid")}
+    assert rec["summary"]["pretrained"]["prediction_type"] == "v_prediction"
+    rows = [r for r in rec["tables"]["probes"] if r["source"] == "diffusion"]
+    assert {(r["t"], r["block"]) for r in rows} >= {(5, "down1"), (20, "mid")}
+    assert all(r["model_saw_labels"] for r in rows)
 
 
 def test_augmentation_from_a_published_class_model(home, tmp_path):
