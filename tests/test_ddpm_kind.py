@@ -23,8 +23,9 @@ sample:
 """
 
 
-def run_spec(home: Path, spec: Path) -> list[dict]:
-    env = subprocess_env(home)
+def run_spec(home: Path, spec: Path, **env_extra: str) -> list[dict]:
+    """Submit `spec`, run a worker until the queue is empty, and return each run's `show --json`."""
+    env = subprocess_env(home, **env_extra)
     ids = json.loads(
         subprocess.run(
             wb_command("submit", spec, "--no-worker", "--json"),

@@ -237,24 +237,24 @@ def test_data_sources(tmp_path, monkeypatch):
         load_images("imagefolder")
 
 
+DIGITS_MODEL = "\n".join(  # a tiny class-conditional images run, named for specs that build on it
+    [
+        "kind: images",
+        "name: digits-model",
+        "timesteps: 20",
+        "data: {name: digits, n_train: 300}",
+        "model: {channels: [16, 32], attention: [false, true]}",
+        "train: {steps: 10, batch_size: 32, checkpoint_every: 10}",
+        "sample: {sampler: {name: ddim, steps: 5}, n_samples: 20, grid_columns: 2, "
+        "guidance_scales: [0.0, 1.0, 3.0]}",
+    ]
+)
+
+
 def test_images_and_sampling_runs_through_the_cli(home, tmp_path):
     """An images run reports its summary; a sampling run samples its model, named by experiment (a chain
     of committed spec files); the reference is reused."""
-    spec = write_spec(
-        tmp_path,
-        "\n".join(
-            [
-                "kind: images",
-                "name: digits-model",
-                "timesteps: 20",
-                "data: {name: digits, n_train: 300}",
-                "model: {channels: [16, 32], attention: [false, true]}",
-                "train: {steps: 10, batch_size: 32, checkpoint_every: 10}",
-                "sample: {sampler: {name: ddim, steps: 5}, n_samples: 20, grid_columns: 2, "
-                "guidance_scales: [0.0, 1.0, 3.0]}",
-            ]
-        ),
-    )
+    spec = write_spec(tmp_path, DIGITS_MODEL)
     (img,) = run_spec(home, spec)
     assert img["status"] == "succeeded", img["error"]
     s = img["summary"]

@@ -14,6 +14,7 @@ import torch
 
 from tests.conftest import subprocess_env, wb_command, write_spec
 from tests.test_ddpm_kind import run_spec
+from tests.test_images import DIGITS_MODEL
 from workbench.jobs.diffusion import image_model, pretrained
 from workbench.jobs.diffusion.denoisers import UNetDenoiser
 from workbench.jobs.diffusion.samplers import make_sampler, sample_batched
@@ -315,24 +316,13 @@ def test_a_hub_model_in_the_cache_is_checked_at_submit(tmp_path, home):
 
 # --- every kind end to end -------------------------------------------------------------------------------
 
-TINY_IMAGES = "\n".join(
-    [
-        "kind: images",
-        "name: digits-model",
-        "timesteps: 20",
-        "data: {name: digits, n_train: 300}",
-        "model: {channels: [16, 32], attention: [false, true]}",
-        "train: {steps: 10, batch_size: 32, checkpoint_every: 10}",
-        "sample: {sampler: {name: ddim, steps: 5}, n_samples: 20, grid_columns: 2, guidance_scales: [1.0]}",
-    ]
-)
 SAMPLING = "kind: sampling\nsamplers: [{name: ddim}, {name: dpmsolver++}]\nsteps: [2, 4]\nn_samples: 20\nguidance_scale: 2\n"
 
 
 def test_sampling_a_published_copy_of_a_run_gives_the_runs_results(home, tmp_path):
     """A sampling run from `model_run:` and one from the same weights saved as a diffusers folder: the
     same table to the last digit (the same samples, judged the same way), the folder's digest recorded."""
-    (img,) = run_spec(home, write_spec(tmp_path, TINY_IMAGES))
+    (img,) = run_spec(home, write_spec(tmp_path, DIGITS_MODEL))
     assert img["status"] == "succeeded", img["error"]
     (path,) = [a["path"] for a in img["artifacts"] if a["name"] == image_model.MODEL_FILE]
     weights = home / path  # artifact paths are relative to the home
@@ -374,28 +364,8 @@ def offline_env(home: Path, cache: Path) -> dict:
 
 
 def run_offline(home: Path, spec: Path, cache: Path) -> dict:
-    env = offline_env(home, cache)
-    ids = json.loads(
-        subprocess.run(
-            wb_command("submit", spec, "--no-worker", "--json"),
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )["run_ids"]
-    subprocess.run(
-        wb_command("worker", "--devices", "cpu", "--once"),
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return json.loads(
-        subprocess.run(
-            wb_command("show", ids[0], "--json"), env=env, check=True, capture_output=True, text=True
-        ).stdout
-    )
+    (rec,) = run_spec(home, spec, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    return rec
 
 
 def test_feature_sweep_from_a_cached_hub_model_offline(home, tmp_path):
