@@ -23,18 +23,23 @@ sample:
 """
 
 
-def run_spec(home: Path, spec: Path, **env_extra: str) -> list[dict]:
-    """Submit `spec`, run a worker until the queue is empty, and return each run's `show --json`."""
+def run_spec(home: Path, *specs: Path, **env_extra: str) -> list[dict]:
+    """Submit each spec, in order, run one worker until the queue is empty, and return each run's
+    `show --json` (a later spec may name an earlier one's run by its experiment)."""
     env = subprocess_env(home, **env_extra)
-    ids = json.loads(
-        subprocess.run(
-            wb_command("submit", spec, "--no-worker", "--json"),
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )["run_ids"]
+    ids = [
+        rid
+        for spec in specs
+        for rid in json.loads(
+            subprocess.run(
+                wb_command("submit", spec, "--no-worker", "--json"),
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )["run_ids"]
+    ]
     subprocess.run(
         wb_command("worker", "--devices", "cpu", "--once"),
         env=env,

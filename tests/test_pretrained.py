@@ -320,22 +320,27 @@ SAMPLING = "kind: sampling\nsamplers: [{name: ddim}, {name: dpmsolver++}]\nsteps
 
 
 def test_sampling_a_published_copy_of_a_run_gives_the_runs_results(home, tmp_path):
-    """A sampling run from `model_run:` and one from the same weights saved as a diffusers folder: the
-    same table to the last digit (the same samples, judged the same way), the folder's digest recorded."""
-    (img,) = run_spec(home, write_spec(tmp_path, DIGITS_MODEL))
+    """An images run published in diffusers' layout (`workbench publish RUN --to-folder`: exactly its four
+    files), then a sampling run from `model_run:` and one from the published folder: the same table to
+    the last digit (the same samples, judged the same way), the folder's digest recorded."""
+    img, from_run = run_spec(  # one worker: the model, then sampling it by its experiment
+        home,
+        write_spec(tmp_path, DIGITS_MODEL),
+        write_spec(tmp_path, SAMPLING + "model_run: {experiment: digits-model}\n", "a.yaml"),
+    )
     assert img["status"] == "succeeded", img["error"]
-    (path,) = [a["path"] for a in img["artifacts"] if a["name"] == image_model.MODEL_FILE]
-    weights = home / path  # artifact paths are relative to the home
-    spec = image_model.ImageModelSpec.model_validate(img["spec"])
-    data = image_model.load_data(spec)
-    model = image_model.load_model(weights, spec, data, "cpu")
-    pretrained.save_workbench_model(
-        model, make_schedule(spec.schedule, spec.timesteps, clip_sample=True), tmp_path / "exported"
+    env = subprocess_env(home)
+    out = tmp_path / "exported"
+    r = subprocess.run(
+        wb_command("publish", img["id"], "--to-folder", out), env=env, capture_output=True, text=True
     )
+    assert r.returncode == 0, r.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(
+        pretrained.DIFFUSERS_FILES
+    )
+    card = (out / "README.md").read_text()
+    assert "library_name: diffusers" in card and "class_null: true" in card and "classifier-FID: " in card
 
-    (from_run,) = run_spec(
-        home, write_spec(tmp_path, SAMPLING + "model_run: {experiment: digits-model}\n", "a.yaml")
-    )
     (published,) = run_spec(
         home,
         write_spec(
@@ -402,8 +407,13 @@ def test_augmentation_from_a_published_class_model(home, tmp_path):
         "classifier: {steps: 20}\n"
         f"diffusion: {{model: {{pretrained: {folder}, class_null: true}}, sampler: {{name: ddim, steps: 3}}"
     )
-    refused = run_spec(home, write_spec(tmp_path, base + "}\n", "a.yaml"))[0]
-    assert refused["status"] == "failed" and "allow_outside_data" in refused["error"]
+    r = subprocess.run(
+        wb_command("submit", write_spec(tmp_path, base + "}\n", "a.yaml"), "--no-worker"),
+        env=subprocess_env(home),
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "diffusion.allow_outside_data: " in r.stdout + r.stderr
     rec = run_spec(home, write_spec(tmp_path, base + ", allow_outside_data: true}\n", "b.yaml"))[0]
     assert rec["status"] == "succeeded", rec["error"]
     assert rec["summary"]["pretrained"]["pretrained"] == str(folder)
@@ -417,6 +427,7 @@ def test_an_attribution_zoo_of_published_models(home, tmp_path):
     spec = write_spec(
         tmp_path,
         "kind: attribution\n"
+        "recipes: [{name: spectrum, patch_size: 8}]\n"  # the drawing is what is tested: the fastest recipe
         "data:\n  source: zoo\n  train_per_class: 24\n  test_per_class: 12\n  sampler: {name: ddim, steps: 3}\n"
         f"  runs: [{{model: {{pretrained: {a}}}}}, {{model: {{pretrained: {b}}}}}, "
         f"{{model: {{pretrained: {c}}}, guidance_scale: 1}}]\n",

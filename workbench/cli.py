@@ -1074,7 +1074,7 @@ def attribute(
 
 @app.command()
 def publish(
-    run_id: Annotated[int, typer.Argument(help="a succeeded attribution run")],
+    run_id: Annotated[int, typer.Argument(help="a succeeded attribution or images run")],
     repo: Annotated[
         str | None, typer.Option(help="Hugging Face model repository, e.g. you/dragon-attribution")
     ] = None,
@@ -1091,31 +1091,27 @@ def publish(
         str | None, typer.Option(envvar="HF_TOKEN", help="Hub token (default: the saved login)")
     ] = None,
 ) -> None:
-    """Publish an attribution run's model: exactly its files, model.safetensors, config.json,
-    familiarity.safetensors (where the run made one) and the model card README.md; a new Hub repository
-    is private unless --public."""
+    """Publish a run's model, exactly its files: an attribution run's model.safetensors, config.json,
+    familiarity.safetensors (where the run made one) and model card README.md; an images run's UNet in
+    diffusers' layout (config.json, diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json,
+    README.md), which `model: {pretrained: ...}` and diffusers read. A new Hub repository is private
+    unless --public."""
     import tempfile
 
-    from workbench.jobs.attributor import PublishError, PublishRefused, model_card, upload, write_folder
+    from workbench.jobs.attributor import PublishError, PublishRefused, upload
 
     if repo is None and to_folder is None:
         bad_input("give --repo NAME (upload to the Hub), --to-folder DIR (write the files), or both")
     if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
         bad_input(f"--repo {repo!r}: give owner/name")
-    weights, config_path, familiarity, found = attribution_model(run_id)
-    config = json.loads(config_path.read_text())
-    card = model_card(config, found.id, found.name)
-    files = ", ".join(
-        ["model.safetensors", "config.json"] + ["familiarity.safetensors"] * bool(familiarity) + ["README.md"]
-    )
+    write, files = publication(run_id)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if to_folder is not None:
-                write_folder(to_folder, weights, config, card, force=force, familiarity=familiarity)
-                out.print(f"wrote {shown(str(to_folder))} ({files})")
+                write(to_folder, force)
+                out.print(f"wrote {shown(str(to_folder))} ({', '.join(files)})")
             if repo is not None:  # from a folder of its own: nothing else the user has can go along
-                staged = write_folder(Path(tmp) / "model", weights, config, card, familiarity=familiarity)
-                url = upload(staged, repo, token, public)
+                url = upload(write(Path(tmp) / "model", False), repo, token, public, files=files)
                 out.print(
                     f"published run {run_id} to {shown(repo)} ({'public' if public else 'private'}): {shown(url)}"
                 )
@@ -1124,6 +1120,45 @@ def publish(
         except PublishError as e:
             err.print(f"[red]error:[/red] {shown(str(e))}")
             raise typer.Exit(1) from None
+
+
+def publication(run_id: int):
+    """(write(folder, force) -> folder, the files it writes) for a succeeded attribution or images run."""
+    from workbench.jobs.context import UnusableRun, finished_run
+
+    try:
+        found = finished_run(open_store(), run_id, ("attribution", "images"))
+    except UnusableRun as e:
+        bad_input(str(e))
+    if found.kind == "images":
+        from workbench.jobs.diffusion import image_model, pretrained
+        from workbench.jobs.diffusion.schedules import make_schedule
+
+        try:
+            weights = found.artifact(image_model.MODEL_FILE)
+        except UnusableRun as e:
+            bad_input(str(e))
+        spec = image_model.ImageModelSpec.model_validate(found.spec)
+        data = image_model.load_data(spec)  # its shape and class names, as the run had them
+        model = image_model.load_model(weights, spec, data, "cpu")
+        schedule = make_schedule(spec.schedule, spec.timesteps, clip_sample=True)
+        classes = data.class_names if model.num_classes else []
+        card = pretrained.diffusers_card(found.id, found.name, found.spec, found.summary, classes)
+        return (
+            lambda folder, force: pretrained.write_published_folder(folder, model, schedule, card, force),
+            pretrained.DIFFUSERS_FILES,
+        )
+    from workbench.jobs.attributor import CARD, CONFIG, FAMILIARITY, WEIGHTS, model_card, write_folder
+
+    weights, config_path, familiarity, found = attribution_model(run_id)
+    config = json.loads(config_path.read_text())
+    card = model_card(config, found.id, found.name)
+    return (
+        lambda folder, force: write_folder(
+            folder, weights, config, card, force=force, familiarity=familiarity
+        ),
+        (WEIGHTS, CONFIG, *([FAMILIARITY] if familiarity else []), CARD),
+    )
 
 
 @app.callback(invoke_without_command=True)

@@ -415,8 +415,16 @@ def write_folder(
     folder: Path, weights: Path, config: dict, card: str, force: bool = False, familiarity: Path | None = None
 ) -> Path:
     """The published files in `folder` (created): the weights, config, card, and the familiarity file when
-    the run made one. A folder that already holds anything is refused unless `force`, which replaces
-    these files and touches nothing else in it."""
+    the run made one (see place_files)."""
+    files: dict[str, Path | str] = {WEIGHTS: weights, CONFIG: json.dumps(config, indent=2), CARD: card}
+    if familiarity is not None:
+        files[FAMILIARITY] = familiarity
+    return place_files(folder, files, force, PUBLISHED)
+
+
+def place_files(folder: Path, files: dict[str, Path | str], force: bool, ours: tuple[str, ...]) -> Path:
+    """`files` (name -> a file to copy, or text) in `folder` (created). A folder that already holds anything
+    is refused unless `force`, which replaces `ours` there and touches nothing else in it."""
     import shutil
 
     folder = Path(folder)
@@ -425,14 +433,14 @@ def write_folder(
     if folder.is_dir() and any(folder.iterdir()) and not force:
         raise PublishRefused(
             f"--to-folder {folder} is not empty: give an empty or new folder, or --force to replace "
-            f"{', '.join(PUBLISHED)} in it (nothing else there is touched)"
+            f"{', '.join(ours)} in it (nothing else there is touched)"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, folder / WEIGHTS)
-    if familiarity is not None:
-        shutil.copyfile(familiarity, folder / FAMILIARITY)
-    (folder / CONFIG).write_text(json.dumps(config, indent=2))
-    (folder / CARD).write_text(card)
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            shutil.copyfile(content, folder / name)
+        else:
+            (folder / name).write_text(content)
     return folder
 
 
@@ -444,8 +452,14 @@ class PublishRefused(PublishError):
     """Publishing would do something the user did not ask for (exit 2, nothing uploaded)."""
 
 
-def upload(folder: Path, repo: str, token: str | None = None, public: bool = False) -> str:
-    """Commit the published files of `folder` (PUBLISHED; never anything else in it) to the model repository
+def upload(
+    folder: Path,
+    repo: str,
+    token: str | None = None,
+    public: bool = False,
+    files: tuple[str, ...] = PUBLISHED,
+) -> str:
+    """Commit the published `files` of `folder` (never anything else in it) to the model repository
     `repo`, created private unless `public`; returns the commit URL. An existing public repository is
     refused unless `public`: uploading there would make the model public. The Hub's address is
     huggingface_hub's (HF_ENDPOINT), the token HF_TOKEN's or the saved login's."""
@@ -467,7 +481,7 @@ def upload(folder: Path, repo: str, token: str | None = None, public: bool = Fal
             folder_path=str(folder),
             repo_id=repo,
             repo_type="model",
-            allow_patterns=list(PUBLISHED),
+            allow_patterns=list(files),
             commit_message="workbench: publish model",
         )
     except PublishError:

@@ -556,3 +556,68 @@ def save_workbench_model(model, schedule, folder: Path) -> None:
     folder = Path(folder)
     model.unet.save_pretrained(str(folder), safe_serialization=True)
     schedule.save_config(str(folder / "scheduler"))
+
+
+DIFFUSERS_FILES = ("config.json", WEIGHTS, f"scheduler/{SCHEDULER_CONFIG}", "README.md")  # all publish writes
+
+
+def diffusers_card(run_id: int, run_name: str, spec: dict, summary: dict, classes: list[str]) -> str:
+    """The model card of an images run published in diffusers' layout: what it is, how to load it, its
+    figures with their intervals (classifier-FID: comparable between workbench runs only)."""
+    data = spec.get("data", {}).get("name", "?")
+
+    def estimate(key: str) -> str:
+        v, ci, n = summary.get(key), summary.get(f"{key}_ci"), summary.get(f"{key}_n")
+        if not isinstance(v, (int, float)):
+            return "not measured"
+        return f"{v:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}] (95 %, n = {n} sample sets)" if ci else "")
+
+    conditional = bool(classes)
+    load = f"{{pretrained: THIS_REPO{', class_null: true' if conditional else ''}, data: {{name: {data}}}}}"
+    return "\n".join(
+        [
+            "---",
+            "library_name: diffusers",
+            "tags:",
+            "  - workbench",
+            f"  - {'class-conditional' if conditional else 'unconditional'}-image-generation",
+            "---",
+            "",
+            f"# {run_name}",
+            "",
+            f"A pixel-space DDPM UNet (diffusers `UNet2DModel`) trained by workbench run {run_id} on {data} "
+            f"({spec.get('train', {}).get('steps', '?')} steps, {spec.get('schedule', '?')} schedule, "
+            f"{spec.get('timesteps', '?')} timesteps, epsilon prediction; EMA weights).",
+            (
+                f"Class-conditional: labels 0-{len(classes) - 1} ({', '.join(classes)}); label {len(classes)}, "
+                "the last, is the unconditional (null) class of classifier-free guidance."
+                if conditional
+                else "Unconditional."
+            ),
+            "",
+            "## Results",
+            "",
+            f"- classifier-FID: {estimate('classifier_fid')}; real images at the same size: "
+            f"{estimate('classifier_fid_floor')}. The distance between a workbench reference classifier's "
+            "features, not Inception FID: compare it only with other workbench runs on the same data.",
+            "",
+            "## Use",
+            "",
+            f"In a workbench spec: `model: {load}`. In diffusers: `UNet2DModel.from_pretrained(THIS_REPO)` and "
+            '`DDPMScheduler.from_pretrained(THIS_REPO, subfolder="scheduler")`.',
+            "",
+        ]
+    )
+
+
+def write_published_folder(folder: Path, model, schedule, card: str, force: bool = False) -> Path:
+    """DIFFUSERS_FILES in `folder` (created; refused when it holds anything, unless `force`, which
+    replaces only these: attributor.place_files). Written apart first, then copied."""
+    import tempfile
+
+    from workbench.jobs.attributor import place_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_workbench_model(model, schedule, Path(tmp))
+        files: dict[str, Path | str] = {n: Path(tmp) / n for n in DIFFUSERS_FILES[:-1]}
+        return place_files(folder, {**files, "README.md": card}, force, DIFFUSERS_FILES)

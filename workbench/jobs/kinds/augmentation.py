@@ -233,6 +233,8 @@ class Spec(BaseSpec):
                 raise ValueError(
                     "diffusion: give model_run or a published model (model: {pretrained: ...}), not both"
                 )
+            if not self.diffusion.allow_outside_data:
+                raise ValueError(outside_data(published.pretrained))
             if (found := published.found()) is not None:  # a folder here, or in the Hub cache
                 check_data(found, self.data, "data")
                 if found.classes(published):
@@ -728,6 +730,14 @@ def check_generator(classes: int, has_null: bool, w: float, field: str = "diffus
         )
 
 
+def outside_data(model: str) -> str:
+    return (
+        f"diffusion.allow_outside_data: {model} is a published model, trained on images outside every real "
+        "subset (nothing here says otherwise): its samples would carry images the real-only classifier never "
+        "sees. Set diffusion.allow_outside_data: true to use it anyway"
+    )
+
+
 def check_labelling(label_with, w: float, field: str) -> None:
     """An unconditional generator's draws are labelled by a classifier, and it has no guidance."""
     if label_with is None:
@@ -794,12 +804,8 @@ class FixedGenerator:
             return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x.numpy()}
 
         if self.source.record is not None:  # a published model: what it was trained on is not known here
-            if not allowed:
-                raise ValueError(
-                    f"diffusion.model {self.source.name} is a published model, trained on images outside every "
-                    "real subset (at least, nothing here says otherwise): its samples would carry images the "
-                    "real-only classifier never sees. Set diffusion.allow_outside_data: true to use it anyway"
-                )
+            if not allowed:  # (refused at submit already)
+                raise ValueError(outside_data(self.source.name))
             return
         trained = digests(self.source.data.x_train)
         for plan in plans:
