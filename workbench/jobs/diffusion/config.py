@@ -61,6 +61,24 @@ class InceptionOptions(BaseModel):
         return data.x_train if self.inception_reference == "train" else data.x_test
 
 
+def check_guidance(
+    classes: int, has_null: bool, w: float, field: str = "guidance_scale", null: str = "model.class_null"
+) -> None:
+    """Guidance (w other than 1) needs a class-conditional model with an unconditional (null) class:
+    ValueError naming `field` (the guidance scale) and `null` (where a published model says it has one)."""
+    if w == 1.0:
+        return
+    if not classes:
+        raise ValueError(
+            f"{field} {w:g}: the model is unconditional, so there is nothing to guide towards; set {field}: 1"
+        )
+    if not has_null:
+        raise ValueError(
+            f"{field} {w:g}: classifier-free guidance needs the model's unconditional (null) class, and this "
+            f"model has none (set {null}: true if its last class is that one, or {field}: 1)"
+        )
+
+
 class DataSpec(Strict):
     name: ImageDatasetName = "digits"
     path: ExistingPath | None = Field(

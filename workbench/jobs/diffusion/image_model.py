@@ -10,7 +10,7 @@ inside the functions that run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -337,7 +337,7 @@ def published_model(ctx: RunContext, ref: PretrainedModel, seed: int, field: str
         raise ValueError(
             f"{field}.data: {data.name} has {data.num_classes} classes; the model draws {model.model.num_classes}"
         )
-    return ImageModel(name, data, loaded.model, loaded.schedule, None, seed, r)
+    return replace(model, data=data)
 
 
 def weights_digest(model) -> str:

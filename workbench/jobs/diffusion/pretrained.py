@@ -572,6 +572,9 @@ def diffusers_card(run_id: int, run_name: str, spec: dict, summary: dict, classe
             return "not measured"
         return f"{v:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}] (95 %, n = {n} sample sets)" if ci else "")
 
+    from workbench.text import printable
+
+    classes = [printable(c).replace("`", "'") for c in classes]  # image folder names: outside text
     conditional = bool(classes)
     load = f"{{pretrained: THIS_REPO{', class_null: true' if conditional else ''}, data: {{name: {data}}}}}"
     return "\n".join(

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
-from workbench.jobs.diffusion.config import SamplerSpec, Strict
+from workbench.jobs.diffusion.config import SamplerSpec, Strict, check_guidance
 from workbench.jobs.diffusion.pretrained import PretrainedModel
 from workbench.jobs.spec import BaseSpec, ExistingPath, RunName, RunRef
 
@@ -679,6 +679,8 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
     ]
     models = {m.key: loaded[raw.key] for m, raw in zip(members, d.members, strict=True)}
     names = zoo_names(members, {k: m.name for k, m in models.items()})
+    for name in names:  # a published folder's name becomes a class name: shown, exported, published
+        A.check_generator_name(name, "data.runs")
     for raw, m in zip(d.runs, members, strict=True):  # before any draw: a bad member costs no sampling
         model = models[m.key].model
         if isinstance(raw, ZooMember) and raw.guidance_scale and not model.num_classes:
@@ -686,11 +688,13 @@ def zoo_rows(ctx: RunContext, spec: Spec, d: ZooSource) -> dict:
                 f"data.runs: {'run' if raw.model is None else 'model'} {raw.key} is unconditional; guidance_scale {raw.guidance_scale:g} "
                 "needs a class-conditional model (set it to 0)"
             )
-        if model.num_classes and model.null_class is None and m.guidance_scale != 1:
-            raise ValueError(
-                f"data.runs: model {m.key} has no unconditional (null) class, so guidance_scale "
-                f"{m.guidance_scale:g} cannot apply; set its guidance_scale: 1 (or model.class_null: true "
-                "if its last class is that one)"
+        if model.num_classes:
+            check_guidance(
+                model.num_classes,
+                model.null_class is not None,
+                m.guidance_scale,
+                f"data.runs ({m.key}): guidance_scale",
+                "its model.class_null",
             )
     out = {"train": ([], [], []), "test": ([], [], [])}
     for member, name in zip(members, names, strict=True):

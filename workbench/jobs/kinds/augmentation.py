@@ -35,7 +35,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from workbench.jobs.data.names import CLASS_NAMES
 from workbench.jobs.diffusion import image_model
-from workbench.jobs.diffusion.config import SamplerSpec, Strict, TrainSpec
+from workbench.jobs.diffusion.config import SamplerSpec, Strict, TrainSpec, check_guidance
 from workbench.jobs.diffusion.image_model import DataSpec, ImageModelSpec, UNetSpec
 from workbench.jobs.diffusion.pretrained import PretrainedModel, check_data
 from workbench.jobs.spec import BaseSpec, RunRef
@@ -238,8 +238,12 @@ class Spec(BaseSpec):
             if (found := published.found()) is not None:  # a folder here, or in the Hub cache
                 check_data(found, self.data, "data")
                 if found.classes(published):
-                    check_generator(
-                        found.classes(published), published.class_null, self.diffusion.guidance_scale
+                    check_guidance(
+                        found.classes(published),
+                        published.class_null,
+                        self.diffusion.guidance_scale,
+                        "diffusion.guidance_scale",
+                        "diffusion.model.class_null",
                     )
                 else:
                     check_labelling(
@@ -651,16 +655,11 @@ class Labeller:
     def __call__(self, x, device):
         import torch
 
-        from workbench.jobs.diffusion.train import autocast
+        from workbench.jobs.classify import assess
 
-        self.net.eval()
-        out = []
-        with torch.no_grad():
-            for chunk in x.split(1000):
-                with autocast(device):
-                    logits = self.net(chunk.to(device)).float()
-                out.append(logits.argmax(1).cpu())
-        labels = torch.cat(out)
+        labels = torch.from_numpy(
+            assess(self.net, x, torch.zeros(len(x), dtype=torch.long), device).predictions
+        )
         if self.among is None:
             return labels
         task = torch.full((max(labels.max().item(), max(self.among)) + 1,), -1, dtype=torch.long)
@@ -716,20 +715,6 @@ def labelled_draws(ctx, fixed, g, labeller, k: int, per_class: int, seed: int):
     return x[order], y[order], seconds, drawn
 
 
-def check_generator(classes: int, has_null: bool, w: float, field: str = "diffusion.model") -> None:
-    """A generator draws images of given classes, and guidance (w other than 1) needs its null class."""
-    if not classes:
-        raise ValueError(
-            f"{field}: an unconditional model cannot draw images of a given class; use a class-conditional one"
-        )
-    if w != 1.0 and not has_null:
-        raise ValueError(
-            f"diffusion.guidance_scale {w:g}: classifier-free guidance needs the model's unconditional (null) "
-            f"class, and it has none (set guidance_scale: 1, or {field}.class_null: true if its last class is "
-            "that one)"
-        )
-
-
 def outside_data(model: str) -> str:
     return (
         f"diffusion.allow_outside_data: {model} is a published model, trained on images outside every real "
@@ -769,7 +754,13 @@ class FixedGenerator:
         if self.labels_draws:
             check_labelling(g.label_with, g.guidance_scale, field)
         else:
-            check_generator(src.model.num_classes, src.model.null_class is not None, g.guidance_scale, field)
+            check_guidance(
+                1,
+                src.model.null_class is not None,
+                g.guidance_scale,
+                "diffusion.guidance_scale",
+                "diffusion.model.class_null",  # (a workbench run's class model always has one)
+            )
             if g.label_with is not None:
                 raise ValueError(
                     f"diffusion.label_with: {field} is class-conditional: it draws each class itself"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from workbench.jobs.diffusion import image_model
-from workbench.jobs.diffusion.config import InceptionOptions, SamplerName, Strict
+from workbench.jobs.diffusion.config import InceptionOptions, SamplerName, Strict, check_guidance
 from workbench.jobs.diffusion.image_model import WithImageModel
 from workbench.jobs.figures import grid_image, pyplot
 
@@ -126,22 +126,6 @@ class Spec(WithImageModel, InceptionOptions):
             conditional = self.train.model.conditional
             check_guidance(conditional, conditional, self.guidance_scale)
         return self
-
-
-def check_guidance(classes: int, has_null: bool, w: float) -> None:
-    """Guidance (w other than 1) needs a class-conditional model with an unconditional (null) class."""
-    if w == 1.0:
-        return
-    if not classes:
-        raise ValueError(
-            f"guidance_scale {w:g}: the model is unconditional, so there is nothing to guide towards; "
-            "set guidance_scale: 1"
-        )
-    if not has_null:
-        raise ValueError(
-            f"guidance_scale {w:g}: classifier-free guidance needs the model's unconditional (null) class, "
-            "and this model has none (set model.class_null: true if its last class is that one)"
-        )
 
 
 def run(ctx: RunContext, spec: Spec) -> None:
